@@ -1,0 +1,15 @@
+//! One migration per schema change. A migration that has landed is never edited:
+//! add a new one instead.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_tenants_users_audit;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_tenants_users_audit::Migration)]
+    }
+}

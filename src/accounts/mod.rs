@@ -1,0 +1,4 @@
+//! Tenants and their users: the rules, and their GraphQL types.
+
+pub mod graphql;
+pub mod rules;

@@ -1,0 +1,77 @@
+//! argon2id password hashing with OWASP parameters, run off the async runtime.
+
+use argon2::{
+    Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version,
+    password_hash::SaltString,
+};
+use rand::{Rng, distr::Alphanumeric};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::error::{Error, Result};
+
+/// OWASP: m = 19 MiB, t = 2, p = 1.
+const MEMORY_KIB: u32 = 19 * 1024;
+const ITERATIONS: u32 = 2;
+const PARALLELISM: u32 = 1;
+
+fn hasher() -> Argon2<'static> {
+    // The parameters are constants within argon2's bounds; `new` cannot fail for them.
+    let params = Params::new(MEMORY_KIB, ITERATIONS, PARALLELISM, None)
+        .unwrap_or_else(|_| Params::default());
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Hashes `password` into a PHC string on the blocking pool.
+pub async fn hash(password: SecretString) -> Result<String> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+        hasher()
+            .hash_password(password.expose_secret().as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| Error::internal(anyhow::anyhow!("password hashing failed: {e}")))
+    })
+    .await
+    .map_err(Error::internal)?
+}
+
+/// Checks `password` against a stored PHC string on the blocking pool.
+pub async fn verify(password: SecretString, phc: String) -> Result<bool> {
+    tokio::task::spawn_blocking(move || {
+        let parsed = PasswordHash::new(&phc)
+            .map_err(|e| Error::internal(anyhow::anyhow!("stored hash unreadable: {e}")))?;
+        Ok(hasher()
+            .verify_password(password.expose_secret().as_bytes(), &parsed)
+            .is_ok())
+    })
+    .await
+    .map_err(Error::internal)?
+}
+
+/// A random password of 24 alphanumeric characters (about 143 bits), for one-time
+/// secrets printed by `bootstrap` and the demo seed. Never a default.
+pub fn generate() -> SecretString {
+    let value: String = rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect();
+    SecretString::from(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hash_then_verify() {
+        let pw = generate();
+        let phc = hash(pw.clone()).await.unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(verify(pw, phc.clone()).await.unwrap());
+        assert!(
+            !verify(SecretString::from("wrong".to_owned()), phc)
+                .await
+                .unwrap()
+        );
+    }
+}

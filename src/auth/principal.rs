@@ -1,0 +1,82 @@
+//! Who is calling. Built once at the edge (HTTP or WebSocket) from a bearer token.
+
+use sea_orm::{ColumnTrait, DatabaseConnection, QueryFilter};
+use uuid::Uuid;
+
+use crate::{
+    db::TenantDb,
+    entity::{user, user_role},
+    error::{Error, Result},
+    ids::TenantId,
+};
+
+use super::{Role, TokenService};
+
+#[derive(Debug, Clone)]
+pub struct UserPrincipal {
+    pub tenant_id: TenantId,
+    pub user_id: Uuid,
+    pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub enum Principal {
+    #[default]
+    Anonymous,
+    User(UserPrincipal),
+}
+
+impl Principal {
+    pub fn tenant(&self) -> Option<TenantId> {
+        match self {
+            Principal::Anonymous => None,
+            Principal::User(u) => Some(u.tenant_id),
+        }
+    }
+
+    pub fn has_any_role(&self, roles: &[Role]) -> bool {
+        match self {
+            Principal::Anonymous => false,
+            Principal::User(u) => u.roles.iter().any(|r| roles.contains(r)),
+        }
+    }
+}
+
+/// Turns an `Authorization` value into a principal: `None` is anonymous; anything
+/// present must be a valid bearer token of an active user, or the call is refused.
+/// Roles are read from the database on every request, so a removed role or a
+/// deactivated user takes effect at once.
+pub async fn authenticate_bearer(
+    db: &DatabaseConnection,
+    tokens: &TokenService,
+    authorization: Option<&str>,
+) -> Result<Principal> {
+    let Some(value) = authorization else {
+        return Ok(Principal::Anonymous);
+    };
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(Error::Unauthenticated)?;
+    let claims = tokens.verify(token)?;
+    let tenant = TenantId::from_uuid(claims.tid);
+    let scoped = TenantDb::new(db.clone(), tenant);
+    let user = scoped
+        .find_by_id::<user::Entity>(claims.sub)
+        .await?
+        .filter(|u| u.is_active)
+        .ok_or(Error::Unauthenticated)?;
+    let roles = scoped
+        .list::<user_role::Entity>(|q| q.filter(user_role::Column::UserId.eq(user.id)))
+        .await?
+        .into_iter()
+        .map(|r| r.role)
+        .collect();
+    Ok(Principal::User(UserPrincipal {
+        tenant_id: tenant,
+        user_id: user.id,
+        roles,
+    }))
+}

@@ -1,0 +1,512 @@
+//! Typed settings from `SEQUESTRA_*` environment variables, validated once at start.
+//!
+//! Every setting is documented in `.env.example` and the README. Secrets are held in
+//! [`SecretString`] so they never reach a log or `Debug` output.
+
+use std::{collections::HashSet, fmt, net::SocketAddr, str::FromStr, time::Duration};
+
+use rand::{Rng, distr::Alphanumeric};
+use secrecy::{ExposeSecret, SecretString};
+
+/// Where the server runs. Production refuses weak settings; development fills gaps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// A configuration problem, naming the setting and the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {reason}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(setting: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            setting,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A named HMAC key used to sign access tokens; `kid` goes in the JWT header.
+#[derive(Clone)]
+pub struct SigningKey {
+    pub kid: String,
+    pub secret: SecretString,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("secret", &"[REDACTED]")
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// May carry a password, hence secret; use [`DatabaseConfig::redacted_url`] for logs.
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub connect_timeout: Duration,
+    pub acquire_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub sqlite_busy_timeout: Duration,
+}
+
+impl DatabaseConfig {
+    pub fn is_sqlite(&self) -> bool {
+        self.url.expose_secret().starts_with("sqlite:")
+    }
+
+    /// The URL with any password replaced, safe to log.
+    pub fn redacted_url(&self) -> String {
+        redact_url(self.url.expose_secret())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct GraphqlConfig {
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    pub max_aliases: usize,
+    /// Upper bound for `first`/`last` on every connection.
+    pub max_page_size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Signs new access tokens.
+    pub jwt_signing_key: SigningKey,
+    /// Still accepted for verification during a key rotation.
+    pub jwt_retired_keys: Vec<SigningKey>,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub access_token_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub env: Environment,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+    pub database: DatabaseConfig,
+    pub http: HttpConfig,
+    pub graphql: GraphqlConfig,
+    pub auth: AuthConfig,
+    /// Several secrets are accepted during rotation; the first one signs.
+    pub webhook_secrets: Vec<SecretString>,
+    pub sentry_dsn: Option<SecretString>,
+    /// Apply pending migrations when `serve` starts.
+    pub migrate_on_start: bool,
+    /// Settings that were missing in development and got an ephemeral random value.
+    pub generated_secrets: Vec<&'static str>,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://sequestra.db?mode=rwc";
+const MIN_SECRET_LEN: usize = 32;
+const MIN_DISTINCT_CHARS: usize = 10;
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests can pass a map instead of the environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |key: &str| {
+            lookup(key)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+
+        let env = match get("SEQUESTRA_ENV").as_deref() {
+            None | Some("development") => Environment::Development,
+            Some("production") => Environment::Production,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "SEQUESTRA_ENV",
+                    format!("must be `development` or `production`, got `{other}`"),
+                ));
+            }
+        };
+        let log_format = match get("SEQUESTRA_LOG_FORMAT").as_deref() {
+            None => match env {
+                Environment::Development => LogFormat::Pretty,
+                Environment::Production => LogFormat::Json,
+            },
+            Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "SEQUESTRA_LOG_FORMAT",
+                    format!("must be `pretty` or `json`, got `{other}`"),
+                ));
+            }
+        };
+
+        let database = DatabaseConfig {
+            url: SecretString::from(
+                get("SEQUESTRA_DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            ),
+            max_connections: parse(&get, "SEQUESTRA_DB_MAX_CONNECTIONS", 10)?,
+            min_connections: parse(&get, "SEQUESTRA_DB_MIN_CONNECTIONS", 1)?,
+            connect_timeout: secs(&get, "SEQUESTRA_DB_CONNECT_TIMEOUT_SECS", 5)?,
+            acquire_timeout: secs(&get, "SEQUESTRA_DB_ACQUIRE_TIMEOUT_SECS", 5)?,
+            idle_timeout: secs(&get, "SEQUESTRA_DB_IDLE_TIMEOUT_SECS", 300)?,
+            sqlite_busy_timeout: Duration::from_millis(parse(
+                &get,
+                "SEQUESTRA_SQLITE_BUSY_TIMEOUT_MS",
+                5000,
+            )?),
+        };
+        let url = database.url.expose_secret();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::new(
+                "SEQUESTRA_DATABASE_URL",
+                "must start with sqlite:, postgres:// or postgresql://",
+            ));
+        }
+        if database.max_connections == 0 || database.min_connections > database.max_connections {
+            return Err(ConfigError::new(
+                "SEQUESTRA_DB_MAX_CONNECTIONS",
+                "must be at least 1 and at least SEQUESTRA_DB_MIN_CONNECTIONS",
+            ));
+        }
+
+        let http = HttpConfig {
+            listen: parse(
+                &get,
+                "SEQUESTRA_LISTEN",
+                SocketAddr::from(([127, 0, 0, 1], 8080)),
+            )?,
+            body_limit_bytes: parse(&get, "SEQUESTRA_BODY_LIMIT_BYTES", 1024 * 1024)?,
+            request_timeout: secs(&get, "SEQUESTRA_REQUEST_TIMEOUT_SECS", 30)?,
+            shutdown_grace: secs(&get, "SEQUESTRA_SHUTDOWN_GRACE_SECS", 20)?,
+        };
+
+        let graphql = GraphqlConfig {
+            max_depth: parse(&get, "SEQUESTRA_GRAPHQL_MAX_DEPTH", 12)?,
+            max_complexity: parse(&get, "SEQUESTRA_GRAPHQL_MAX_COMPLEXITY", 1000)?,
+            max_aliases: parse(&get, "SEQUESTRA_GRAPHQL_MAX_ALIASES", 30)?,
+            max_page_size: parse(&get, "SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE", 100)?,
+        };
+
+        let mut generated_secrets = Vec::new();
+        let mut secret = |name: &'static str| -> Result<SecretString, ConfigError> {
+            match get(name) {
+                Some(value) => {
+                    check_secret_strength(env, name, &value)?;
+                    Ok(SecretString::from(value))
+                }
+                None if env == Environment::Production => Err(ConfigError::new(
+                    name,
+                    "is required in production (at least 32 random characters)",
+                )),
+                None => {
+                    generated_secrets.push(name);
+                    Ok(random_secret())
+                }
+            }
+        };
+
+        let jwt_secret = secret("SEQUESTRA_JWT_SECRET")?;
+        let webhook_secret_list = match get("SEQUESTRA_WEBHOOK_SECRETS") {
+            Some(list) => {
+                let mut secrets = Vec::new();
+                for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    check_secret_strength(env, "SEQUESTRA_WEBHOOK_SECRETS", item)?;
+                    secrets.push(SecretString::from(item.to_owned()));
+                }
+                secrets
+            }
+            None => vec![secret("SEQUESTRA_WEBHOOK_SECRETS")?],
+        };
+
+        let kid = get("SEQUESTRA_JWT_KID").unwrap_or_else(|| "primary".to_owned());
+        check_kid("SEQUESTRA_JWT_KID", &kid)?;
+        let mut retired = Vec::new();
+        if let Some(list) = get("SEQUESTRA_JWT_RETIRED_KEYS") {
+            for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let Some((kid, secret)) = item.split_once(':') else {
+                    return Err(ConfigError::new(
+                        "SEQUESTRA_JWT_RETIRED_KEYS",
+                        "each entry must be `kid:secret`",
+                    ));
+                };
+                check_kid("SEQUESTRA_JWT_RETIRED_KEYS", kid)?;
+                check_secret_strength(env, "SEQUESTRA_JWT_RETIRED_KEYS", secret)?;
+                retired.push(SigningKey {
+                    kid: kid.to_owned(),
+                    secret: SecretString::from(secret.to_owned()),
+                });
+            }
+        }
+        let mut kids = HashSet::new();
+        kids.insert(kid.clone());
+        if retired.iter().any(|k| !kids.insert(k.kid.clone())) {
+            return Err(ConfigError::new(
+                "SEQUESTRA_JWT_RETIRED_KEYS",
+                "key ids must be unique and differ from SEQUESTRA_JWT_KID",
+            ));
+        }
+
+        let auth = AuthConfig {
+            jwt_signing_key: SigningKey {
+                kid,
+                secret: jwt_secret,
+            },
+            jwt_retired_keys: retired,
+            jwt_issuer: get("SEQUESTRA_JWT_ISSUER").unwrap_or_else(|| "sequestra".to_owned()),
+            jwt_audience: get("SEQUESTRA_JWT_AUDIENCE")
+                .unwrap_or_else(|| "sequestra-api".to_owned()),
+            access_token_ttl: secs(&get, "SEQUESTRA_ACCESS_TOKEN_TTL_SECS", 15 * 60)?,
+        };
+
+        let sentry_dsn = get("SEQUESTRA_SENTRY_DSN").map(SecretString::from);
+        let migrate_on_start = parse(&get, "SEQUESTRA_MIGRATE_ON_START", true)?;
+
+        Ok(Self {
+            env,
+            log_format,
+            log_filter: get("SEQUESTRA_LOG").unwrap_or_else(|| "info".to_owned()),
+            database,
+            http,
+            graphql,
+            auth,
+            webhook_secrets: webhook_secret_list,
+            sentry_dsn,
+            migrate_on_start,
+            generated_secrets,
+        })
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.env == Environment::Production
+    }
+}
+
+fn parse<T: FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    match get(name) {
+        None => Ok(default),
+        Some(raw) => raw
+            .parse()
+            .map_err(|e| ConfigError::new(name, format!("cannot parse `{raw}`: {e}"))),
+    }
+}
+
+fn secs(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    parse(get, name, default).map(Duration::from_secs)
+}
+
+fn check_kid(setting: &'static str, kid: &str) -> Result<(), ConfigError> {
+    let ok = !kid.is_empty()
+        && kid.len() <= 64
+        && kid
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            setting,
+            "a key id is 1 to 64 characters of A-Z, a-z, 0-9, - and _",
+        ))
+    }
+}
+
+/// Words that mark a value copied from an example rather than generated.
+const PLACEHOLDER_MARKERS: &[&str] = &[
+    "change",
+    "example",
+    "placeholder",
+    "replace",
+    "secret",
+    "password",
+    "default",
+    "todo",
+    "xxxx",
+];
+
+/// Refuses a missing, placeholder or weak secret in production; development accepts
+/// anything given explicitly (a weak one is still better caught early, so it warns).
+fn check_secret_strength(
+    env: Environment,
+    name: &'static str,
+    value: &str,
+) -> Result<(), ConfigError> {
+    match secret_weakness(value) {
+        None => Ok(()),
+        Some(reason) if env == Environment::Production => Err(ConfigError::new(name, reason)),
+        Some(reason) => {
+            tracing::warn!(
+                setting = name,
+                reason,
+                "weak secret accepted in development"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Why a secret is weak, or `None` when it looks random and long enough.
+pub fn secret_weakness(value: &str) -> Option<&'static str> {
+    let lower = value.to_ascii_lowercase();
+    if PLACEHOLDER_MARKERS.iter().any(|m| lower.contains(m)) {
+        return Some("looks like a placeholder; generate one with `openssl rand -hex 32`");
+    }
+    if value.len() < MIN_SECRET_LEN {
+        return Some("is too short: use at least 32 random characters (`openssl rand -hex 32`)");
+    }
+    let distinct: HashSet<char> = value.chars().collect();
+    if distinct.len() < MIN_DISTINCT_CHARS {
+        return Some("has too little variety to be random (`openssl rand -hex 32`)");
+    }
+    None
+}
+
+fn random_secret() -> SecretString {
+    let value: String = rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(48)
+        .map(char::from)
+        .collect();
+    SecretString::from(value)
+}
+
+fn redact_url(url: &str) -> String {
+    // scheme://user:password@host/... -> scheme://user:***@host/...
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+    {
+        let user = userinfo.split(':').next().unwrap_or_default();
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    url.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    const STRONG: &str = "9f2c7a1e4b8d3f6a0c5e7b9d1f3a5c7e";
+
+    #[test]
+    fn development_generates_missing_secrets() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.env, Environment::Development);
+        assert_eq!(
+            c.generated_secrets,
+            vec!["SEQUESTRA_JWT_SECRET", "SEQUESTRA_WEBHOOK_SECRETS"]
+        );
+        assert!(c.auth.jwt_signing_key.secret.expose_secret().len() >= 32);
+        assert!(c.database.is_sqlite());
+    }
+
+    #[test]
+    fn production_refuses_missing_secret_and_names_it() {
+        let err = config(&[("SEQUESTRA_ENV", "production")]).unwrap_err();
+        assert_eq!(err.setting, "SEQUESTRA_JWT_SECRET");
+    }
+
+    #[test]
+    fn production_refuses_placeholder_and_short_secrets() {
+        for weak in [
+            "change-me-change-me-change-me-change-me",
+            "abc123",
+            &"ab".repeat(20),
+        ] {
+            let err = config(&[
+                ("SEQUESTRA_ENV", "production"),
+                ("SEQUESTRA_JWT_SECRET", weak),
+                ("SEQUESTRA_WEBHOOK_SECRETS", STRONG),
+            ])
+            .unwrap_err();
+            assert_eq!(err.setting, "SEQUESTRA_JWT_SECRET", "{weak}");
+        }
+    }
+
+    #[test]
+    fn production_accepts_strong_secrets() {
+        let c = config(&[
+            ("SEQUESTRA_ENV", "production"),
+            ("SEQUESTRA_JWT_SECRET", STRONG),
+            (
+                "SEQUESTRA_WEBHOOK_SECRETS",
+                "0a1b2c3d4e5f60718293a4b5c6d7e8f9,1f2e3d4c5b6a79880796a5b4c3d2e1f0",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(c.webhook_secrets.len(), 2);
+        assert!(c.generated_secrets.is_empty());
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let c = config(&[
+            ("SEQUESTRA_JWT_SECRET", STRONG),
+            (
+                "SEQUESTRA_DATABASE_URL",
+                "postgres://app:hunter2hunter2@db/sequestra",
+            ),
+        ])
+        .unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains(STRONG));
+        assert!(!debug.contains("hunter2"));
+        assert_eq!(c.database.redacted_url(), "postgres://app:***@db/sequestra");
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let err = config(&[("SEQUESTRA_LISTEN", "nowhere")]).unwrap_err();
+        assert_eq!(err.setting, "SEQUESTRA_LISTEN");
+        let err = config(&[("SEQUESTRA_DATABASE_URL", "mysql://x")]).unwrap_err();
+        assert_eq!(err.setting, "SEQUESTRA_DATABASE_URL");
+    }
+}

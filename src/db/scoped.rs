@@ -1,0 +1,155 @@
+//! The tenant-scoped access layer (DESIGN §3).
+//!
+//! Resolvers never hold a raw connection. They get a [`TenantDb`] built from the
+//! request's principal: every read, update and delete through it carries
+//! `tenant_id = <principal's tenant>`, and every insert is stamped with it. A row of
+//! another tenant is therefore indistinguishable from a missing one: `NOT_FOUND`.
+
+use sea_orm::{
+    ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection,
+    DatabaseTransaction, DeleteMany, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
+    Select, TransactionTrait, UpdateMany,
+};
+use uuid::Uuid;
+
+use crate::{
+    entity::tenant,
+    error::{Error, Result},
+    ids::TenantId,
+};
+
+/// An entity whose rows belong to one tenant.
+pub trait TenantEntity: EntityTrait {
+    /// The `tenant_id` column.
+    const TENANT: Self::Column;
+    /// The column `get` looks rows up by.
+    const ID: Self::Column;
+}
+
+/// A connection (or transaction) bound to one tenant.
+#[derive(Clone)]
+pub struct Scoped<C> {
+    conn: C,
+    tenant: TenantId,
+}
+
+/// The scoped handle over the pool, as resolvers get it.
+pub type TenantDb = Scoped<DatabaseConnection>;
+/// The scoped handle inside a transaction; rules take `&Scoped<impl ConnectionTrait>`.
+pub type TenantTxn = Scoped<DatabaseTransaction>;
+
+impl TenantDb {
+    pub fn new(conn: DatabaseConnection, tenant: TenantId) -> Self {
+        Self { conn, tenant }
+    }
+
+    /// Starts a transaction that stays bound to the same tenant.
+    pub async fn begin(&self) -> Result<TenantTxn> {
+        Ok(Scoped {
+            conn: self.conn.begin().await?,
+            tenant: self.tenant,
+        })
+    }
+}
+
+impl TenantTxn {
+    /// Binds a transaction the caller opened to `tenant` (used by the command line,
+    /// which acts for a tenant it has just created or named).
+    pub fn bind(txn: DatabaseTransaction, tenant: TenantId) -> Self {
+        Self { conn: txn, tenant }
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        Ok(self.conn.commit().await?)
+    }
+}
+
+impl<C: ConnectionTrait> Scoped<C> {
+    pub fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    fn select<E: TenantEntity>(&self) -> Select<E> {
+        E::find().filter(E::TENANT.eq(self.tenant.as_uuid()))
+    }
+
+    /// The row with this id in this tenant; another tenant's row is `NotFound`.
+    pub async fn get<E: TenantEntity>(&self, id: Uuid) -> Result<E::Model> {
+        self.find_by_id::<E>(id).await?.ok_or(Error::NotFound)
+    }
+
+    pub async fn find_by_id<E: TenantEntity>(&self, id: Uuid) -> Result<Option<E::Model>> {
+        Ok(self
+            .select::<E>()
+            .filter(E::ID.eq(id))
+            .one(&self.conn)
+            .await?)
+    }
+
+    /// Rows of this tenant; `query` adds filters, order and limits to a select that
+    /// already carries the tenant predicate (filters only ever narrow it).
+    pub async fn list<E: TenantEntity>(
+        &self,
+        query: impl FnOnce(Select<E>) -> Select<E>,
+    ) -> Result<Vec<E::Model>> {
+        Ok(query(self.select::<E>()).all(&self.conn).await?)
+    }
+
+    pub async fn first<E: TenantEntity>(
+        &self,
+        query: impl FnOnce(Select<E>) -> Select<E>,
+    ) -> Result<Option<E::Model>> {
+        Ok(query(self.select::<E>()).one(&self.conn).await?)
+    }
+
+    pub async fn count<E: TenantEntity>(
+        &self,
+        query: impl FnOnce(Select<E>) -> Select<E>,
+    ) -> Result<u64>
+    where
+        E::Model: Sync,
+    {
+        Ok(query(self.select::<E>()).count(&self.conn).await?)
+    }
+
+    /// Inserts `model` with `tenant_id` set to this tenant, whatever it held before.
+    pub async fn insert<A>(&self, mut model: A) -> Result<<A::Entity as EntityTrait>::Model>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        A::Entity: TenantEntity,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+    {
+        model.set(
+            <A::Entity as TenantEntity>::TENANT,
+            self.tenant.as_uuid().into(),
+        );
+        Ok(model.insert(&self.conn).await?)
+    }
+
+    /// An UPDATE limited to this tenant; `query` sets values and narrows further.
+    /// Returns the number of rows changed.
+    pub async fn update_where<E: TenantEntity>(
+        &self,
+        query: impl FnOnce(UpdateMany<E>) -> UpdateMany<E>,
+    ) -> Result<u64> {
+        let update = E::update_many().filter(E::TENANT.eq(self.tenant.as_uuid()));
+        Ok(query(update).exec(&self.conn).await?.rows_affected)
+    }
+
+    /// A DELETE limited to this tenant. Returns the number of rows deleted.
+    pub async fn delete_where<E: TenantEntity>(
+        &self,
+        query: impl FnOnce(DeleteMany<E>) -> DeleteMany<E>,
+    ) -> Result<u64> {
+        let delete = E::delete_many().filter(E::TENANT.eq(self.tenant.as_uuid()));
+        Ok(query(delete).exec(&self.conn).await?.rows_affected)
+    }
+
+    /// This tenant's own record.
+    pub async fn tenant_record(&self) -> Result<tenant::Model> {
+        tenant::Entity::find_by_id(self.tenant.as_uuid())
+            .one(&self.conn)
+            .await?
+            .ok_or(Error::NotFound)
+    }
+}

@@ -1,0 +1,7 @@
+//! SeaORM entities: the one place table shapes live. Tenant-owned entities implement
+//! [`crate::db::TenantEntity`] so the scoped layer can filter and stamp them.
+
+pub mod audit_log;
+pub mod tenant;
+pub mod user;
+pub mod user_role;

@@ -1,0 +1,84 @@
+//! Maps every error once, at the edge, to a message and a stable `extensions.code`.
+//!
+//! Resolvers use `?` on [`crate::error::Error`]; async-graphql keeps it as the error's
+//! source, and this extension reads it back. Errors async-graphql raises itself
+//! (syntax, validation, argument coercion, limits) are the caller's: BAD_USER_INPUT.
+//! Anything else is INTERNAL, logged here with its detail and sent without it.
+
+use std::sync::Arc;
+
+use async_graphql::{
+    Response, ServerError, Value,
+    extensions::{Extension, ExtensionContext, ExtensionFactory, NextRequest},
+};
+
+use crate::error::{Error, ErrorCode};
+
+pub struct ErrorMapping;
+
+impl ExtensionFactory for ErrorMapping {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(ErrorMappingExtension)
+    }
+}
+
+struct ErrorMappingExtension;
+
+#[async_trait::async_trait]
+impl Extension for ErrorMappingExtension {
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        let mut response = next.run(ctx).await;
+        for error in &mut response.errors {
+            map_error(error);
+        }
+        response
+    }
+}
+
+/// Sets `extensions.code` (and friends) on one error, scrubbing internal detail.
+pub fn map_error(error: &mut ServerError) {
+    // DataLoader errors arrive wrapped in an Arc (loaders need a cloneable error).
+    let app_error = error
+        .source::<Error>()
+        .or_else(|| error.source::<Arc<Error>>().map(|e| e.as_ref()));
+    let (code, extra): (ErrorCode, Option<(&str, Value)>) = match app_error {
+        Some(app) => {
+            let extra = match app {
+                Error::Internal(detail) => {
+                    tracing::error!(error = ?detail, path = ?error.path, "internal error");
+                    None
+                }
+                Error::BadUserInput {
+                    field: Some(field), ..
+                } => Some(("field", Value::from(*field))),
+                Error::Conflict {
+                    reason: Some(reason),
+                    ..
+                } => Some(("reason", Value::from(*reason))),
+                Error::RateLimited { retry_after_secs } => {
+                    Some(("retryAfter", Value::from(*retry_after_secs)))
+                }
+                _ => None,
+            };
+            (app.code(), extra)
+        }
+        None if error.source.is_some() => {
+            // An error type that was not ours leaked through `?`: never show it.
+            tracing::error!(message = %error.message, path = ?error.path, "unmapped internal error");
+            (ErrorCode::Internal, None)
+        }
+        None => match error.extensions.as_ref().and_then(|e| e.get("code")) {
+            Some(Value::String(_)) => return,
+            _ => (ErrorCode::BadUserInput, None),
+        },
+    };
+    if code == ErrorCode::Internal {
+        error.message = "internal error".to_owned();
+    }
+    let extensions = error.extensions.get_or_insert_with(Default::default);
+    if let Some((key, value)) = extra {
+        extensions.set(key, value);
+    }
+    metrics::counter!("graphql_errors_total", "code" => code.as_str()).increment(1);
+    extensions.set("code", code.as_str());
+}

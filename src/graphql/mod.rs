@@ -1,0 +1,51 @@
+//! Schema assembly: one root per business area, merged; limits; error mapping.
+
+pub mod connection;
+pub mod context;
+pub mod errors;
+pub mod guards;
+pub mod limits;
+pub mod loaders;
+pub mod node;
+pub mod scalars;
+pub mod system;
+
+use async_graphql::{EmptyMutation, MergedObject, MergedSubscription, Schema, SchemaBuilder};
+
+use crate::{accounts::graphql::AccountsQuery, config::GraphqlConfig};
+
+#[derive(MergedObject, Default)]
+pub struct Query(node::NodeQuery, system::SystemQuery, AccountsQuery);
+
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(system::SystemSubscription);
+
+pub type Mutation = EmptyMutation;
+
+pub type AppSchema = Schema<Query, Mutation, Subscription>;
+
+fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
+    Schema::build(Query::default(), EmptyMutation, Subscription::default())
+        .register_output_type::<scalars::Decimal>()
+}
+
+/// The schema the server runs, with limits from config.
+pub fn build_schema(cfg: &GraphqlConfig, production: bool) -> AppSchema {
+    let mut builder = builder()
+        .limit_depth(cfg.max_depth)
+        .limit_complexity(cfg.max_complexity)
+        .limit_recursive_depth(64)
+        .limit_directives(16)
+        .extension(limits::AliasLimit(cfg.max_aliases))
+        .extension(errors::ErrorMapping)
+        .data(cfg.clone());
+    if production {
+        builder = builder.disable_suggestions();
+    }
+    builder.finish()
+}
+
+/// The full SDL, as committed in `schema.graphql`.
+pub fn sdl() -> String {
+    builder().finish().sdl()
+}

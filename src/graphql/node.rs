@@ -1,0 +1,54 @@
+//! `node(id:)` over opaque global ids. A malformed id, a missing row and another
+//! tenant's row all answer NOT_FOUND: nothing is enumerable.
+
+use async_graphql::{Context, ID, Interface, Object};
+
+use crate::{
+    accounts::graphql::{TenantNode, USER_READERS, UserNode},
+    entity::user,
+    error::Error,
+    ids::{self, Kind},
+};
+
+use super::{context::ContextExt, guards::Authenticated};
+
+/// An object with a global id that `node(id:)` resolves.
+#[derive(Interface)]
+#[graphql(field(name = "id", ty = "ID"))]
+pub enum Node {
+    Tenant(TenantNode),
+    User(UserNode),
+}
+
+#[derive(Default)]
+pub struct NodeQuery;
+
+#[Object]
+impl NodeQuery {
+    /// Any object by its global id.
+    #[graphql(guard = "Authenticated")]
+    async fn node(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Node>> {
+        Ok(Some(resolve(ctx, &id).await?))
+    }
+}
+
+async fn resolve(ctx: &Context<'_>, id: &str) -> Result<Node, Error> {
+    let (kind, uuid) = ids::decode(id).ok_or(Error::NotFound)?;
+    let me = ctx.user()?;
+    let db = ctx.tenant_db()?;
+    match kind {
+        Kind::Tenant => {
+            if uuid != db.tenant().as_uuid() {
+                return Err(Error::NotFound);
+            }
+            Ok(Node::Tenant(db.tenant_record().await?.into()))
+        }
+        Kind::User => {
+            // Users read themselves; admins and support read their whole tenant.
+            if uuid != me.user_id && !ctx.principal().has_any_role(USER_READERS) {
+                return Err(Error::NotFound);
+            }
+            Ok(Node::User(UserNode(db.get::<user::Entity>(uuid).await?)))
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The `Decimal` scalar: exact amounts as strings on the wire. A JSON number is
+//! refused, so a float never touches an amount.
+
+use async_graphql::{InputValueError, InputValueResult, Scalar, ScalarType, Value};
+
+/// An exact decimal number, serialized as a string such as `"12.50"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decimal(pub rust_decimal::Decimal);
+
+#[Scalar(name = "Decimal")]
+impl ScalarType for Decimal {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        match value {
+            Value::String(s) => {
+                let trimmed = s.trim();
+                let valid = !trimmed.is_empty()
+                    && trimmed.len() <= 40
+                    && trimmed
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-');
+                if !valid {
+                    return Err(InputValueError::custom(
+                        "a Decimal is a string of digits such as \"12.50\"",
+                    ));
+                }
+                trimmed
+                    .parse::<rust_decimal::Decimal>()
+                    .map(Decimal)
+                    .map_err(|_| {
+                        InputValueError::custom("a Decimal is a string of digits such as \"12.50\"")
+                    })
+            }
+            _ => Err(InputValueError::custom(
+                "a Decimal is sent as a string, e.g. \"12.50\", never as a JSON number",
+            )),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        Value::String(self.0.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_strings_only() {
+        let d = <Decimal as ScalarType>::parse(Value::String("12.50".into())).unwrap();
+        assert_eq!(d.to_value(), Value::String("12.50".into()));
+        assert!(<Decimal as ScalarType>::parse(Value::Number(12.into())).is_err());
+        for bad in ["", "1e5", "12,50", "abc", "NaN"] {
+            assert!(
+                <Decimal as ScalarType>::parse(Value::String(bad.into())).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! `/health` (alive), `/ready` (database and migrations), `/metrics` (Prometheus).
+
+use axum::{
+    Json,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+};
+use serde_json::json;
+
+use super::AppState;
+use crate::db;
+
+pub async fn health() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let database = match db::ping(&state.db).await {
+        Ok(()) => json!({ "status": "ok" }),
+        Err(err) => {
+            tracing::warn!(error = %err, "readiness: database unreachable");
+            json!({ "status": "unavailable" })
+        }
+    };
+    let migrations = match db::pending_migrations(&state.db).await {
+        Ok(pending) if pending.is_empty() => json!({ "status": "ok" }),
+        Ok(pending) => json!({ "status": "pending", "pending": pending }),
+        Err(err) => {
+            tracing::warn!(error = %err, "readiness: cannot read migrations");
+            json!({ "status": "unknown" })
+        }
+    };
+    let ok = database["status"] == "ok" && migrations["status"] == "ok";
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "status": if ok { "ready" } else { "not_ready" },
+            "checks": { "database": database, "migrations": migrations },
+        })),
+    )
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}

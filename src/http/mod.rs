@@ -1,0 +1,52 @@
+//! The axum router: `/graphql`, `/graphql/ws`, `/health`, `/ready`, `/metrics`.
+//! One middleware per file.
+
+mod graphql;
+mod health;
+mod metrics;
+mod request_id;
+mod ws;
+
+use std::sync::Arc;
+
+use axum::{Router, extract::DefaultBodyLimit, http::StatusCode, middleware, routing::get};
+use metrics_exporter_prometheus::PrometheusHandle;
+use sea_orm::DatabaseConnection;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::{auth::TokenService, config::Config, graphql::AppSchema};
+
+pub use request_id::RequestId;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: DatabaseConnection,
+    pub schema: AppSchema,
+    pub tokens: TokenService,
+    pub metrics: PrometheusHandle,
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.http.body_limit_bytes;
+    let timeout = state.config.http.request_timeout;
+    Router::new()
+        .route(
+            "/graphql",
+            get(graphql::get_handler).post(graphql::post_handler),
+        )
+        .route("/graphql/ws", get(ws::handler))
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(middleware::from_fn(metrics::track))
+        .layer(middleware::from_fn(request_id::assign))
+        .with_state(state)
+}

@@ -1,0 +1,141 @@
+//! Sequestra: a multi-tenant GraphQL API server for escrow and conditional payments.
+//!
+//! [`Application::build`] turns a [`config::Config`] into a running server; `main.rs`
+//! and the integration tests both start from it.
+
+pub mod accounts;
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod domain;
+pub mod entity;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod ids;
+pub mod telemetry;
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use anyhow::Context as _;
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+
+use crate::{auth::TokenService, config::Config, http::AppState};
+
+/// A bound, ready-to-run server.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to the database (migrating it when configured to), builds the schema
+    /// and binds the listener. Nothing is served until [`Application::run_until`].
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = db::connect(&config.database).await.with_context(|| {
+            format!(
+                "cannot open the database at {}",
+                config.database.redacted_url()
+            )
+        })?;
+        if config.migrate_on_start {
+            db::migrate(&db).await.context("cannot apply migrations")?;
+        } else {
+            let pending = db::pending_migrations(&db).await?;
+            if !pending.is_empty() {
+                tracing::warn!(?pending, "migrations are pending; /ready reports not ready");
+            }
+        }
+        Self::with_database(config, db).await
+    }
+
+    /// Like [`Application::build`], over an already opened (and migrated) database.
+    pub async fn with_database(config: Config, db: DatabaseConnection) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+        let schema = graphql::build_schema(&config.graphql, config.is_production());
+        let state = AppState {
+            tokens: TokenService::new(&config.auth),
+            config: Arc::new(config),
+            db,
+            schema,
+            metrics: telemetry::metrics_handle(),
+        };
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.state.db
+    }
+
+    pub fn tokens(&self) -> &TokenService {
+        &self.state.tokens
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish for at
+    /// most the configured grace period.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let grace = self.state.config.http.shutdown_grace;
+        let router = http::router(self.state);
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, finishing in-flight requests");
+            let _ = stopping_tx.send(());
+        });
+        let mut server = std::pin::pin!(server.into_future());
+        tokio::select! {
+            result = &mut server => return result.context("server failed"),
+            _ = stopping_rx => {}
+        }
+        match tokio::time::timeout(grace, server).await {
+            Ok(result) => result.context("server failed"),
+            Err(_) => {
+                tracing::warn!(
+                    grace_secs = grace.as_secs(),
+                    "grace period over; closing remaining connections"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,182 @@
+//! The `sequestra` command line: build config, build the app, run it.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+
+use sequestra::{Application, accounts::rules, config::Config, db, demo, domain, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "sequestra",
+    version,
+    about = "Multi-tenant GraphQL API server for escrow and conditional payments",
+    long_about = "Multi-tenant GraphQL API server for escrow and conditional payments.\n\n\
+        Settings come from SEQUESTRA_* environment variables (and an optional .env file); \
+        see .env.example. Without SEQUESTRA_DATABASE_URL the server uses the embedded \
+        SQLite file sequestra.db."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server: /graphql, /graphql/ws, /health, /ready and /metrics.
+    ///
+    /// Applies pending migrations first unless SEQUESTRA_MIGRATE_ON_START=false.
+    /// Stops gracefully on SIGTERM or SIGINT.
+    Serve {
+        /// Seed demo data: tenants `acme` and `globex` with a user for every role and
+        /// random passwords, printed at start. Only on an empty (or earlier demo)
+        /// database; refused in production. On a demo database it issues new passwords.
+        #[arg(long)]
+        demo: bool,
+        /// With --demo, also write the demo sign-ins as JSON to FILE.
+        #[arg(long, value_name = "FILE", requires = "demo")]
+        demo_credentials: Option<PathBuf>,
+    },
+    /// Apply pending database migrations, then exit.
+    Migrate,
+    /// Print the full GraphQL schema (SDL) to standard output.
+    Schema,
+    /// Create a tenant and its first ADMIN, printing a one-time password for them.
+    ///
+    /// The password is random, shown once and stored only as an argon2id hash; there is
+    /// no default password.
+    Bootstrap {
+        /// The new tenant's slug (2 to 63 characters of a-z, 0-9 and -).
+        #[arg(long, value_name = "SLUG")]
+        tenant: String,
+        /// The first admin's email address.
+        #[arg(long, value_name = "EMAIL")]
+        admin_email: String,
+        /// A display name for the tenant (defaults to the slug).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Schema = cli.command {
+        print!("{}", sequestra::graphql::sdl());
+        return ExitCode::SUCCESS;
+    }
+
+    // Optional .env; real environment variables win.
+    let _ = dotenvy::dotenv();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("configuration error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_tracing(&config);
+    let _sentry = telemetry::init_sentry(&config);
+    for setting in &config.generated_secrets {
+        tracing::warn!(
+            setting,
+            "not set: generated an ephemeral random value for this run (development only); \
+             tokens and signatures will not survive a restart"
+        );
+    }
+
+    match run(cli.command, config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "sequestra failed");
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Schema => unreachable!("handled before configuration"),
+        Command::Migrate => {
+            let conn = db::connect(&config.database).await?;
+            db::migrate(&conn).await?;
+            println!("migrations applied to {}", config.database.redacted_url());
+            Ok(())
+        }
+        Command::Bootstrap {
+            tenant,
+            admin_email,
+            name,
+        } => {
+            let slug = domain::Slug::parse(&tenant)?;
+            let email = domain::Email::parse(&admin_email)?;
+            let conn = db::connect(&config.database).await?;
+            db::migrate(&conn).await?;
+            let name = name.unwrap_or_else(|| slug.to_string());
+            let made = rules::bootstrap(&conn, &slug, &name, &email).await?;
+            println!("tenant:   {} ({})", made.tenant.slug, made.tenant.name);
+            println!("admin:    {}", made.admin.email);
+            println!(
+                "password: {}  (one-time: shown once, stored only as a hash)",
+                made.one_time_password.expose_secret()
+            );
+            Ok(())
+        }
+        Command::Serve {
+            demo,
+            demo_credentials,
+        } => {
+            if demo && config.is_production() {
+                anyhow::bail!("--demo is refused when SEQUESTRA_ENV=production");
+            }
+            let app = Application::build(config).await?;
+            if demo {
+                let credentials = demo::seed(app.db()).await?;
+                print_demo(&credentials);
+                if let Some(path) = demo_credentials {
+                    write_credentials(&path, &credentials)?;
+                    println!("demo credentials written to {}", path.display());
+                }
+            }
+            tracing::info!(address = %app.local_addr()?, "listening");
+            app.run_until(sequestra::shutdown_signal()).await
+        }
+    }
+}
+
+/// Demo passwords go to standard output, never to the log.
+fn print_demo(credentials: &demo::DemoCredentials) {
+    println!("demo sign-ins (random passwords, valid until the next --demo start):");
+    for tenant in &credentials.tenants {
+        for user in &tenant.users {
+            let roles: Vec<&str> = user.roles.iter().map(|r| r.as_str()).collect();
+            println!(
+                "  tenant={:<8} email={:<28} password={}  roles={}",
+                tenant.slug,
+                user.email,
+                user.password,
+                roles.join(",")
+            );
+        }
+    }
+}
+
+fn write_credentials(
+    path: &std::path::Path,
+    credentials: &demo::DemoCredentials,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let json = serde_json::to_vec_pretty(credentials)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(&json)?;
+    Ok(())
+}
