@@ -210,7 +210,7 @@ impl Config {
         };
 
         let graphql = GraphqlConfig {
-            max_depth: parse(&get, "SEQUESTRA_GRAPHQL_MAX_DEPTH", 12)?,
+            max_depth: parse(&get, "SEQUESTRA_GRAPHQL_MAX_DEPTH", 16)?,
             max_complexity: parse(&get, "SEQUESTRA_GRAPHQL_MAX_COMPLEXITY", 1000)?,
             max_aliases: parse(&get, "SEQUESTRA_GRAPHQL_MAX_ALIASES", 30)?,
             max_page_size: parse(&get, "SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE", 100)?,

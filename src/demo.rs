@@ -58,7 +58,7 @@ pub async fn seed(db: &DatabaseConnection) -> Result<DemoCredentials> {
     }
     let refresh = match (tenant_count, existing.len()) {
         (0, _) => false,
-        (n, 2) if n == 2 => true,
+        (2, 2) => true,
         _ => {
             return Err(Error::conflict(
                 "NOT_A_DEMO_DATABASE",

@@ -66,8 +66,9 @@ fn negotiate(headers: &HeaderMap) -> Option<Media> {
             continue;
         }
         let media = match range.as_str() {
-            "application/graphql-response+json" | "application/*" | "*/*" => Media::GraphqlResponse,
-            "application/json" => Media::Json,
+            "application/graphql-response+json" => Media::GraphqlResponse,
+            // Wildcards get the type every client understands.
+            "application/json" | "application/*" | "*/*" => Media::Json,
             _ => continue,
         };
         ranges.push((quality, index, media));
@@ -323,7 +324,14 @@ async fn execute(
     } else {
         StatusCode::OK
     };
-    let body = match serde_json::to_vec(&response) {
+    // A request that never executed has no `data` entry at all.
+    let body = serde_json::to_value(&response).and_then(|mut value| {
+        if not_executed && let Some(map) = value.as_object_mut() {
+            map.remove("data");
+        }
+        serde_json::to_vec(&value)
+    });
+    let body = match body {
         Ok(body) => body,
         Err(err) => {
             tracing::error!(error = %err, "cannot serialize a GraphQL response");
@@ -388,7 +396,7 @@ mod tests {
             accept("application/json;q=0.5, application/graphql-response+json")
                 == Some(Media::GraphqlResponse)
         );
-        assert!(accept("*/*") == Some(Media::GraphqlResponse));
+        assert!(accept("*/*") == Some(Media::Json));
         assert!(accept("text/html").is_none());
         assert!(accept("application/json; charset=iso-8859-1").is_none());
     }

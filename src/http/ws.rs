@@ -1,56 +1,113 @@
 //! `/graphql/ws`: graphql-transport-ws. Credentials come in `connection_init`
-//! (`{"Authorization": "Bearer …"}`); bad ones close the socket with 4403.
+//! (`{"Authorization": "Bearer …"}`); bad ones close the socket with 4403, as the
+//! protocol specifies (async-graphql's own pump would close with 1002).
 
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
-use async_graphql::{Data, http::ALL_WEBSOCKET_PROTOCOLS};
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use async_graphql::{
+    Data,
+    http::{ALL_WEBSOCKET_PROTOCOLS, WebSocket, WebSocketProtocols, WsMessage},
+};
 use axum::{
     Extension,
-    extract::{ConnectInfo, State, WebSocketUpgrade},
+    extract::{
+        ConnectInfo, State, WebSocketUpgrade,
+        ws::{CloseFrame, Message},
+    },
+    http::{HeaderMap, header},
     response::Response,
 };
+use futures_util::{SinkExt, StreamExt, future};
 
 use super::{AppState, RequestId, graphql::request_context};
 use crate::{auth::authenticate_bearer, error::Error, graphql::loaders};
+
+/// graphql-transport-ws: the client's `connection_init` was refused.
+const CLOSE_FORBIDDEN: u16 = 4403;
 
 pub async fn handler(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    protocol: GraphQLProtocol,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    // The first sub-protocol we speak; graphql-transport-ws when none is named.
+    let protocol = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|list| {
+            list.split(',')
+                .find_map(|p| WebSocketProtocols::from_str(p.trim()).ok())
+        })
+        .unwrap_or(WebSocketProtocols::GraphQLWS);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
+        .on_upgrade(move |socket| async move {
+            let refused = Arc::new(AtomicBool::new(false));
+            let (mut sink, stream) = socket.split();
+            let input = stream
+                .take_while(|frame| future::ready(frame.is_ok()))
+                .filter_map(|frame| {
+                    future::ready(match frame {
+                        Ok(msg @ (Message::Text(_) | Message::Binary(_))) => Some(msg.into_data()),
+                        _ => None,
+                    })
+                });
             let schema = state.schema.clone();
-            GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    let authorization = payload
-                        .get("Authorization")
-                        .or_else(|| payload.get("authorization"))
-                        .and_then(|v| v.as_str())
-                        .map(str::to_owned);
-                    let principal = authenticate_bearer(
-                        &state.db,
-                        &state.tokens,
-                        authorization.as_deref(),
-                    )
-                    .await
-                    .map_err(|e| match e {
-                        Error::Unauthenticated => Error::Unauthenticated,
-                        other => {
-                            tracing::error!(error = ?other, "websocket authentication failed");
-                            Error::internal(anyhow::anyhow!("authentication failed"))
+            let init_refused = refused.clone();
+            let on_init = move |payload: serde_json::Value| async move {
+                let authorization = payload
+                    .get("Authorization")
+                    .or_else(|| payload.get("authorization"))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned);
+                let principal =
+                    match authenticate_bearer(&state.db, &state.tokens, authorization.as_deref())
+                        .await
+                    {
+                        Ok(principal) => principal,
+                        Err(err) => {
+                            if !matches!(err, Error::Unauthenticated) {
+                                tracing::error!(error = ?err, "websocket authentication failed");
+                            }
+                            init_refused.store(true, Ordering::SeqCst);
+                            return Err(async_graphql::Error::new("Forbidden"));
                         }
-                    })?;
-                    let context = request_context(&state, principal, request_id, peer);
-                    let mut data = Data::default();
-                    loaders::attach(&mut data, context.db.as_ref());
-                    data.insert(context);
-                    Ok(data)
-                })
-                .serve()
+                    };
+                let context = request_context(&state, principal, request_id, peer);
+                let mut data = Data::default();
+                loaders::attach(&mut data, context.db.as_ref());
+                data.insert(context);
+                Ok(data)
+            };
+            let mut outgoing =
+                std::pin::pin!(WebSocket::new(schema, input, protocol).on_connection_init(on_init));
+            while let Some(message) = outgoing.next().await {
+                let frame = match message {
+                    WsMessage::Text(text) => Message::Text(text.into()),
+                    WsMessage::Close(code, reason) => {
+                        let code = if refused.load(Ordering::SeqCst) {
+                            CLOSE_FORBIDDEN
+                        } else {
+                            code
+                        };
+                        Message::Close(Some(CloseFrame {
+                            code,
+                            reason: reason.into(),
+                        }))
+                    }
+                };
+                if sink.send(frame).await.is_err() {
+                    break;
+                }
+            }
         })
 }

@@ -1,1 +1,11 @@
+//! The one integration test binary (one link, not one per file). Each module is a
+//! feature's tests; all of them start from `harness::TestApp`.
 
+mod harness;
+
+mod cli;
+mod graphql_http;
+mod platform;
+mod schema;
+mod tenancy;
+mod ws;

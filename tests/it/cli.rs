@@ -1,0 +1,228 @@
+//! The command line as an operator uses it: real process, real environment.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn sequestra(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sequestra"));
+    cmd.args(args).current_dir(dir).env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        cmd.env("PATH", path);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run sequestra")
+}
+
+const STRONG: &str = "4f1e9c2b7a6d3e8f0a5b1c7d9e2f4a6b8c0d1e3f";
+
+#[test]
+fn production_refuses_missing_or_weak_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/p.db?mode=rwc", dir.path().display());
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (&[], "SEQUESTRA_JWT_SECRET"),
+        (
+            &[(
+                "SEQUESTRA_JWT_SECRET",
+                "change-me-please-change-me-please-0000",
+            )],
+            "SEQUESTRA_JWT_SECRET",
+        ),
+        (
+            &[
+                ("SEQUESTRA_JWT_SECRET", STRONG),
+                ("SEQUESTRA_WEBHOOK_SECRETS", "short"),
+            ],
+            "SEQUESTRA_WEBHOOK_SECRETS",
+        ),
+    ];
+    for (extra, setting) in cases {
+        let mut env = vec![
+            ("SEQUESTRA_ENV", "production"),
+            ("SEQUESTRA_DATABASE_URL", db.as_str()),
+        ];
+        env.extend_from_slice(extra);
+        let out = sequestra(&["serve"], &env, dir.path());
+        assert!(!out.status.success(), "must refuse: {extra:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(setting), "names {setting}: {stderr}");
+        assert!(
+            !stderr.contains("change-me-please"),
+            "never echoes the secret: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn demo_is_refused_in_production() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/p.db?mode=rwc", dir.path().display());
+    let out = sequestra(
+        &["serve", "--demo"],
+        &[
+            ("SEQUESTRA_ENV", "production"),
+            ("SEQUESTRA_DATABASE_URL", &db),
+            ("SEQUESTRA_JWT_SECRET", STRONG),
+            (
+                "SEQUESTRA_WEBHOOK_SECRETS",
+                "9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b",
+            ),
+        ],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--demo is refused"));
+}
+
+#[test]
+fn bootstrap_creates_a_tenant_with_a_one_time_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/b.db?mode=rwc", dir.path().display());
+    let env = [("SEQUESTRA_DATABASE_URL", db.as_str())];
+    let out = sequestra(
+        &[
+            "bootstrap",
+            "--tenant",
+            "initech",
+            "--admin-email",
+            "Boss@Initech.example",
+        ],
+        &env,
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("admin:    boss@initech.example"),
+        "{stdout}"
+    );
+    let password = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("password: "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("password line");
+    assert!(password.len() >= 24);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains(password),
+        "the password never reaches the log"
+    );
+
+    // Twice is a conflict, not a second tenant.
+    let again = sequestra(
+        &[
+            "bootstrap",
+            "--tenant",
+            "initech",
+            "--admin-email",
+            "x@initech.example",
+        ],
+        &env,
+        dir.path(),
+    );
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    let bad = sequestra(
+        &[
+            "bootstrap",
+            "--tenant",
+            "Not A Slug",
+            "--admin-email",
+            "x@y.example",
+        ],
+        &env,
+        dir.path(),
+    );
+    assert!(!bad.status.success());
+}
+
+#[test]
+fn migrate_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/m.db?mode=rwc", dir.path().display());
+    for _ in 0..2 {
+        let out = sequestra(&["migrate"], &[("SEQUESTRA_DATABASE_URL", &db)], dir.path());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// `serve --demo --demo-credentials FILE` writes working sign-ins in the documented
+/// shape, then serves; each demo password is a valid argon2id secret for its user.
+#[tokio::test]
+async fn demo_writes_credentials_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/demo.db?mode=rwc", dir.path().display());
+    let creds = dir.path().join("creds.json");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sequestra"))
+        .args(["serve", "--demo", "--demo-credentials"])
+        .arg(&creds)
+        .env("SEQUESTRA_DATABASE_URL", &db)
+        .env("SEQUESTRA_LISTEN", &listen)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut healthy = false;
+    for _ in 0..100 {
+        if let Ok(r) = client.get(format!("http://{listen}/health")).send().await
+            && r.status() == 200
+        {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(healthy, "server answered /health");
+    let json: Value = serde_json::from_slice(&std::fs::read(&creds).unwrap()).unwrap();
+    let tenants = json["tenants"].as_array().unwrap();
+    let slugs: Vec<&str> = tenants
+        .iter()
+        .map(|t| t["slug"].as_str().unwrap())
+        .collect();
+    assert_eq!(slugs, ["acme", "globex"]);
+    for tenant in tenants {
+        let roles: Vec<&str> = tenant["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|u| {
+                u["roles"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.as_str().unwrap())
+            })
+            .collect();
+        assert_eq!(roles, ["ADMIN", "SUPPORT", "SENDER", "BENEFICIARY"]);
+        for user in tenant["users"].as_array().unwrap() {
+            assert!(user["password"].as_str().unwrap().len() >= 24);
+            assert!(user["email"].as_str().unwrap().contains('@'));
+        }
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "credentials file is private");
+    }
+    child.kill().await.ok();
+}

@@ -1,0 +1,336 @@
+//! The one test harness: every integration test starts from `TestApp::spawn`, which
+//! runs the real application on a real port against a fresh database — a new SQLite
+//! file, or a new PostgreSQL database created from `SEQUESTRA_TEST_DATABASE_URL` and
+//! dropped afterwards.
+
+use std::{collections::HashMap, io::Write, net::SocketAddr};
+
+use reqwest::StatusCode;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use sequestra::{
+    Application,
+    accounts::rules,
+    audit::{Actor, Origin},
+    auth::{Role, TokenService, password},
+    config::Config,
+    db::{self, TenantDb},
+    domain::{Email, Slug},
+    ids::TenantId,
+};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs `$name(app)` once per backend: `$name::sqlite` and `$name::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let app = $crate::harness::TestApp::spawn($crate::harness::Backend::Sqlite).await;
+                super::$name(app.expect("sqlite always runs")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(app) = $crate::harness::TestApp::spawn($crate::harness::Backend::Postgres).await {
+                    super::$name(app).await;
+                } else {
+                    $crate::harness::skipped(concat!(module_path!(), "::postgres"));
+                }
+            }
+        }
+    )*};
+}
+
+/// Says so on the real stderr (not the captured one) when PostgreSQL is skipped.
+pub fn skipped(test: &str) {
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: PostgreSQL half not run (set SEQUESTRA_TEST_DATABASE_URL)"
+    );
+}
+
+/// A fresh PostgreSQL database, dropped when this value is.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop runs outside async context: use a private runtime on its own thread.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(conn) = Database::connect(&admin_url).await {
+                    let _ = conn
+                        .execute_unprepared(&format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        ))
+                        .await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let prefix = base.rsplit_once('/').map(|(p, _)| p).unwrap_or(base);
+    match query {
+        Some(q) => format!("{prefix}/{name}?{q}"),
+        None => format!("{prefix}/{name}"),
+    }
+}
+
+/// A user created in a test tenant, with a valid access token.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: Uuid,
+    pub token: String,
+}
+
+/// A tenant created through the real rules, with one user per role.
+#[derive(Debug, Clone)]
+pub struct TestTenant {
+    pub id: Uuid,
+    pub users: HashMap<Role, TestUser>,
+}
+
+impl TestTenant {
+    pub fn user(&self, role: Role) -> &TestUser {
+        &self.users[&role]
+    }
+
+    pub fn token(&self, role: Role) -> &str {
+        &self.users[&role].token
+    }
+}
+
+/// A GraphQL response as a client sees it.
+#[derive(Debug)]
+pub struct GqlResponse {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl GqlResponse {
+    /// `extensions.code` of the first error, if any.
+    pub fn code(&self) -> Option<&str> {
+        self.body["errors"][0]["extensions"]["code"].as_str()
+    }
+
+    pub fn data(&self) -> &Value {
+        &self.body["data"]
+    }
+
+    /// Panics with the whole body unless the response has no errors.
+    pub fn ok(&self) -> &Value {
+        assert!(
+            self.body.get("errors").is_none(),
+            "unexpected errors: {}",
+            self.body
+        );
+        &self.body["data"]
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub db: DatabaseConnection,
+    pub tokens: TokenService,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+    _pg: Option<PgDatabase>,
+}
+
+impl TestApp {
+    /// Starts the app on port 0 on a fresh database; `None` when PostgreSQL was asked
+    /// for and is not configured (unless `SEQUESTRA_TEST_REQUIRE_POSTGRES=1`).
+    pub async fn spawn(backend: Backend) -> Option<Self> {
+        Self::spawn_with(backend, &[]).await
+    }
+
+    /// Like `spawn`, with extra `SEQUESTRA_*` settings.
+    pub async fn spawn_with(backend: Backend, settings: &[(&str, &str)]) -> Option<Self> {
+        let mut vars: HashMap<String, String> = HashMap::new();
+        let mut dir = None;
+        let mut pg = None;
+        match backend {
+            Backend::Sqlite => {
+                let tmp = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}/test.db?mode=rwc", tmp.path().display());
+                vars.insert("SEQUESTRA_DATABASE_URL".into(), url);
+                dir = Some(tmp);
+            }
+            Backend::Postgres => {
+                let Ok(admin_url) = std::env::var("SEQUESTRA_TEST_DATABASE_URL") else {
+                    assert!(
+                        std::env::var("SEQUESTRA_TEST_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                        "SEQUESTRA_TEST_REQUIRE_POSTGRES=1 but SEQUESTRA_TEST_DATABASE_URL is not set"
+                    );
+                    return None;
+                };
+                let name = format!("sequestra_test_{}", Uuid::now_v7().simple());
+                let admin = Database::connect(&admin_url)
+                    .await
+                    .expect("connect to SEQUESTRA_TEST_DATABASE_URL");
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .expect("create test database");
+                admin.close().await.ok();
+                vars.insert(
+                    "SEQUESTRA_DATABASE_URL".into(),
+                    with_database(&admin_url, &name),
+                );
+                pg = Some(PgDatabase { admin_url, name });
+            }
+        }
+        vars.insert("SEQUESTRA_LISTEN".into(), "127.0.0.1:0".into());
+        vars.insert("SEQUESTRA_DB_MAX_CONNECTIONS".into(), "8".into());
+        vars.insert("SEQUESTRA_SHUTDOWN_GRACE_SECS".into(), "1".into());
+        for (k, v) in settings {
+            vars.insert((*k).into(), (*v).into());
+        }
+        let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("test config");
+        let app = Application::build(config).await.expect("build application");
+        let addr = app.local_addr().expect("local addr");
+        let db = app.db().clone();
+        let tokens = app.tokens().clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until(async move {
+            let _ = rx.await;
+        }));
+        Some(Self {
+            addr,
+            http: reqwest::Client::new(),
+            db,
+            tokens,
+            shutdown: Some(tx),
+            server: Some(server),
+            _dir: dir,
+            _pg: pg,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/graphql/ws", self.addr)
+    }
+
+    /// POSTs a GraphQL request, optionally with a bearer token.
+    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> GqlResponse {
+        let mut request = self
+            .http
+            .post(self.url("/graphql"))
+            .header("accept", "application/graphql-response+json")
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("send");
+        let status = response.status();
+        let body = response.json().await.expect("json body");
+        GqlResponse { status, body }
+    }
+
+    /// Creates a tenant with one user per role through the real rules, and mints each
+    /// user an access token with the app's own token service.
+    pub async fn tenant(&self, slug: &str) -> TestTenant {
+        let txn = sea_orm::TransactionTrait::begin(&self.db)
+            .await
+            .expect("begin");
+        let tenant = rules::create_tenant(&txn, &Slug::parse(slug).unwrap(), slug)
+            .await
+            .expect("create tenant");
+        txn.commit().await.expect("commit");
+        let tenant_id = TenantId::from_uuid(tenant.id);
+        let scoped = TenantDb::new(self.db.clone(), tenant_id);
+        let mut users = HashMap::new();
+        for role in Role::ALL {
+            let email = format!("{}@{slug}.test", role.as_str().to_lowercase());
+            let pw = "correct horse battery staple 42".to_owned();
+            let hash = password::hash(pw.clone().into()).await.expect("hash");
+            let user = rules::create_user(
+                &scoped,
+                Actor::System,
+                &Origin::default(),
+                &Email::parse(&email).unwrap(),
+                hash,
+                &[role],
+            )
+            .await
+            .expect("create user");
+            let token = self.tokens.issue(tenant_id, user.id).expect("token").token;
+            users.insert(role, TestUser { id: user.id, token });
+        }
+        TestTenant {
+            id: tenant.id,
+            users,
+        }
+    }
+
+    /// Adds one more user with `roles` to `tenant`.
+    pub async fn add_user(&self, tenant: &TestTenant, email: &str, roles: &[Role]) -> TestUser {
+        let tenant_id = TenantId::from_uuid(tenant.id);
+        let scoped = TenantDb::new(self.db.clone(), tenant_id);
+        let pw = "another long passphrase 7".to_owned();
+        let hash = password::hash(pw.clone().into()).await.expect("hash");
+        let user = rules::create_user(
+            &scoped,
+            Actor::System,
+            &Origin::default(),
+            &Email::parse(email).unwrap(),
+            hash,
+            roles,
+        )
+        .await
+        .expect("create user");
+        TestUser {
+            id: user.id,
+            token: self.tokens.issue(tenant_id, user.id).expect("token").token,
+        }
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server result");
+        }
+    }
+
+    pub async fn migrations_pending(&self) -> Vec<String> {
+        db::pending_migrations(&self.db)
+            .await
+            .expect("pending migrations")
+    }
+}

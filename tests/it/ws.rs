@@ -1,0 +1,97 @@
+//! `/graphql/ws` with a real WebSocket client speaking graphql-transport-ws.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::{
+    Message, client::IntoClientRequest, protocol::frame::coding::CloseCode,
+};
+
+use crate::harness::TestApp;
+use crate::on_both_backends;
+
+on_both_backends!(
+    heartbeat_subscription_streams,
+    bad_credentials_close_with_4403
+);
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(app: &TestApp) -> Socket {
+    let mut request = app.ws_url().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "graphql-transport-ws"
+    );
+    socket
+}
+
+async fn next_json(socket: &mut Socket) -> Value {
+    loop {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(5), socket.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("socket open")
+            .expect("frame");
+        match msg {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+async fn heartbeat_subscription_streams(app: TestApp) {
+    let acme = app.tenant("acme").await;
+    let mut socket = connect(&app).await;
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {}", acme.token(sequestra::auth::Role::Sender)) } });
+    socket.send(Message::text(init.to_string())).await.unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+
+    let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { serverTime(intervalSeconds: 1) }" } });
+    socket
+        .send(Message::text(subscribe.to_string()))
+        .await
+        .unwrap();
+    let mut times = Vec::new();
+    for _ in 0..2 {
+        let msg = next_json(&mut socket).await;
+        assert_eq!(msg["type"], "next", "{msg}");
+        assert_eq!(msg["id"], "1");
+        let t = msg["payload"]["data"]["serverTime"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(chrono::DateTime::parse_from_rfc3339(&t).is_ok(), "{t}");
+        times.push(t);
+    }
+    assert!(times[0] < times[1]);
+    socket
+        .send(Message::text(
+            json!({ "id": "1", "type": "complete" }).to_string(),
+        ))
+        .await
+        .unwrap();
+}
+
+async fn bad_credentials_close_with_4403(app: TestApp) {
+    let mut socket = connect(&app).await;
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": "Bearer forged.token.here" } });
+    socket.send(Message::text(init.to_string())).await.unwrap();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(Ok(msg)) = socket.next().await {
+            if let Message::Close(frame) = msg {
+                return frame.map(|f| f.code);
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed within 5 s");
+    assert_eq!(closed, Some(CloseCode::Library(4403)));
+}
