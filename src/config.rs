@@ -288,6 +288,14 @@ impl Config {
         };
 
         let sentry_dsn = get("SEQUESTRA_SENTRY_DSN").map(SecretString::from);
+        if let Some(dsn) = &sentry_dsn
+            && dsn.expose_secret().parse::<sentry::types::Dsn>().is_err()
+        {
+            return Err(ConfigError::new(
+                "SEQUESTRA_SENTRY_DSN",
+                "is not a valid Sentry DSN (https://KEY@HOST/PROJECT)",
+            ));
+        }
         let migrate_on_start = parse(&get, "SEQUESTRA_MIGRATE_ON_START", true)?;
 
         Ok(Self {
@@ -508,5 +516,8 @@ mod tests {
         assert_eq!(err.setting, "SEQUESTRA_LISTEN");
         let err = config(&[("SEQUESTRA_DATABASE_URL", "mysql://x")]).unwrap_err();
         assert_eq!(err.setting, "SEQUESTRA_DATABASE_URL");
+        let err = config(&[("SEQUESTRA_SENTRY_DSN", "not a dsn")]).unwrap_err();
+        assert_eq!(err.setting, "SEQUESTRA_SENTRY_DSN");
+        assert!(config(&[("SEQUESTRA_SENTRY_DSN", "https://abc@o1.ingest.example/42")]).is_ok());
     }
 }

@@ -41,6 +41,10 @@ impl fmt::Display for ErrorCode {
 pub enum Error {
     #[error("authentication required")]
     Unauthenticated,
+    /// A sign-in or refresh that failed, whatever the reason (unknown tenant, unknown
+    /// email, wrong password, used token): one answer, so nothing can be told apart.
+    #[error("invalid credentials")]
+    InvalidCredentials,
     #[error("not allowed")]
     Forbidden,
     /// A missing row and another tenant's row are the same answer.
@@ -70,7 +74,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Unauthenticated => ErrorCode::Unauthenticated,
+            Self::Unauthenticated | Self::InvalidCredentials => ErrorCode::Unauthenticated,
             Self::Forbidden => ErrorCode::Forbidden,
             Self::NotFound => ErrorCode::NotFound,
             Self::BadUserInput { .. } => ErrorCode::BadUserInput,

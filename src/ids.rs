@@ -36,15 +36,17 @@ pub fn new_id() -> Uuid {
 pub enum Kind {
     Tenant,
     User,
+    Session,
 }
 
 impl Kind {
-    const ALL: [Kind; 2] = [Kind::Tenant, Kind::User];
+    const ALL: [Kind; 3] = [Kind::Tenant, Kind::User, Kind::Session];
 
     pub fn prefix(self) -> &'static str {
         match self {
             Kind::Tenant => "ten",
             Kind::User => "usr",
+            Kind::Session => "ses",
         }
     }
 }

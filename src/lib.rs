@@ -14,6 +14,7 @@ pub mod entity;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod identity;
 pub mod ids;
 pub mod telemetry;
 
@@ -57,9 +58,14 @@ impl Application {
         let listener = TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.http.listen))?;
-        let schema = graphql::build_schema(&config.graphql, config.is_production());
+        let tokens = TokenService::new(&config.auth);
+        let services = graphql::context::Services {
+            db: db.clone(),
+            tokens: tokens.clone(),
+        };
+        let schema = graphql::build_schema(&config.graphql, config.is_production(), services);
         let state = AppState {
-            tokens: TokenService::new(&config.auth),
+            tokens,
             config: Arc::new(config),
             db,
             schema,

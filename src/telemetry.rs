@@ -45,6 +45,7 @@ pub fn init_tracing(config: &Config) {
 /// Starts Sentry when a DSN is configured; keep the guard alive for the process.
 pub fn init_sentry(config: &Config) -> Option<sentry::ClientInitGuard> {
     let dsn = config.sentry_dsn.as_ref()?;
+    // Config already refused a malformed DSN.
     let dsn = dsn.expose_secret().parse::<sentry::types::Dsn>().ok()?;
     Some(sentry::init(sentry::ClientOptions {
         dsn: Some(dsn),

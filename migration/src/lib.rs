@@ -4,12 +4,16 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_tenants_users_audit;
+mod m20261122_000002_sessions;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261122_000001_tenants_users_audit::Migration)]
+        vec![
+            Box::new(m20261122_000001_tenants_users_audit::Migration),
+            Box::new(m20261122_000002_sessions::Migration),
+        ]
     }
 }

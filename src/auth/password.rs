@@ -47,6 +47,35 @@ pub async fn verify(password: SecretString, phc: String) -> Result<bool> {
     .map_err(Error::internal)?
 }
 
+/// A hash of a random secret, made once, to verify against when there is no user:
+/// an unknown email costs the same time as a wrong password.
+static DUMMY_HASH: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+
+/// Verifies `password` against the dummy hash and throws the answer away.
+pub async fn verify_dummy(password: SecretString) {
+    let dummy = DUMMY_HASH
+        .get_or_try_init(|| hash(generate()))
+        .await
+        .cloned()
+        .unwrap_or_default();
+    let _ = verify(password, dummy).await;
+}
+
+/// True when `phc` was made with other parameters than today's (rehash on sign-in).
+pub fn needs_rehash(phc: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(parsed) => {
+            let current = hasher();
+            let params = current.params();
+            parsed.algorithm != argon2::Algorithm::Argon2id.ident()
+                || parsed.params.get_decimal("m") != Some(params.m_cost())
+                || parsed.params.get_decimal("t") != Some(params.t_cost())
+                || parsed.params.get_decimal("p") != Some(params.p_cost())
+        }
+        Err(_) => true,
+    }
+}
+
 /// A random password of 24 alphanumeric characters (about 143 bits), for one-time
 /// secrets printed by `bootstrap` and the demo seed. Never a default.
 pub fn generate() -> SecretString {

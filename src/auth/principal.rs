@@ -5,8 +5,9 @@ use uuid::Uuid;
 
 use crate::{
     db::TenantDb,
-    entity::{user, user_role},
+    entity::{session, user, user_role},
     error::{Error, Result},
+    identity::rules::is_live,
     ids::TenantId,
 };
 
@@ -16,6 +17,7 @@ use super::{Role, TokenService};
 pub struct UserPrincipal {
     pub tenant_id: TenantId,
     pub user_id: Uuid,
+    pub session_id: Uuid,
     pub roles: Vec<Role>,
 }
 
@@ -63,6 +65,12 @@ pub async fn authenticate_bearer(
     let claims = tokens.verify(token)?;
     let tenant = TenantId::from_uuid(claims.tid);
     let scoped = TenantDb::new(db.clone(), tenant);
+    // A revoked or expired session ends its access tokens at once.
+    let session = scoped
+        .find_by_id::<session::Entity>(claims.sid)
+        .await?
+        .filter(|s| s.user_id == claims.sub && is_live(s, chrono::Utc::now()))
+        .ok_or(Error::Unauthenticated)?;
     let user = scoped
         .find_by_id::<user::Entity>(claims.sub)
         .await?
@@ -77,6 +85,7 @@ pub async fn authenticate_bearer(
     Ok(Principal::User(UserPrincipal {
         tenant_id: tenant,
         user_id: user.id,
+        session_id: session.id,
         roles,
     }))
 }

@@ -23,6 +23,8 @@ pub struct Claims {
     pub sub: Uuid,
     /// The user's tenant.
     pub tid: Uuid,
+    /// The session this token belongs to; revoking it ends the token.
+    pub sid: Uuid,
     pub iat: i64,
     pub exp: i64,
     pub jti: Uuid,
@@ -65,7 +67,7 @@ impl TokenService {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[&cfg.jwt_issuer]);
         validation.set_audience(&[&cfg.jwt_audience]);
-        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub", "sid"]);
         validation.leeway = 30;
         Self {
             signing_kid: cfg.jwt_signing_key.kid.clone(),
@@ -79,8 +81,8 @@ impl TokenService {
         }
     }
 
-    /// Signs an access token for `user` of `tenant` with the current key.
-    pub fn issue(&self, tenant: TenantId, user: Uuid) -> Result<IssuedToken> {
+    /// Signs an access token for `user` of `tenant` in `session` with the current key.
+    pub fn issue(&self, tenant: TenantId, user: Uuid, session: Uuid) -> Result<IssuedToken> {
         let now = Utc::now();
         let expires_at = now + self.ttl;
         let claims = Claims {
@@ -88,6 +90,7 @@ impl TokenService {
             aud: self.audience.clone(),
             sub: user,
             tid: tenant.as_uuid(),
+            sid: session,
             iat: now.timestamp(),
             exp: expires_at.timestamp(),
             jti: Uuid::now_v7(),
@@ -147,12 +150,12 @@ mod tests {
         ]);
         let tenant = TenantId::from_uuid(Uuid::now_v7());
         let user = Uuid::now_v7();
-        let issued = old.issue(tenant, user).unwrap();
+        let issued = old.issue(tenant, user, Uuid::now_v7()).unwrap();
         assert_eq!(old.verify(&issued.token).unwrap().sub, user);
         // A token from the retired key still verifies after rotation.
         assert_eq!(rotated.verify(&issued.token).unwrap().tid, tenant.as_uuid());
         // A token from the new key does not verify where that key is unknown.
-        let fresh = rotated.issue(tenant, user).unwrap();
+        let fresh = rotated.issue(tenant, user, Uuid::now_v7()).unwrap();
         assert!(old.verify(&fresh.token).is_err());
     }
 
@@ -160,7 +163,11 @@ mod tests {
     fn refuses_tampered_and_unsigned_tokens() {
         let svc = service(&[("SEQUESTRA_JWT_SECRET", "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7")]);
         let issued = svc
-            .issue(TenantId::from_uuid(Uuid::now_v7()), Uuid::now_v7())
+            .issue(
+                TenantId::from_uuid(Uuid::now_v7()),
+                Uuid::now_v7(),
+                Uuid::now_v7(),
+            )
             .unwrap();
         let mut parts: Vec<&str> = issued.token.split('.').collect();
         let forged_sig = "AAAA";

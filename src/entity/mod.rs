@@ -2,6 +2,9 @@
 //! [`crate::db::TenantEntity`] so the scoped layer can filter and stamp them.
 
 pub mod audit_log;
+pub mod auth_failure;
+pub mod refresh_token;
+pub mod session;
 pub mod tenant;
 pub mod user;
 pub mod user_role;

@@ -1,11 +1,17 @@
 //! What every GraphQL request carries: who is calling, their tenant-scoped handle,
 //! and where the call came from.
 
+use std::sync::{
+    Arc, LazyLock,
+    atomic::{AtomicU32, Ordering},
+};
+
 use async_graphql::Context;
+use sea_orm::DatabaseConnection;
 
 use crate::{
     audit::Origin,
-    auth::{Principal, UserPrincipal},
+    auth::{Principal, TokenService, UserPrincipal},
     db::TenantDb,
     error::{Error, Result},
 };
@@ -17,6 +23,38 @@ pub struct RequestContext {
     /// Present exactly when the principal belongs to a tenant.
     pub db: Option<TenantDb>,
     pub origin: Origin,
+    /// Credential checks (sign-in, refresh) made by this request so far.
+    pub credential_attempts: Arc<AtomicU32>,
+}
+
+impl RequestContext {
+    pub fn new(principal: Principal, db: Option<TenantDb>, origin: Origin) -> Self {
+        Self {
+            principal,
+            db,
+            origin,
+            credential_attempts: Arc::default(),
+        }
+    }
+
+    /// One credential check per request: aliases cannot multiply attempts.
+    pub fn take_credential_attempt(&self) -> Result<()> {
+        if self.credential_attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+            Ok(())
+        } else {
+            Err(Error::RateLimited {
+                retry_after_secs: 0,
+            })
+        }
+    }
+}
+
+/// Platform services rules need before a tenant is known (sign-in, refresh). Only
+/// pre-authentication resolvers use the raw connection in here.
+#[derive(Clone)]
+pub struct Services {
+    pub db: DatabaseConnection,
+    pub tokens: TokenService,
 }
 
 pub trait ContextExt {
@@ -40,10 +78,13 @@ pub trait ContextExt {
     }
 }
 
+/// What a request without a context (one not built by the edge) is treated as:
+/// anonymous, with no tenant.
+static ANONYMOUS: LazyLock<RequestContext> =
+    LazyLock::new(|| RequestContext::new(Principal::Anonymous, None, Origin::default()));
+
 impl ContextExt for Context<'_> {
     fn request(&self) -> &RequestContext {
-        // The edge inserts a RequestContext into every request; its absence is a bug
-        // in the edge, not input, and a schema built without the edge has none.
-        self.data_unchecked::<RequestContext>()
+        self.data_opt::<RequestContext>().unwrap_or(&ANONYMOUS)
     }
 }

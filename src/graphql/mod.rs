@@ -10,27 +10,45 @@ pub mod node;
 pub mod scalars;
 pub mod system;
 
-use async_graphql::{EmptyMutation, MergedObject, MergedSubscription, Schema, SchemaBuilder};
+use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
 
-use crate::{accounts::graphql::AccountsQuery, config::GraphqlConfig};
+use crate::{
+    accounts::graphql::AccountsQuery,
+    config::GraphqlConfig,
+    identity::graphql::{IdentityMutation, IdentityQuery},
+};
 
 #[derive(MergedObject, Default)]
-pub struct Query(node::NodeQuery, system::SystemQuery, AccountsQuery);
+pub struct Query(
+    node::NodeQuery,
+    system::SystemQuery,
+    AccountsQuery,
+    IdentityQuery,
+);
+
+#[derive(MergedObject, Default)]
+pub struct Mutation(IdentityMutation);
 
 #[derive(MergedSubscription, Default)]
 pub struct Subscription(system::SystemSubscription);
 
-pub type Mutation = EmptyMutation;
-
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
 fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
-    Schema::build(Query::default(), EmptyMutation, Subscription::default())
-        .register_output_type::<scalars::Decimal>()
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .register_output_type::<scalars::Decimal>()
 }
 
 /// The schema the server runs, with limits from config.
-pub fn build_schema(cfg: &GraphqlConfig, production: bool) -> AppSchema {
+pub fn build_schema(
+    cfg: &GraphqlConfig,
+    production: bool,
+    services: context::Services,
+) -> AppSchema {
     let mut builder = builder()
         .limit_depth(cfg.max_depth)
         .limit_complexity(cfg.max_complexity)
@@ -38,7 +56,8 @@ pub fn build_schema(cfg: &GraphqlConfig, production: bool) -> AppSchema {
         .limit_directives(16)
         .extension(limits::AliasLimit(cfg.max_aliases))
         .extension(errors::ErrorMapping)
-        .data(cfg.clone());
+        .data(cfg.clone())
+        .data(services);
     if production {
         builder = builder.disable_suggestions();
     }

@@ -5,8 +5,9 @@ use async_graphql::{Context, ID, Interface, Object};
 
 use crate::{
     accounts::graphql::{TenantNode, USER_READERS, UserNode},
-    entity::user,
+    entity::{session, user},
     error::Error,
+    identity::graphql::SessionNode,
     ids::{self, Kind},
 };
 
@@ -18,6 +19,7 @@ use super::{context::ContextExt, guards::Authenticated};
 pub enum Node {
     Tenant(TenantNode),
     User(UserNode),
+    Session(SessionNode),
 }
 
 #[derive(Default)]
@@ -49,6 +51,17 @@ async fn resolve(ctx: &Context<'_>, id: &str) -> Result<Node, Error> {
                 return Err(Error::NotFound);
             }
             Ok(Node::User(UserNode(db.get::<user::Entity>(uuid).await?)))
+        }
+        Kind::Session => {
+            // Sessions are their owner's alone.
+            let model = db.get::<session::Entity>(uuid).await?;
+            if model.user_id != me.user_id {
+                return Err(Error::NotFound);
+            }
+            Ok(Node::Session(SessionNode {
+                current: model.id == me.session_id,
+                model,
+            }))
         }
     }
 }

@@ -7,7 +7,14 @@ use async_graphql::{InputValueError, InputValueResult, Scalar, ScalarType, Value
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decimal(pub rust_decimal::Decimal);
 
-#[Scalar(name = "Decimal")]
+impl async_graphql::Description for Decimal {
+    fn description() -> &'static str {
+        "An exact decimal number sent and received as a string, e.g. \"12.50\". \
+         JSON numbers are refused so that no float ever touches an amount."
+    }
+}
+
+#[Scalar(name = "Decimal", use_type_description)]
 impl ScalarType for Decimal {
     fn parse(value: Value) -> InputValueResult<Self> {
         match value {

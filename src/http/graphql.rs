@@ -363,14 +363,14 @@ pub(super) fn request_context(
     let db = principal
         .tenant()
         .map(|tenant| TenantDb::new(state.db.clone(), tenant));
-    RequestContext {
+    RequestContext::new(
         principal,
         db,
-        origin: Origin {
+        Origin {
             ip: Some(peer.ip().to_string()),
             request_id: Some(request_id.0),
         },
-    }
+    )
 }
 
 #[cfg(test)]

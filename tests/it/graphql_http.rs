@@ -148,6 +148,7 @@ async fn invalid_tokens_are_refused(app: TestApp) {
         .issue(
             sequestra::ids::TenantId::from_uuid(uuid::Uuid::now_v7()),
             uuid::Uuid::now_v7(),
+            uuid::Uuid::now_v7(),
         )
         .unwrap();
     let r = app

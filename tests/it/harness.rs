@@ -6,7 +6,7 @@
 use std::{collections::HashMap, io::Write, net::SocketAddr};
 
 use reqwest::StatusCode;
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, EntityTrait};
 use sequestra::{
     Application,
     accounts::rules,
@@ -107,6 +107,8 @@ fn with_database(url: &str, name: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct TestUser {
     pub id: Uuid,
+    pub email: String,
+    pub password: String,
     pub token: String,
 }
 
@@ -287,8 +289,16 @@ impl TestApp {
             )
             .await
             .expect("create user");
-            let token = self.tokens.issue(tenant_id, user.id).expect("token").token;
-            users.insert(role, TestUser { id: user.id, token });
+            let token = self.sign_in(slug, &email, &pw).await;
+            users.insert(
+                role,
+                TestUser {
+                    id: user.id,
+                    email,
+                    password: pw,
+                    token,
+                },
+            );
         }
         TestTenant {
             id: tenant.id,
@@ -312,10 +322,34 @@ impl TestApp {
         )
         .await
         .expect("create user");
+        let slug = sequestra::entity::tenant::Entity::find_by_id(tenant.id)
+            .one(&self.db)
+            .await
+            .expect("tenant")
+            .expect("tenant exists")
+            .slug;
         TestUser {
             id: user.id,
-            token: self.tokens.issue(tenant_id, user.id).expect("token").token,
+            email: email.to_owned(),
+            password: pw.clone(),
+            token: self.sign_in(&slug, email, &pw).await,
         }
+    }
+
+    /// Opens a real session through the sign-in rule; returns its access token.
+    pub async fn sign_in(&self, slug: &str, email: &str, password: &str) -> String {
+        sequestra::identity::rules::sign_in(
+            &self.db,
+            &self.tokens,
+            &Origin::default(),
+            slug,
+            email,
+            password.to_owned().into(),
+        )
+        .await
+        .expect("sign in")
+        .access
+        .token
     }
 
     /// Stops the server gracefully and waits for it.

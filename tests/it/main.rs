@@ -5,6 +5,7 @@ mod harness;
 
 mod cli;
 mod graphql_http;
+mod identity;
 mod platform;
 mod schema;
 mod tenancy;

@@ -148,11 +148,15 @@ async fn audit_log_is_append_only(app: TestApp) {
     let acme = app.tenant("acme").await;
     let rows = audit_log::Entity::find()
         .filter(audit_log::Column::TenantId.eq(acme.id))
+        .filter(audit_log::Column::Action.eq("user.created"))
         .all(&app.db)
         .await
         .unwrap();
     assert_eq!(rows.len(), 4, "one user.created row per user");
-    assert!(rows.iter().all(|r| r.action == "user.created"));
+    assert!(
+        rows.iter()
+            .all(|r| r.actor_type == "SYSTEM" && r.subject_type.as_deref() == Some("user"))
+    );
     let update = app
         .db
         .execute_unprepared("UPDATE audit_log SET action = 'tampered'")
