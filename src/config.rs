@@ -94,6 +94,23 @@ pub struct GraphqlConfig {
     pub max_page_size: u64,
 }
 
+/// A 256-bit key that encrypts TOTP secrets at rest; `kid` is stored with each
+/// ciphertext so keys can rotate.
+#[derive(Clone)]
+pub struct EncryptionKey {
+    pub kid: String,
+    pub key: std::sync::Arc<secrecy::SecretBox<[u8; 32]>>,
+}
+
+impl fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncryptionKey")
+            .field("kid", &self.kid)
+            .field("key", &"[REDACTED]")
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
     /// Signs new access tokens.
@@ -103,6 +120,10 @@ pub struct AuthConfig {
     pub jwt_issuer: String,
     pub jwt_audience: String,
     pub access_token_ttl: Duration,
+    /// The first key encrypts new TOTP secrets; all of them decrypt.
+    pub mfa_keys: Vec<EncryptionKey>,
+    /// How recent an MFA verification must be for a sensitive mutation.
+    pub step_up_window: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -275,6 +296,25 @@ impl Config {
             ));
         }
 
+        let mfa_keys = match get("SEQUESTRA_MFA_KEYS") {
+            Some(list) => parse_encryption_keys(&list)?,
+            None if env == Environment::Production => {
+                return Err(ConfigError::new(
+                    "SEQUESTRA_MFA_KEYS",
+                    "is required in production: `kid:<64 hex characters>` (`echo k1:$(openssl rand -hex 32)`)",
+                ));
+            }
+            None => {
+                generated_secrets.push("SEQUESTRA_MFA_KEYS");
+                let mut key = [0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+                vec![EncryptionKey {
+                    kid: "ephemeral".to_owned(),
+                    key: std::sync::Arc::new(secrecy::SecretBox::new(Box::new(key))),
+                }]
+            }
+        };
+
         let auth = AuthConfig {
             jwt_signing_key: SigningKey {
                 kid,
@@ -285,6 +325,10 @@ impl Config {
             jwt_audience: get("SEQUESTRA_JWT_AUDIENCE")
                 .unwrap_or_else(|| "sequestra-api".to_owned()),
             access_token_ttl: secs(&get, "SEQUESTRA_ACCESS_TOKEN_TTL_SECS", 15 * 60)?,
+            mfa_keys,
+            step_up_window: Duration::from_secs(
+                60 * parse::<u64>(&get, "SEQUESTRA_MFA_STEP_UP_MINUTES", 10)?,
+            ),
         };
 
         let sentry_dsn = get("SEQUESTRA_SENTRY_DSN").map(SecretString::from);
@@ -340,6 +384,41 @@ fn secs(
     default: u64,
 ) -> Result<Duration, ConfigError> {
     parse(get, name, default).map(Duration::from_secs)
+}
+
+/// `kid:hex,kid:hex`: 32-byte keys as 64 hex characters, unique ids.
+fn parse_encryption_keys(list: &str) -> Result<Vec<EncryptionKey>, ConfigError> {
+    const NAME: &str = "SEQUESTRA_MFA_KEYS";
+    let mut keys = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (kid, hex_key) = item.split_once(':').ok_or_else(|| {
+            ConfigError::new(NAME, "each entry must be `kid:<64 hex characters>`")
+        })?;
+        check_kid(NAME, kid)?;
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(hex_key, &mut key)
+            .map_err(|_| ConfigError::new(NAME, "a key is exactly 64 hex characters (32 bytes)"))?;
+        if key.iter().collect::<HashSet<_>>().len() < 8 {
+            return Err(ConfigError::new(
+                NAME,
+                "a key must be random (`openssl rand -hex 32`)",
+            ));
+        }
+        if keys.iter().any(|k: &EncryptionKey| k.kid == kid) {
+            return Err(ConfigError::new(NAME, "key ids must be unique"));
+        }
+        keys.push(EncryptionKey {
+            kid: kid.to_owned(),
+            key: std::sync::Arc::new(secrecy::SecretBox::new(Box::new(key))),
+        });
+    }
+    if keys.is_empty() {
+        return Err(ConfigError::new(
+            NAME,
+            "needs at least one `kid:<64 hex characters>`",
+        ));
+    }
+    Ok(keys)
 }
 
 fn check_kid(setting: &'static str, kid: &str) -> Result<(), ConfigError> {
@@ -449,7 +528,11 @@ mod tests {
         assert_eq!(c.env, Environment::Development);
         assert_eq!(
             c.generated_secrets,
-            vec!["SEQUESTRA_JWT_SECRET", "SEQUESTRA_WEBHOOK_SECRETS"]
+            vec![
+                "SEQUESTRA_JWT_SECRET",
+                "SEQUESTRA_WEBHOOK_SECRETS",
+                "SEQUESTRA_MFA_KEYS"
+            ]
         );
         assert!(c.auth.jwt_signing_key.secret.expose_secret().len() >= 32);
         assert!(c.database.is_sqlite());
@@ -478,9 +561,24 @@ mod tests {
         }
     }
 
+    const MFA_KEY: &str = "k1:00112233445566778899aabbccddeeff0123456789abcdef0f1e2d3c4b5a6978";
+
+    #[test]
+    fn mfa_keys_are_parsed_and_checked() {
+        let err = config(&[("SEQUESTRA_MFA_KEYS", "k1:abcd")]).unwrap_err();
+        assert_eq!(err.setting, "SEQUESTRA_MFA_KEYS");
+        let err =
+            config(&[("SEQUESTRA_MFA_KEYS", &format!("k1:{}", "00".repeat(32)))]).unwrap_err();
+        assert_eq!(err.setting, "SEQUESTRA_MFA_KEYS");
+        let c = config(&[("SEQUESTRA_MFA_KEYS", MFA_KEY)]).unwrap();
+        assert_eq!(c.auth.mfa_keys[0].kid, "k1");
+        assert!(!format!("{c:?}").contains("00112233"));
+    }
+
     #[test]
     fn production_accepts_strong_secrets() {
         let c = config(&[
+            ("SEQUESTRA_MFA_KEYS", MFA_KEY),
             ("SEQUESTRA_ENV", "production"),
             ("SEQUESTRA_JWT_SECRET", STRONG),
             (

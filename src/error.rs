@@ -64,6 +64,9 @@ pub enum Error {
     RateLimited { retry_after_secs: u64 },
     #[error("a recent MFA verification is required")]
     MfaRequired,
+    /// The tenant requires MFA for one of the caller's roles and the caller has none.
+    #[error("your role requires MFA: enrol with enrollMfa and activateMfa first")]
+    MfaEnrolmentRequired,
     /// Anything unexpected. The detail is logged, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -80,7 +83,7 @@ impl Error {
             Self::BadUserInput { .. } => ErrorCode::BadUserInput,
             Self::Conflict { .. } => ErrorCode::Conflict,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
-            Self::MfaRequired => ErrorCode::MfaRequired,
+            Self::MfaRequired | Self::MfaEnrolmentRequired => ErrorCode::MfaRequired,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }

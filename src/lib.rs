@@ -62,6 +62,8 @@ impl Application {
         let services = graphql::context::Services {
             db: db.clone(),
             tokens: tokens.clone(),
+            sealer: auth::crypto::Sealer::new(config.auth.mfa_keys.clone()),
+            step_up_window: config.auth.step_up_window,
         };
         let schema = graphql::build_schema(&config.graphql, config.is_production(), services);
         let state = AppState {

@@ -8,20 +8,17 @@ use async_graphql::{
 use chrono::{DateTime, Utc};
 
 use crate::{
-    auth::Role,
+    auth::{Role, Scope},
     config::GraphqlConfig,
     entity::{tenant, user},
     graphql::{
         connection::{IdCursor, PageArgs, paginate},
         context::ContextExt,
-        guards::{AnyRole, Authenticated},
+        guards::{Authenticated, HasScope},
         loaders::UserRolesLoader,
     },
     ids::{self, Kind},
 };
-
-/// Roles that may read every user of their tenant.
-pub const USER_READERS: &[Role] = &[Role::Admin, Role::Support];
 
 /// A tenant: an isolated organisation whose data no other tenant can read.
 #[derive(SimpleObject)]
@@ -99,7 +96,7 @@ impl AccountsQuery {
     }
 
     /// Users of the caller's tenant, oldest first.
-    #[graphql(guard = "AnyRole(USER_READERS)")]
+    #[graphql(guard = "HasScope(Scope::UsersRead)")]
     async fn users(
         &self,
         ctx: &Context<'_>,

@@ -1,10 +1,13 @@
 //! Principals, roles, passwords and access tokens.
 
+pub mod crypto;
 pub mod password;
 mod principal;
 mod role;
+mod scope;
 pub mod token;
 
 pub use principal::{Principal, UserPrincipal, authenticate_bearer};
 pub use role::Role;
+pub use scope::{Scope, scopes_of};
 pub use token::TokenService;

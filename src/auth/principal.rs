@@ -1,5 +1,9 @@
 //! Who is calling. Built once at the edge (HTTP or WebSocket) from a bearer token.
 
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+
 use sea_orm::{ColumnTrait, DatabaseConnection, QueryFilter};
 use uuid::Uuid;
 
@@ -7,11 +11,11 @@ use crate::{
     db::TenantDb,
     entity::{session, user, user_role},
     error::{Error, Result},
-    identity::rules::is_live,
+    identity::{mfa, rules::is_live},
     ids::TenantId,
 };
 
-use super::{Role, TokenService};
+use super::{Role, Scope, TokenService, scopes_of};
 
 #[derive(Debug, Clone)]
 pub struct UserPrincipal {
@@ -19,6 +23,12 @@ pub struct UserPrincipal {
     pub user_id: Uuid,
     pub session_id: Uuid,
     pub roles: Vec<Role>,
+    pub scopes: BTreeSet<Scope>,
+    /// The last MFA verification in this session (sign-in with MFA, or a step-up).
+    pub mfa_verified_at: Option<DateTime<Utc>>,
+    /// The tenant requires MFA for one of these roles and the user has none yet:
+    /// everything but enrolment is refused.
+    pub mfa_enrolment_required: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -33,6 +43,13 @@ impl Principal {
         match self {
             Principal::Anonymous => None,
             Principal::User(u) => Some(u.tenant_id),
+        }
+    }
+
+    pub fn has_scope(&self, scope: Scope) -> bool {
+        match self {
+            Principal::Anonymous => false,
+            Principal::User(u) => u.scopes.contains(&scope),
         }
     }
 
@@ -81,11 +98,17 @@ pub async fn authenticate_bearer(
         .await?
         .into_iter()
         .map(|r| r.role)
-        .collect();
+        .collect::<Vec<_>>();
+    let required = mfa::required_roles(&scoped).await?;
+    let mfa_enrolment_required =
+        roles.iter().any(|r| required.contains(r)) && !mfa::is_enabled(&scoped, user.id).await?;
     Ok(Principal::User(UserPrincipal {
         tenant_id: tenant,
         user_id: user.id,
         session_id: session.id,
+        scopes: scopes_of(&roles),
         roles,
+        mfa_verified_at: session.mfa_verified_at,
+        mfa_enrolment_required,
     }))
 }

@@ -3,8 +3,12 @@
 
 pub mod audit_log;
 pub mod auth_failure;
+pub mod mfa_challenge;
+pub mod mfa_totp;
+pub mod recovery_code;
 pub mod refresh_token;
 pub mod session;
 pub mod tenant;
+pub mod tenant_mfa_policy;
 pub mod user;
 pub mod user_role;

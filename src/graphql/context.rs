@@ -11,7 +11,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::{
     audit::Origin,
-    auth::{Principal, TokenService, UserPrincipal},
+    auth::{Principal, TokenService, UserPrincipal, crypto::Sealer},
     db::TenantDb,
     error::{Error, Result},
 };
@@ -55,6 +55,9 @@ impl RequestContext {
 pub struct Services {
     pub db: DatabaseConnection,
     pub tokens: TokenService,
+    pub sealer: Sealer,
+    /// How recent an MFA verification must be for a sensitive mutation.
+    pub step_up_window: std::time::Duration,
 }
 
 pub trait ContextExt {
@@ -64,8 +67,19 @@ pub trait ContextExt {
         &self.request().principal
     }
 
-    /// The signed-in user, or `UNAUTHENTICATED`.
+    /// The signed-in user, or `UNAUTHENTICATED`; `MFA_REQUIRED` while the tenant's
+    /// policy demands an enrolment the user has not made.
     fn user(&self) -> Result<&UserPrincipal> {
+        let user = self.user_may_enrol()?;
+        if user.mfa_enrolment_required {
+            return Err(Error::MfaEnrolmentRequired);
+        }
+        Ok(user)
+    }
+
+    /// The signed-in user, even one who still has to enrol in MFA (for enrolment,
+    /// sign-out and the like).
+    fn user_may_enrol(&self) -> Result<&UserPrincipal> {
         match self.principal() {
             Principal::User(u) => Ok(u),
             Principal::Anonymous => Err(Error::Unauthenticated),

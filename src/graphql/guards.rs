@@ -2,9 +2,12 @@
 
 use async_graphql::{Context, Guard};
 
-use crate::{auth::Role, error::Error};
+use crate::{
+    auth::{Role, Scope},
+    error::Error,
+};
 
-use super::context::ContextExt;
+use super::context::{ContextExt, Services};
 
 /// Any signed-in principal.
 pub struct Authenticated;
@@ -26,6 +29,46 @@ impl Guard for AnyRole {
             Ok(())
         } else {
             Err(Error::Forbidden.into())
+        }
+    }
+}
+
+/// A signed-in principal whose token or key carries `scope`.
+pub struct HasScope(pub Scope);
+
+impl Guard for HasScope {
+    async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
+        ctx.user()?;
+        if ctx.principal().has_scope(self.0) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden.into())
+        }
+    }
+}
+
+/// A signed-in user, including one who still has to enrol in MFA.
+pub struct SignedIn;
+
+impl Guard for SignedIn {
+    async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
+        ctx.user_may_enrol()?;
+        Ok(())
+    }
+}
+
+/// Step-up: an MFA verification in this session within the configured window,
+/// else `MFA_REQUIRED`.
+pub struct RecentMfa;
+
+impl Guard for RecentMfa {
+    async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
+        let user = ctx.user()?;
+        let window = ctx.data::<Services>()?.step_up_window;
+        let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::minutes(10));
+        match user.mfa_verified_at {
+            Some(at) if chrono::Utc::now() - at <= window => Ok(()),
+            _ => Err(Error::MfaRequired.into()),
         }
     }
 }

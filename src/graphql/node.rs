@@ -4,7 +4,8 @@
 use async_graphql::{Context, ID, Interface, Object};
 
 use crate::{
-    accounts::graphql::{TenantNode, USER_READERS, UserNode},
+    accounts::graphql::{TenantNode, UserNode},
+    auth::Scope,
     entity::{session, user},
     error::Error,
     identity::graphql::SessionNode,
@@ -47,7 +48,7 @@ async fn resolve(ctx: &Context<'_>, id: &str) -> Result<Node, Error> {
         }
         Kind::User => {
             // Users read themselves; admins and support read their whole tenant.
-            if uuid != me.user_id && !ctx.principal().has_any_role(USER_READERS) {
+            if uuid != me.user_id && !ctx.principal().has_scope(Scope::UsersRead) {
                 return Err(Error::NotFound);
             }
             Ok(Node::User(UserNode(db.get::<user::Entity>(uuid).await?)))

@@ -5,14 +5,18 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
-use super::rules::{self, IssuedSession};
+use super::{
+    mfa::{self, SecondFactor},
+    rules::{self, IssuedSession, SignInOutcome},
+};
 use crate::{
     audit::{self, Actor},
-    entity::session,
+    auth::{Role, Scope, password},
+    entity::{session, user},
     error::Error,
     graphql::{
         context::{ContextExt, Services},
-        guards::Authenticated,
+        guards::{Authenticated, HasScope, RecentMfa, SignedIn},
     },
     ids::{self, Kind},
 };
@@ -41,6 +45,73 @@ pub struct SessionTokens {
     pub refresh_token: String,
     /// When the access token expires.
     pub expires_at: DateTime<Utc>,
+}
+
+/// The answer to `signIn`: tokens, or, for a user with MFA, only `mfaChallenge` to
+/// complete with `verifyMfa`.
+#[derive(SimpleObject, Default)]
+pub struct SignInPayload {
+    pub access_token: Option<String>,
+    pub refresh_token: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Present when a second factor is needed; valid for 5 minutes, once.
+    pub mfa_challenge: Option<String>,
+}
+
+impl From<SignInOutcome> for SignInPayload {
+    fn from(outcome: SignInOutcome) -> Self {
+        match outcome {
+            SignInOutcome::Signed(issued) => {
+                let tokens = SessionTokens::from(issued);
+                Self {
+                    access_token: Some(tokens.access_token),
+                    refresh_token: Some(tokens.refresh_token),
+                    expires_at: Some(tokens.expires_at),
+                    mfa_challenge: None,
+                }
+            }
+            SignInOutcome::MfaRequired(challenge) => Self {
+                mfa_challenge: Some(challenge.expose_secret().to_owned()),
+                ..Self::default()
+            },
+        }
+    }
+}
+
+#[derive(InputObject)]
+pub struct VerifyMfaInput {
+    /// The `mfaChallenge` from `signIn`.
+    #[graphql(secret)]
+    pub challenge: String,
+    /// A current TOTP code; or else
+    #[graphql(secret)]
+    pub code: Option<String>,
+    /// one of the single-use recovery codes.
+    #[graphql(secret)]
+    pub recovery_code: Option<String>,
+}
+
+/// A started TOTP enrolment: add it to an authenticator app, then `activateMfa`.
+#[derive(SimpleObject)]
+pub struct MfaEnrolment {
+    /// The seed in base32, for manual entry.
+    pub secret: String,
+    /// `otpauth://totp/…`
+    pub otpauth_uri: String,
+    /// The URI as a QR code: an SVG data URL.
+    pub qr_code: String,
+}
+
+/// Single-use recovery codes, shown once.
+#[derive(SimpleObject)]
+pub struct RecoveryCodes {
+    pub codes: Vec<String>,
+}
+
+fn reveal(codes: Vec<SecretString>) -> RecoveryCodes {
+    RecoveryCodes {
+        codes: codes.iter().map(|c| c.expose_secret().to_owned()).collect(),
+    }
 }
 
 impl From<IssuedSession> for SessionTokens {
@@ -94,6 +165,19 @@ pub struct IdentityQuery;
 
 #[Object]
 impl IdentityQuery {
+    /// Whether the caller has MFA enabled.
+    #[graphql(guard = "SignedIn")]
+    async fn mfa_enabled(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        let me = ctx.user_may_enrol()?;
+        Ok(mfa::is_enabled(ctx.tenant_db()?, me.user_id).await?)
+    }
+
+    /// Roles whose users must have MFA in this tenant.
+    #[graphql(guard = "HasScope(Scope::UsersRead)")]
+    async fn mfa_required_roles(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Role>> {
+        Ok(mfa::required_roles(ctx.tenant_db()?).await?)
+    }
+
     /// The caller's live sessions, newest first.
     #[graphql(guard = "Authenticated")]
     async fn my_sessions(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<SessionNode>> {
@@ -122,7 +206,7 @@ impl IdentityMutation {
         &self,
         ctx: &Context<'_>,
         input: SignInInput,
-    ) -> async_graphql::Result<SessionTokens> {
+    ) -> async_graphql::Result<SignInPayload> {
         ctx.request().take_credential_attempt()?;
         let services = ctx.data::<Services>()?;
         let issued = rules::sign_in(
@@ -155,10 +239,154 @@ impl IdentityMutation {
         Ok(issued.into())
     }
 
-    /// Ends the caller's current session.
+    /// Completes a sign-in with MFA: the challenge plus a TOTP code or a recovery code.
+    async fn verify_mfa(
+        &self,
+        ctx: &Context<'_>,
+        input: VerifyMfaInput,
+    ) -> async_graphql::Result<SessionTokens> {
+        ctx.request().take_credential_attempt()?;
+        let factor = match (input.code, input.recovery_code) {
+            (Some(code), None) => SecondFactor::Code(code),
+            (None, Some(code)) => SecondFactor::RecoveryCode(code),
+            _ => return Err(Error::bad_input("give either `code` or `recoveryCode`").into()),
+        };
+        let services = ctx.data::<Services>()?;
+        let issued = mfa::complete_challenge(
+            &services.db,
+            &services.tokens,
+            &services.sealer,
+            &ctx.request().origin,
+            SecretString::from(input.challenge),
+            factor,
+        )
+        .await?;
+        Ok(issued.into())
+    }
+
+    /// Starts a TOTP enrolment (allowed even while the tenant's policy blocks all else).
+    #[graphql(guard = "SignedIn")]
+    async fn enroll_mfa(&self, ctx: &Context<'_>) -> async_graphql::Result<MfaEnrolment> {
+        let me = ctx.user_may_enrol()?;
+        let db = ctx.tenant_db()?;
+        let who = db.get::<user::Entity>(me.user_id).await?;
+        let enrolment = mfa::start_enrolment(db, &ctx.data::<Services>()?.sealer, &who).await?;
+        Ok(MfaEnrolment {
+            secret: enrolment.secret_base32.expose_secret().to_owned(),
+            otpauth_uri: enrolment.otpauth_uri.expose_secret().to_owned(),
+            qr_code: enrolment.qr_code.expose_secret().to_owned(),
+        })
+    }
+
+    /// Activates the enrolment with a first code; returns ten recovery codes, once.
+    #[graphql(guard = "SignedIn")]
+    async fn activate_mfa(
+        &self,
+        ctx: &Context<'_>,
+        code: String,
+    ) -> async_graphql::Result<RecoveryCodes> {
+        ctx.request().take_credential_attempt()?;
+        let me = ctx.user_may_enrol()?;
+        let db = ctx.tenant_db()?.begin().await?;
+        let who = db.get::<user::Entity>(me.user_id).await?;
+        let codes = mfa::activate(
+            &db,
+            &ctx.data::<Services>()?.sealer,
+            &who,
+            &code,
+            &ctx.request().origin,
+        )
+        .await?;
+        mfa::mark_session_verified(&db, me.session_id).await?;
+        db.commit().await?;
+        Ok(reveal(codes))
+    }
+
+    /// Turns MFA off; needs the password and a current code.
     #[graphql(guard = "Authenticated")]
-    async fn sign_out(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+    async fn disable_mfa(
+        &self,
+        ctx: &Context<'_>,
+        password: String,
+        code: String,
+    ) -> async_graphql::Result<bool> {
+        ctx.request().take_credential_attempt()?;
         let me = ctx.user()?;
+        let db = ctx.tenant_db()?;
+        let who = db.get::<user::Entity>(me.user_id).await?;
+        if !password::verify(SecretString::from(password), who.password_hash.clone()).await? {
+            return Err(Error::InvalidCredentials.into());
+        }
+        mfa::verify_code(db, &ctx.data::<Services>()?.sealer, &who, &code).await?;
+        let txn = db.begin().await?;
+        mfa::disable(&txn, who.id, &ctx.request().origin).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    /// Replaces the recovery codes (step-up required).
+    #[graphql(guard = "Authenticated.and(RecentMfa)")]
+    async fn regenerate_recovery_codes(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<RecoveryCodes> {
+        let me = ctx.user()?;
+        let db = ctx.tenant_db()?.begin().await?;
+        if !mfa::is_enabled(&db, me.user_id).await? {
+            return Err(Error::conflict("MFA_NOT_ENABLED", "MFA is not enabled").into());
+        }
+        let codes = mfa::replace_recovery_codes(&db, me.user_id).await?;
+        audit::record(
+            &db,
+            audit::Entry {
+                actor: Actor::User(me.user_id),
+                action: "auth.mfa.recovery_codes_regenerated",
+                subject: Some(("user", me.user_id)),
+                details: json!({}),
+                origin: &ctx.request().origin,
+            },
+        )
+        .await?;
+        db.commit().await?;
+        Ok(reveal(codes))
+    }
+
+    /// Step-up: a current TOTP code marks this session as recently verified, which
+    /// sensitive mutations require. Returns the time of the verification.
+    #[graphql(guard = "Authenticated")]
+    async fn verify_step_up(
+        &self,
+        ctx: &Context<'_>,
+        code: String,
+    ) -> async_graphql::Result<DateTime<Utc>> {
+        ctx.request().take_credential_attempt()?;
+        let me = ctx.user()?;
+        let db = ctx.tenant_db()?;
+        let who = db.get::<user::Entity>(me.user_id).await?;
+        mfa::verify_code(db, &ctx.data::<Services>()?.sealer, &who, &code).await?;
+        mfa::mark_session_verified(db, me.session_id).await?;
+        Ok(Utc::now())
+    }
+
+    /// Sets the roles whose users must have MFA in this tenant (step-up required).
+    #[graphql(guard = "HasScope(Scope::UsersAdmin).and(RecentMfa)")]
+    async fn set_mfa_required_roles(
+        &self,
+        ctx: &Context<'_>,
+        roles: Vec<Role>,
+    ) -> async_graphql::Result<Vec<Role>> {
+        let me = ctx.user()?;
+        let db = ctx.tenant_db()?.begin().await?;
+        mfa::set_required_roles(&db, me.user_id, &roles, &ctx.request().origin).await?;
+        let now = mfa::required_roles(&db).await?;
+        db.commit().await?;
+        Ok(now)
+    }
+
+    /// Ends the caller's current session.
+    #[graphql(guard = "SignedIn")]
+    async fn sign_out(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        let me = ctx.user_may_enrol()?;
         revoke_audited(ctx, me.session_id, "SIGN_OUT").await?;
         Ok(true)
     }

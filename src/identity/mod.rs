@@ -1,4 +1,5 @@
-//! Identity: sign-in, sessions and refresh-token rotation (rules and GraphQL types).
+//! Identity: sign-in, sessions, refresh-token rotation and MFA (rules and GraphQL types).
 
 pub mod graphql;
+pub mod mfa;
 pub mod rules;

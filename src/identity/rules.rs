@@ -43,14 +43,22 @@ pub struct IssuedSession {
 #[derive(Debug, Clone, Copy)]
 pub enum FailureKind {
     Password,
+    Totp,
 }
 
 impl FailureKind {
     fn as_str(self) -> &'static str {
         match self {
             FailureKind::Password => "PASSWORD",
+            FailureKind::Totp => "TOTP",
         }
     }
+}
+
+/// How a correct password ends: tokens, or (with MFA) a challenge for the second step.
+pub enum SignInOutcome {
+    Signed(IssuedSession),
+    MfaRequired(SecretString),
 }
 
 /// `email` + `password` in tenant `slug`. An unknown tenant, an unknown email, an
@@ -63,7 +71,7 @@ pub async fn sign_in(
     slug: &str,
     email: &str,
     secret: SecretString,
-) -> Result<IssuedSession> {
+) -> Result<SignInOutcome> {
     let tenant = find_tenant_by_slug(db, slug).await?;
     let email = Email::parse(email).ok();
     let scoped = tenant.map(|t| TenantDb::new(db.clone(), TenantId::from_uuid(t.id)));
@@ -95,8 +103,13 @@ pub async fn sign_in(
         crate::accounts::rules::set_password_hash(scoped, user.id, rehashed).await?;
     }
 
+    if super::mfa::is_enabled(scoped, user.id).await? {
+        let challenge = super::mfa::create_challenge(scoped, user.id).await?;
+        return Ok(SignInOutcome::MfaRequired(challenge));
+    }
+
     let txn = scoped.begin().await?;
-    let issued = open_session(&txn, tokens, user.id, origin).await?;
+    let issued = open_session(&txn, tokens, user.id, origin, false).await?;
     audit::record(
         &txn,
         audit::Entry {
@@ -109,7 +122,7 @@ pub async fn sign_in(
     )
     .await?;
     txn.commit().await?;
-    Ok(issued)
+    Ok(SignInOutcome::Signed(issued))
 }
 
 async fn audit_failure(
@@ -132,11 +145,12 @@ async fn audit_failure(
 }
 
 /// Creates a session for `user` with its first refresh token and an access token.
-async fn open_session<C: ConnectionTrait>(
+pub(super) async fn open_session<C: ConnectionTrait>(
     db: &Scoped<C>,
     tokens: &TokenService,
     user: Uuid,
     origin: &Origin,
+    mfa_verified: bool,
 ) -> Result<IssuedSession> {
     let now = Utc::now();
     let session = db
@@ -149,7 +163,7 @@ async fn open_session<C: ConnectionTrait>(
             last_seen_at: Set(now),
             revoked_at: Set(None),
             revoke_reason: Set(None),
-            mfa_verified_at: Set(None),
+            mfa_verified_at: Set(mfa_verified.then_some(now)),
             ip: Set(origin.ip.clone()),
             user_agent: Set(None),
         })
@@ -328,7 +342,7 @@ fn failure_row(user: Uuid, kind: FailureKind) -> Condition {
 }
 
 /// Refuses with RATE_LIMITED while the account is locked for `kind`.
-async fn ensure_not_locked<C: ConnectionTrait>(
+pub(super) async fn ensure_not_locked<C: ConnectionTrait>(
     db: &Scoped<C>,
     user: Uuid,
     kind: FailureKind,
@@ -364,7 +378,7 @@ pub fn lock_duration(failures: i32) -> Option<Duration> {
 
 /// Counts one failure with a single atomic statement (no read-then-write), starting a
 /// new window when the old one is over, and locks the account at the threshold.
-async fn record_failure<C: ConnectionTrait>(
+pub(super) async fn record_failure<C: ConnectionTrait>(
     db: &Scoped<C>,
     user: Uuid,
     kind: FailureKind,
@@ -429,7 +443,7 @@ async fn record_failure<C: ConnectionTrait>(
     Ok(())
 }
 
-async fn clear_failures<C: ConnectionTrait>(
+pub(super) async fn clear_failures<C: ConnectionTrait>(
     db: &Scoped<C>,
     user: Uuid,
     kind: FailureKind,

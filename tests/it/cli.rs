@@ -70,6 +70,10 @@ fn demo_is_refused_in_production() {
                 "SEQUESTRA_WEBHOOK_SECRETS",
                 "9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b",
             ),
+            (
+                "SEQUESTRA_MFA_KEYS",
+                "k1:00112233445566778899aabbccddeeff0123456789abcdef0f1e2d3c4b5a6978",
+            ),
         ],
         dir.path(),
     );

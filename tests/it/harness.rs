@@ -338,7 +338,7 @@ impl TestApp {
 
     /// Opens a real session through the sign-in rule; returns its access token.
     pub async fn sign_in(&self, slug: &str, email: &str, password: &str) -> String {
-        sequestra::identity::rules::sign_in(
+        let outcome = sequestra::identity::rules::sign_in(
             &self.db,
             &self.tokens,
             &Origin::default(),
@@ -347,9 +347,13 @@ impl TestApp {
             password.to_owned().into(),
         )
         .await
-        .expect("sign in")
-        .access
-        .token
+        .expect("sign in");
+        match outcome {
+            sequestra::identity::rules::SignInOutcome::Signed(issued) => issued.access.token,
+            sequestra::identity::rules::SignInOutcome::MfaRequired(_) => {
+                panic!("{email} has MFA: sign in through verifyMfa")
+            }
+        }
     }
 
     /// Stops the server gracefully and waits for it.

@@ -6,6 +6,7 @@ mod harness;
 mod cli;
 mod graphql_http;
 mod identity;
+mod mfa;
 mod platform;
 mod schema;
 mod tenancy;
