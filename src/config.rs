@@ -120,6 +120,8 @@ pub struct AuthConfig {
     pub jwt_issuer: String,
     pub jwt_audience: String,
     pub access_token_ttl: Duration,
+    /// Keys the HMAC under which API keys are stored.
+    pub api_key_secret: SecretString,
     /// The first key encrypts new TOTP secrets; all of them decrypt.
     pub mfa_keys: Vec<EncryptionKey>,
     /// How recent an MFA verification must be for a sensitive mutation.
@@ -256,6 +258,7 @@ impl Config {
         };
 
         let jwt_secret = secret("SEQUESTRA_JWT_SECRET")?;
+        let api_key_secret = secret("SEQUESTRA_API_KEY_SECRET")?;
         let webhook_secret_list = match get("SEQUESTRA_WEBHOOK_SECRETS") {
             Some(list) => {
                 let mut secrets = Vec::new();
@@ -325,6 +328,7 @@ impl Config {
             jwt_audience: get("SEQUESTRA_JWT_AUDIENCE")
                 .unwrap_or_else(|| "sequestra-api".to_owned()),
             access_token_ttl: secs(&get, "SEQUESTRA_ACCESS_TOKEN_TTL_SECS", 15 * 60)?,
+            api_key_secret,
             mfa_keys,
             step_up_window: Duration::from_secs(
                 60 * parse::<u64>(&get, "SEQUESTRA_MFA_STEP_UP_MINUTES", 10)?,
@@ -530,6 +534,7 @@ mod tests {
             c.generated_secrets,
             vec![
                 "SEQUESTRA_JWT_SECRET",
+                "SEQUESTRA_API_KEY_SECRET",
                 "SEQUESTRA_WEBHOOK_SECRETS",
                 "SEQUESTRA_MFA_KEYS"
             ]
@@ -554,6 +559,7 @@ mod tests {
             let err = config(&[
                 ("SEQUESTRA_ENV", "production"),
                 ("SEQUESTRA_JWT_SECRET", weak),
+                ("SEQUESTRA_API_KEY_SECRET", STRONG),
                 ("SEQUESTRA_WEBHOOK_SECRETS", STRONG),
             ])
             .unwrap_err();
@@ -581,6 +587,10 @@ mod tests {
             ("SEQUESTRA_MFA_KEYS", MFA_KEY),
             ("SEQUESTRA_ENV", "production"),
             ("SEQUESTRA_JWT_SECRET", STRONG),
+            (
+                "SEQUESTRA_API_KEY_SECRET",
+                "7d3c9e1a5b2f8a4c6e0d9b7f3a1c5e8b2d4f6a0c",
+            ),
             (
                 "SEQUESTRA_WEBHOOK_SECRETS",
                 "0a1b2c3d4e5f60718293a4b5c6d7e8f9,1f2e3d4c5b6a79880796a5b4c3d2e1f0",

@@ -37,16 +37,18 @@ pub enum Kind {
     Tenant,
     User,
     Session,
+    ApiKey,
 }
 
 impl Kind {
-    const ALL: [Kind; 3] = [Kind::Tenant, Kind::User, Kind::Session];
+    const ALL: [Kind; 4] = [Kind::Tenant, Kind::User, Kind::Session, Kind::ApiKey];
 
     pub fn prefix(self) -> &'static str {
         match self {
             Kind::Tenant => "ten",
             Kind::User => "usr",
             Kind::Session => "ses",
+            Kind::ApiKey => "key",
         }
     }
 }

@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_tenants_users_audit;
 mod m20261122_000002_sessions;
 mod m20261122_000003_mfa;
+mod m20261122_000004_api_keys;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_tenants_users_audit::Migration),
             Box::new(m20261122_000002_sessions::Migration),
             Box::new(m20261122_000003_mfa::Migration),
+            Box::new(m20261122_000004_api_keys::Migration),
         ]
     }
 }

@@ -7,7 +7,7 @@ mod role;
 mod scope;
 pub mod token;
 
-pub use principal::{Principal, UserPrincipal, authenticate_bearer};
+pub use principal::{API_KEY_PREFIX, Credential, Principal, UserPrincipal, authenticate_bearer};
 pub use role::Role;
 pub use scope::{Scope, scopes_of};
 pub use token::TokenService;

@@ -4,12 +4,12 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
-use sea_orm::{ColumnTrait, DatabaseConnection, QueryFilter};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
 use crate::{
     db::TenantDb,
-    entity::{session, user, user_role},
+    entity::{api_key, session, user, user_role},
     error::{Error, Result},
     identity::{mfa, rules::is_live},
     ids::TenantId,
@@ -17,11 +17,21 @@ use crate::{
 
 use super::{Role, Scope, TokenService, scopes_of};
 
+/// What the caller presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// An access token of this session.
+    Session(Uuid),
+    /// This API key, acting for the user who created it.
+    ApiKey(Uuid),
+}
+
 #[derive(Debug, Clone)]
 pub struct UserPrincipal {
     pub tenant_id: TenantId,
+    /// The user, or for an API key the user who created it.
     pub user_id: Uuid,
-    pub session_id: Uuid,
+    pub credential: Credential,
     pub roles: Vec<Role>,
     pub scopes: BTreeSet<Scope>,
     /// The last MFA verification in this session (sign-in with MFA, or a step-up).
@@ -36,6 +46,16 @@ pub enum Principal {
     #[default]
     Anonymous,
     User(UserPrincipal),
+}
+
+impl UserPrincipal {
+    /// The session behind this call; an API key has none (FORBIDDEN).
+    pub fn session(&self) -> Result<Uuid> {
+        match self.credential {
+            Credential::Session(id) => Ok(id),
+            Credential::ApiKey(_) => Err(Error::Forbidden),
+        }
+    }
 }
 
 impl Principal {
@@ -79,6 +99,9 @@ pub async fn authenticate_bearer(
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or(Error::Unauthenticated)?;
+    if token.starts_with(API_KEY_PREFIX) {
+        return authenticate_api_key(db, tokens, token).await;
+    }
     let claims = tokens.verify(token)?;
     let tenant = TenantId::from_uuid(claims.tid);
     let scoped = TenantDb::new(db.clone(), tenant);
@@ -105,10 +128,60 @@ pub async fn authenticate_bearer(
     Ok(Principal::User(UserPrincipal {
         tenant_id: tenant,
         user_id: user.id,
-        session_id: session.id,
+        credential: Credential::Session(session.id),
         scopes: scopes_of(&roles),
         roles,
         mfa_verified_at: session.mfa_verified_at,
         mfa_enrolment_required,
+    }))
+}
+
+/// Every API key starts with this.
+pub const API_KEY_PREFIX: &str = "sq_live_";
+
+/// An API key acts for its creator with the key's scopes, never more than the
+/// creator holds today: a creator who lost a role, or was deactivated, takes the key's
+/// powers with them.
+async fn authenticate_api_key(
+    db: &DatabaseConnection,
+    tokens: &TokenService,
+    key: &str,
+) -> Result<Principal> {
+    let now = chrono::Utc::now();
+    // The edge looks the key up by its keyed hash before any tenant is known; the
+    // row then names the tenant every further read is scoped to.
+    let found = api_key::Entity::find()
+        .filter(api_key::Column::KeyHash.eq(tokens.api_key_hash(key)))
+        .one(db)
+        .await?
+        .filter(|k| k.revoked_at.is_none() && k.expires_at.is_none_or(|at| at > now))
+        .ok_or(Error::Unauthenticated)?;
+    let tenant = TenantId::from_uuid(found.tenant_id);
+    let scoped = TenantDb::new(db.clone(), tenant);
+    let creator = scoped
+        .find_by_id::<user::Entity>(found.created_by)
+        .await?
+        .filter(|u| u.is_active)
+        .ok_or(Error::Unauthenticated)?;
+    let roles: Vec<Role> = scoped
+        .list::<user_role::Entity>(|q| q.filter(user_role::Column::UserId.eq(creator.id)))
+        .await?
+        .into_iter()
+        .map(|r| r.role)
+        .collect();
+    let allowed = scopes_of(&roles);
+    let scopes = crate::identity::api_keys::scopes_of_key(&found)
+        .into_iter()
+        .filter(|s| allowed.contains(s))
+        .collect();
+    crate::identity::api_keys::touch(&scoped, found.id, now).await?;
+    Ok(Principal::User(UserPrincipal {
+        tenant_id: tenant,
+        user_id: creator.id,
+        credential: Credential::ApiKey(found.id),
+        roles,
+        scopes,
+        mfa_verified_at: None,
+        mfa_enrolment_required: false,
     }))
 }

@@ -40,6 +40,7 @@ pub struct TokenService {
     issuer: String,
     audience: String,
     ttl: chrono::Duration,
+    api_key_secret: secrecy::SecretString,
 }
 
 /// What an issued token is, for the response that carries it.
@@ -78,6 +79,7 @@ impl TokenService {
             audience: cfg.jwt_audience.clone(),
             ttl: chrono::Duration::from_std(cfg.access_token_ttl)
                 .unwrap_or_else(|_| chrono::Duration::minutes(15)),
+            api_key_secret: cfg.api_key_secret.clone(),
         }
     }
 
@@ -104,6 +106,18 @@ impl TokenService {
             expires_at,
             jti: claims.jti,
         })
+    }
+
+    /// The keyed hash (HMAC-SHA256) an API key is stored and looked up by: a leaked
+    /// table alone does not let anyone check guesses.
+    pub fn api_key_hash(&self, key: &str) -> String {
+        use hmac::{Mac, digest::KeyInit};
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(
+            self.api_key_secret.expose_secret().as_bytes(),
+        )
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(key.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
     }
 
     /// Verifies signature, algorithm, `kid`, issuer, audience and expiry.

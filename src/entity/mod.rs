@@ -1,6 +1,7 @@
 //! SeaORM entities: the one place table shapes live. Tenant-owned entities implement
 //! [`crate::db::TenantEntity`] so the scoped layer can filter and stamp them.
 
+pub mod api_key;
 pub mod audit_log;
 pub mod auth_failure;
 pub mod mfa_challenge;

@@ -15,7 +15,7 @@ use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
 use crate::{
     accounts::graphql::AccountsQuery,
     config::GraphqlConfig,
-    identity::graphql::{IdentityMutation, IdentityQuery},
+    identity::graphql::{ApiKeysMutation, ApiKeysQuery, IdentityMutation, IdentityQuery},
 };
 
 #[derive(MergedObject, Default)]
@@ -24,10 +24,11 @@ pub struct Query(
     system::SystemQuery,
     AccountsQuery,
     IdentityQuery,
+    ApiKeysQuery,
 );
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(IdentityMutation);
+pub struct Mutation(IdentityMutation, ApiKeysMutation);
 
 #[derive(MergedSubscription, Default)]
 pub struct Subscription(system::SystemSubscription);

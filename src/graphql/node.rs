@@ -6,9 +6,9 @@ use async_graphql::{Context, ID, Interface, Object};
 use crate::{
     accounts::graphql::{TenantNode, UserNode},
     auth::Scope,
-    entity::{session, user},
+    entity::{api_key, session, user},
     error::Error,
-    identity::graphql::SessionNode,
+    identity::graphql::{ApiKeyNode, SessionNode},
     ids::{self, Kind},
 };
 
@@ -21,6 +21,7 @@ pub enum Node {
     Tenant(TenantNode),
     User(UserNode),
     Session(SessionNode),
+    ApiKey(ApiKeyNode),
 }
 
 #[derive(Default)]
@@ -53,6 +54,14 @@ async fn resolve(ctx: &Context<'_>, id: &str) -> Result<Node, Error> {
             }
             Ok(Node::User(UserNode(db.get::<user::Entity>(uuid).await?)))
         }
+        Kind::ApiKey => {
+            if !ctx.principal().has_scope(Scope::KeysAdmin) {
+                return Err(Error::NotFound);
+            }
+            Ok(Node::ApiKey(ApiKeyNode(
+                db.get::<api_key::Entity>(uuid).await?,
+            )))
+        }
         Kind::Session => {
             // Sessions are their owner's alone.
             let model = db.get::<session::Entity>(uuid).await?;
@@ -60,7 +69,7 @@ async fn resolve(ctx: &Context<'_>, id: &str) -> Result<Node, Error> {
                 return Err(Error::NotFound);
             }
             Ok(Node::Session(SessionNode {
-                current: model.id == me.session_id,
+                current: me.session().ok() == Some(model.id),
                 model,
             }))
         }

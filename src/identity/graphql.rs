@@ -1,20 +1,23 @@
 //! GraphQL for sign-in and sessions. Resolvers authorize, call a rule, map.
 
-use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
+use async_graphql::{Context, ID, InputObject, Object, SimpleObject, connection::Connection};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use super::{
+    api_keys,
     mfa::{self, SecondFactor},
     rules::{self, IssuedSession, SignInOutcome},
 };
 use crate::{
     audit::{self, Actor},
     auth::{Role, Scope, password},
+    config::GraphqlConfig,
     entity::{session, user},
     error::Error,
     graphql::{
+        connection::{IdCursor, PageArgs, paginate},
         context::{ContextExt, Services},
         guards::{Authenticated, HasScope, RecentMfa, SignedIn},
     },
@@ -186,7 +189,7 @@ impl IdentityQuery {
         Ok(sessions
             .into_iter()
             .map(|model| SessionNode {
-                current: model.id == me.session_id,
+                current: me.session().ok() == Some(model.id),
                 model,
             })
             .collect())
@@ -297,7 +300,7 @@ impl IdentityMutation {
             &ctx.request().origin,
         )
         .await?;
-        mfa::mark_session_verified(&db, me.session_id).await?;
+        mfa::mark_session_verified(&db, me.session()?).await?;
         db.commit().await?;
         Ok(reveal(codes))
     }
@@ -364,7 +367,7 @@ impl IdentityMutation {
         let db = ctx.tenant_db()?;
         let who = db.get::<user::Entity>(me.user_id).await?;
         mfa::verify_code(db, &ctx.data::<Services>()?.sealer, &who, &code).await?;
-        mfa::mark_session_verified(db, me.session_id).await?;
+        mfa::mark_session_verified(db, me.session()?).await?;
         Ok(Utc::now())
     }
 
@@ -387,7 +390,7 @@ impl IdentityMutation {
     #[graphql(guard = "SignedIn")]
     async fn sign_out(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
         let me = ctx.user_may_enrol()?;
-        revoke_audited(ctx, me.session_id, "SIGN_OUT").await?;
+        revoke_audited(ctx, me.session()?, "SIGN_OUT").await?;
         Ok(true)
     }
 
@@ -410,7 +413,7 @@ impl IdentityMutation {
         let me = ctx.user()?;
         let db = ctx.tenant_db()?.begin().await?;
         let count =
-            rules::revoke_all_except(&db, me.user_id, Some(me.session_id), "REVOKED_BY_OWNER")
+            rules::revoke_all_except(&db, me.user_id, Some(me.session()?), "REVOKED_BY_OWNER")
                 .await?;
         audit::record(
             &db,
@@ -449,4 +452,140 @@ async fn revoke_audited(
         .await?;
     }
     db.commit().await
+}
+
+/// An API key of the tenant (never the key itself after creation).
+pub struct ApiKeyNode(pub crate::entity::api_key::Model);
+
+#[Object(name = "ApiKey")]
+impl ApiKeyNode {
+    pub async fn id(&self) -> ID {
+        ID(ids::encode(Kind::ApiKey, self.0.id))
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The first characters of the key, to recognise it.
+    async fn prefix(&self) -> &str {
+        &self.0.prefix
+    }
+
+    async fn scopes(&self) -> Vec<Scope> {
+        api_keys::scopes_of_key(&self.0).into_iter().collect()
+    }
+
+    async fn created_by(&self) -> ID {
+        ID(ids::encode(Kind::User, self.0.created_by))
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.0.expires_at
+    }
+
+    /// Updated at most once a minute.
+    async fn last_used_at(&self) -> Option<DateTime<Utc>> {
+        self.0.last_used_at
+    }
+
+    async fn revoked_at(&self) -> Option<DateTime<Utc>> {
+        self.0.revoked_at
+    }
+}
+
+#[derive(InputObject)]
+pub struct CreateApiKeyInput {
+    pub name: String,
+    /// At most the scopes the creator holds.
+    pub scopes: Vec<Scope>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A new key: `key` is shown this once and never again.
+#[derive(SimpleObject)]
+pub struct CreatedApiKey {
+    pub api_key: ApiKeyNode,
+    /// Send as `Authorization: Bearer sq_live_…`.
+    pub key: String,
+}
+
+#[derive(Default)]
+pub struct ApiKeysQuery;
+
+#[Object]
+impl ApiKeysQuery {
+    /// The tenant's API keys, oldest first.
+    #[graphql(guard = "HasScope(Scope::KeysAdmin)")]
+    async fn api_keys(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<String>,
+        before: Option<String>,
+        first: Option<i32>,
+        last: Option<i32>,
+    ) -> async_graphql::Result<Connection<IdCursor, ApiKeyNode>> {
+        let max = ctx.data::<GraphqlConfig>()?.max_page_size;
+        paginate::<crate::entity::api_key::Entity, _>(
+            ctx.tenant_db()?,
+            PageArgs {
+                after,
+                before,
+                first,
+                last,
+            },
+            max,
+            |q| q,
+            |m| (m.id, ApiKeyNode(m)),
+        )
+        .await
+    }
+}
+
+#[derive(Default)]
+pub struct ApiKeysMutation;
+
+#[Object]
+impl ApiKeysMutation {
+    /// Creates an API key (needs `keys:admin` and a recent MFA verification).
+    #[graphql(guard = "HasScope(Scope::KeysAdmin).and(RecentMfa)")]
+    async fn create_api_key(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateApiKeyInput,
+    ) -> async_graphql::Result<CreatedApiKey> {
+        let me = ctx.user()?;
+        let services = ctx.data::<Services>()?;
+        let db = ctx.tenant_db()?.begin().await?;
+        let created = api_keys::create(
+            &db,
+            &services.tokens,
+            me,
+            &input.name,
+            &input.scopes,
+            input.expires_at,
+            &ctx.request().origin,
+        )
+        .await?;
+        db.commit().await?;
+        Ok(CreatedApiKey {
+            key: api_keys::reveal(&created),
+            api_key: ApiKeyNode(created.model),
+        })
+    }
+
+    /// Revokes an API key of the tenant.
+    #[graphql(guard = "HasScope(Scope::KeysAdmin)")]
+    async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ApiKeyNode> {
+        let me = ctx.user()?;
+        let key_id = ids::decode_as(Kind::ApiKey, &id).ok_or(Error::NotFound)?;
+        let db = ctx.tenant_db()?.begin().await?;
+        let revoked = api_keys::revoke(&db, me.user_id, key_id, &ctx.request().origin).await?;
+        db.commit().await?;
+        Ok(ApiKeyNode(revoked))
+    }
 }

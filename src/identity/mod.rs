@@ -1,5 +1,6 @@
 //! Identity: sign-in, sessions, refresh-token rotation and MFA (rules and GraphQL types).
 
+pub mod api_keys;
 pub mod graphql;
 pub mod mfa;
 pub mod rules;

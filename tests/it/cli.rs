@@ -34,6 +34,7 @@ fn production_refuses_missing_or_weak_secrets() {
         (
             &[
                 ("SEQUESTRA_JWT_SECRET", STRONG),
+                ("SEQUESTRA_API_KEY_SECRET", STRONG),
                 ("SEQUESTRA_WEBHOOK_SECRETS", "short"),
             ],
             "SEQUESTRA_WEBHOOK_SECRETS",
@@ -66,6 +67,7 @@ fn demo_is_refused_in_production() {
             ("SEQUESTRA_ENV", "production"),
             ("SEQUESTRA_DATABASE_URL", &db),
             ("SEQUESTRA_JWT_SECRET", STRONG),
+            ("SEQUESTRA_API_KEY_SECRET", STRONG),
             (
                 "SEQUESTRA_WEBHOOK_SECRETS",
                 "9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b",

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod api_keys;
 mod cli;
 mod graphql_http;
 mod identity;

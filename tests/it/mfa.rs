@@ -27,14 +27,14 @@ fn authenticator(secret: &str) -> Totp {
         .unwrap()
 }
 
-fn code_at(totp: &Totp, offset_secs: i64) -> String {
+pub(crate) fn code_at(totp: &Totp, offset_secs: i64) -> String {
     let now = chrono::Utc::now().timestamp() + offset_secs;
     totp.generate(u64::try_from(now).unwrap()).to_string()
 }
 
 /// Enrols and activates MFA for the bearer of `token`; returns the authenticator, the
 /// code used to activate, and the recovery codes.
-async fn enrol(app: &TestApp, token: &str) -> (Totp, String, Vec<String>) {
+pub(crate) async fn enrol(app: &TestApp, token: &str) -> (Totp, String, Vec<String>) {
     let r = app
         .gql(
             Some(token),
