@@ -2,19 +2,26 @@
 //! or the scoped layer, map the result.
 
 use async_graphql::{
-    ComplexObject, Context, ID, Object, SimpleObject, connection::Connection,
+    ComplexObject, Context, ID, InputObject, Object, SimpleObject, connection::Connection,
     dataloader::DataLoader,
 };
 use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, QueryFilter};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::rules;
 
 use crate::{
-    auth::{Role, Scope},
+    audit::Actor,
+    auth::{Role, Scope, password},
     config::GraphqlConfig,
-    entity::{tenant, user},
+    domain::Email,
+    entity::{audit_log, tenant, user},
+    error::Error,
     graphql::{
         connection::{IdCursor, PageArgs, paginate},
         context::ContextExt,
-        guards::{Authenticated, HasScope},
+        guards::{Authenticated, HasScope, RecentMfa},
         loaders::UserRolesLoader,
     },
     ids::{self, Kind},
@@ -95,6 +102,36 @@ impl AccountsQuery {
         Ok(UserNode(model))
     }
 
+    /// The tenant's audit log, oldest first (`last: N` for the newest).
+    #[graphql(guard = "HasScope(Scope::AuditRead)")]
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        action: Option<String>,
+        after: Option<String>,
+        before: Option<String>,
+        first: Option<i32>,
+        last: Option<i32>,
+    ) -> async_graphql::Result<Connection<IdCursor, AuditEntryNode>> {
+        let max = ctx.data::<GraphqlConfig>()?.max_page_size;
+        paginate::<audit_log::Entity, _>(
+            ctx.tenant_db()?,
+            PageArgs {
+                after,
+                before,
+                first,
+                last,
+            },
+            max,
+            |q| match action {
+                Some(action) => q.filter(audit_log::Column::Action.eq(action)),
+                None => q,
+            },
+            |m| (m.id, AuditEntryNode(m)),
+        )
+        .await
+    }
+
     /// Users of the caller's tenant, oldest first.
     #[graphql(guard = "HasScope(Scope::UsersRead)")]
     async fn users(
@@ -119,5 +156,147 @@ impl AccountsQuery {
             |m| (m.id, UserNode(m)),
         )
         .await
+    }
+}
+
+#[derive(InputObject)]
+pub struct CreateUserInput {
+    pub email: String,
+    pub roles: Vec<Role>,
+}
+
+/// A new user and the one-time password to hand them (shown once).
+#[derive(SimpleObject)]
+pub struct CreatedUser {
+    pub user: UserNode,
+    pub one_time_password: String,
+}
+
+/// One row of the append-only audit log.
+pub struct AuditEntryNode(pub audit_log::Model);
+
+#[Object(name = "AuditEntry")]
+impl AuditEntryNode {
+    /// `USER` or `SYSTEM`.
+    async fn actor_type(&self) -> &str {
+        &self.0.actor_type
+    }
+
+    async fn actor_id(&self) -> Option<ID> {
+        self.0.actor_id.map(|id| ID(ids::encode(Kind::User, id)))
+    }
+
+    /// What happened, e.g. `auth.sign_in.failed`.
+    async fn action(&self) -> &str {
+        &self.0.action
+    }
+
+    async fn subject_type(&self) -> Option<&str> {
+        self.0.subject_type.as_deref()
+    }
+
+    async fn ip(&self) -> Option<&str> {
+        self.0.ip.as_deref()
+    }
+
+    async fn request_id(&self) -> Option<&str> {
+        self.0.request_id.as_deref()
+    }
+
+    /// Details as a JSON string.
+    async fn details(&self) -> String {
+        self.0.details.to_string()
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+#[derive(Default)]
+pub struct AccountsMutation;
+
+#[Object]
+impl AccountsMutation {
+    /// Creates a user with a random one-time password.
+    #[graphql(guard = "HasScope(Scope::UsersAdmin)")]
+    async fn create_user(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateUserInput,
+    ) -> async_graphql::Result<CreatedUser> {
+        let me = ctx.user()?;
+        let email = Email::parse(&input.email)?;
+        let one_time = password::generate();
+        let hash = password::hash(one_time.clone()).await?;
+        let db = ctx.tenant_db()?.begin().await?;
+        let user = rules::create_user(
+            &db,
+            Actor::User(me.user_id),
+            &ctx.request().origin,
+            &email,
+            hash,
+            &input.roles,
+        )
+        .await?;
+        db.commit().await?;
+        Ok(CreatedUser {
+            user: UserNode(user),
+            one_time_password: one_time.expose_secret().to_owned(),
+        })
+    }
+
+    /// Replaces a user's roles (needs a recent MFA verification).
+    #[graphql(guard = "HasScope(Scope::UsersAdmin).and(RecentMfa)")]
+    async fn set_user_roles(
+        &self,
+        ctx: &Context<'_>,
+        user_id: ID,
+        roles: Vec<Role>,
+    ) -> async_graphql::Result<UserNode> {
+        let me = ctx.user()?;
+        let target = ids::decode_as(Kind::User, &user_id).ok_or(Error::NotFound)?;
+        let db = ctx.tenant_db()?.begin().await?;
+        rules::set_roles(&db, me.user_id, &ctx.request().origin, target, &roles).await?;
+        let user = db.get::<user::Entity>(target).await?;
+        db.commit().await?;
+        Ok(UserNode(user))
+    }
+
+    /// Deactivates a user; all their sessions end at once.
+    #[graphql(guard = "HasScope(Scope::UsersAdmin)")]
+    async fn deactivate_user(
+        &self,
+        ctx: &Context<'_>,
+        user_id: ID,
+    ) -> async_graphql::Result<UserNode> {
+        let me = ctx.user()?;
+        let target = ids::decode_as(Kind::User, &user_id).ok_or(Error::NotFound)?;
+        let db = ctx.tenant_db()?.begin().await?;
+        let user = rules::deactivate(&db, me.user_id, &ctx.request().origin, target).await?;
+        db.commit().await?;
+        Ok(UserNode(user))
+    }
+
+    /// Changes the caller's password; every other session of theirs ends.
+    #[graphql(guard = "Authenticated")]
+    async fn change_password(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(secret)] current_password: String,
+        #[graphql(secret)] new_password: String,
+    ) -> async_graphql::Result<bool> {
+        ctx.request().take_credential_attempt()?;
+        let me = ctx.user()?;
+        rules::change_password(
+            ctx.tenant_db()?,
+            me.user_id,
+            me.session()?,
+            &ctx.request().origin,
+            SecretString::from(current_password),
+            SecretString::from(new_password),
+        )
+        .await?;
+        Ok(true)
     }
 }

@@ -187,3 +187,162 @@ pub async fn set_password_hash<C: ConnectionTrait>(
         Err(Error::NotFound)
     }
 }
+
+/// Replaces a user's roles. Refused when it would leave the tenant without an active
+/// ADMIN. Audited with the roles before and after.
+pub async fn set_roles<C: ConnectionTrait>(
+    db: &Scoped<C>,
+    actor: Uuid,
+    origin: &Origin,
+    user_id: Uuid,
+    roles: &[Role],
+) -> Result<Vec<Role>> {
+    if roles.is_empty() {
+        return Err(Error::bad_field("roles", "a user needs at least one role"));
+    }
+    let target = db.get::<user::Entity>(user_id).await?;
+    let before: Vec<Role> = db
+        .list::<user_role::Entity>(|q| q.filter(user_role::Column::UserId.eq(user_id)))
+        .await?
+        .into_iter()
+        .map(|r| r.role)
+        .collect();
+    let mut after: Vec<Role> = roles.to_vec();
+    after.sort_by_key(|r| r.as_str());
+    after.dedup();
+    if before.contains(&Role::Admin) && !after.contains(&Role::Admin) && target.is_active {
+        ensure_another_admin(db, user_id).await?;
+    }
+    db.delete_where::<user_role::Entity>(|q| q.filter(user_role::Column::UserId.eq(user_id)))
+        .await?;
+    for role in &after {
+        db.insert(user_role::ActiveModel {
+            tenant_id: Set(db.tenant().as_uuid()),
+            user_id: Set(user_id),
+            role: Set(*role),
+            created_at: Set(Utc::now()),
+        })
+        .await?;
+    }
+    audit::record(
+        db,
+        audit::Entry {
+            actor: Actor::User(actor),
+            action: "user.roles_changed",
+            subject: Some(("user", user_id)),
+            details: json!({ "before": before, "after": after }),
+            origin,
+        },
+    )
+    .await?;
+    Ok(after)
+}
+
+/// CONFLICT unless an active ADMIN other than `leaving` remains.
+async fn ensure_another_admin<C: ConnectionTrait>(db: &Scoped<C>, leaving: Uuid) -> Result<()> {
+    let admins = db
+        .list::<user_role::Entity>(|q| {
+            q.filter(user_role::Column::Role.eq(Role::Admin))
+                .filter(user_role::Column::UserId.ne(leaving))
+        })
+        .await?;
+    for admin in admins {
+        if db
+            .find_by_id::<user::Entity>(admin.user_id)
+            .await?
+            .is_some_and(|u| u.is_active)
+        {
+            return Ok(());
+        }
+    }
+    Err(Error::conflict(
+        "LAST_ADMIN",
+        "the tenant would be left without an active ADMIN",
+    ))
+}
+
+/// Deactivates a user and ends all their sessions at once.
+pub async fn deactivate<C: ConnectionTrait>(
+    db: &Scoped<C>,
+    actor: Uuid,
+    origin: &Origin,
+    user_id: Uuid,
+) -> Result<user::Model> {
+    if actor == user_id {
+        return Err(Error::conflict(
+            "SELF_DEACTIVATION",
+            "you cannot deactivate yourself",
+        ));
+    }
+    let target = db.get::<user::Entity>(user_id).await?;
+    let is_admin = db
+        .count::<user_role::Entity>(|q| {
+            q.filter(user_role::Column::UserId.eq(user_id))
+                .filter(user_role::Column::Role.eq(Role::Admin))
+        })
+        .await?
+        > 0;
+    if is_admin && target.is_active {
+        ensure_another_admin(db, user_id).await?;
+    }
+    db.update_where::<user::Entity>(|q| {
+        q.col_expr(user::Column::IsActive, Expr::value(false))
+            .col_expr(user::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(user::Column::Id.eq(user_id))
+    })
+    .await?;
+    let ended =
+        crate::identity::rules::revoke_all_except(db, user_id, None, "USER_DEACTIVATED").await?;
+    audit::record(
+        db,
+        audit::Entry {
+            actor: Actor::User(actor),
+            action: "user.deactivated",
+            subject: Some(("user", user_id)),
+            details: json!({ "sessionsEnded": ended }),
+            origin,
+        },
+    )
+    .await?;
+    db.get::<user::Entity>(user_id).await
+}
+
+/// Changes the caller's password after checking the current one and the policy, and
+/// ends every other session of theirs.
+pub async fn change_password(
+    db: &crate::db::TenantDb,
+    user_id: Uuid,
+    keep_session: Uuid,
+    origin: &Origin,
+    current: SecretString,
+    new: SecretString,
+) -> Result<u64> {
+    let who = db.get::<user::Entity>(user_id).await?;
+    if !password::verify(current, who.password_hash.clone()).await? {
+        return Err(Error::InvalidCredentials);
+    }
+    crate::auth::policy::check_password(secrecy::ExposeSecret::expose_secret(&new), &who.email)?;
+    let hash = password::hash(new).await?;
+    let txn = db.begin().await?;
+    set_password_hash(&txn, user_id, hash).await?;
+    let ended = crate::identity::rules::revoke_all_except(
+        &txn,
+        user_id,
+        Some(keep_session),
+        "PASSWORD_CHANGED",
+    )
+    .await?;
+    audit::record(
+        &txn,
+        audit::Entry {
+            actor: Actor::User(user_id),
+            action: "user.password_changed",
+            subject: Some(("user", user_id)),
+            details: json!({ "sessionsEnded": ended }),
+            origin,
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(ended)
+}

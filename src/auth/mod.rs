@@ -2,6 +2,7 @@
 
 pub mod crypto;
 pub mod password;
+pub mod policy;
 mod principal;
 mod role;
 mod scope;

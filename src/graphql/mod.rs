@@ -13,7 +13,7 @@ pub mod system;
 use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
 
 use crate::{
-    accounts::graphql::AccountsQuery,
+    accounts::graphql::{AccountsMutation, AccountsQuery},
     config::GraphqlConfig,
     identity::graphql::{ApiKeysMutation, ApiKeysQuery, IdentityMutation, IdentityQuery},
 };
@@ -28,7 +28,7 @@ pub struct Query(
 );
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(IdentityMutation, ApiKeysMutation);
+pub struct Mutation(IdentityMutation, ApiKeysMutation, AccountsMutation);
 
 #[derive(MergedSubscription, Default)]
 pub struct Subscription(system::SystemSubscription);

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod accounts;
 mod api_keys;
 mod cli;
 mod graphql_http;

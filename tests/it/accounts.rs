@@ -1,0 +1,236 @@
+//! User administration, password changes and the audit log through HTTP.
+
+use sequestra::{
+    auth::Role,
+    ids::{self, Kind},
+};
+use serde_json::json;
+
+use crate::harness::TestApp;
+use crate::mfa::enrol;
+use crate::on_both_backends;
+
+on_both_backends!(
+    admins_create_users_with_one_time_passwords,
+    role_changes_need_step_up_and_keep_an_admin,
+    deactivation_ends_every_session,
+    password_change_checks_policy_and_ends_other_sessions,
+    audit_log_pages_for_auditors_only,
+);
+
+async fn admins_create_users_with_one_time_passwords(app: TestApp) {
+    let acme = app.tenant("acme").await;
+    let create = "mutation($e: String!, $r: [Role!]!) { createUser(input: { email: $e, roles: $r }) { user { id email roles } oneTimePassword } }";
+    let r = app
+        .gql(
+            Some(acme.token(Role::Admin)),
+            create,
+            json!({ "e": "New.Hire@Acme.test", "r": ["SENDER", "BENEFICIARY"] }),
+        )
+        .await;
+    let created = r.ok()["createUser"].clone();
+    assert_eq!(created["user"]["email"], "new.hire@acme.test");
+    assert_eq!(created["user"]["roles"], json!(["BENEFICIARY", "SENDER"]));
+    let otp = created["oneTimePassword"].as_str().unwrap();
+    assert!(otp.len() >= 24);
+    let token = app.sign_in("acme", "new.hire@acme.test", otp).await;
+    assert_eq!(
+        app.gql(Some(&token), "{ viewer { email } }", json!({}))
+            .await
+            .status,
+        200
+    );
+
+    let again = app
+        .gql(
+            Some(acme.token(Role::Admin)),
+            create,
+            json!({ "e": "new.hire@acme.test", "r": ["SENDER"] }),
+        )
+        .await;
+    assert_eq!(again.code(), Some("CONFLICT"));
+    let r = app
+        .gql(
+            Some(acme.token(Role::Sender)),
+            create,
+            json!({ "e": "x@acme.test", "r": ["ADMIN"] }),
+        )
+        .await;
+    assert_eq!(r.code(), Some("FORBIDDEN"));
+    let r = app
+        .gql(
+            Some(acme.token(Role::Admin)),
+            create,
+            json!({ "e": "not-an-email", "r": ["SENDER"] }),
+        )
+        .await;
+    assert_eq!(r.code(), Some("BAD_USER_INPUT"));
+    assert_eq!(r.body["errors"][0]["extensions"]["field"], "email");
+}
+
+async fn role_changes_need_step_up_and_keep_an_admin(app: TestApp) {
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    let admin = acme.token(Role::Admin).to_owned();
+    let set = "mutation($u: ID!, $r: [Role!]!) { setUserRoles(userId: $u, roles: $r) { roles } }";
+    let sender = ids::encode(Kind::User, acme.user(Role::Sender).id);
+
+    let r = app
+        .gql(Some(&admin), set, json!({ "u": sender, "r": ["SUPPORT"] }))
+        .await;
+    assert_eq!(r.code(), Some("MFA_REQUIRED"));
+    enrol(&app, &admin).await;
+    let r = app
+        .gql(Some(&admin), set, json!({ "u": sender, "r": ["SUPPORT"] }))
+        .await;
+    assert_eq!(r.ok()["setUserRoles"]["roles"], json!(["SUPPORT"]));
+    // The change is effective at once: the sender's token now reads as SUPPORT.
+    let r = app
+        .gql(
+            Some(acme.token(Role::Sender)),
+            "{ viewer { roles } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.ok()["viewer"]["roles"], json!(["SUPPORT"]));
+
+    let me = ids::encode(Kind::User, acme.user(Role::Admin).id);
+    let r = app
+        .gql(Some(&admin), set, json!({ "u": me, "r": ["SUPPORT"] }))
+        .await;
+    assert_eq!(r.body["errors"][0]["extensions"]["reason"], "LAST_ADMIN");
+
+    let foreign = ids::encode(Kind::User, globex.user(Role::Sender).id);
+    let r = app
+        .gql(Some(&admin), set, json!({ "u": foreign, "r": ["ADMIN"] }))
+        .await;
+    assert_eq!(r.code(), Some("NOT_FOUND"));
+}
+
+async fn deactivation_ends_every_session(app: TestApp) {
+    let acme = app.tenant("acme").await;
+    let target = acme.user(Role::Beneficiary).clone();
+    let second = app.sign_in("acme", &target.email, &target.password).await;
+    let r = app
+        .gql(
+            Some(acme.token(Role::Admin)),
+            "mutation($u: ID!) { deactivateUser(userId: $u) { isActive } }",
+            json!({ "u": ids::encode(Kind::User, target.id) }),
+        )
+        .await;
+    assert_eq!(r.ok()["deactivateUser"]["isActive"], false);
+    for token in [&target.token, &second] {
+        assert_eq!(
+            app.gql(Some(token), "{ viewer { id } }", json!({}))
+                .await
+                .status,
+            401
+        );
+    }
+    let r = app
+        .gql(None, "mutation($e: String!, $p: String!) { signIn(input: { tenant: \"acme\", email: $e, password: $p }) { accessToken } }", json!({ "e": target.email, "p": target.password }))
+        .await;
+    assert_eq!(r.code(), Some("UNAUTHENTICATED"));
+    let me = ids::encode(Kind::User, acme.user(Role::Admin).id);
+    let r = app
+        .gql(
+            Some(acme.token(Role::Admin)),
+            "mutation($u: ID!) { deactivateUser(userId: $u) { id } }",
+            json!({ "u": me }),
+        )
+        .await;
+    assert_eq!(r.code(), Some("CONFLICT"));
+}
+
+async fn password_change_checks_policy_and_ends_other_sessions(app: TestApp) {
+    let acme = app.tenant("acme").await;
+    let me = acme.user(Role::Sender).clone();
+    let other = app.sign_in("acme", &me.email, &me.password).await;
+    let change = "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) }";
+    let r = app
+        .gql(
+            Some(&me.token),
+            change,
+            json!({ "c": "wrong current one", "n": "vivid-otter-carries-lamp" }),
+        )
+        .await;
+    assert_eq!(r.code(), Some("UNAUTHENTICATED"));
+    for weak in ["short", "password1234", "qwertyuiopasdf"] {
+        let r = app
+            .gql(
+                Some(&me.token),
+                change,
+                json!({ "c": me.password, "n": weak }),
+            )
+            .await;
+        assert_eq!(r.code(), Some("BAD_USER_INPUT"), "{weak}");
+        assert_eq!(r.body["errors"][0]["extensions"]["field"], "password");
+    }
+    let r = app
+        .gql(
+            Some(&me.token),
+            change,
+            json!({ "c": me.password, "n": "vivid-otter-carries-lamp" }),
+        )
+        .await;
+    assert_eq!(r.ok()["changePassword"], true);
+    assert_eq!(
+        app.gql(Some(&other), "{ viewer { id } }", json!({}))
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        app.gql(Some(&me.token), "{ viewer { id } }", json!({}))
+            .await
+            .status,
+        200
+    );
+    app.sign_in("acme", &me.email, "vivid-otter-carries-lamp")
+        .await;
+}
+
+async fn audit_log_pages_for_auditors_only(app: TestApp) {
+    let acme = app.tenant("acme").await;
+    let _globex = app.tenant("globex").await;
+    let q = "query($a: String) { auditLog(action: $a, first: 50) { edges { node { action actorType subjectType ip requestId createdAt } } pageInfo { hasNextPage } } }";
+    let r = app
+        .gql(
+            Some(acme.token(Role::Admin)),
+            q,
+            json!({ "a": "user.created" }),
+        )
+        .await;
+    let edges = r.ok()["auditLog"]["edges"].as_array().unwrap().clone();
+    assert_eq!(edges.len(), 4, "acme's four users, none of globex's");
+    let r = app
+        .gql(
+            Some(acme.token(Role::Admin)),
+            q,
+            json!({ "a": "auth.sign_in.succeeded" }),
+        )
+        .await;
+    assert_eq!(r.ok()["auditLog"]["edges"].as_array().unwrap().len(), 4);
+    let r = app.gql(Some(acme.token(Role::Sender)), q, json!({})).await;
+    assert_eq!(r.code(), Some("FORBIDDEN"));
+
+    // Requests carry their id and address into the rows they write.
+    let bad = "mutation { signIn(input: { tenant: \"acme\", email: \"admin@acme.test\", password: \"nope nope nope\" }) { accessToken } }";
+    app.http
+        .post(app.url("/graphql"))
+        .header("x-request-id", "audit-trace-0001")
+        .json(&json!({ "query": bad }))
+        .send()
+        .await
+        .unwrap();
+    let r = app
+        .gql(
+            Some(acme.token(Role::Admin)),
+            q,
+            json!({ "a": "auth.sign_in.failed" }),
+        )
+        .await;
+    let row = r.ok()["auditLog"]["edges"][0]["node"].clone();
+    assert_eq!(row["requestId"], "audit-trace-0001");
+    assert_eq!(row["ip"], "127.0.0.1");
+}
