@@ -84,6 +84,10 @@ impl Application {
         &self.state.db
     }
 
+    pub fn schema(&self) -> &graphql::AppSchema {
+        &self.state.schema
+    }
+
     pub fn tokens(&self) -> &TokenService {
         &self.state.tokens
     }

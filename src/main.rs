@@ -5,7 +5,9 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 
-use sequestra::{Application, accounts::rules, config::Config, db, demo, domain, telemetry};
+use sequestra::{
+    Application, accounts::rules, auth::Role, config::Config, db, demo, domain, telemetry,
+};
 
 #[derive(Parser)]
 #[command(
@@ -40,8 +42,16 @@ enum Command {
     },
     /// Apply pending database migrations, then exit.
     Migrate,
-    /// Print the full GraphQL schema (SDL) to standard output.
-    Schema,
+    /// Print the GraphQL schema (SDL) to standard output.
+    ///
+    /// Without --role: the full schema, as committed in schema.graphql. With --role:
+    /// what that role sees, built from introspection run as that role (ANONYMOUS for
+    /// a caller without credentials).
+    Schema {
+        /// ADMIN, SUPPORT, SENDER, BENEFICIARY or ANONYMOUS.
+        #[arg(long, value_name = "ROLE")]
+        role: Option<String>,
+    },
     /// Create a tenant and its first ADMIN, printing a one-time password for them.
     ///
     /// The password is random, shown once and stored only as an argon2id hash; there is
@@ -62,9 +72,8 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Schema = cli.command {
-        print!("{}", sequestra::graphql::sdl());
-        return ExitCode::SUCCESS;
+    if let Command::Schema { role } = &cli.command {
+        return print_schema(role.as_deref()).await;
     }
 
     // Optional .env; real environment variables win.
@@ -98,7 +107,7 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
-        Command::Schema => unreachable!("handled before configuration"),
+        Command::Schema { .. } => unreachable!("handled before configuration"),
         Command::Migrate => {
             let conn = db::connect(&config.database).await?;
             db::migrate(&conn).await?;
@@ -142,6 +151,35 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             }
             tracing::info!(address = %app.local_addr()?, "listening");
             app.run_until(sequestra::shutdown_signal()).await
+        }
+    }
+}
+
+async fn print_schema(role: Option<&str>) -> ExitCode {
+    let Some(role) = role else {
+        print!("{}", sequestra::graphql::sdl());
+        return ExitCode::SUCCESS;
+    };
+    let parsed = match role.to_ascii_uppercase().as_str() {
+        "ANONYMOUS" => None,
+        other => match Role::ALL.into_iter().find(|r| r.as_str() == other) {
+            Some(r) => Some(r),
+            None => {
+                eprintln!(
+                    "unknown role `{role}`: use ADMIN, SUPPORT, SENDER, BENEFICIARY or ANONYMOUS"
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match sequestra::graphql::role_sdl::sdl_for(parsed).await {
+        Ok(sdl) => {
+            print!("{sdl}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::{
     graphql::{
         connection::{IdCursor, PageArgs, paginate},
         context::ContextExt,
-        guards::{Authenticated, HasScope, RecentMfa},
+        guards::{Authenticated, HasScope, RecentMfa, visible},
         loaders::UserRolesLoader,
     },
     ids::{self, Kind},
@@ -95,7 +95,7 @@ pub struct AccountsQuery;
 #[Object]
 impl AccountsQuery {
     /// The signed-in user.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Authenticated", visible = "visible::signed_in")]
     async fn viewer(&self, ctx: &Context<'_>) -> async_graphql::Result<UserNode> {
         let me = ctx.user()?;
         let model = ctx.tenant_db()?.get::<user::Entity>(me.user_id).await?;
@@ -103,7 +103,7 @@ impl AccountsQuery {
     }
 
     /// The tenant's audit log, oldest first (`last: N` for the newest).
-    #[graphql(guard = "HasScope(Scope::AuditRead)")]
+    #[graphql(guard = "HasScope(Scope::AuditRead)", visible = "visible::audit_read")]
     async fn audit_log(
         &self,
         ctx: &Context<'_>,
@@ -133,7 +133,7 @@ impl AccountsQuery {
     }
 
     /// Users of the caller's tenant, oldest first.
-    #[graphql(guard = "HasScope(Scope::UsersRead)")]
+    #[graphql(guard = "HasScope(Scope::UsersRead)", visible = "visible::users_read")]
     async fn users(
         &self,
         ctx: &Context<'_>,
@@ -219,7 +219,10 @@ pub struct AccountsMutation;
 #[Object]
 impl AccountsMutation {
     /// Creates a user with a random one-time password.
-    #[graphql(guard = "HasScope(Scope::UsersAdmin)")]
+    #[graphql(
+        guard = "HasScope(Scope::UsersAdmin)",
+        visible = "visible::users_admin"
+    )]
     async fn create_user(
         &self,
         ctx: &Context<'_>,
@@ -247,7 +250,10 @@ impl AccountsMutation {
     }
 
     /// Replaces a user's roles (needs a recent MFA verification).
-    #[graphql(guard = "HasScope(Scope::UsersAdmin).and(RecentMfa)")]
+    #[graphql(
+        guard = "HasScope(Scope::UsersAdmin).and(RecentMfa)",
+        visible = "visible::users_admin"
+    )]
     async fn set_user_roles(
         &self,
         ctx: &Context<'_>,
@@ -264,7 +270,10 @@ impl AccountsMutation {
     }
 
     /// Deactivates a user; all their sessions end at once.
-    #[graphql(guard = "HasScope(Scope::UsersAdmin)")]
+    #[graphql(
+        guard = "HasScope(Scope::UsersAdmin)",
+        visible = "visible::users_admin"
+    )]
     async fn deactivate_user(
         &self,
         ctx: &Context<'_>,
@@ -279,7 +288,7 @@ impl AccountsMutation {
     }
 
     /// Changes the caller's password; every other session of theirs ends.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Authenticated", visible = "visible::signed_in")]
     async fn change_password(
         &self,
         ctx: &Context<'_>,

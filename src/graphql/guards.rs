@@ -72,3 +72,36 @@ impl Guard for RecentMfa {
         }
     }
 }
+
+/// Who sees what in introspection (`#[graphql(visible = "…")]`). Visibility only
+/// tidies the schema a caller is shown; the guards above are what refuse.
+pub mod visible {
+    use async_graphql::Context;
+
+    use crate::{auth::Scope, graphql::context::ContextExt};
+
+    fn has(ctx: &Context<'_>, scope: Scope) -> bool {
+        ctx.principal().has_scope(scope)
+    }
+
+    /// Any signed-in caller.
+    pub fn signed_in(ctx: &Context<'_>) -> bool {
+        ctx.principal().tenant().is_some()
+    }
+
+    pub fn users_read(ctx: &Context<'_>) -> bool {
+        has(ctx, Scope::UsersRead)
+    }
+
+    pub fn users_admin(ctx: &Context<'_>) -> bool {
+        has(ctx, Scope::UsersAdmin)
+    }
+
+    pub fn keys_admin(ctx: &Context<'_>) -> bool {
+        has(ctx, Scope::KeysAdmin)
+    }
+
+    pub fn audit_read(ctx: &Context<'_>) -> bool {
+        has(ctx, Scope::AuditRead)
+    }
+}

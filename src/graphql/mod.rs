@@ -7,6 +7,7 @@ pub mod guards;
 pub mod limits;
 pub mod loaders;
 pub mod node;
+pub mod role_sdl;
 pub mod scalars;
 pub mod system;
 

@@ -12,7 +12,10 @@ use crate::{
     ids::{self, Kind},
 };
 
-use super::{context::ContextExt, guards::Authenticated};
+use super::{
+    context::ContextExt,
+    guards::{self, Authenticated},
+};
 
 /// An object with a global id that `node(id:)` resolves.
 #[derive(Interface)]
@@ -30,7 +33,7 @@ pub struct NodeQuery;
 #[Object]
 impl NodeQuery {
     /// Any object by its global id.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Authenticated", visible = "guards::visible::signed_in")]
     async fn node(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Node>> {
         Ok(Some(resolve(ctx, &id).await?))
     }

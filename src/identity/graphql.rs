@@ -19,7 +19,7 @@ use crate::{
     graphql::{
         connection::{IdCursor, PageArgs, paginate},
         context::{ContextExt, Services},
-        guards::{Authenticated, HasScope, RecentMfa, SignedIn},
+        guards::{Authenticated, HasScope, RecentMfa, SignedIn, visible},
     },
     ids::{self, Kind},
 };
@@ -169,20 +169,20 @@ pub struct IdentityQuery;
 #[Object]
 impl IdentityQuery {
     /// Whether the caller has MFA enabled.
-    #[graphql(guard = "SignedIn")]
+    #[graphql(guard = "SignedIn", visible = "visible::signed_in")]
     async fn mfa_enabled(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
         let me = ctx.user_may_enrol()?;
         Ok(mfa::is_enabled(ctx.tenant_db()?, me.user_id).await?)
     }
 
     /// Roles whose users must have MFA in this tenant.
-    #[graphql(guard = "HasScope(Scope::UsersRead)")]
+    #[graphql(guard = "HasScope(Scope::UsersRead)", visible = "visible::users_read")]
     async fn mfa_required_roles(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Role>> {
         Ok(mfa::required_roles(ctx.tenant_db()?).await?)
     }
 
     /// The caller's live sessions, newest first.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Authenticated", visible = "visible::signed_in")]
     async fn my_sessions(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<SessionNode>> {
         let me = ctx.user()?;
         let sessions = rules::live_sessions(ctx.tenant_db()?, me.user_id).await?;
@@ -268,7 +268,7 @@ impl IdentityMutation {
     }
 
     /// Starts a TOTP enrolment (allowed even while the tenant's policy blocks all else).
-    #[graphql(guard = "SignedIn")]
+    #[graphql(guard = "SignedIn", visible = "visible::signed_in")]
     async fn enroll_mfa(&self, ctx: &Context<'_>) -> async_graphql::Result<MfaEnrolment> {
         let me = ctx.user_may_enrol()?;
         let db = ctx.tenant_db()?;
@@ -282,7 +282,7 @@ impl IdentityMutation {
     }
 
     /// Activates the enrolment with a first code; returns ten recovery codes, once.
-    #[graphql(guard = "SignedIn")]
+    #[graphql(guard = "SignedIn", visible = "visible::signed_in")]
     async fn activate_mfa(
         &self,
         ctx: &Context<'_>,
@@ -306,7 +306,7 @@ impl IdentityMutation {
     }
 
     /// Turns MFA off; needs the password and a current code.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Authenticated", visible = "visible::signed_in")]
     async fn disable_mfa(
         &self,
         ctx: &Context<'_>,
@@ -328,7 +328,7 @@ impl IdentityMutation {
     }
 
     /// Replaces the recovery codes (step-up required).
-    #[graphql(guard = "Authenticated.and(RecentMfa)")]
+    #[graphql(guard = "Authenticated.and(RecentMfa)", visible = "visible::signed_in")]
     async fn regenerate_recovery_codes(
         &self,
         ctx: &Context<'_>,
@@ -356,7 +356,7 @@ impl IdentityMutation {
 
     /// Step-up: a current TOTP code marks this session as recently verified, which
     /// sensitive mutations require. Returns the time of the verification.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Authenticated", visible = "visible::signed_in")]
     async fn verify_step_up(
         &self,
         ctx: &Context<'_>,
@@ -372,7 +372,10 @@ impl IdentityMutation {
     }
 
     /// Sets the roles whose users must have MFA in this tenant (step-up required).
-    #[graphql(guard = "HasScope(Scope::UsersAdmin).and(RecentMfa)")]
+    #[graphql(
+        guard = "HasScope(Scope::UsersAdmin).and(RecentMfa)",
+        visible = "visible::users_admin"
+    )]
     async fn set_mfa_required_roles(
         &self,
         ctx: &Context<'_>,
@@ -387,7 +390,7 @@ impl IdentityMutation {
     }
 
     /// Ends the caller's current session.
-    #[graphql(guard = "SignedIn")]
+    #[graphql(guard = "SignedIn", visible = "visible::signed_in")]
     async fn sign_out(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
         let me = ctx.user_may_enrol()?;
         revoke_audited(ctx, me.session()?, "SIGN_OUT").await?;
@@ -395,7 +398,7 @@ impl IdentityMutation {
     }
 
     /// Ends one of the caller's sessions. Anyone else's session is NOT_FOUND.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Authenticated", visible = "visible::signed_in")]
     async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
         let me = ctx.user()?;
         let session_id = ids::decode_as(Kind::Session, &id).ok_or(Error::NotFound)?;
@@ -408,7 +411,7 @@ impl IdentityMutation {
     }
 
     /// Ends every other session of the caller; returns how many.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Authenticated", visible = "visible::signed_in")]
     async fn revoke_other_sessions(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
         let me = ctx.user()?;
         let db = ctx.tenant_db()?.begin().await?;
@@ -520,7 +523,7 @@ pub struct ApiKeysQuery;
 #[Object]
 impl ApiKeysQuery {
     /// The tenant's API keys, oldest first.
-    #[graphql(guard = "HasScope(Scope::KeysAdmin)")]
+    #[graphql(guard = "HasScope(Scope::KeysAdmin)", visible = "visible::keys_admin")]
     async fn api_keys(
         &self,
         ctx: &Context<'_>,
@@ -552,7 +555,10 @@ pub struct ApiKeysMutation;
 #[Object]
 impl ApiKeysMutation {
     /// Creates an API key (needs `keys:admin` and a recent MFA verification).
-    #[graphql(guard = "HasScope(Scope::KeysAdmin).and(RecentMfa)")]
+    #[graphql(
+        guard = "HasScope(Scope::KeysAdmin).and(RecentMfa)",
+        visible = "visible::keys_admin"
+    )]
     async fn create_api_key(
         &self,
         ctx: &Context<'_>,
@@ -579,7 +585,7 @@ impl ApiKeysMutation {
     }
 
     /// Revokes an API key of the tenant.
-    #[graphql(guard = "HasScope(Scope::KeysAdmin)")]
+    #[graphql(guard = "HasScope(Scope::KeysAdmin)", visible = "visible::keys_admin")]
     async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ApiKeyNode> {
         let me = ctx.user()?;
         let key_id = ids::decode_as(Kind::ApiKey, &id).ok_or(Error::NotFound)?;

@@ -162,6 +162,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub db: DatabaseConnection,
     pub tokens: TokenService,
+    pub schema: sequestra::graphql::AppSchema,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
@@ -222,6 +223,7 @@ impl TestApp {
         let addr = app.local_addr().expect("local addr");
         let db = app.db().clone();
         let tokens = app.tokens().clone();
+        let schema = app.schema().clone();
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async move {
             let _ = rx.await;
@@ -231,6 +233,7 @@ impl TestApp {
             http: reqwest::Client::new(),
             db,
             tokens,
+            schema,
             shutdown: Some(tx),
             server: Some(server),
             _dir: dir,

@@ -12,4 +12,5 @@ mod mfa;
 mod platform;
 mod schema;
 mod tenancy;
+mod visibility;
 mod ws;
