@@ -1,9 +1,10 @@
 //! `serve --demo`: two tenants, `acme` and `globex`, each with a user for every role
-//! and a random password. Refused in production. Run again on the same database,
+//! and a random password, an ADMIN who signs in with MFA, and an API key. Refused in production. Run again on the same database,
 //! it hands the demo users fresh passwords (the old ones are only stored hashed).
 
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    TransactionTrait,
 };
 use secrecy::ExposeSecret;
 use serde::Serialize;
@@ -11,11 +12,14 @@ use serde::Serialize;
 use crate::{
     accounts::rules,
     audit::{Actor, Origin},
-    auth::{Role, password},
+    auth::{
+        Credential, Role, Scope, TokenService, UserPrincipal, crypto::Sealer, password, scopes_of,
+    },
     db::Scoped,
     domain::{Email, Slug},
-    entity::{tenant, user},
+    entity::{api_key, tenant, user},
     error::{Error, Result},
+    identity::{api_keys, mfa},
     ids::TenantId,
 };
 
@@ -29,26 +33,51 @@ pub struct DemoCredentials {
 }
 
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DemoTenant {
     pub slug: String,
     pub name: String,
     pub users: Vec<DemoUser>,
+    pub api_keys: Vec<DemoApiKey>,
 }
 
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DemoUser {
     pub email: String,
     /// Shown on purpose: this is the demo's one way to hand out sign-ins.
     pub password: String,
     pub roles: Vec<Role>,
+    /// For the user with MFA: the TOTP seed in base32, for an authenticator app.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub totp_secret: Option<String>,
 }
+
+#[derive(Debug, Serialize)]
+pub struct DemoApiKey {
+    pub name: String,
+    pub key: String,
+    pub scopes: Vec<String>,
+}
+
+/// The demo user who signs in with MFA (an ADMIN, so the two-step sign-in and step-up
+/// can be tried on everything).
+fn mfa_email(slug: &str) -> String {
+    format!("secure-admin@{slug}.example")
+}
+
+const DEMO_KEY_NAME: &str = "demo";
 
 fn demo_email(role: Role, slug: &str) -> String {
     format!("{}@{slug}.example", role.as_str().to_lowercase())
 }
 
-/// Seeds an empty database, or refreshes the passwords of an existing demo one.
-pub async fn seed(db: &DatabaseConnection) -> Result<DemoCredentials> {
+/// Seeds an empty database, or refreshes the secrets of an existing demo one.
+pub async fn seed(
+    db: &DatabaseConnection,
+    tokens: &TokenService,
+    sealer: &Sealer,
+) -> Result<DemoCredentials> {
     let tenant_count = tenant::Entity::find().count(db).await?;
     let mut existing = Vec::new();
     for (slug, _) in DEMO_TENANTS {
@@ -108,14 +137,121 @@ pub async fn seed(db: &DatabaseConnection) -> Result<DemoCredentials> {
                 email: email.as_str().to_owned(),
                 password: secret.expose_secret().to_owned(),
                 roles: vec![role],
+                totp_secret: None,
             });
         }
+        users.push(seed_mfa_user(&scoped, sealer, slug, refresh).await?);
+        let api_keys = vec![seed_api_key(&scoped, tokens, slug).await?];
         scoped.commit().await?;
         tenants.push(DemoTenant {
             slug: tenant.slug,
             name: tenant.name,
             users,
+            api_keys,
         });
     }
     Ok(DemoCredentials { tenants })
+}
+
+/// An ADMIN with TOTP enrolled and activated; on a refresh, a new seed and password.
+async fn seed_mfa_user<C: ConnectionTrait>(
+    db: &Scoped<C>,
+    sealer: &Sealer,
+    slug: &str,
+    refresh: bool,
+) -> Result<DemoUser> {
+    let email = Email::parse(&mfa_email(slug))?;
+    let secret = password::generate();
+    let hash = password::hash(secret.clone()).await?;
+    let existing = db
+        .first::<user::Entity>(|q| q.filter(user::Column::Email.eq(email.as_str())))
+        .await?;
+    let who = match existing {
+        Some(found) if refresh => {
+            rules::set_password_hash(db, found.id, hash).await?;
+            mfa::disable(db, found.id, &Origin::default()).await?;
+            db.get::<user::Entity>(found.id).await?
+        }
+        _ => {
+            rules::create_user(
+                db,
+                Actor::System,
+                &Origin::default(),
+                &email,
+                hash,
+                &[Role::Admin],
+            )
+            .await?
+        }
+    };
+    let enrolment = mfa::start_enrolment(db, sealer, &who).await?;
+    let seed = totp_rs::Secret::try_from_base32(enrolment.secret_base32.expose_secret())
+        .map_err(|e| Error::internal(anyhow::anyhow!("demo totp seed: {e:?}")))?;
+    let totp = totp_rs::Builder::new()
+        .with_secret(seed)
+        .build()
+        .map_err(|e| Error::internal(anyhow::anyhow!("demo totp: {e:?}")))?;
+    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+    mfa::activate(
+        db,
+        sealer,
+        &who,
+        &totp.generate(now).to_string(),
+        &Origin::default(),
+    )
+    .await?;
+    Ok(DemoUser {
+        email: email.as_str().to_owned(),
+        password: secret.expose_secret().to_owned(),
+        roles: vec![Role::Admin],
+        totp_secret: Some(enrolment.secret_base32.expose_secret().to_owned()),
+    })
+}
+
+/// One API key per tenant, created by its ADMIN with the ADMIN's read scopes; earlier
+/// demo keys are revoked.
+async fn seed_api_key<C: ConnectionTrait>(
+    db: &Scoped<C>,
+    tokens: &TokenService,
+    slug: &str,
+) -> Result<DemoApiKey> {
+    let admin_email = demo_email(Role::Admin, slug);
+    let admin = db
+        .first::<user::Entity>(|q| q.filter(user::Column::Email.eq(admin_email)))
+        .await?
+        .ok_or(Error::NotFound)?;
+    let old = db
+        .list::<api_key::Entity>(|q| {
+            q.filter(api_key::Column::Name.eq(DEMO_KEY_NAME))
+                .filter(api_key::Column::RevokedAt.is_null())
+        })
+        .await?;
+    for key in old {
+        api_keys::revoke(db, admin.id, key.id, &Origin::default()).await?;
+    }
+    let creator = UserPrincipal {
+        tenant_id: db.tenant(),
+        user_id: admin.id,
+        credential: Credential::Session(uuid::Uuid::nil()),
+        roles: vec![Role::Admin],
+        scopes: scopes_of(&[Role::Admin]),
+        mfa_verified_at: None,
+        mfa_enrolment_required: false,
+    };
+    let scopes = [Scope::UsersRead, Scope::AuditRead, Scope::EscrowRead];
+    let created = api_keys::create(
+        db,
+        tokens,
+        &creator,
+        DEMO_KEY_NAME,
+        &scopes,
+        None,
+        &Origin::default(),
+    )
+    .await?;
+    Ok(DemoApiKey {
+        name: DEMO_KEY_NAME.to_owned(),
+        key: api_keys::reveal(&created),
+        scopes: scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+    })
 }

@@ -140,9 +140,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             if demo && config.is_production() {
                 anyhow::bail!("--demo is refused when SEQUESTRA_ENV=production");
             }
+            let sealer = sequestra::auth::crypto::Sealer::new(config.auth.mfa_keys.clone());
             let app = Application::build(config).await?;
             if demo {
-                let credentials = demo::seed(app.db()).await?;
+                let credentials = demo::seed(app.db(), app.tokens(), &sealer).await?;
                 print_demo(&credentials);
                 if let Some(path) = demo_credentials {
                     write_credentials(&path, &credentials)?;
@@ -190,12 +191,26 @@ fn print_demo(credentials: &demo::DemoCredentials) {
     for tenant in &credentials.tenants {
         for user in &tenant.users {
             let roles: Vec<&str> = user.roles.iter().map(|r| r.as_str()).collect();
+            let totp = user
+                .totp_secret
+                .as_deref()
+                .map(|s| format!("  totpSecret={s}"))
+                .unwrap_or_default();
             println!(
-                "  tenant={:<8} email={:<28} password={}  roles={}",
+                "  tenant={:<8} email={:<32} password={}  roles={}{totp}",
                 tenant.slug,
                 user.email,
                 user.password,
                 roles.join(",")
+            );
+        }
+        for key in &tenant.api_keys {
+            println!(
+                "  tenant={:<8} api key {:?}: {}  scopes={}",
+                tenant.slug,
+                key.name,
+                key.key,
+                key.scopes.join(",")
             );
         }
     }

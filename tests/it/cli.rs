@@ -218,7 +218,31 @@ async fn demo_writes_credentials_and_serves() {
                     .map(|r| r.as_str().unwrap())
             })
             .collect();
-        assert_eq!(roles, ["ADMIN", "SUPPORT", "SENDER", "BENEFICIARY"]);
+        assert_eq!(
+            roles,
+            ["ADMIN", "SUPPORT", "SENDER", "BENEFICIARY", "ADMIN"]
+        );
+        let with_mfa: Vec<&Value> = tenant["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["totpSecret"].is_string())
+            .collect();
+        assert_eq!(with_mfa.len(), 1, "one user with MFA per tenant");
+        let keys = tenant["apiKeys"].as_array().unwrap();
+        assert_eq!(keys.len(), 1);
+        let key = keys[0]["key"].as_str().unwrap();
+        assert!(key.starts_with("sq_live_"));
+        // The demo key works against the running server.
+        let r = client
+            .post(format!("http://{listen}/graphql"))
+            .bearer_auth(key)
+            .json(&serde_json::json!({ "query": "{ users(first: 1) { edges { cursor } } }" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.json::<Value>().await.unwrap().get("errors").is_none());
         for user in tenant["users"].as_array().unwrap() {
             assert!(user["password"].as_str().unwrap().len() >= 24);
             assert!(user["email"].as_str().unwrap().contains('@'));
