@@ -80,6 +80,13 @@ impl DatabaseConfig {
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Per client address on the GraphQL routes: sustained requests per second, burst.
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+    /// Per client address: credential checks (sign-in, MFA, refresh) per minute.
+    pub credential_attempts_per_minute: u32,
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -226,6 +233,29 @@ impl Config {
                 &get,
                 "SEQUESTRA_LISTEN",
                 SocketAddr::from(([127, 0, 0, 1], 8080)),
+            )?,
+            trusted_proxies: match get("SEQUESTRA_TRUSTED_PROXIES") {
+                None => Vec::new(),
+                Some(list) => list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|ip| {
+                        ip.parse().map_err(|_| {
+                            ConfigError::new(
+                                "SEQUESTRA_TRUSTED_PROXIES",
+                                format!("`{ip}` is not an IP address"),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
+            rate_limit_per_second: positive(&get, "SEQUESTRA_RATE_LIMIT_PER_SECOND", 50)?,
+            rate_limit_burst: positive(&get, "SEQUESTRA_RATE_LIMIT_BURST", 100)?,
+            credential_attempts_per_minute: positive(
+                &get,
+                "SEQUESTRA_CREDENTIAL_ATTEMPTS_PER_MINUTE",
+                30,
             )?,
             body_limit_bytes: parse(&get, "SEQUESTRA_BODY_LIMIT_BYTES", 1024 * 1024)?,
             request_timeout: secs(&get, "SEQUESTRA_REQUEST_TIMEOUT_SECS", 30)?,
@@ -380,6 +410,18 @@ where
             .parse()
             .map_err(|e| ConfigError::new(name, format!("cannot parse `{raw}`: {e}"))),
     }
+}
+
+fn positive(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u32,
+) -> Result<u32, ConfigError> {
+    let value = parse(get, name, default)?;
+    if value == 0 {
+        return Err(ConfigError::new(name, "must be at least 1"));
+    }
+    Ok(value)
 }
 
 fn secs(

@@ -64,6 +64,12 @@ impl Application {
             tokens: tokens.clone(),
             sealer: auth::crypto::Sealer::new(config.auth.mfa_keys.clone()),
             step_up_window: config.auth.step_up_window,
+            credential_limiter: Arc::new(governor::RateLimiter::keyed(
+                governor::Quota::per_minute(
+                    std::num::NonZeroU32::new(config.http.credential_attempts_per_minute)
+                        .unwrap_or(std::num::NonZeroU32::MIN),
+                ),
+            )),
         };
         let schema = graphql::build_schema(&config.graphql, config.is_production(), services);
         let state = AppState {

@@ -295,7 +295,7 @@ impl AccountsMutation {
         #[graphql(secret)] current_password: String,
         #[graphql(secret)] new_password: String,
     ) -> async_graphql::Result<bool> {
-        ctx.request().take_credential_attempt()?;
+        ctx.take_credential_attempt()?;
         let me = ctx.user()?;
         rules::change_password(
             ctx.tenant_db()?,

@@ -1,9 +1,12 @@
 //! What every GraphQL request carries: who is calling, their tenant-scoped handle,
 //! and where the call came from.
 
-use std::sync::{
-    Arc, LazyLock,
-    atomic::{AtomicU32, Ordering},
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc, LazyLock,
+        atomic::{AtomicU32, Ordering},
+    },
 };
 
 use async_graphql::Context;
@@ -25,27 +28,43 @@ pub struct RequestContext {
     pub origin: Origin,
     /// Credential checks (sign-in, refresh) made by this request so far.
     pub credential_attempts: Arc<AtomicU32>,
+    /// The resolved client address (behind trusted proxies, the forwarded one).
+    pub client_ip: Option<IpAddr>,
 }
 
 impl RequestContext {
-    pub fn new(principal: Principal, db: Option<TenantDb>, origin: Origin) -> Self {
+    pub fn new(
+        principal: Principal,
+        db: Option<TenantDb>,
+        origin: Origin,
+        client_ip: Option<IpAddr>,
+    ) -> Self {
         Self {
             principal,
             db,
             origin,
             credential_attempts: Arc::default(),
+            client_ip,
         }
     }
 
-    /// One credential check per request: aliases cannot multiply attempts.
-    pub fn take_credential_attempt(&self) -> Result<()> {
-        if self.credential_attempts.fetch_add(1, Ordering::SeqCst) == 0 {
-            Ok(())
-        } else {
-            Err(Error::RateLimited {
-                retry_after_secs: 0,
-            })
+    /// One credential check per request (aliases cannot multiply attempts), and a
+    /// limited number per client address per minute.
+    pub fn take_credential_attempt(&self, limiter: &CredentialLimiter) -> Result<()> {
+        if self.credential_attempts.fetch_add(1, Ordering::SeqCst) != 0 {
+            return Err(Error::RateLimited {
+                retry_after_secs: 1,
+            });
         }
+        let Some(ip) = self.client_ip else {
+            return Ok(());
+        };
+        limiter.check_key(&ip).map_err(|not_until| {
+            let now = governor::clock::Clock::now(&governor::clock::DefaultClock::default());
+            Error::RateLimited {
+                retry_after_secs: not_until.wait_time_from(now).as_secs().max(1),
+            }
+        })
     }
 }
 
@@ -58,10 +77,19 @@ pub struct Services {
     pub sealer: Sealer,
     /// How recent an MFA verification must be for a sensitive mutation.
     pub step_up_window: std::time::Duration,
+    pub credential_limiter: Arc<CredentialLimiter>,
 }
 
 pub trait ContextExt {
     fn request(&self) -> &RequestContext;
+
+    fn services(&self) -> Result<&Services>;
+
+    /// Counts a credential check against this request and the client's address.
+    fn take_credential_attempt(&self) -> Result<()> {
+        self.request()
+            .take_credential_attempt(&self.services()?.credential_limiter)
+    }
 
     fn principal(&self) -> &Principal {
         &self.request().principal
@@ -95,10 +123,18 @@ pub trait ContextExt {
 /// What a request without a context (one not built by the edge) is treated as:
 /// anonymous, with no tenant.
 static ANONYMOUS: LazyLock<RequestContext> =
-    LazyLock::new(|| RequestContext::new(Principal::Anonymous, None, Origin::default()));
+    LazyLock::new(|| RequestContext::new(Principal::Anonymous, None, Origin::default(), None));
+
+/// Credential checks per client address (governor's keyed limiter).
+pub type CredentialLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
 
 impl ContextExt for Context<'_> {
     fn request(&self) -> &RequestContext {
         self.data_opt::<RequestContext>().unwrap_or(&ANONYMOUS)
+    }
+
+    fn services(&self) -> Result<&Services> {
+        self.data_opt::<Services>()
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("schema built without Services")))
     }
 }

@@ -44,6 +44,7 @@ pub async fn sdl_for(role: Option<Role>) -> anyhow::Result<String> {
         principal(role),
         None,
         Origin::default(),
+        None,
     ));
     let response = schema.execute(request).await;
     if !response.errors.is_empty() {

@@ -278,6 +278,7 @@ async fn execute(
     let authorization = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or(""));
+    let client = super::client_ip::resolve(peer.ip(), headers, &state.config.http.trusted_proxies);
     let principal = match authenticate_bearer(&state.db, &state.tokens, authorization).await {
         Ok(principal) => principal,
         Err(Error::Unauthenticated) => {
@@ -310,7 +311,7 @@ async fn execute(
     if let Some(name) = params.operation_name {
         request = request.operation_name(name);
     }
-    let context = request_context(&state, principal, request_id, peer);
+    let context = request_context(&state, principal, request_id, client);
     loaders::attach(&mut request.data, context.db.as_ref());
     request = request.data(context);
 
@@ -358,7 +359,7 @@ pub(super) fn request_context(
     state: &AppState,
     principal: Principal,
     request_id: RequestId,
-    peer: SocketAddr,
+    client: std::net::IpAddr,
 ) -> RequestContext {
     let db = principal
         .tenant()
@@ -367,9 +368,10 @@ pub(super) fn request_context(
         principal,
         db,
         Origin {
-            ip: Some(peer.ip().to_string()),
+            ip: Some(client.to_string()),
             request_id: Some(request_id.0),
         },
+        Some(client),
     )
 }
 

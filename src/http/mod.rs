@@ -1,9 +1,11 @@
 //! The axum router: `/graphql`, `/graphql/ws`, `/health`, `/ready`, `/metrics`.
 //! One middleware per file.
 
+mod client_ip;
 mod graphql;
 mod health;
 mod metrics;
+mod rate_limit;
 mod request_id;
 mod ws;
 
@@ -31,12 +33,17 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.http.body_limit_bytes;
     let timeout = state.config.http.request_timeout;
-    Router::new()
+    let mut graphql_routes = Router::new()
         .route(
             "/graphql",
             get(graphql::get_handler).post(graphql::post_handler),
         )
-        .route("/graphql/ws", get(ws::handler))
+        .route("/graphql/ws", get(ws::handler));
+    if let Some(limit) = rate_limit::layer(&state.config.http) {
+        graphql_routes = graphql_routes.layer(limit);
+    }
+    Router::new()
+        .merge(graphql_routes)
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))

@@ -48,6 +48,7 @@ pub async fn handler(
                 .find_map(|p| WebSocketProtocols::from_str(p.trim()).ok())
         })
         .unwrap_or(WebSocketProtocols::GraphQLWS);
+    let client = super::client_ip::resolve(peer.ip(), &headers, &state.config.http.trusted_proxies);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| async move {
@@ -82,7 +83,7 @@ pub async fn handler(
                             return Err(async_graphql::Error::new("Forbidden"));
                         }
                     };
-                let context = request_context(&state, principal, request_id, peer);
+                let context = request_context(&state, principal, request_id, client);
                 let mut data = Data::default();
                 loaders::attach(&mut data, context.db.as_ref());
                 data.insert(context);

@@ -210,7 +210,7 @@ impl IdentityMutation {
         ctx: &Context<'_>,
         input: SignInInput,
     ) -> async_graphql::Result<SignInPayload> {
-        ctx.request().take_credential_attempt()?;
+        ctx.take_credential_attempt()?;
         let services = ctx.data::<Services>()?;
         let issued = rules::sign_in(
             &services.db,
@@ -230,7 +230,7 @@ impl IdentityMutation {
         ctx: &Context<'_>,
         input: RefreshSessionInput,
     ) -> async_graphql::Result<SessionTokens> {
-        ctx.request().take_credential_attempt()?;
+        ctx.take_credential_attempt()?;
         let services = ctx.data::<Services>()?;
         let issued = rules::refresh(
             &services.db,
@@ -248,7 +248,7 @@ impl IdentityMutation {
         ctx: &Context<'_>,
         input: VerifyMfaInput,
     ) -> async_graphql::Result<SessionTokens> {
-        ctx.request().take_credential_attempt()?;
+        ctx.take_credential_attempt()?;
         let factor = match (input.code, input.recovery_code) {
             (Some(code), None) => SecondFactor::Code(code),
             (None, Some(code)) => SecondFactor::RecoveryCode(code),
@@ -288,7 +288,7 @@ impl IdentityMutation {
         ctx: &Context<'_>,
         code: String,
     ) -> async_graphql::Result<RecoveryCodes> {
-        ctx.request().take_credential_attempt()?;
+        ctx.take_credential_attempt()?;
         let me = ctx.user_may_enrol()?;
         let db = ctx.tenant_db()?.begin().await?;
         let who = db.get::<user::Entity>(me.user_id).await?;
@@ -313,7 +313,7 @@ impl IdentityMutation {
         password: String,
         code: String,
     ) -> async_graphql::Result<bool> {
-        ctx.request().take_credential_attempt()?;
+        ctx.take_credential_attempt()?;
         let me = ctx.user()?;
         let db = ctx.tenant_db()?;
         let who = db.get::<user::Entity>(me.user_id).await?;
@@ -362,7 +362,7 @@ impl IdentityMutation {
         ctx: &Context<'_>,
         code: String,
     ) -> async_graphql::Result<DateTime<Utc>> {
-        ctx.request().take_credential_attempt()?;
+        ctx.take_credential_attempt()?;
         let me = ctx.user()?;
         let db = ctx.tenant_db()?;
         let who = db.get::<user::Entity>(me.user_id).await?;

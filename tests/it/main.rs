@@ -10,6 +10,7 @@ mod graphql_http;
 mod identity;
 mod mfa;
 mod platform;
+mod rate_limit;
 mod schema;
 mod tenancy;
 mod visibility;

@@ -133,6 +133,7 @@ fn restricted_everything() -> RequestContext {
         }),
         None,
         Origin::default(),
+        None,
     )
 }
 

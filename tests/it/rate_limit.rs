@@ -1,0 +1,119 @@
+//! Per-client-address limits through the real port. The forwarded addresses below are
+//! only header values: no traffic goes anywhere but the loopback test server.
+
+use serde_json::json;
+
+use crate::harness::{Backend, TestApp};
+
+async fn sign_in_from(app: &TestApp, forwarded_for: Option<&str>, n: usize) -> Option<String> {
+    let mut request = app.http.post(app.url("/graphql")).json(&json!({
+        "query": format!(r#"mutation {{ signIn(input: {{ tenant: "acme", email: "nobody{n}@acme.test", password: "wrong password {n}" }}) {{ accessToken }} }}"#)
+    }));
+    if let Some(ip) = forwarded_for {
+        request = request.header("x-forwarded-for", ip);
+    }
+    let body: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphql_requests_over_the_limit_get_429() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            ("SEQUESTRA_RATE_LIMIT_PER_SECOND", "1"),
+            ("SEQUESTRA_RATE_LIMIT_BURST", "3"),
+        ],
+    )
+    .await
+    .unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let r = app
+            .http
+            .post(app.url("/graphql"))
+            .json(&json!({ "query": "{ __typename }" }))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            assert!(
+                r.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+                    >= 1
+            );
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["errors"][0]["extensions"]["code"], "RATE_LIMITED");
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    // Health checks are not rate limited.
+    for _ in 0..5 {
+        assert_eq!(
+            app.http
+                .get(app.url("/health"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_checks_are_limited_per_client_address() {
+    // Behind a trusted proxy: each forwarded client has its own budget.
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            ("SEQUESTRA_CREDENTIAL_ATTEMPTS_PER_MINUTE", "3"),
+            ("SEQUESTRA_TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    )
+    .await
+    .unwrap();
+    app.tenant("acme").await;
+    for n in 0..3 {
+        assert_eq!(
+            sign_in_from(&app, Some("198.51.100.7"), n).await.as_deref(),
+            Some("UNAUTHENTICATED")
+        );
+    }
+    assert_eq!(
+        sign_in_from(&app, Some("198.51.100.7"), 3).await.as_deref(),
+        Some("RATE_LIMITED")
+    );
+    assert_eq!(
+        sign_in_from(&app, Some("198.51.100.8"), 4).await.as_deref(),
+        Some("UNAUTHENTICATED")
+    );
+
+    // Without a trusted proxy the header is ignored: spoofing it buys nothing.
+    let direct = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[("SEQUESTRA_CREDENTIAL_ATTEMPTS_PER_MINUTE", "3")],
+    )
+    .await
+    .unwrap();
+    direct.tenant("acme").await;
+    for n in 0..3 {
+        let spoofed = format!("192.0.2.{n}");
+        assert_eq!(
+            sign_in_from(&direct, Some(&spoofed), n).await.as_deref(),
+            Some("UNAUTHENTICATED")
+        );
+    }
+    assert_eq!(
+        sign_in_from(&direct, Some("192.0.2.99"), 9)
+            .await
+            .as_deref(),
+        Some("RATE_LIMITED")
+    );
+}
