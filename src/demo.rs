@@ -109,7 +109,7 @@ pub async fn seed(
                 .ok_or(Error::NotFound)?
         } else {
             let parsed = Slug::parse(slug)?;
-            rules::create_tenant(&txn, &parsed, name).await?
+            rules::create_tenant(&txn, &parsed, name, false).await?
         };
         let scoped = Scoped::bind(txn, TenantId::from_uuid(tenant.id));
         for role in Role::ALL {

@@ -66,6 +66,10 @@ enum Command {
         /// A display name for the tenant (defaults to the slug).
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
+        /// Create the platform tenant instead (once): its ADMINs are PLATFORM_ADMINs,
+        /// who create tenants over GraphQL and read no tenant's business data.
+        #[arg(long)]
+        platform: bool,
     },
 }
 
@@ -118,14 +122,27 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             tenant,
             admin_email,
             name,
+            platform,
         } => {
             let slug = domain::Slug::parse(&tenant)?;
             let email = domain::Email::parse(&admin_email)?;
             let conn = db::connect(&config.database).await?;
             db::migrate(&conn).await?;
             let name = name.unwrap_or_else(|| slug.to_string());
-            let made = rules::bootstrap(&conn, &slug, &name, &email).await?;
-            println!("tenant:   {} ({})", made.tenant.slug, made.tenant.name);
+            let by = rules::BootstrapBy {
+                actor: sequestra::audit::Actor::System,
+                origin: sequestra::audit::Origin::default(),
+            };
+            let made = rules::bootstrap(&conn, &slug, &name, &email, platform, by).await?;
+            let kind = if made.tenant.is_platform {
+                ", platform"
+            } else {
+                ""
+            };
+            println!(
+                "tenant:   {} ({}{kind})",
+                made.tenant.slug, made.tenant.name
+            );
             println!("admin:    {}", made.admin.email);
             println!(
                 "password: {}  (one-time: shown once, stored only as a hash)",

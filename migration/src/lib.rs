@@ -7,6 +7,7 @@ mod m20261122_000001_tenants_users_audit;
 mod m20261122_000002_sessions;
 mod m20261122_000003_mfa;
 mod m20261122_000004_api_keys;
+mod m20261122_000005_platform_tenant;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_sessions::Migration),
             Box::new(m20261122_000003_mfa::Migration),
             Box::new(m20261122_000004_api_keys::Migration),
+            Box::new(m20261122_000005_platform_tenant::Migration),
         ]
     }
 }

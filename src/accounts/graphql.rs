@@ -15,7 +15,7 @@ use crate::{
     audit::Actor,
     auth::{Role, Scope, password},
     config::GraphqlConfig,
-    domain::Email,
+    domain::{Email, Slug},
     entity::{audit_log, tenant, user},
     error::Error,
     graphql::{
@@ -213,11 +213,52 @@ impl AuditEntryNode {
     }
 }
 
+#[derive(InputObject)]
+pub struct CreateTenantInput {
+    pub slug: String,
+    pub name: String,
+    pub admin_email: String,
+}
+
+/// A new tenant, its first ADMIN and that admin's one-time password (shown once).
+#[derive(SimpleObject)]
+pub struct CreatedTenant {
+    pub tenant: TenantNode,
+    pub admin_email: String,
+    pub one_time_password: String,
+}
+
 #[derive(Default)]
 pub struct AccountsMutation;
 
 #[Object]
 impl AccountsMutation {
+    /// Creates a tenant and its first ADMIN (PLATFORM_ADMIN only).
+    #[graphql(
+        guard = "HasScope(Scope::TenantsAdmin)",
+        visible = "visible::tenants_admin"
+    )]
+    async fn create_tenant(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateTenantInput,
+    ) -> async_graphql::Result<CreatedTenant> {
+        let me = ctx.user()?;
+        let slug = Slug::parse(&input.slug)?;
+        let email = Email::parse(&input.admin_email)?;
+        let by = rules::BootstrapBy {
+            actor: Actor::User(me.user_id),
+            origin: ctx.request().origin.clone(),
+        };
+        let made =
+            rules::bootstrap(&ctx.services()?.db, &slug, &input.name, &email, false, by).await?;
+        Ok(CreatedTenant {
+            tenant: made.tenant.into(),
+            admin_email: made.admin.email,
+            one_time_password: made.one_time_password.expose_secret().to_owned(),
+        })
+    }
+
     /// Creates a user with a random one-time password.
     #[graphql(
         guard = "HasScope(Scope::UsersAdmin)",

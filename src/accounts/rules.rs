@@ -25,6 +25,7 @@ pub async fn create_tenant<C: ConnectionTrait>(
     conn: &C,
     slug: &Slug,
     name: &str,
+    platform: bool,
 ) -> Result<tenant::Model> {
     let name = name.trim();
     if name.is_empty() || name.len() > 200 {
@@ -48,6 +49,7 @@ pub async fn create_tenant<C: ConnectionTrait>(
         slug: Set(slug.as_str().to_owned()),
         name: Set(name.to_owned()),
         created_at: Set(Utc::now()),
+        is_platform: Set(platform),
     }
     .insert(conn)
     .await?)
@@ -127,23 +129,44 @@ pub struct Bootstrapped {
     pub one_time_password: SecretString,
 }
 
-/// Creates a tenant and its first ADMIN with a random one-time password, in one
-/// transaction: either both exist afterwards or neither does.
+/// Who asks for a new tenant.
+pub struct BootstrapBy {
+    pub actor: Actor,
+    pub origin: Origin,
+}
+
+/// Creates a tenant (or, with `platform`, the one platform tenant) and its first
+/// ADMIN with a random one-time password, in one transaction: either both exist
+/// afterwards or neither does.
 pub async fn bootstrap(
     db: &DatabaseConnection,
     slug: &Slug,
     name: &str,
     admin_email: &Email,
+    platform: bool,
+    by: BootstrapBy,
 ) -> Result<Bootstrapped> {
     let one_time_password = password::generate();
     let hash = password::hash(one_time_password.clone()).await?;
     let txn = db.begin().await?;
-    let tenant = create_tenant(&txn, slug, name).await?;
+    if platform
+        && tenant::Entity::find()
+            .filter(tenant::Column::IsPlatform.eq(true))
+            .one(&txn)
+            .await?
+            .is_some()
+    {
+        return Err(Error::conflict(
+            "PLATFORM_EXISTS",
+            "the platform tenant already exists",
+        ));
+    }
+    let tenant = create_tenant(&txn, slug, name, platform).await?;
     let scoped = Scoped::bind(txn, TenantId::from_uuid(tenant.id));
     let admin = create_user(
         &scoped,
-        Actor::System,
-        &Origin::default(),
+        by.actor,
+        &by.origin,
         admin_email,
         hash,
         &[Role::Admin],
@@ -152,11 +175,11 @@ pub async fn bootstrap(
     audit::record(
         &scoped,
         audit::Entry {
-            actor: Actor::System,
+            actor: by.actor,
             action: "tenant.bootstrapped",
             subject: Some(("tenant", tenant.id)),
-            details: json!({ "slug": slug.as_str() }),
-            origin: &Origin::default(),
+            details: json!({ "slug": slug.as_str(), "platform": platform }),
+            origin: &by.origin,
         },
     )
     .await?;

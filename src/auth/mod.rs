@@ -10,5 +10,5 @@ pub mod token;
 
 pub use principal::{API_KEY_PREFIX, Credential, Principal, UserPrincipal, authenticate_bearer};
 pub use role::Role;
-pub use scope::{Scope, scopes_of};
+pub use scope::{PLATFORM_ADMIN_SCOPES, Scope, scopes_of};
 pub use token::TokenService;

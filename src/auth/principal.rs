@@ -15,7 +15,7 @@ use crate::{
     ids::TenantId,
 };
 
-use super::{Role, Scope, TokenService, scopes_of};
+use super::{PLATFORM_ADMIN_SCOPES, Role, Scope, TokenService, scopes_of};
 
 /// What the caller presented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +129,7 @@ pub async fn authenticate_bearer(
         tenant_id: tenant,
         user_id: user.id,
         credential: Credential::Session(session.id),
-        scopes: scopes_of(&roles),
+        scopes: effective_scopes(&scoped, &roles).await?,
         roles,
         mfa_verified_at: session.mfa_verified_at,
         mfa_enrolment_required,
@@ -169,7 +169,7 @@ async fn authenticate_api_key(
         .into_iter()
         .map(|r| r.role)
         .collect();
-    let allowed = scopes_of(&roles);
+    let allowed = effective_scopes(&scoped, &roles).await?;
     let scopes = crate::identity::api_keys::scopes_of_key(&found)
         .into_iter()
         .filter(|s| allowed.contains(s))
@@ -184,4 +184,18 @@ async fn authenticate_api_key(
         mfa_verified_at: None,
         mfa_enrolment_required: false,
     }))
+}
+
+/// The scopes `roles` grant in this tenant: the roles' defaults in a business tenant;
+/// in the platform tenant, an ADMIN is a PLATFORM_ADMIN with platform scopes only.
+async fn effective_scopes(db: &TenantDb, roles: &[Role]) -> Result<BTreeSet<Scope>> {
+    if db.tenant_record().await?.is_platform {
+        Ok(if roles.contains(&Role::Admin) {
+            PLATFORM_ADMIN_SCOPES.into_iter().collect()
+        } else {
+            BTreeSet::new()
+        })
+    } else {
+        Ok(scopes_of(roles))
+    }
 }

@@ -34,10 +34,13 @@ pub enum Scope {
     /// Read the audit log.
     #[graphql(name = "AUDIT_READ")]
     AuditRead,
+    /// Create tenants (PLATFORM_ADMIN only).
+    #[graphql(name = "TENANTS_ADMIN")]
+    TenantsAdmin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 9] = [
+    pub const ALL: [Scope; 10] = [
         Scope::EscrowRead,
         Scope::EscrowWrite,
         Scope::SpendRead,
@@ -47,6 +50,7 @@ impl Scope {
         Scope::UsersAdmin,
         Scope::KeysAdmin,
         Scope::AuditRead,
+        Scope::TenantsAdmin,
     ];
 
     /// The wire form used in tokens, keys and the database, e.g. `escrow:read`.
@@ -61,6 +65,7 @@ impl Scope {
             Scope::UsersAdmin => "users:admin",
             Scope::KeysAdmin => "keys:admin",
             Scope::AuditRead => "audit:read",
+            Scope::TenantsAdmin => "tenants:admin",
         }
     }
 }
@@ -108,6 +113,16 @@ impl Role {
         }
     }
 }
+
+/// What a PLATFORM_ADMIN (an ADMIN of the platform tenant) holds: tenant creation,
+/// and the administration of the platform tenant itself. No business scope at all.
+pub const PLATFORM_ADMIN_SCOPES: [Scope; 5] = [
+    Scope::TenantsAdmin,
+    Scope::UsersRead,
+    Scope::UsersAdmin,
+    Scope::KeysAdmin,
+    Scope::AuditRead,
+];
 
 /// The union of the default scopes of `roles`.
 pub fn scopes_of(roles: &[Role]) -> BTreeSet<Scope> {

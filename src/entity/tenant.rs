@@ -10,6 +10,9 @@ pub struct Model {
     pub slug: String,
     pub name: String,
     pub created_at: DateTimeUtc,
+    /// The one platform tenant: its ADMINs are PLATFORM_ADMINs, who create tenants
+    /// and read no tenant's business data.
+    pub is_platform: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -68,8 +68,9 @@ impl RequestContext {
     }
 }
 
-/// Platform services rules need before a tenant is known (sign-in, refresh). Only
-/// pre-authentication resolvers use the raw connection in here.
+/// Platform services rules need before a tenant is known. Only pre-authentication
+/// resolvers (sign-in, refresh, MFA challenge) and platform operations (tenant
+/// creation) use the raw connection in here; everything else goes through `TenantDb`.
 #[derive(Clone)]
 pub struct Services {
     pub db: DatabaseConnection,

@@ -101,6 +101,10 @@ pub mod visible {
         has(ctx, Scope::KeysAdmin)
     }
 
+    pub fn tenants_admin(ctx: &Context<'_>) -> bool {
+        has(ctx, Scope::TenantsAdmin)
+    }
+
     pub fn audit_read(ctx: &Context<'_>) -> bool {
         has(ctx, Scope::AuditRead)
     }

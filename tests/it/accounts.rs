@@ -16,6 +16,7 @@ on_both_backends!(
     deactivation_ends_every_session,
     password_change_checks_policy_and_ends_other_sessions,
     audit_log_pages_for_auditors_only,
+    platform_admins_create_tenants_and_read_none,
 );
 
 async fn admins_create_users_with_one_time_passwords(app: TestApp) {
@@ -233,4 +234,120 @@ async fn audit_log_pages_for_auditors_only(app: TestApp) {
     let row = r.ok()["auditLog"]["edges"][0]["node"].clone();
     assert_eq!(row["requestId"], "audit-trace-0001");
     assert_eq!(row["ip"], "127.0.0.1");
+}
+
+async fn platform_admins_create_tenants_and_read_none(app: TestApp) {
+    use sequestra::{
+        accounts::rules::{self, BootstrapBy},
+        audit::{Actor, Origin},
+        domain::{Email, Slug},
+    };
+    let acme = app.tenant("acme").await;
+    let by = || BootstrapBy {
+        actor: Actor::System,
+        origin: Origin::default(),
+    };
+    let platform = rules::bootstrap(
+        &app.db,
+        &Slug::parse("platform").unwrap(),
+        "Platform",
+        &Email::parse("root@platform.test").unwrap(),
+        true,
+        by(),
+    )
+    .await
+    .unwrap();
+    let again = rules::bootstrap(
+        &app.db,
+        &Slug::parse("platform2").unwrap(),
+        "P2",
+        &Email::parse("x@p.test").unwrap(),
+        true,
+        by(),
+    )
+    .await;
+    assert!(matches!(
+        again,
+        Err(sequestra::error::Error::Conflict {
+            reason: Some("PLATFORM_EXISTS"),
+            ..
+        })
+    ));
+    let root = app
+        .sign_in(
+            "platform",
+            "root@platform.test",
+            secrecy::ExposeSecret::expose_secret(&platform.one_time_password),
+        )
+        .await;
+
+    let create = "mutation($s: String!, $e: String!) { createTenant(input: { slug: $s, name: \"Initech\", adminEmail: $e }) { tenant { slug } adminEmail oneTimePassword } }";
+    let r = app
+        .gql(
+            Some(&root),
+            create,
+            json!({ "s": "initech", "e": "boss@initech.test" }),
+        )
+        .await;
+    let made = r.ok()["createTenant"].clone();
+    assert_eq!(made["tenant"]["slug"], "initech");
+    let boss = app
+        .sign_in(
+            "initech",
+            "boss@initech.test",
+            made["oneTimePassword"].as_str().unwrap(),
+        )
+        .await;
+    let r = app
+        .gql(
+            Some(&boss),
+            "{ viewer { roles tenant { slug } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        r.ok()["viewer"],
+        json!({ "roles": ["ADMIN"], "tenant": { "slug": "initech" } })
+    );
+
+    // The platform admin reads only the platform tenant: no other tenant's users.
+    let r = app
+        .gql(
+            Some(&root),
+            "{ users(first: 10) { edges { node { email } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.ok()["users"]["edges"].as_array().unwrap().len(), 1);
+    let foreign = ids::encode(Kind::User, acme.user(Role::Sender).id);
+    let r = app
+        .gql(
+            Some(&root),
+            "query($id: ID!) { node(id: $id) { id } }",
+            json!({ "id": foreign }),
+        )
+        .await;
+    assert_eq!(r.code(), Some("NOT_FOUND"));
+
+    // A tenant admin cannot create tenants (and does not even see the mutation).
+    let r = app
+        .gql(
+            Some(acme.token(Role::Admin)),
+            create,
+            json!({ "s": "evil", "e": "x@evil.test" }),
+        )
+        .await;
+    assert!(
+        r.code().is_some() && r.body.get("data").is_none_or(serde_json::Value::is_null),
+        "{}",
+        r.body
+    );
+    let r = app
+        .gql(
+            Some(&root),
+            create,
+            json!({ "s": "initech", "e": "again@initech.test" }),
+        )
+        .await;
+    assert_eq!(r.code(), Some("CONFLICT"));
 }

@@ -271,7 +271,7 @@ impl TestApp {
         let txn = sea_orm::TransactionTrait::begin(&self.db)
             .await
             .expect("begin");
-        let tenant = rules::create_tenant(&txn, &Slug::parse(slug).unwrap(), slug)
+        let tenant = rules::create_tenant(&txn, &Slug::parse(slug).unwrap(), slug, false)
             .await
             .expect("create tenant");
         txn.commit().await.expect("commit");

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use sequestra::{
     audit::Origin,
-    auth::{Credential, Principal, Role, UserPrincipal, scopes_of},
+    auth::{Credential, Principal, Role, Scope, UserPrincipal},
     graphql::context::RequestContext,
     ids::TenantId,
 };
@@ -117,7 +117,7 @@ const PUBLIC: [&str; 4] = ["signIn", "refreshSession", "verifyMfa", "serverTime"
 /// Fields a signed-in user whom the tenant still requires to enrol in MFA may use.
 const ENROLMENT: [&str; 4] = ["enrollMfa", "activateMfa", "signOut", "mfaEnabled"];
 
-/// A caller who sees every field (all roles, all scopes) but whom the tenant still
+/// A caller who sees every field (all roles, every scope) but whom the tenant still
 /// requires to enrol in MFA: every guard that checks the user refuses with
 /// MFA_REQUIRED. A root field that answers anything else ran without a guard.
 fn restricted_everything() -> RequestContext {
@@ -127,7 +127,7 @@ fn restricted_everything() -> RequestContext {
             user_id: Uuid::now_v7(),
             credential: Credential::Session(Uuid::now_v7()),
             roles: Role::ALL.to_vec(),
-            scopes: scopes_of(&Role::ALL),
+            scopes: Scope::ALL.into_iter().collect(),
             mfa_verified_at: None,
             mfa_enrolment_required: true,
         }),
