@@ -6,6 +6,8 @@ use argon2::{
 };
 use rand::{Rng, distr::Alphanumeric};
 use secrecy::{ExposeSecret, SecretString};
+use std::sync::LazyLock;
+use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
 
@@ -21,8 +23,20 @@ fn hasher() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
+/// argon2 computations allowed at once: one core is always left for everything else,
+/// so a burst of sign-ins waits its turn instead of stalling cheap requests.
+static HASHING: LazyLock<Semaphore> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    Semaphore::new(cores.saturating_sub(1).max(1))
+});
+
+async fn permit() -> Result<tokio::sync::SemaphorePermit<'static>> {
+    HASHING.acquire().await.map_err(Error::internal)
+}
+
 /// Hashes `password` into a PHC string on the blocking pool.
 pub async fn hash(password: SecretString) -> Result<String> {
+    let _permit = permit().await?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
         hasher()
@@ -36,6 +50,7 @@ pub async fn hash(password: SecretString) -> Result<String> {
 
 /// Checks `password` against a stored PHC string on the blocking pool.
 pub async fn verify(password: SecretString, phc: String) -> Result<bool> {
+    let _permit = permit().await?;
     tokio::task::spawn_blocking(move || {
         let parsed = PasswordHash::new(&phc)
             .map_err(|e| Error::internal(anyhow::anyhow!("stored hash unreadable: {e}")))?;
