@@ -36,20 +36,32 @@ fn report(label: &str, mut samples: Vec<Duration>) {
     println!("{label:<58} n={n:<5} p50={p50:>8.2} ms  p99={p99:>8.2} ms  max={max:>8.2} ms");
 }
 
-async fn timed_post(client: &reqwest::Client, url: &str, token: Option<&str>, body: &serde_json::Value) -> Duration {
+async fn timed_post(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: &serde_json::Value,
+) -> Duration {
     let started = Instant::now();
     let mut request = client.post(url).json(body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
     let response = request.send().await.expect("request");
-    assert!(response.status().is_success(), "status {}", response.status());
+    assert!(
+        response.status().is_success(),
+        "status {}",
+        response.status()
+    );
     let _ = response.bytes().await;
     started.elapsed()
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(run());
 }
 
@@ -64,7 +76,12 @@ async fn run() {
         ("SEQUESTRA_CREDENTIAL_ATTEMPTS_PER_MINUTE", "100000"),
         ("SEQUESTRA_LOG", "warn"),
     ];
-    let config = Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())).expect("config");
+    let config = Config::from_lookup(|k| {
+        vars.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| (*v).to_owned())
+    })
+    .expect("config");
     let app = Application::build(config).await.expect("app");
     let addr = app.local_addr().expect("addr");
     let db = app.db().clone();
@@ -73,19 +90,37 @@ async fn run() {
 
     // One tenant, a reader, and one account per concurrent signer (no lockouts).
     let txn = sea_orm::TransactionTrait::begin(&db).await.expect("begin");
-    let tenant = rules::create_tenant(&txn, &Slug::parse("bench").expect("slug"), "Bench", false).await.expect("tenant");
+    let tenant = rules::create_tenant(&txn, &Slug::parse("bench").expect("slug"), "Bench", false)
+        .await
+        .expect("tenant");
     txn.commit().await.expect("commit");
     let scoped = TenantDb::new(db.clone(), TenantId::from_uuid(tenant.id));
-    let hash = password::hash(PASSWORD.to_owned().into()).await.expect("hash");
+    let hash = password::hash(PASSWORD.to_owned().into())
+        .await
+        .expect("hash");
     for i in 0..=BURST_CONCURRENCY {
         let email = Email::parse(&format!("user{i}@bench.test")).expect("email");
-        rules::create_user(&scoped, Actor::System, &Origin::default(), &email, hash.clone(), &[Role::Support])
-            .await
-            .expect("user");
-    }
-    let token = match sign_in(&db, &tokens, &Origin::default(), "bench", "user0@bench.test", PASSWORD.to_owned().into())
+        rules::create_user(
+            &scoped,
+            Actor::System,
+            &Origin::default(),
+            &email,
+            hash.clone(),
+            &[Role::Support],
+        )
         .await
-        .expect("sign in")
+        .expect("user");
+    }
+    let token = match sign_in(
+        &db,
+        &tokens,
+        &Origin::default(),
+        "bench",
+        "user0@bench.test",
+        PASSWORD.to_owned().into(),
+    )
+    .await
+    .expect("sign in")
     {
         SignInOutcome::Signed(issued) => issued.access.token,
         SignInOutcome::MfaRequired(_) => unreachable!("no MFA here"),
@@ -100,14 +135,25 @@ async fn run() {
         ) })
     };
 
-    println!("sequestra sign-in benchmark ({} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "sequestra sign-in benchmark ({} cores)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     for _ in 0..20 {
         timed_post(&client, &endpoint, Some(&token), &cheap).await; // warm up
     }
 
     let mut samples = Vec::new();
     for i in 0..SIGN_INS_SEQUENTIAL {
-        samples.push(timed_post(&client, &endpoint, None, &sign_in_body(1 + i % BURST_CONCURRENCY)).await);
+        samples.push(
+            timed_post(
+                &client,
+                &endpoint,
+                None,
+                &sign_in_body(1 + i % BURST_CONCURRENCY),
+            )
+            .await,
+        );
     }
     report("signIn, one at a time", samples);
 
@@ -127,7 +173,11 @@ async fn run() {
             let mut tasks = Vec::new();
             for i in 0..BURST {
                 let permit = semaphore.clone().acquire_owned().await.expect("permit");
-                let (client, endpoint, body) = (client.clone(), endpoint.clone(), sign_in_body(1 + i % BURST_CONCURRENCY));
+                let (client, endpoint, body) = (
+                    client.clone(),
+                    endpoint.clone(),
+                    sign_in_body(1 + i % BURST_CONCURRENCY),
+                );
                 tasks.push(tokio::spawn(async move {
                     let d = timed_post(&client, &endpoint, None, &body).await;
                     drop(permit);
@@ -147,7 +197,13 @@ async fn run() {
     }
     let burst_durations = burst.await.expect("burst");
     let burst_secs = burst_started.elapsed().as_secs_f64();
-    report(&format!("cheap query during {BURST} sign-ins ({BURST_CONCURRENCY} concurrent)"), during);
+    report(
+        &format!("cheap query during {BURST} sign-ins ({BURST_CONCURRENCY} concurrent)"),
+        during,
+    );
     report("signIn inside that burst", burst_durations);
-    println!("burst throughput: {:.1} sign-ins/s over {burst_secs:.2} s", BURST as f64 / burst_secs);
+    println!(
+        "burst throughput: {:.1} sign-ins/s over {burst_secs:.2} s",
+        BURST as f64 / burst_secs
+    );
 }

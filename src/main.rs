@@ -28,7 +28,8 @@ struct Cli {
 enum Command {
     /// Run the HTTP server: /graphql, /graphql/ws, /health, /ready and /metrics.
     ///
-    /// Applies pending migrations first unless SEQUESTRA_MIGRATE_ON_START=false.
+    /// Applies pending migrations first unless --no-migrate (or
+    /// SEQUESTRA_MIGRATE_ON_START=false).
     /// Stops gracefully on SIGTERM or SIGINT.
     Serve {
         /// Seed demo data: tenants `acme` and `globex` with a user for every role and
@@ -39,6 +40,10 @@ enum Command {
         /// With --demo, also write the demo sign-ins as JSON to FILE.
         #[arg(long, value_name = "FILE", requires = "demo")]
         demo_credentials: Option<PathBuf>,
+        /// Do not apply pending migrations at start (same as
+        /// SEQUESTRA_MIGRATE_ON_START=false); /ready reports them as pending.
+        #[arg(long)]
+        no_migrate: bool,
     },
     /// Apply pending database migrations, then exit.
     Migrate,
@@ -153,7 +158,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Serve {
             demo,
             demo_credentials,
+            no_migrate,
         } => {
+            let mut config = config;
+            if no_migrate {
+                config.migrate_on_start = false;
+            }
             if demo && config.is_production() {
                 anyhow::bail!("--demo is refused when SEQUESTRA_ENV=production");
             }

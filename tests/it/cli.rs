@@ -164,22 +164,17 @@ fn migrate_is_idempotent() {
     }
 }
 
-/// `serve --demo --demo-credentials FILE` writes working sign-ins in the documented
-/// shape, then serves; each demo password is a valid argon2id secret for its user.
-#[tokio::test]
-async fn demo_writes_credentials_and_serves() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}/demo.db?mode=rwc", dir.path().display());
-    let creds = dir.path().join("creds.json");
+/// Starts `sequestra serve ARGS` on a free port against `db`; returns once /health answers.
+async fn serve(args: &[&str], db: &str) -> (tokio::process::Child, String) {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
     let listen = format!("127.0.0.1:{port}");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sequestra"))
-        .args(["serve", "--demo", "--demo-credentials"])
-        .arg(&creds)
-        .env("SEQUESTRA_DATABASE_URL", &db)
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sequestra"))
+        .arg("serve")
+        .args(args)
+        .env("SEQUESTRA_DATABASE_URL", db)
         .env("SEQUESTRA_LISTEN", &listen)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -187,17 +182,44 @@ async fn demo_writes_credentials_and_serves() {
         .spawn()
         .unwrap();
     let client = reqwest::Client::new();
-    let mut healthy = false;
     for _ in 0..100 {
         if let Ok(r) = client.get(format!("http://{listen}/health")).send().await
             && r.status() == 200
         {
-            healthy = true;
-            break;
+            return (child, listen);
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert!(healthy, "server answered /health");
+    panic!("sequestra serve {args:?} did not answer /health");
+}
+
+#[tokio::test]
+async fn serve_no_migrate_is_alive_but_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/fresh.db?mode=rwc", dir.path().display());
+    let (mut child, listen) = serve(&["--no-migrate"], &db).await;
+    let ready = reqwest::get(format!("http://{listen}/ready"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["migrations"]["status"], "pending");
+    child.kill().await.ok();
+}
+
+/// `serve --demo --demo-credentials FILE` writes working sign-ins in the documented
+/// shape, then serves; each demo password is a valid argon2id secret for its user.
+#[tokio::test]
+async fn demo_writes_credentials_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/demo.db?mode=rwc", dir.path().display());
+    let creds = dir.path().join("creds.json");
+    let (mut child, listen) = serve(
+        &["--demo", "--demo-credentials", creds.to_str().unwrap()],
+        &db,
+    )
+    .await;
+    let client = reqwest::Client::new();
     let json: Value = serde_json::from_slice(&std::fs::read(&creds).unwrap()).unwrap();
     let tenants = json["tenants"].as_array().unwrap();
     let slugs: Vec<&str> = tenants

@@ -6,6 +6,7 @@ use crate::harness::TestApp;
 use crate::on_both_backends;
 
 on_both_backends!(
+    ready_reports_pending_migrations,
     health_ready_and_metrics_answer,
     request_ids_are_kept_or_replaced,
     body_limit_answers_413,
@@ -103,5 +104,34 @@ async fn graceful_shutdown_stops_the_server(app: TestApp) {
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "nothing listens after shutdown"
+    );
+}
+
+/// With a migration missing, the server is alive but not ready, and says which
+/// migrations are pending.
+async fn ready_reports_pending_migrations(app: TestApp) {
+    use migration::MigratorTrait;
+    // Undo the last migration on this database, as an older schema would be.
+    migration::Migrator::down(&app.db, Some(1)).await.unwrap();
+    let ready = app.http.get(app.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["checks"]["migrations"]["status"], "pending");
+    assert_eq!(
+        body["checks"]["migrations"]["pending"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        app.http
+            .get(app.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
     );
 }
