@@ -14,7 +14,6 @@ use super::rules;
 use crate::{
     audit::Actor,
     auth::{Role, Scope, password},
-    config::GraphqlConfig,
     domain::{Email, Slug},
     entity::{audit_log, tenant, user},
     error::Error,
@@ -113,16 +112,14 @@ impl AccountsQuery {
         first: Option<i32>,
         last: Option<i32>,
     ) -> async_graphql::Result<Connection<IdCursor, AuditEntryNode>> {
-        let max = ctx.data::<GraphqlConfig>()?.max_page_size;
         paginate::<audit_log::Entity, _>(
-            ctx.tenant_db()?,
+            ctx,
             PageArgs {
                 after,
                 before,
                 first,
                 last,
             },
-            max,
             |q| match action {
                 Some(action) => q.filter(audit_log::Column::Action.eq(action)),
                 None => q,
@@ -142,16 +139,14 @@ impl AccountsQuery {
         first: Option<i32>,
         last: Option<i32>,
     ) -> async_graphql::Result<Connection<IdCursor, UserNode>> {
-        let max = ctx.data::<GraphqlConfig>()?.max_page_size;
         paginate::<user::Entity, _>(
-            ctx.tenant_db()?,
+            ctx,
             PageArgs {
                 after,
                 before,
                 first,
                 last,
             },
-            max,
             |q| q,
             |m| (m.id, UserNode(m)),
         )

@@ -2,14 +2,16 @@
 //! sorts by creation time), with opaque cursors.
 
 use async_graphql::{
-    OutputType,
+    Context, OutputType,
     connection::{Connection, CursorType, Edge, query},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect, Select};
 use uuid::Uuid;
 
+use super::context::ContextExt;
 use crate::{
+    config::GraphqlConfig,
     db::{TenantDb, TenantEntity},
     error::Error,
 };
@@ -47,13 +49,13 @@ pub struct PageArgs {
 pub const DEFAULT_PAGE_SIZE: usize = 20;
 
 /// One page of `E` rows of the caller's tenant, narrowed by `filter`, each turned
-/// into a node by `to_node` (which returns the row's id with it).
+/// into a node by `to_node` (which returns the row's id with it). The page size is
+/// bounded by `SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE`.
 ///
 /// `first`/`after` pages forward, `last`/`before` backward; both together are refused.
 pub async fn paginate<E, N>(
-    db: &TenantDb,
+    ctx: &Context<'_>,
     args: PageArgs,
-    max_page_size: u64,
     filter: impl FnOnce(Select<E>) -> Select<E>,
     to_node: impl Fn(E::Model) -> (Uuid, N),
 ) -> async_graphql::Result<Connection<IdCursor, N>>
@@ -61,6 +63,8 @@ where
     E: TenantEntity,
     N: OutputType,
 {
+    let db: &TenantDb = ctx.tenant_db()?;
+    let max_page_size = ctx.data::<GraphqlConfig>()?.max_page_size;
     let max = usize::try_from(max_page_size).unwrap_or(usize::MAX);
     query(
         args.after,

@@ -13,7 +13,6 @@ use super::{
 use crate::{
     audit::{self, Actor},
     auth::{Role, Scope, password},
-    config::GraphqlConfig,
     entity::{session, user},
     error::Error,
     graphql::{
@@ -532,16 +531,14 @@ impl ApiKeysQuery {
         first: Option<i32>,
         last: Option<i32>,
     ) -> async_graphql::Result<Connection<IdCursor, ApiKeyNode>> {
-        let max = ctx.data::<GraphqlConfig>()?.max_page_size;
         paginate::<crate::entity::api_key::Entity, _>(
-            ctx.tenant_db()?,
+            ctx,
             PageArgs {
                 after,
                 before,
                 first,
                 last,
             },
-            max,
             |q| q,
             |m| (m.id, ApiKeyNode(m)),
         )
