@@ -4,7 +4,6 @@
 
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    TransactionTrait,
 };
 use secrecy::ExposeSecret;
 use serde::Serialize;
@@ -100,7 +99,7 @@ pub async fn seed(
     let mut tenants = Vec::new();
     for (slug, name) in DEMO_TENANTS {
         let mut users = Vec::new();
-        let txn = db.begin().await?;
+        let txn = crate::db::begin_write(db).await?;
         let tenant = if refresh {
             existing
                 .iter()

@@ -4,7 +4,7 @@
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
-    EntityTrait, QueryFilter, TransactionTrait, sea_query::Expr,
+    EntityTrait, QueryFilter, sea_query::Expr,
 };
 use secrecy::SecretString;
 use serde_json::json;
@@ -148,7 +148,7 @@ pub async fn bootstrap(
 ) -> Result<Bootstrapped> {
     let one_time_password = password::generate();
     let hash = password::hash(one_time_password.clone()).await?;
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     if platform
         && tenant::Entity::find()
             .filter(tenant::Column::IsPlatform.eq(true))

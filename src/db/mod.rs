@@ -6,7 +6,8 @@ pub use scoped::{Scoped, TenantDb, TenantEntity, TenantTxn};
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, SqlxSqliteConnector,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, SqlxSqliteConnector, TransactionTrait,
     sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 use secrecy::ExposeSecret;
@@ -45,6 +46,20 @@ pub async fn connect(cfg: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> 
             .sqlx_logging(false);
         Database::connect(options).await
     }
+}
+
+/// Starts a transaction that will write. On SQLite the first statement takes the
+/// write lock at once (a zero-row UPDATE, which behaves like `BEGIN IMMEDIATE`):
+/// otherwise a transaction that reads before it writes can lose the lock upgrade to a
+/// concurrent writer and fail with "database is locked" instead of waiting its turn
+/// under the busy timeout. PostgreSQL needs nothing.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    let txn = db.begin().await?;
+    if db.get_database_backend() == DbBackend::Sqlite {
+        txn.execute_unprepared("UPDATE tenants SET id = id WHERE 0")
+            .await?;
+    }
+    Ok(txn)
 }
 
 /// Applies every pending migration.

@@ -8,7 +8,7 @@
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection,
     DatabaseTransaction, DeleteMany, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
-    Select, TransactionTrait, UpdateMany,
+    Select, UpdateMany,
 };
 use uuid::Uuid;
 
@@ -43,10 +43,10 @@ impl TenantDb {
         Self { conn, tenant }
     }
 
-    /// Starts a transaction that stays bound to the same tenant.
+    /// Starts a (write) transaction that stays bound to the same tenant.
     pub async fn begin(&self) -> Result<TenantTxn> {
         Ok(Scoped {
-            conn: self.conn.begin().await?,
+            conn: super::begin_write(&self.conn).await?,
             tenant: self.tenant,
         })
     }

@@ -13,6 +13,8 @@ on_both_backends!(
     sessions_are_listed_and_revoked_by_their_owner_only,
     repeated_failures_lock_the_account,
     aliases_cannot_multiply_sign_in_attempts,
+    concurrent_refreshes_with_one_token_succeed_once,
+    concurrent_failures_are_all_counted,
 );
 
 const SIGN_IN: &str = "mutation($input: SignInInput!) { signIn(input: $input) { accessToken refreshToken expiresAt } }";
@@ -257,4 +259,80 @@ async fn aliases_cannot_multiply_sign_in_attempts(app: TestApp) {
         .filter(|a| a == "auth.sign_in.failed")
         .count();
     assert_eq!(failed, 1, "one password was checked");
+}
+
+/// Ten refreshes racing with one token: exactly one wins; the others are reuse, which
+/// revokes the session; none is an internal error (no lost race inside the database).
+async fn concurrent_refreshes_with_one_token_succeed_once(app: TestApp) {
+    let acme = app.tenant("acme").await;
+    let (email, password) = user(&acme, Role::Sender);
+    let first = sign_in(&app, "acme", email, password).await.ok()["signIn"].clone();
+    let token = first["refreshToken"].as_str().unwrap().to_owned();
+    let mut racers = Vec::new();
+    for _ in 0..10 {
+        let (http, url, token) = (app.http.clone(), app.url("/graphql"), token.clone());
+        racers.push(tokio::spawn(async move {
+            let body: serde_json::Value = http
+                .post(url)
+                .json(&json!({ "query": REFRESH, "variables": { "t": token } }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body
+        }));
+    }
+    let mut wins = 0;
+    let mut codes = Vec::new();
+    for racer in racers {
+        let body = racer.await.unwrap();
+        match body["errors"][0]["extensions"]["code"].as_str() {
+            None => wins += 1,
+            Some(code) => codes.push(code.to_owned()),
+        }
+    }
+    assert_eq!(wins, 1, "exactly one refresh wins: {codes:?}");
+    assert!(codes.iter().all(|c| c == "UNAUTHENTICATED"), "{codes:?}");
+}
+
+/// Eight wrong passwords for one account at once: every one is counted (the account
+/// locks), none is lost to a race or answered with an internal error.
+async fn concurrent_failures_are_all_counted(app: TestApp) {
+    let acme = app.tenant("acme").await;
+    let (email, password) = user(&acme, Role::Support);
+    let mut racers = Vec::new();
+    for i in 0..8 {
+        let (http, url, email) = (app.http.clone(), app.url("/graphql"), email.to_owned());
+        racers.push(tokio::spawn(async move {
+            let body: serde_json::Value = http
+                .post(url)
+                .json(&json!({ "query": SIGN_IN, "variables": { "input": {
+                    "tenant": "acme", "email": email, "password": format!("wrong guess {i}") } } }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["errors"][0]["extensions"]["code"]
+                .as_str()
+                .unwrap_or("NONE")
+                .to_owned()
+        }));
+    }
+    for racer in racers {
+        let code = racer.await.unwrap();
+        assert!(
+            code == "UNAUTHENTICATED" || code == "RATE_LIMITED",
+            "{code}"
+        );
+    }
+    let r = sign_in(&app, "acme", email, password).await;
+    assert_eq!(
+        r.code(),
+        Some("RATE_LIMITED"),
+        "at least five failures were counted"
+    );
 }
