@@ -14,6 +14,7 @@ pub mod entity;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod idempotency;
 pub mod identity;
 pub mod ids;
 pub mod telemetry;

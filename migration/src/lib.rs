@@ -8,6 +8,7 @@ mod m20261122_000002_sessions;
 mod m20261122_000003_mfa;
 mod m20261122_000004_api_keys;
 mod m20261122_000005_platform_tenant;
+mod m20261122_000006_idempotency_keys;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_mfa::Migration),
             Box::new(m20261122_000004_api_keys::Migration),
             Box::new(m20261122_000005_platform_tenant::Migration),
+            Box::new(m20261122_000006_idempotency_keys::Migration),
         ]
     }
 }

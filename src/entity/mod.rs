@@ -4,6 +4,7 @@
 pub mod api_key;
 pub mod audit_log;
 pub mod auth_failure;
+pub mod idempotency_key;
 pub mod mfa_challenge;
 pub mod mfa_totp;
 pub mod recovery_code;

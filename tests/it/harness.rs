@@ -163,6 +163,7 @@ pub struct TestApp {
     pub db: DatabaseConnection,
     pub tokens: TokenService,
     pub schema: sequestra::graphql::AppSchema,
+    config_database: sequestra::config::DatabaseConfig,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
@@ -219,6 +220,7 @@ impl TestApp {
             vars.insert((*k).into(), (*v).into());
         }
         let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("test config");
+        let config_database = config.database.clone();
         let app = Application::build(config).await.expect("build application");
         let addr = app.local_addr().expect("local addr");
         let db = app.db().clone();
@@ -234,6 +236,7 @@ impl TestApp {
             db,
             tokens,
             schema,
+            config_database,
             shutdown: Some(tx),
             server: Some(server),
             _dir: dir,
@@ -367,6 +370,13 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.await.expect("server task").expect("server result");
         }
+    }
+
+    /// A new pool on the same database, as a restarted process would open.
+    pub async fn reconnect(&self) -> DatabaseConnection {
+        let mut cfg = self.config_database.clone();
+        cfg.max_connections = 2;
+        db::connect(&cfg).await.expect("reconnect")
     }
 
     pub async fn migrations_pending(&self) -> Vec<String> {
