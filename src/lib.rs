@@ -17,6 +17,7 @@ pub mod http;
 pub mod idempotency;
 pub mod identity;
 pub mod ids;
+pub mod money;
 pub mod telemetry;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
