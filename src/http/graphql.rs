@@ -312,10 +312,11 @@ async fn execute(
         request = request.operation_name(name);
     }
     let context = request_context(&state, principal, request_id, client);
-    loaders::attach(&mut request.data, context.db.as_ref());
+    let fence = loaders::PollFence::default();
+    loaders::attach(&mut request.data, context.db.as_ref(), Some(&fence));
     request = request.data(context);
 
-    let response = state.schema.execute(request).await;
+    let response = fence.run(state.schema.execute(request)).await;
     // A request error (syntax, validation, limits) has no data and no error path.
     let not_executed = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()

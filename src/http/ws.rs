@@ -85,7 +85,7 @@ pub async fn handler(
                     };
                 let context = request_context(&state, principal, request_id, client);
                 let mut data = Data::default();
-                loaders::attach(&mut data, context.db.as_ref());
+                loaders::attach(&mut data, context.db.as_ref(), None);
                 data.insert(context);
                 Ok(data)
             };

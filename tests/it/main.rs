@@ -6,6 +6,7 @@ mod harness;
 mod accounts;
 mod api_keys;
 mod cli;
+mod dataloader;
 mod graphql_http;
 mod idempotency;
 mod identity;
