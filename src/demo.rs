@@ -183,27 +183,12 @@ async fn seed_mfa_user<C: ConnectionTrait>(
             .await?
         }
     };
-    let enrolment = mfa::start_enrolment(db, sealer, &who).await?;
-    let seed = totp_rs::Secret::try_from_base32(enrolment.secret_base32.expose_secret())
-        .map_err(|e| Error::internal(anyhow::anyhow!("demo totp seed: {e:?}")))?;
-    let totp = totp_rs::Builder::new()
-        .with_secret(seed)
-        .build()
-        .map_err(|e| Error::internal(anyhow::anyhow!("demo totp: {e:?}")))?;
-    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
-    mfa::activate(
-        db,
-        sealer,
-        &who,
-        &totp.generate(now).to_string(),
-        &Origin::default(),
-    )
-    .await?;
+    let totp_secret = mfa::enrol_activated(db, sealer, &who, &Origin::default()).await?;
     Ok(DemoUser {
         email: email.as_str().to_owned(),
         password: secret.expose_secret().to_owned(),
         roles: vec![Role::Admin],
-        totp_secret: Some(enrolment.secret_base32.expose_secret().to_owned()),
+        totp_secret: Some(totp_secret.expose_secret().to_owned()),
     })
 }
 

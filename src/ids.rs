@@ -72,9 +72,13 @@ pub fn decode(global: &str) -> Option<(Kind, Uuid)> {
     Some((kind, Uuid::parse_str(rest).ok()?))
 }
 
-/// Decodes a global id that must be of `kind`; anything else is `None`.
-pub fn decode_as(kind: Kind, global: &str) -> Option<Uuid> {
-    decode(global).filter(|(k, _)| *k == kind).map(|(_, id)| id)
+/// Decodes a global id that must be of `kind`; anything else is NOT_FOUND, like an
+/// id that names nothing.
+pub fn decode_as(kind: Kind, global: &str) -> Result<Uuid, crate::error::Error> {
+    decode(global)
+        .filter(|(k, _)| *k == kind)
+        .map(|(_, id)| id)
+        .ok_or(crate::error::Error::NotFound)
 }
 
 #[cfg(test)]
@@ -87,7 +91,7 @@ mod tests {
         let g = encode(Kind::User, id);
         assert!(g.starts_with("usr_"));
         assert_eq!(decode(&g), Some((Kind::User, id)));
-        assert_eq!(decode_as(Kind::Tenant, &g), None);
+        assert!(decode_as(Kind::Tenant, &g).is_err());
         for bad in [
             "",
             "usr_",

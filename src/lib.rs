@@ -62,8 +62,8 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", config.http.listen))?;
         let tokens = TokenService::new(&config.auth);
         let services = graphql::context::Services {
-            db: db.clone(),
-            tokens: tokens.clone(),
+            db,
+            tokens,
             sealer: auth::crypto::Sealer::new(config.auth.mfa_keys.clone()),
             step_up_window: config.auth.step_up_window,
             credential_limiter: Arc::new(governor::RateLimiter::keyed(
@@ -73,11 +73,11 @@ impl Application {
                 ),
             )),
         };
-        let schema = graphql::build_schema(&config.graphql, config.is_production(), services);
+        let schema =
+            graphql::build_schema(&config.graphql, config.is_production(), services.clone());
         let state = AppState {
-            tokens,
             config: Arc::new(config),
-            db,
+            services,
             schema,
             metrics: telemetry::metrics_handle(),
         };
@@ -89,7 +89,12 @@ impl Application {
     }
 
     pub fn db(&self) -> &DatabaseConnection {
-        &self.state.db
+        &self.state.services.db
+    }
+
+    /// The services the schema runs with (database, tokens, sealer, limits).
+    pub fn services(&self) -> &graphql::context::Services {
+        &self.state.services
     }
 
     pub fn schema(&self) -> &graphql::AppSchema {
@@ -97,7 +102,7 @@ impl Application {
     }
 
     pub fn tokens(&self) -> &TokenService {
-        &self.state.tokens
+        &self.state.services.tokens
     }
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish for at

@@ -167,10 +167,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             if demo && config.is_production() {
                 anyhow::bail!("--demo is refused when SEQUESTRA_ENV=production");
             }
-            let sealer = sequestra::auth::crypto::Sealer::new(config.auth.mfa_keys.clone());
             let app = Application::build(config).await?;
             if demo {
-                let credentials = demo::seed(app.db(), app.tokens(), &sealer).await?;
+                let services = app.services();
+                let credentials =
+                    demo::seed(&services.db, &services.tokens, &services.sealer).await?;
                 print_demo(&credentials);
                 if let Some(path) = demo_credentials {
                     write_credentials(&path, &credentials)?;

@@ -16,7 +16,6 @@ use crate::{
     auth::{Role, Scope, password},
     domain::{Email, Slug},
     entity::{audit_log, tenant, user},
-    error::Error,
     graphql::{
         connection::{IdCursor, PageArgs, paginate},
         context::ContextExt,
@@ -297,7 +296,7 @@ impl AccountsMutation {
         roles: Vec<Role>,
     ) -> async_graphql::Result<UserNode> {
         let me = ctx.user()?;
-        let target = ids::decode_as(Kind::User, &user_id).ok_or(Error::NotFound)?;
+        let target = ids::decode_as(Kind::User, &user_id)?;
         let db = ctx.tenant_db()?.begin().await?;
         rules::set_roles(&db, me.user_id, &ctx.request().origin, target, &roles).await?;
         let user = db.get::<user::Entity>(target).await?;
@@ -316,7 +315,7 @@ impl AccountsMutation {
         user_id: ID,
     ) -> async_graphql::Result<UserNode> {
         let me = ctx.user()?;
-        let target = ids::decode_as(Kind::User, &user_id).ok_or(Error::NotFound)?;
+        let target = ids::decode_as(Kind::User, &user_id)?;
         let db = ctx.tenant_db()?.begin().await?;
         let user = rules::deactivate(&db, me.user_id, &ctx.request().origin, target).await?;
         db.commit().await?;

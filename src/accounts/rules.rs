@@ -211,6 +211,16 @@ pub async fn set_password_hash<C: ConnectionTrait>(
     }
 }
 
+/// The roles `user_id` holds in the scoped tenant.
+pub async fn roles_of<C: ConnectionTrait>(db: &Scoped<C>, user_id: Uuid) -> Result<Vec<Role>> {
+    Ok(db
+        .list::<user_role::Entity>(|q| q.filter(user_role::Column::UserId.eq(user_id)))
+        .await?
+        .into_iter()
+        .map(|r| r.role)
+        .collect())
+}
+
 /// Replaces a user's roles. Refused when it would leave the tenant without an active
 /// ADMIN. Audited with the roles before and after.
 pub async fn set_roles<C: ConnectionTrait>(
@@ -224,12 +234,7 @@ pub async fn set_roles<C: ConnectionTrait>(
         return Err(Error::bad_field("roles", "a user needs at least one role"));
     }
     let target = db.get::<user::Entity>(user_id).await?;
-    let before: Vec<Role> = db
-        .list::<user_role::Entity>(|q| q.filter(user_role::Column::UserId.eq(user_id)))
-        .await?
-        .into_iter()
-        .map(|r| r.role)
-        .collect();
+    let before = roles_of(db, user_id).await?;
     let mut after: Vec<Role> = roles.to_vec();
     after.sort_by_key(|r| r.as_str());
     after.dedup();

@@ -8,8 +8,9 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
 use crate::{
+    accounts::rules::roles_of,
     db::TenantDb,
-    entity::{api_key, session, user, user_role},
+    entity::{api_key, session, user},
     error::{Error, Result},
     identity::{mfa, rules::is_live},
     ids::TenantId,
@@ -116,12 +117,7 @@ pub async fn authenticate_bearer(
         .await?
         .filter(|u| u.is_active)
         .ok_or(Error::Unauthenticated)?;
-    let roles = scoped
-        .list::<user_role::Entity>(|q| q.filter(user_role::Column::UserId.eq(user.id)))
-        .await?
-        .into_iter()
-        .map(|r| r.role)
-        .collect::<Vec<_>>();
+    let roles = roles_of(&scoped, user.id).await?;
     let required = mfa::required_roles(&scoped).await?;
     let mfa_enrolment_required =
         roles.iter().any(|r| required.contains(r)) && !mfa::is_enabled(&scoped, user.id).await?;
@@ -163,12 +159,7 @@ async fn authenticate_api_key(
         .await?
         .filter(|u| u.is_active)
         .ok_or(Error::Unauthenticated)?;
-    let roles: Vec<Role> = scoped
-        .list::<user_role::Entity>(|q| q.filter(user_role::Column::UserId.eq(creator.id)))
-        .await?
-        .into_iter()
-        .map(|r| r.role)
-        .collect();
+    let roles = roles_of(&scoped, creator.id).await?;
     let allowed = effective_scopes(&scoped, &roles).await?;
     let scopes = crate::identity::api_keys::scopes_of_key(&found)
         .into_iter()

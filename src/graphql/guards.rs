@@ -7,7 +7,7 @@ use crate::{
     error::Error,
 };
 
-use super::context::{ContextExt, Services};
+use super::context::ContextExt;
 
 /// Any signed-in principal.
 pub struct Authenticated;
@@ -64,7 +64,7 @@ pub struct RecentMfa;
 impl Guard for RecentMfa {
     async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
         let user = ctx.user()?;
-        let window = ctx.data::<Services>()?.step_up_window;
+        let window = ctx.services()?.step_up_window;
         let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::minutes(10));
         match user.mfa_verified_at {
             Some(at) if chrono::Utc::now() - at <= window => Ok(()),

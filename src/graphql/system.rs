@@ -5,7 +5,6 @@ use std::time::Duration;
 use async_graphql::{Object, Subscription};
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
-use tokio_stream_lite::interval_stream;
 
 use crate::error::Error;
 
@@ -38,16 +37,10 @@ impl SystemSubscription {
     }
 }
 
-mod tokio_stream_lite {
-    use std::time::Duration;
-
-    use futures_util::Stream;
-
-    /// Ticks immediately, then every `period`.
-    pub fn interval_stream(period: Duration) -> impl Stream<Item = ()> {
-        futures_util::stream::unfold(tokio::time::interval(period), |mut interval| async move {
-            interval.tick().await;
-            Some(((), interval))
-        })
-    }
+/// Ticks immediately, then every `period`.
+fn interval_stream(period: Duration) -> impl Stream<Item = ()> {
+    futures_util::stream::unfold(tokio::time::interval(period), |mut interval| async move {
+        interval.tick().await;
+        Some(((), interval))
+    })
 }

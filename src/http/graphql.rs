@@ -279,7 +279,13 @@ async fn execute(
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or(""));
     let client = super::client_ip::resolve(peer.ip(), headers, &state.config.http.trusted_proxies);
-    let principal = match authenticate_bearer(&state.db, &state.tokens, authorization).await {
+    let principal = match authenticate_bearer(
+        &state.services.db,
+        &state.services.tokens,
+        authorization,
+    )
+    .await
+    {
         Ok(principal) => principal,
         Err(Error::Unauthenticated) => {
             let mut response = request_error(
@@ -364,7 +370,7 @@ pub(super) fn request_context(
 ) -> RequestContext {
     let db = principal
         .tenant()
-        .map(|tenant| TenantDb::new(state.db.clone(), tenant));
+        .map(|tenant| TenantDb::new(state.services.db.clone(), tenant));
     RequestContext::new(
         principal,
         db,

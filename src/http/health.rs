@@ -16,14 +16,14 @@ pub async fn health() -> impl IntoResponse {
 }
 
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    let database = match db::ping(&state.db).await {
+    let database = match db::ping(&state.services.db).await {
         Ok(()) => json!({ "status": "ok" }),
         Err(err) => {
             tracing::warn!(error = %err, "readiness: database unreachable");
             json!({ "status": "unavailable" })
         }
     };
-    let migrations = match db::pending_migrations(&state.db).await {
+    let migrations = match db::pending_migrations(&state.services.db).await {
         Ok(pending) if pending.is_empty() => json!({ "status": "ok" }),
         Ok(pending) => json!({ "status": "pending", "pending": pending }),
         Err(err) => {

@@ -13,10 +13,12 @@ use std::sync::Arc;
 
 use axum::{Router, extract::DefaultBodyLimit, http::StatusCode, middleware, routing::get};
 use metrics_exporter_prometheus::PrometheusHandle;
-use sea_orm::DatabaseConnection;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::{auth::TokenService, config::Config, graphql::AppSchema};
+use crate::{
+    config::Config,
+    graphql::{AppSchema, context::Services},
+};
 
 pub use request_id::RequestId;
 
@@ -24,9 +26,9 @@ pub use request_id::RequestId;
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    pub db: DatabaseConnection,
+    /// The database, token service and limits (the same value the schema carries).
+    pub services: Services,
     pub schema: AppSchema,
-    pub tokens: TokenService,
     pub metrics: PrometheusHandle,
 }
 

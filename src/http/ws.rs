@@ -70,19 +70,22 @@ pub async fn handler(
                     .or_else(|| payload.get("authorization"))
                     .and_then(|v| v.as_str())
                     .map(str::to_owned);
-                let principal =
-                    match authenticate_bearer(&state.db, &state.tokens, authorization.as_deref())
-                        .await
-                    {
-                        Ok(principal) => principal,
-                        Err(err) => {
-                            if !matches!(err, Error::Unauthenticated) {
-                                tracing::error!(error = ?err, "websocket authentication failed");
-                            }
-                            init_refused.store(true, Ordering::SeqCst);
-                            return Err(async_graphql::Error::new("Forbidden"));
+                let principal = match authenticate_bearer(
+                    &state.services.db,
+                    &state.services.tokens,
+                    authorization.as_deref(),
+                )
+                .await
+                {
+                    Ok(principal) => principal,
+                    Err(err) => {
+                        if !matches!(err, Error::Unauthenticated) {
+                            tracing::error!(error = ?err, "websocket authentication failed");
                         }
-                    };
+                        init_refused.store(true, Ordering::SeqCst);
+                        return Err(async_graphql::Error::new("Forbidden"));
+                    }
+                };
                 let context = request_context(&state, principal, request_id, client);
                 let mut data = Data::default();
                 loaders::attach(&mut data, context.db.as_ref(), None);

@@ -17,7 +17,7 @@ use crate::{
     error::Error,
     graphql::{
         connection::{IdCursor, PageArgs, paginate},
-        context::{ContextExt, Services},
+        context::ContextExt,
         guards::{Authenticated, HasScope, RecentMfa, SignedIn, visible},
     },
     ids::{self, Kind},
@@ -210,7 +210,7 @@ impl IdentityMutation {
         input: SignInInput,
     ) -> async_graphql::Result<SignInPayload> {
         ctx.take_credential_attempt()?;
-        let services = ctx.data::<Services>()?;
+        let services = ctx.services()?;
         let issued = rules::sign_in(
             &services.db,
             &services.tokens,
@@ -230,7 +230,7 @@ impl IdentityMutation {
         input: RefreshSessionInput,
     ) -> async_graphql::Result<SessionTokens> {
         ctx.take_credential_attempt()?;
-        let services = ctx.data::<Services>()?;
+        let services = ctx.services()?;
         let issued = rules::refresh(
             &services.db,
             &services.tokens,
@@ -253,7 +253,7 @@ impl IdentityMutation {
             (None, Some(code)) => SecondFactor::RecoveryCode(code),
             _ => return Err(Error::bad_input("give either `code` or `recoveryCode`").into()),
         };
-        let services = ctx.data::<Services>()?;
+        let services = ctx.services()?;
         let issued = mfa::complete_challenge(
             &services.db,
             &services.tokens,
@@ -272,7 +272,7 @@ impl IdentityMutation {
         let me = ctx.user_may_enrol()?;
         let db = ctx.tenant_db()?;
         let who = db.get::<user::Entity>(me.user_id).await?;
-        let enrolment = mfa::start_enrolment(db, &ctx.data::<Services>()?.sealer, &who).await?;
+        let enrolment = mfa::start_enrolment(db, &ctx.services()?.sealer, &who).await?;
         Ok(MfaEnrolment {
             secret: enrolment.secret_base32.expose_secret().to_owned(),
             otpauth_uri: enrolment.otpauth_uri.expose_secret().to_owned(),
@@ -293,7 +293,7 @@ impl IdentityMutation {
         let who = db.get::<user::Entity>(me.user_id).await?;
         let codes = mfa::activate(
             &db,
-            &ctx.data::<Services>()?.sealer,
+            &ctx.services()?.sealer,
             &who,
             &code,
             &ctx.request().origin,
@@ -319,7 +319,7 @@ impl IdentityMutation {
         if !password::verify(SecretString::from(password), who.password_hash.clone()).await? {
             return Err(Error::InvalidCredentials.into());
         }
-        mfa::verify_code(db, &ctx.data::<Services>()?.sealer, &who, &code).await?;
+        mfa::verify_code(db, &ctx.services()?.sealer, &who, &code).await?;
         let txn = db.begin().await?;
         mfa::disable(&txn, who.id, &ctx.request().origin).await?;
         txn.commit().await?;
@@ -365,7 +365,7 @@ impl IdentityMutation {
         let me = ctx.user()?;
         let db = ctx.tenant_db()?;
         let who = db.get::<user::Entity>(me.user_id).await?;
-        mfa::verify_code(db, &ctx.data::<Services>()?.sealer, &who, &code).await?;
+        mfa::verify_code(db, &ctx.services()?.sealer, &who, &code).await?;
         mfa::mark_session_verified(db, me.session()?).await?;
         Ok(Utc::now())
     }
@@ -400,7 +400,7 @@ impl IdentityMutation {
     #[graphql(guard = "Authenticated", visible = "visible::signed_in")]
     async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
         let me = ctx.user()?;
-        let session_id = ids::decode_as(Kind::Session, &id).ok_or(Error::NotFound)?;
+        let session_id = ids::decode_as(Kind::Session, &id)?;
         let session = ctx.tenant_db()?.get::<session::Entity>(session_id).await?;
         if session.user_id != me.user_id {
             return Err(Error::NotFound.into());
@@ -562,7 +562,7 @@ impl ApiKeysMutation {
         input: CreateApiKeyInput,
     ) -> async_graphql::Result<CreatedApiKey> {
         let me = ctx.user()?;
-        let services = ctx.data::<Services>()?;
+        let services = ctx.services()?;
         let db = ctx.tenant_db()?.begin().await?;
         let created = api_keys::create(
             &db,
@@ -585,7 +585,7 @@ impl ApiKeysMutation {
     #[graphql(guard = "HasScope(Scope::KeysAdmin)", visible = "visible::keys_admin")]
     async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ApiKeyNode> {
         let me = ctx.user()?;
-        let key_id = ids::decode_as(Kind::ApiKey, &id).ok_or(Error::NotFound)?;
+        let key_id = ids::decode_as(Kind::ApiKey, &id)?;
         let db = ctx.tenant_db()?.begin().await?;
         let revoked = api_keys::revoke(&db, me.user_id, key_id, &ctx.request().origin).await?;
         db.commit().await?;

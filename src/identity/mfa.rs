@@ -59,6 +59,28 @@ pub async fn start_enrolment<C: ConnectionTrait>(
     sealer: &Sealer,
     who: &user::Model,
 ) -> Result<Enrolment> {
+    Ok(enrol(db, sealer, who).await?.0)
+}
+
+/// Enrols and activates `who` at once, for the demo seed (which acts as its own
+/// authenticator). Returns the seed in base32 for the printed credentials.
+pub async fn enrol_activated<C: ConnectionTrait>(
+    db: &Scoped<C>,
+    sealer: &Sealer,
+    who: &user::Model,
+    origin: &Origin,
+) -> Result<SecretString> {
+    let (enrolment, totp) = enrol(db, sealer, who).await?;
+    let code = totp.generate(now_secs()).to_string();
+    activate(db, sealer, who, &code, origin).await?;
+    Ok(enrolment.secret_base32)
+}
+
+async fn enrol<C: ConnectionTrait>(
+    db: &Scoped<C>,
+    sealer: &Sealer,
+    who: &user::Model,
+) -> Result<(Enrolment, Totp)> {
     if let Some(existing) = db.find_by_id::<mfa_totp::Entity>(who.id).await? {
         if existing.enabled_at.is_some() {
             return Err(Error::conflict(
@@ -90,11 +112,12 @@ pub async fn start_enrolment<C: ConnectionTrait>(
         .render::<qrcode::render::svg::Color>()
         .min_dimensions(200, 200)
         .build();
-    Ok(Enrolment {
+    let enrolment = Enrolment {
         secret_base32: SecretString::from(totp.secret().to_base32()),
         otpauth_uri: SecretString::from(uri),
         qr_code: SecretString::from(format!("data:image/svg+xml;base64,{}", B64.encode(svg))),
-    })
+    };
+    Ok((enrolment, totp))
 }
 
 /// The step `code` matches (±1 step of skew), if any.

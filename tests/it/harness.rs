@@ -342,6 +342,21 @@ impl TestApp {
         }
     }
 
+    /// The actions of `tenant`'s audit rows, oldest first.
+    pub async fn audit_actions(&self, tenant: &TestTenant) -> Vec<String> {
+        use sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
+        use sequestra::entity::audit_log;
+        audit_log::Entity::find()
+            .filter(audit_log::Column::TenantId.eq(tenant.id))
+            .order_by_asc(audit_log::Column::Id)
+            .all(&self.db)
+            .await
+            .expect("audit rows")
+            .into_iter()
+            .map(|r| r.action)
+            .collect()
+    }
+
     /// Opens a real session through the sign-in rule; returns its access token.
     pub async fn sign_in(&self, slug: &str, email: &str, password: &str) -> String {
         let outcome = sequestra::identity::rules::sign_in(

@@ -1,7 +1,6 @@
 //! Sign-in, refresh rotation, sessions and brute-force limits through HTTP.
 
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-use sequestra::{auth::Role, entity::audit_log};
+use sequestra::auth::Role;
 use serde_json::json;
 
 use crate::harness::{TestApp, TestTenant};
@@ -39,17 +38,6 @@ fn user(t: &TestTenant, role: Role) -> (&str, &str) {
     (u.email.as_str(), u.password.as_str())
 }
 
-async fn audit_actions(app: &TestApp, tenant: &TestTenant) -> Vec<String> {
-    audit_log::Entity::find()
-        .filter(audit_log::Column::TenantId.eq(tenant.id))
-        .all(&app.db)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.action)
-        .collect()
-}
-
 async fn sign_in_issues_working_tokens_and_hides_why_it_failed(app: TestApp) {
     let acme = app.tenant("acme").await;
     let (email, password) = user(&acme, Role::Sender);
@@ -83,7 +71,7 @@ async fn sign_in_issues_working_tokens_and_hides_why_it_failed(app: TestApp) {
     assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:?}");
     assert!(!bodies[0].contains("password"), "no hint in {}", bodies[0]);
 
-    let actions = audit_actions(&app, &acme).await;
+    let actions = app.audit_actions(&acme).await;
     assert!(actions.iter().any(|a| a == "auth.sign_in.succeeded"));
     assert_eq!(
         actions
@@ -125,7 +113,7 @@ async fn refresh_rotates_and_a_reused_token_revokes_the_session(app: TestApp) {
         Some("UNAUTHENTICATED")
     );
     assert!(
-        audit_actions(&app, &acme)
+        app.audit_actions(&acme)
             .await
             .iter()
             .any(|a| a == "auth.refresh.reused")
@@ -253,7 +241,8 @@ async fn aliases_cannot_multiply_sign_in_attempts(app: TestApp) {
             .all(|c| *c == "UNAUTHENTICATED" || *c == "RATE_LIMITED"),
         "{codes:?}"
     );
-    let failed = audit_actions(&app, &acme)
+    let failed = app
+        .audit_actions(&acme)
         .await
         .into_iter()
         .filter(|a| a == "auth.sign_in.failed")

@@ -1,8 +1,8 @@
 //! TOTP MFA through HTTP: enrolment, single-use codes, recovery codes, lockout,
 //! step-up and the tenant policy.
 
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-use sequestra::{auth::Role, entity::audit_log};
+use sea_orm::EntityTrait;
+use sequestra::auth::Role;
 use serde_json::{Value, json};
 use totp_rs::{Builder, Secret, Totp};
 
@@ -174,14 +174,7 @@ async fn enrol_then_sign_in_in_two_steps_with_single_use_codes(app: TestApp) {
         Some("BAD_USER_INPUT")
     );
 
-    let actions: Vec<String> = audit_log::Entity::find()
-        .filter(audit_log::Column::TenantId.eq(acme.id))
-        .all(&app.db)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.action)
-        .collect();
+    let actions = app.audit_actions(&acme).await;
     for expected in [
         "auth.mfa.enabled",
         "auth.mfa.recovery_code_used",
