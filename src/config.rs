@@ -135,6 +135,19 @@ pub struct AuthConfig {
     pub step_up_window: Duration,
 }
 
+/// Proof files and background jobs.
+#[derive(Debug, Clone)]
+pub struct EscrowConfig {
+    /// The directory proof files are stored in (the local storage backend).
+    pub proof_dir: std::path::PathBuf,
+    /// The largest proof file accepted.
+    pub proof_max_bytes: usize,
+    /// How often the background jobs (deadlines, auto-release, payment retries) run.
+    pub jobs_interval: Duration,
+    /// Run the background jobs in this process.
+    pub jobs_enabled: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub env: Environment,
@@ -144,6 +157,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub graphql: GraphqlConfig,
     pub auth: AuthConfig,
+    pub escrow: EscrowConfig,
     /// Several secrets are accepted during rotation; the first one signs.
     pub webhook_secrets: Vec<SecretString>,
     pub sentry_dsn: Option<SecretString>,
@@ -375,6 +389,30 @@ impl Config {
             ));
         }
         let migrate_on_start = parse(&get, "SEQUESTRA_MIGRATE_ON_START", true)?;
+        let escrow = EscrowConfig {
+            proof_dir: get("SEQUESTRA_PROOF_DIR")
+                .unwrap_or_else(|| "data/proofs".to_owned())
+                .into(),
+            proof_max_bytes: parse(&get, "SEQUESTRA_PROOF_MAX_BYTES", 10 * 1024 * 1024)?,
+            jobs_interval: Duration::from_millis(parse(
+                &get,
+                "SEQUESTRA_JOBS_INTERVAL_MS",
+                30_000,
+            )?),
+            jobs_enabled: parse(&get, "SEQUESTRA_JOBS_ENABLED", true)?,
+        };
+        if escrow.proof_max_bytes == 0 {
+            return Err(ConfigError::new(
+                "SEQUESTRA_PROOF_MAX_BYTES",
+                "must be at least 1",
+            ));
+        }
+        if escrow.jobs_interval.is_zero() {
+            return Err(ConfigError::new(
+                "SEQUESTRA_JOBS_INTERVAL_MS",
+                "must be at least 1",
+            ));
+        }
 
         Ok(Self {
             env,
@@ -384,6 +422,7 @@ impl Config {
             http,
             graphql,
             auth,
+            escrow,
             webhook_secrets: webhook_secret_list,
             sentry_dsn,
             migrate_on_start,

@@ -60,6 +60,13 @@ pub enum Error {
         message: String,
         reason: Option<&'static str>,
     },
+    /// A move the object's state machine does not allow from where it stands.
+    #[error("the {object} is {state}: cannot {action}")]
+    InvalidState {
+        object: &'static str,
+        state: &'static str,
+        action: &'static str,
+    },
     #[error("too many attempts; retry later")]
     RateLimited { retry_after_secs: u64 },
     #[error("a recent MFA verification is required")]
@@ -81,7 +88,7 @@ impl Error {
             Self::Forbidden => ErrorCode::Forbidden,
             Self::NotFound => ErrorCode::NotFound,
             Self::BadUserInput { .. } => ErrorCode::BadUserInput,
-            Self::Conflict { .. } => ErrorCode::Conflict,
+            Self::Conflict { .. } | Self::InvalidState { .. } => ErrorCode::Conflict,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::MfaRequired | Self::MfaEnrolmentRequired => ErrorCode::MfaRequired,
             Self::Internal(_) => ErrorCode::Internal,

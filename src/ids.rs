@@ -38,10 +38,27 @@ pub enum Kind {
     User,
     Session,
     ApiKey,
+    Escrow,
+    Milestone,
+    Deposit,
+    Proof,
+    Payment,
+    EscrowEvent,
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [Kind::Tenant, Kind::User, Kind::Session, Kind::ApiKey];
+    const ALL: [Kind; 10] = [
+        Kind::Tenant,
+        Kind::User,
+        Kind::Session,
+        Kind::ApiKey,
+        Kind::Escrow,
+        Kind::Milestone,
+        Kind::Deposit,
+        Kind::Proof,
+        Kind::Payment,
+        Kind::EscrowEvent,
+    ];
 
     pub fn prefix(self) -> &'static str {
         match self {
@@ -49,6 +66,12 @@ impl Kind {
             Kind::User => "usr",
             Kind::Session => "ses",
             Kind::ApiKey => "key",
+            Kind::Escrow => "esc",
+            Kind::Milestone => "mst",
+            Kind::Deposit => "dep",
+            Kind::Proof => "prf",
+            Kind::Payment => "pay",
+            Kind::EscrowEvent => "evt",
         }
     }
 }

@@ -12,12 +12,15 @@ pub mod demo;
 pub mod domain;
 pub mod entity;
 pub mod error;
+pub mod escrow;
 pub mod graphql;
 pub mod http;
 pub mod idempotency;
 pub mod identity;
 pub mod ids;
+pub mod jobs;
 pub mod money;
+pub mod payments;
 pub mod telemetry;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
@@ -72,6 +75,9 @@ impl Application {
                         .unwrap_or(std::num::NonZeroU32::MIN),
                 ),
             )),
+            psp: Arc::new(payments::SimulatedPsp),
+            proofs: Arc::new(escrow::storage::LocalDir::new(&config.escrow.proof_dir)),
+            proof_max_bytes: config.escrow.proof_max_bytes,
         };
         let schema =
             graphql::build_schema(&config.graphql, config.is_production(), services.clone());
@@ -80,6 +86,7 @@ impl Application {
             services,
             schema,
             metrics: telemetry::metrics_handle(),
+            jobs: jobs::Heartbeat::default(),
         };
         Ok(Self { listener, state })
     }
@@ -112,6 +119,15 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let grace = self.state.config.http.shutdown_grace;
+        let (stop_jobs, jobs_stop) = tokio::sync::watch::channel(false);
+        let jobs = self.state.config.escrow.jobs_enabled.then(|| {
+            tokio::spawn(jobs::run(
+                self.state.services.clone(),
+                self.state.config.escrow.jobs_interval,
+                self.state.jobs.clone(),
+                jobs_stop,
+            ))
+        });
         let router = http::router(self.state);
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(
@@ -125,8 +141,16 @@ impl Application {
         });
         let mut server = std::pin::pin!(server.into_future());
         tokio::select! {
-            result = &mut server => return result.context("server failed"),
+            result = &mut server => {
+                let _ = stop_jobs.send(true);
+                return result.context("server failed");
+            }
             _ = stopping_rx => {}
+        }
+        // No new job ticks once shutdown starts; a tick in progress finishes.
+        let _ = stop_jobs.send(true);
+        if let Some(jobs) = jobs {
+            let _ = tokio::time::timeout(grace, jobs).await;
         }
         match tokio::time::timeout(grace, server).await {
             Ok(result) => result.context("server failed"),

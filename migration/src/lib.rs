@@ -9,6 +9,7 @@ mod m20261122_000003_mfa;
 mod m20261122_000004_api_keys;
 mod m20261122_000005_platform_tenant;
 mod m20261122_000006_idempotency_keys;
+mod m20261122_000007_escrow;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000004_api_keys::Migration),
             Box::new(m20261122_000005_platform_tenant::Migration),
             Box::new(m20261122_000006_idempotency_keys::Migration),
+            Box::new(m20261122_000007_escrow::Migration),
         ]
     }
 }

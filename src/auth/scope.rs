@@ -109,7 +109,8 @@ impl Role {
                 SpendWrite,
                 PaymentsExecute,
             ],
-            Role::Beneficiary => &[EscrowRead, SpendRead, SpendWrite],
+            // Beneficiaries are also the providers escrows pay: they prove and deliver.
+            Role::Beneficiary => &[EscrowRead, EscrowWrite, SpendRead, SpendWrite],
         }
     }
 }

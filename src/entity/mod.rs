@@ -4,9 +4,16 @@
 pub mod api_key;
 pub mod audit_log;
 pub mod auth_failure;
+pub mod deposit;
+pub mod escrow;
+pub mod escrow_event;
 pub mod idempotency_key;
+pub mod job_lease;
 pub mod mfa_challenge;
 pub mod mfa_totp;
+pub mod milestone;
+pub mod payment;
+pub mod proof;
 pub mod recovery_code;
 pub mod refresh_token;
 pub mod session;

@@ -79,6 +79,11 @@ pub struct Services {
     /// How recent an MFA verification must be for a sensitive mutation.
     pub step_up_window: std::time::Duration,
     pub credential_limiter: Arc<CredentialLimiter>,
+    /// Where payouts go.
+    pub psp: Arc<dyn crate::payments::Psp>,
+    /// Where proof files are kept.
+    pub proofs: Arc<dyn crate::escrow::storage::ProofStore>,
+    pub proof_max_bytes: usize,
 }
 
 pub trait ContextExt {

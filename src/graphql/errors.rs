@@ -41,42 +41,46 @@ pub fn map_error(error: &mut ServerError) {
     let app_error = error
         .source::<Error>()
         .or_else(|| error.source::<Arc<Error>>().map(|e| e.as_ref()));
-    let (code, extra): (ErrorCode, Option<(&str, Value)>) = match app_error {
+    let (code, extra): (ErrorCode, Vec<(&str, Value)>) = match app_error {
         Some(app) => {
             let extra = match app {
                 Error::Internal(detail) => {
                     tracing::error!(error = ?detail, path = ?error.path, "internal error");
-                    None
+                    vec![]
                 }
                 Error::BadUserInput {
                     field: Some(field), ..
-                } => Some(("field", Value::from(*field))),
+                } => vec![("field", Value::from(*field))],
                 Error::Conflict {
                     reason: Some(reason),
                     ..
-                } => Some(("reason", Value::from(*reason))),
+                } => vec![("reason", Value::from(*reason))],
+                Error::InvalidState { state, .. } => vec![
+                    ("reason", Value::from("INVALID_STATE")),
+                    ("state", Value::from(*state)),
+                ],
                 Error::RateLimited { retry_after_secs } => {
-                    Some(("retryAfter", Value::from(*retry_after_secs)))
+                    vec![("retryAfter", Value::from(*retry_after_secs))]
                 }
-                _ => None,
+                _ => vec![],
             };
             (app.code(), extra)
         }
         None if error.source.is_some() => {
             // An error type that was not ours leaked through `?`: never show it.
             tracing::error!(message = %error.message, path = ?error.path, "unmapped internal error");
-            (ErrorCode::Internal, None)
+            (ErrorCode::Internal, vec![])
         }
         None => match error.extensions.as_ref().and_then(|e| e.get("code")) {
             Some(Value::String(_)) => return,
-            _ => (ErrorCode::BadUserInput, None),
+            _ => (ErrorCode::BadUserInput, vec![]),
         },
     };
     if code == ErrorCode::Internal {
         error.message = "internal error".to_owned();
     }
     let extensions = error.extensions.get_or_insert_with(Default::default);
-    if let Some((key, value)) = extra {
+    for (key, value) in extra {
         extensions.set(key, value);
     }
     metrics::counter!("graphql_errors_total", "code" => code.as_str()).increment(1);

@@ -78,7 +78,10 @@ impl Guard for RecentMfa {
 pub mod visible {
     use async_graphql::Context;
 
-    use crate::{auth::Scope, graphql::context::ContextExt};
+    use crate::{
+        auth::{Role, Scope},
+        graphql::context::ContextExt,
+    };
 
     fn has(ctx: &Context<'_>, scope: Scope) -> bool {
         ctx.principal().has_scope(scope)
@@ -107,5 +110,34 @@ pub mod visible {
 
     pub fn audit_read(ctx: &Context<'_>) -> bool {
         has(ctx, Scope::AuditRead)
+    }
+
+    pub fn escrow_read(ctx: &Context<'_>) -> bool {
+        has(ctx, Scope::EscrowRead)
+    }
+
+    pub fn escrow_write(ctx: &Context<'_>) -> bool {
+        has(ctx, Scope::EscrowWrite)
+    }
+
+    /// Who reviews proofs: escrow writers, and support.
+    pub fn escrow_review(ctx: &Context<'_>) -> bool {
+        escrow_write(ctx) || (escrow_read(ctx) && has_role(ctx, Role::Support))
+    }
+
+    /// Who resolves disputes.
+    pub fn escrow_admin(ctx: &Context<'_>) -> bool {
+        escrow_write(ctx) && has_role(ctx, Role::Admin)
+    }
+
+    pub fn payments_execute(ctx: &Context<'_>) -> bool {
+        has(ctx, Scope::PaymentsExecute)
+    }
+
+    fn has_role(ctx: &Context<'_>, role: Role) -> bool {
+        match ctx.principal() {
+            crate::auth::Principal::User(u) => u.roles.contains(&role),
+            crate::auth::Principal::Anonymous => false,
+        }
     }
 }

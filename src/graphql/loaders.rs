@@ -7,7 +7,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -18,12 +18,21 @@ use sea_orm::{ColumnTrait, QueryFilter};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::{auth::Role, db::TenantDb, entity::user_role, error::Error};
+use crate::{
+    auth::Role,
+    db::{TenantDb, TenantEntity},
+    entity::{deposit, escrow_event, milestone, payment, proof, user_role},
+    error::Error,
+};
 
 /// Marks the end of each poll of a request's execution. Sibling fields of one level
 /// all register their keys during a single poll of the request task, so a batch that
 /// waits for the end of the poll it was started in holds all of them — without any
 /// timer, so no level waits a millisecond (async-graphql's default delay).
+///
+/// A poll after which the work asked to be polled again at once (a cooperative
+/// yield: long lists are joined through `FuturesUnordered`, which yields every 32
+/// ready futures) does not end the epoch: the level is not done registering keys.
 #[derive(Clone, Default)]
 pub struct PollFence(Arc<(AtomicU64, Notify)>);
 
@@ -63,10 +72,34 @@ impl<F: Future> Future for Fenced<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let result = self.inner.as_mut().poll(cx);
-        self.fence.0.0.fetch_add(1, Ordering::SeqCst);
-        self.fence.0.1.notify_waiters();
+        let watch = Arc::new(WakeWatch {
+            inner: cx.waker().clone(),
+            woken: AtomicBool::new(false),
+        });
+        let waker = std::task::Waker::from(watch.clone());
+        let result = self.inner.as_mut().poll(&mut Context::from_waker(&waker));
+        if result.is_ready() || !watch.woken.load(Ordering::SeqCst) {
+            self.fence.0.0.fetch_add(1, Ordering::SeqCst);
+            self.fence.0.1.notify_waiters();
+        }
         result
+    }
+}
+
+/// Forwards wakes to the task's waker and remembers that one happened.
+struct WakeWatch {
+    inner: std::task::Waker,
+    woken: AtomicBool,
+}
+
+impl std::task::Wake for WakeWatch {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        self.inner.wake_by_ref();
     }
 }
 
@@ -118,10 +151,96 @@ impl Loader<Uuid> for UserRolesLoader {
     }
 }
 
+/// A child table read by its parent's id (milestones of an escrow, proofs of a
+/// milestone, …): one query per batch, however many parents a page holds.
+pub trait ChildOf: TenantEntity {
+    const PARENT: Self::Column;
+    fn parent(model: &Self::Model) -> Option<Uuid>;
+}
+
+macro_rules! child_of {
+    ($entity:ty, $column:expr, |$m:ident| $parent:expr) => {
+        impl ChildOf for $entity {
+            const PARENT: Self::Column = $column;
+            fn parent($m: &Self::Model) -> Option<Uuid> {
+                $parent
+            }
+        }
+    };
+}
+
+child_of!(milestone::Entity, milestone::Column::EscrowId, |m| Some(
+    m.escrow_id
+));
+child_of!(deposit::Entity, deposit::Column::EscrowId, |m| Some(
+    m.escrow_id
+));
+child_of!(escrow_event::Entity, escrow_event::Column::EscrowId, |m| {
+    Some(m.escrow_id)
+});
+child_of!(payment::Entity, payment::Column::EscrowId, |m| m.escrow_id);
+child_of!(proof::Entity, proof::Column::MilestoneId, |m| Some(
+    m.milestone_id
+));
+
+/// Children of `E` by parent id, in creation order.
+pub struct ChildrenLoader<E>(pub TenantDb, std::marker::PhantomData<E>);
+
+impl<E> ChildrenLoader<E> {
+    pub fn new(db: TenantDb) -> Self {
+        Self(db, std::marker::PhantomData)
+    }
+}
+
+impl<E> Loader<Uuid> for ChildrenLoader<E>
+where
+    E: ChildOf + Send + Sync + 'static,
+    E::Model: Clone + Send + Sync,
+{
+    type Value = Vec<E::Model>;
+    type Error = std::sync::Arc<Error>;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Vec<E::Model>>, Self::Error> {
+        use sea_orm::QueryOrder;
+        let rows = self
+            .0
+            .list::<E>(|q| q.filter(E::PARENT.is_in(keys.to_vec())).order_by_asc(E::ID))
+            .await
+            .map_err(std::sync::Arc::new)?;
+        let mut out: HashMap<Uuid, Vec<E::Model>> = HashMap::new();
+        for row in rows {
+            if let Some(parent) = E::parent(&row) {
+                out.entry(parent).or_default().push(row);
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Adds every per-request loader to a request's (or a WebSocket connection's) data.
 /// Pass the fence the request will run under (`PollFence::run`), if any.
 pub fn attach(data: &mut async_graphql::Data, db: Option<&TenantDb>, fence: Option<&PollFence>) {
     if let Some(db) = db {
         data.insert(loader(UserRolesLoader(db.clone()), fence));
+        data.insert(loader(
+            ChildrenLoader::<milestone::Entity>::new(db.clone()),
+            fence,
+        ));
+        data.insert(loader(
+            ChildrenLoader::<deposit::Entity>::new(db.clone()),
+            fence,
+        ));
+        data.insert(loader(
+            ChildrenLoader::<escrow_event::Entity>::new(db.clone()),
+            fence,
+        ));
+        data.insert(loader(
+            ChildrenLoader::<payment::Entity>::new(db.clone()),
+            fence,
+        ));
+        data.insert(loader(
+            ChildrenLoader::<proof::Entity>::new(db.clone()),
+            fence,
+        ));
     }
 }

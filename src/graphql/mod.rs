@@ -16,6 +16,7 @@ use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
 use crate::{
     accounts::graphql::{AccountsMutation, AccountsQuery},
     config::GraphqlConfig,
+    escrow::graphql::{EscrowMutation, EscrowQuery},
     identity::graphql::{ApiKeysMutation, ApiKeysQuery, IdentityMutation, IdentityQuery},
 };
 
@@ -26,10 +27,16 @@ pub struct Query(
     AccountsQuery,
     IdentityQuery,
     ApiKeysQuery,
+    EscrowQuery,
 );
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(IdentityMutation, ApiKeysMutation, AccountsMutation);
+pub struct Mutation(
+    IdentityMutation,
+    ApiKeysMutation,
+    AccountsMutation,
+    EscrowMutation,
+);
 
 #[derive(MergedSubscription, Default)]
 pub struct Subscription(system::SystemSubscription);

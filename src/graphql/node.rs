@@ -6,10 +6,15 @@ use async_graphql::{Context, ID, Interface, Object};
 use crate::{
     accounts::graphql::{TenantNode, UserNode},
     auth::Scope,
-    entity::{api_key, session, user},
+    entity::{api_key, payment, proof, session, user},
     error::Error,
+    escrow::{
+        graphql::{EscrowNode, MilestoneNode, ProofNode},
+        rules::{self as escrow_rules, Caller},
+    },
     identity::graphql::{ApiKeyNode, SessionNode},
     ids::{self, Kind},
+    payments::graphql::PaymentNode,
 };
 
 use super::{
@@ -25,6 +30,10 @@ pub enum Node {
     User(UserNode),
     Session(SessionNode),
     ApiKey(ApiKeyNode),
+    Escrow(EscrowNode),
+    Milestone(MilestoneNode),
+    Proof(ProofNode),
+    Payment(PaymentNode),
 }
 
 #[derive(Default)]
@@ -65,6 +74,38 @@ async fn resolve(ctx: &Context<'_>, id: &str) -> Result<Node, Error> {
                 db.get::<api_key::Entity>(uuid).await?,
             )))
         }
+        Kind::Escrow | Kind::Milestone | Kind::Proof | Kind::Payment => {
+            if !ctx.principal().has_scope(Scope::EscrowRead) {
+                return Err(Error::NotFound);
+            }
+            let caller = Caller {
+                user_id: me.user_id,
+                roles: me.roles.clone(),
+            };
+            // Each is visible exactly when its escrow is.
+            Ok(match kind {
+                Kind::Escrow => {
+                    Node::Escrow(EscrowNode(escrow_rules::visible(db, &caller, uuid).await?))
+                }
+                Kind::Milestone => {
+                    let (esc, m) = escrow_rules::visible_milestone(db, &caller, uuid).await?;
+                    Node::Milestone(MilestoneNode(m, esc.currency))
+                }
+                Kind::Proof => {
+                    let p = db.get::<proof::Entity>(uuid).await?;
+                    escrow_rules::visible(db, &caller, p.escrow_id).await?;
+                    Node::Proof(ProofNode(p))
+                }
+                _ => {
+                    let p = db.get::<payment::Entity>(uuid).await?;
+                    let escrow_id = p.escrow_id.ok_or(Error::NotFound)?;
+                    escrow_rules::visible(db, &caller, escrow_id).await?;
+                    Node::Payment(PaymentNode(p))
+                }
+            })
+        }
+        // Reachable through their escrow only.
+        Kind::Deposit | Kind::EscrowEvent => Err(Error::NotFound),
         Kind::Session => {
             // Sessions are their owner's alone.
             let model = db.get::<session::Entity>(uuid).await?;

@@ -104,6 +104,19 @@ struct Params {
     operation_name: Option<String>,
 }
 
+impl Params {
+    fn into_request(self) -> async_graphql::Request {
+        let mut request = async_graphql::Request::new(self.query);
+        if let Some(variables) = self.variables {
+            request = request.variables(Variables::from_json(variables));
+        }
+        if let Some(name) = self.operation_name {
+            request = request.operation_name(name);
+        }
+        request
+    }
+}
+
 fn params_from_json(body: Json) -> Result<Params, &'static str> {
     let Json::Object(mut map) = body else {
         return Err("the request body must be a JSON object");
@@ -194,12 +207,52 @@ pub async fn post_handler(
         parts.next() == Some("application/json")
             && parts.all(|p| !p.starts_with("charset=") || p == "charset=utf-8")
     });
+    let multipart = content_type
+        .as_deref()
+        .is_some_and(|ct| ct.starts_with("multipart/form-data"));
+    if multipart {
+        // The GraphQL multipart request spec (file uploads). Only mutations take
+        // files; a bearer token is still required, so this is no CSRF vector.
+        let options = async_graphql::http::MultipartOptions::default()
+            .max_file_size(state.services.proof_max_bytes)
+            .max_num_files(4);
+        let request = async_graphql::http::receive_body(
+            content_type,
+            futures_util::io::Cursor::new(body.to_vec()),
+            options,
+        )
+        .await;
+        return match request {
+            Ok(request) => execute(state, media, request, &headers, request_id, peer).await,
+            Err(err) => {
+                let (status, message) = match err {
+                    async_graphql::ParseRequestError::PayloadTooLarge => (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "a file is larger than allowed".to_owned(),
+                    ),
+                    other => (
+                        StatusCode::BAD_REQUEST,
+                        format!("invalid multipart request: {other}"),
+                    ),
+                };
+                request_error(media, status, ErrorCode::BadUserInput, &message)
+            }
+        };
+    }
     if !json_body {
         return request_error(
             media,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::BadUserInput,
-            "send the request as Content-Type: application/json",
+            "send the request as Content-Type: application/json (or multipart/form-data with files)",
+        );
+    }
+    if body.len() > state.config.http.body_limit_bytes {
+        return request_error(
+            media,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::BadUserInput,
+            "the request body is too large",
         );
     }
     let body: Json = match serde_json::from_slice(&body) {
@@ -214,7 +267,17 @@ pub async fn post_handler(
         }
     };
     match params_from_json(body) {
-        Ok(params) => execute(state, media, params, &headers, request_id, peer).await,
+        Ok(params) => {
+            execute(
+                state,
+                media,
+                params.into_request(),
+                &headers,
+                request_id,
+                peer,
+            )
+            .await
+        }
         Err(message) => request_error(
             media,
             StatusCode::BAD_REQUEST,
@@ -263,14 +326,22 @@ pub async fn get_handler(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    execute(state, media, params, &headers, request_id, peer).await
+    execute(
+        state,
+        media,
+        params.into_request(),
+        &headers,
+        request_id,
+        peer,
+    )
+    .await
 }
 
 /// Builds the principal at the edge and runs the request.
 async fn execute(
     state: AppState,
     media: Media,
-    params: Params,
+    mut request: async_graphql::Request,
     headers: &HeaderMap,
     request_id: RequestId,
     peer: SocketAddr,
@@ -310,13 +381,6 @@ async fn execute(
             );
         }
     };
-    let mut request = async_graphql::Request::new(params.query);
-    if let Some(variables) = params.variables {
-        request = request.variables(Variables::from_json(variables));
-    }
-    if let Some(name) = params.operation_name {
-        request = request.operation_name(name);
-    }
     let context = request_context(&state, principal, request_id, client);
     let fence = loaders::PollFence::default();
     loaders::attach(&mut request.data, context.db.as_ref(), Some(&fence));

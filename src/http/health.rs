@@ -1,4 +1,4 @@
-//! `/health` (alive), `/ready` (database and migrations), `/metrics` (Prometheus).
+//! `/health` (alive), `/ready` (database, migrations, background jobs), `/metrics` (Prometheus).
 
 use axum::{
     Json,
@@ -31,7 +31,21 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             json!({ "status": "unknown" })
         }
     };
-    let ok = database["status"] == "ok" && migrations["status"] == "ok";
+    let jobs = if !state.config.escrow.jobs_enabled {
+        json!({ "status": "disabled" })
+    } else {
+        let stale_after = i64::try_from(state.config.escrow.jobs_interval.as_millis())
+            .unwrap_or(i64::MAX)
+            .saturating_mul(3)
+            .saturating_add(10_000);
+        match state.jobs.age_ms() {
+            None => json!({ "status": "starting" }),
+            Some(age) if age <= stale_after => json!({ "status": "ok", "lastTickMsAgo": age }),
+            Some(age) => json!({ "status": "stalled", "lastTickMsAgo": age }),
+        }
+    };
+    let ok =
+        database["status"] == "ok" && migrations["status"] == "ok" && jobs["status"] != "stalled";
     let status = if ok {
         StatusCode::OK
     } else {
@@ -41,7 +55,7 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         status,
         Json(json!({
             "status": if ok { "ready" } else { "not_ready" },
-            "checks": { "database": database, "migrations": migrations },
+            "checks": { "database": database, "migrations": migrations, "jobs": jobs },
         })),
     )
 }

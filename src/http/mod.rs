@@ -30,10 +30,20 @@ pub struct AppState {
     pub services: Services,
     pub schema: AppSchema,
     pub metrics: PrometheusHandle,
+    /// When the background jobs last completed a tick.
+    pub jobs: crate::jobs::Heartbeat,
 }
 
 pub fn router(state: AppState) -> Router {
-    let body_limit = state.config.http.body_limit_bytes;
+    // Uploads (multipart) may be as large as a proof file plus its form; the JSON
+    // handler holds its own bodies to `SEQUESTRA_BODY_LIMIT_BYTES`.
+    let body_limit = state.config.http.body_limit_bytes.max(
+        state
+            .config
+            .escrow
+            .proof_max_bytes
+            .saturating_add(64 * 1024),
+    );
     let timeout = state.config.http.request_timeout;
     let mut graphql_routes = Router::new()
         .route(

@@ -180,14 +180,16 @@ impl TestApp {
     /// Like `spawn`, with extra `SEQUESTRA_*` settings.
     pub async fn spawn_with(backend: Backend, settings: &[(&str, &str)]) -> Option<Self> {
         let mut vars: HashMap<String, String> = HashMap::new();
-        let mut dir = None;
+        let tmp = tempfile::tempdir().expect("temp dir");
+        vars.insert(
+            "SEQUESTRA_PROOF_DIR".into(),
+            tmp.path().join("proofs").display().to_string(),
+        );
         let mut pg = None;
         match backend {
             Backend::Sqlite => {
-                let tmp = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}/test.db?mode=rwc", tmp.path().display());
                 vars.insert("SEQUESTRA_DATABASE_URL".into(), url);
-                dir = Some(tmp);
             }
             Backend::Postgres => {
                 let Ok(admin_url) = std::env::var("SEQUESTRA_TEST_DATABASE_URL") else {
@@ -216,9 +218,42 @@ impl TestApp {
         vars.insert("SEQUESTRA_LISTEN".into(), "127.0.0.1:0".into());
         vars.insert("SEQUESTRA_DB_MAX_CONNECTIONS".into(), "8".into());
         vars.insert("SEQUESTRA_SHUTDOWN_GRACE_SECS".into(), "1".into());
+        // Background jobs only where a test starts them (see `peer`).
+        vars.insert("SEQUESTRA_JOBS_ENABLED".into(), "false".into());
         for (k, v) in settings {
             vars.insert((*k).into(), (*v).into());
         }
+        Some(Self::start(vars, Some(tmp), pg).await)
+    }
+
+    /// A second server process on this app's database (its own secrets, so tokens
+    /// of one are not valid on the other), as a second replica would run.
+    pub async fn peer(&self, settings: &[(&str, &str)]) -> TestApp {
+        use secrecy::ExposeSecret;
+        let mut vars: HashMap<String, String> = HashMap::new();
+        let tmp = tempfile::tempdir().expect("temp dir");
+        vars.insert(
+            "SEQUESTRA_PROOF_DIR".into(),
+            tmp.path().join("proofs").display().to_string(),
+        );
+        vars.insert(
+            "SEQUESTRA_DATABASE_URL".into(),
+            self.config_database.url.expose_secret().to_owned(),
+        );
+        vars.insert("SEQUESTRA_LISTEN".into(), "127.0.0.1:0".into());
+        vars.insert("SEQUESTRA_DB_MAX_CONNECTIONS".into(), "8".into());
+        vars.insert("SEQUESTRA_SHUTDOWN_GRACE_SECS".into(), "1".into());
+        for (k, v) in settings {
+            vars.insert((*k).into(), (*v).into());
+        }
+        Self::start(vars, Some(tmp), None).await
+    }
+
+    async fn start(
+        vars: HashMap<String, String>,
+        dir: Option<tempfile::TempDir>,
+        pg: Option<PgDatabase>,
+    ) -> TestApp {
         let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("test config");
         let config_database = config.database.clone();
         let app = Application::build(config).await.expect("build application");
@@ -230,7 +265,7 @@ impl TestApp {
         let server = tokio::spawn(app.run_until(async move {
             let _ = rx.await;
         }));
-        Some(Self {
+        Self {
             addr,
             http: reqwest::Client::new(),
             db,
@@ -241,7 +276,7 @@ impl TestApp {
             server: Some(server),
             _dir: dir,
             _pg: pg,
-        })
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -265,6 +300,43 @@ impl TestApp {
         let response = request.send().await.expect("send");
         let status = response.status();
         let body = response.json().await.expect("json body");
+        GqlResponse { status, body }
+    }
+
+    /// A GraphQL multipart request (file upload): `file` goes to the variable `var`.
+    pub async fn gql_upload(
+        &self,
+        token: &str,
+        query: &str,
+        mut variables: Value,
+        var: &str,
+        filename: &str,
+        file: Vec<u8>,
+    ) -> GqlResponse {
+        variables[var] = Value::Null;
+        let operations = json!({ "query": query, "variables": variables });
+        let map = json!({ "0": [format!("variables.{var}")] });
+        let form = reqwest::multipart::Form::new()
+            .text("operations", operations.to_string())
+            .text("map", map.to_string())
+            .part(
+                "0",
+                reqwest::multipart::Part::bytes(file)
+                    .file_name(filename.to_owned())
+                    .mime_str("application/octet-stream")
+                    .expect("mime"),
+            );
+        let response = self
+            .http
+            .post(self.url("/graphql"))
+            .header("accept", "application/graphql-response+json")
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await
+            .expect("send");
+        let status = response.status();
+        let body = response.json().await.unwrap_or(Value::Null);
         GqlResponse { status, body }
     }
 

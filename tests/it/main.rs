@@ -7,6 +7,7 @@ mod accounts;
 mod api_keys;
 mod cli;
 mod dataloader;
+mod escrow;
 mod graphql_http;
 mod idempotency;
 mod identity;

@@ -182,6 +182,7 @@ fn placeholder(t: &Value, types: &HashMap<String, Value>) -> String {
             "Boolean" => "true".into(),
             "ID" => "\"usr_00000000000000000000000000000000\"".into(),
             "DateTime" => "\"2030-01-01T00:00:00Z\"".into(),
+            "Decimal" => "\"1.00\"".into(),
             _ => "\"placeholder-value-0\"".into(),
         },
     }

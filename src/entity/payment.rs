@@ -1,0 +1,97 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    EnumIter,
+    DeriveActiveEnum,
+    async_graphql::Enum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(24))")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentStatus {
+    /// Recorded; not yet accepted by the PSP.
+    #[sea_orm(string_value = "PENDING")]
+    Pending,
+    /// Accepted by the PSP.
+    #[sea_orm(string_value = "SENT")]
+    Sent,
+    #[sea_orm(string_value = "SETTLED")]
+    Settled,
+    #[sea_orm(string_value = "FAILED")]
+    Failed,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Sent => "SENT",
+            Self::Settled => "SETTLED",
+            Self::Failed => "FAILED",
+        }
+    }
+}
+
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    EnumIter,
+    DeriveActiveEnum,
+    async_graphql::Enum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(24))")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentPurpose {
+    /// Escrowed money paid out to the provider.
+    #[sea_orm(string_value = "ESCROW_RELEASE")]
+    EscrowRelease,
+    /// Escrowed money returned to the sender.
+    #[sea_orm(string_value = "ESCROW_REFUND")]
+    EscrowRefund,
+}
+
+/// Money leaving through the PSP.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "payments")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub escrow_id: Option<Uuid>,
+    pub milestone_id: Option<Uuid>,
+    pub payee_id: Uuid,
+    pub purpose: PaymentPurpose,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub status: PaymentStatus,
+    /// Which PSP carries it (`simulated`, …).
+    pub psp: String,
+    pub psp_reference: Option<String>,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub failure_reason: Option<String>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+impl crate::db::TenantEntity for Entity {
+    const TENANT: Column = Column::TenantId;
+    const ID: Column = Column::Id;
+}

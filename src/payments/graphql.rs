@@ -1,0 +1,65 @@
+//! GraphQL types for payments.
+
+use async_graphql::{ID, Object};
+use chrono::{DateTime, Utc};
+
+use crate::{
+    entity::payment::{self, PaymentPurpose, PaymentStatus},
+    escrow::graphql::MoneyValue,
+    ids::{self, Kind},
+};
+
+/// Money leaving through the PSP.
+pub struct PaymentNode(pub payment::Model);
+
+#[Object(name = "Payment")]
+impl PaymentNode {
+    pub async fn id(&self) -> ID {
+        ID(ids::encode(Kind::Payment, self.0.id))
+    }
+
+    async fn purpose(&self) -> PaymentPurpose {
+        self.0.purpose
+    }
+
+    async fn status(&self) -> PaymentStatus {
+        self.0.status
+    }
+
+    async fn amount(&self) -> MoneyValue {
+        MoneyValue::new(self.0.amount_minor, &self.0.currency)
+    }
+
+    /// The user paid.
+    async fn payee_id(&self) -> ID {
+        ID(ids::encode(Kind::User, self.0.payee_id))
+    }
+
+    async fn escrow_id(&self) -> Option<ID> {
+        self.0.escrow_id.map(|id| ID(ids::encode(Kind::Escrow, id)))
+    }
+
+    async fn milestone_id(&self) -> Option<ID> {
+        self.0
+            .milestone_id
+            .map(|id| ID(ids::encode(Kind::Milestone, id)))
+    }
+
+    /// Which PSP carries it.
+    async fn psp(&self) -> &str {
+        &self.0.psp
+    }
+
+    /// The PSP's reference, once it accepted the payment.
+    async fn psp_reference(&self) -> Option<&str> {
+        self.0.psp_reference.as_deref()
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+}
