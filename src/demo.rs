@@ -1,5 +1,6 @@
 //! `serve --demo`: two tenants, `acme` and `globex`, each with a user for every role
-//! and a random password, an ADMIN who signs in with MFA, and an API key. Refused in production. Run again on the same database,
+//! and a random password, an ADMIN who signs in with MFA, an API key, and escrows
+//! in several states (one with a photo proof). Refused in production. Run again on the same database,
 //! it hands the demo users fresh passwords (the old ones are only stored hashed).
 
 use sea_orm::{
@@ -18,6 +19,7 @@ use crate::{
     domain::{Email, Slug},
     entity::{api_key, tenant, user},
     error::{Error, Result},
+    escrow::storage::ProofStore,
     identity::{api_keys, mfa},
     ids::TenantId,
 };
@@ -76,6 +78,7 @@ pub async fn seed(
     db: &DatabaseConnection,
     tokens: &TokenService,
     sealer: &Sealer,
+    proofs: &dyn ProofStore,
 ) -> Result<DemoCredentials> {
     let tenant_count = tenant::Entity::find().count(db).await?;
     let mut existing = Vec::new();
@@ -141,7 +144,14 @@ pub async fn seed(
         }
         users.push(seed_mfa_user(&scoped, sealer, slug, refresh).await?);
         let api_keys = vec![seed_api_key(&scoped, tokens, slug).await?];
+        let payments = if refresh {
+            Vec::new()
+        } else {
+            seed_escrows(&scoped, proofs, slug).await?
+        };
         scoped.commit().await?;
+        let tenant_db = crate::db::TenantDb::new(db.clone(), TenantId::from_uuid(tenant.id));
+        crate::payments::dispatch(&tenant_db, &crate::payments::SimulatedPsp, &payments).await;
         tenants.push(DemoTenant {
             slug: tenant.slug,
             name: tenant.name,
@@ -150,6 +160,178 @@ pub async fn seed(
         });
     }
     Ok(DemoCredentials { tenants })
+}
+
+/// Escrows in several states, through the real rules: DRAFT (part funded), FUNDED
+/// with a photo proof approved by its geofence, RELEASABLE, RELEASED and DISPUTED.
+/// Returns the payments to hand to the PSP once committed.
+async fn seed_escrows<C: ConnectionTrait>(
+    db: &Scoped<C>,
+    proofs: &dyn ProofStore,
+    slug: &str,
+) -> Result<Vec<uuid::Uuid>> {
+    use chrono::{Duration, Utc};
+    use rust_decimal::Decimal;
+
+    use crate::{
+        entity::milestone::ProofRequirement,
+        escrow::{
+            inspect,
+            rules::{self as escrow, Act, Caller, Geofence, NewEscrow, NewMilestone},
+        },
+    };
+
+    let find = |role: Role| {
+        let email = demo_email(role, slug);
+        async move {
+            db.first::<user::Entity>(|q| q.filter(user::Column::Email.eq(email)))
+                .await?
+                .ok_or(Error::NotFound)
+        }
+    };
+    let sender = find(Role::Sender).await?;
+    let provider = find(Role::Beneficiary).await?;
+    let as_sender = Caller {
+        user_id: sender.id,
+        roles: vec![Role::Sender],
+    };
+    let as_provider = Caller {
+        user_id: provider.id,
+        roles: vec![Role::Beneficiary],
+    };
+    let origin = Origin::default();
+    let by = |who: &Caller| Act {
+        actor: Actor::User(who.user_id),
+        origin: &origin,
+        psp: "simulated",
+    };
+    let eur = |cents: i64| Decimal::new(cents, 2);
+    let simple = |description: &str, cents: i64| NewEscrow {
+        provider_id: provider.id,
+        amount: eur(cents),
+        currency: "EUR".to_owned(),
+        description: description.to_owned(),
+        deadline: Utc::now() + Duration::days(30),
+        inspection_seconds: Some(7 * 24 * 3600),
+        milestones: vec![],
+    };
+    let mut payments = Vec::new();
+
+    // DRAFT, a third funded.
+    let draft = escrow::create(
+        db,
+        by(&as_sender),
+        &as_sender,
+        simple("Website redesign", 150_000),
+    )
+    .await?;
+    escrow::fund(db, by(&as_sender), &as_sender, draft.escrow, eur(50_000)).await?;
+
+    // FUNDED, the first milestone proven by a photo taken on site.
+    let (lat, lon) = (52.520_008, 13.404_954);
+    let roof = escrow::create(
+        db,
+        by(&as_sender),
+        &as_sender,
+        NewEscrow {
+            milestones: vec![
+                NewMilestone {
+                    title: "Materials delivered on site".to_owned(),
+                    amount: eur(80_000),
+                    proof: ProofRequirement::Photo,
+                    geofence: Some(Geofence {
+                        latitude: lat,
+                        longitude: lon,
+                        radius_m: 200.0,
+                    }),
+                    window_start: None,
+                    window_end: None,
+                },
+                NewMilestone {
+                    title: "Roof finished and inspected".to_owned(),
+                    amount: eur(160_000),
+                    proof: ProofRequirement::Document,
+                    geofence: None,
+                    window_start: None,
+                    window_end: None,
+                },
+            ],
+            ..simple("Roof repair", 240_000)
+        },
+    )
+    .await?;
+    escrow::fund(db, by(&as_sender), &as_sender, roof.escrow, eur(240_000)).await?;
+    let photo = inspect::sample_photo(lat + 0.0003, lon, Utc::now());
+    let inspected = inspect::inspect(&photo, photo.len())?;
+    let key = format!("{}/{}", db.tenant().as_uuid().simple(), inspected.sha256);
+    proofs.put(&key, &photo).await?;
+    let first = db
+        .first::<crate::entity::milestone::Entity>(|q| {
+            q.filter(crate::entity::milestone::Column::EscrowId.eq(roof.escrow))
+                .filter(crate::entity::milestone::Column::Position.eq(1))
+        })
+        .await?
+        .ok_or(Error::NotFound)?;
+    escrow::submit_proof(
+        db,
+        by(&as_provider),
+        &as_provider,
+        first.id,
+        Some("Pallets unloaded at the site".to_owned()),
+        Some(escrow::StoredFile {
+            filename: "materials.jpg".to_owned(),
+            storage_key: key,
+            inspected,
+        }),
+    )
+    .await?;
+
+    // RELEASABLE: delivered and accepted, not paid yet.
+    let logo = escrow::create(
+        db,
+        by(&as_sender),
+        &as_sender,
+        simple("Logo design", 30_000),
+    )
+    .await?;
+    escrow::fund(db, by(&as_sender), &as_sender, logo.escrow, eur(30_000)).await?;
+    escrow::mark_delivered(db, by(&as_provider), &as_provider, logo.escrow, None).await?;
+    escrow::approve(db, by(&as_sender), &as_sender, logo.escrow).await?;
+
+    // RELEASED: paid out.
+    let copy = escrow::create(
+        db,
+        by(&as_sender),
+        &as_sender,
+        simple("Product copywriting", 45_000),
+    )
+    .await?;
+    escrow::fund(db, by(&as_sender), &as_sender, copy.escrow, eur(45_000)).await?;
+    payments.extend(
+        escrow::release(db, by(&as_sender), &as_sender, copy.escrow)
+            .await?
+            .payments,
+    );
+
+    // DISPUTED after a delivery.
+    let catering = escrow::create(
+        db,
+        by(&as_sender),
+        &as_sender,
+        simple("Event catering", 80_000),
+    )
+    .await?;
+    escrow::fund(db, by(&as_sender), &as_sender, catering.escrow, eur(80_000)).await?;
+    escrow::mark_delivered(db, by(&as_provider), &as_provider, catering.escrow, None).await?;
+    escrow::open_dispute(
+        db,
+        by(&as_sender),
+        &as_sender,
+        catering.escrow,
+        "Half of the order never arrived".to_owned(),
+    )
+    .await?;
+    Ok(payments)
 }
 
 /// An ADMIN with TOTP enrolled and activated; on a refresh, a new seed and password.

@@ -170,8 +170,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let app = Application::build(config).await?;
             if demo {
                 let services = app.services();
-                let credentials =
-                    demo::seed(&services.db, &services.tokens, &services.sealer).await?;
+                let credentials = demo::seed(
+                    &services.db,
+                    &services.tokens,
+                    &services.sealer,
+                    services.proofs.as_ref(),
+                )
+                .await?;
                 print_demo(&credentials);
                 if let Some(path) = demo_credentials {
                     write_credentials(&path, &credentials)?;

@@ -176,6 +176,10 @@ async fn serve(args: &[&str], db: &str) -> (tokio::process::Child, String) {
         .args(args)
         .env("SEQUESTRA_DATABASE_URL", db)
         .env("SEQUESTRA_LISTEN", &listen)
+        .env(
+            "SEQUESTRA_PROOF_DIR",
+            std::env::temp_dir().join(format!("sq-proofs-{port}")),
+        )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -265,6 +269,30 @@ async fn demo_writes_credentials_and_serves() {
             .unwrap();
         assert_eq!(r.status(), 200);
         assert!(r.json::<Value>().await.unwrap().get("errors").is_none());
+        // Escrows in several states, one with a photo proof approved by its geofence.
+        let r: Value = client
+            .post(format!("http://{listen}/graphql"))
+            .bearer_auth(key)
+            .json(&serde_json::json!({ "query": "{ escrows(first: 20) { edges { node { status milestones { proofs { kind status decidedAutomatically } } } } } }" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let edges = r["data"]["escrows"]["edges"].as_array().expect("escrows");
+        let states: Vec<&str> = edges
+            .iter()
+            .map(|e| e["node"]["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            states,
+            ["DRAFT", "FUNDED", "RELEASABLE", "RELEASED", "DISPUTED"]
+        );
+        let photo = &edges[1]["node"]["milestones"][0]["proofs"][0];
+        assert_eq!(photo["kind"], "PHOTO");
+        assert_eq!(photo["status"], "ACCEPTED");
+        assert_eq!(photo["decidedAutomatically"], true);
         for user in tenant["users"].as_array().unwrap() {
             assert!(user["password"].as_str().unwrap().len() >= 24);
             assert!(user["email"].as_str().unwrap().contains('@'));
