@@ -135,11 +135,31 @@ pub struct AuthConfig {
     pub step_up_window: Duration,
 }
 
+/// S3-compatible object storage for proof files.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    pub region: String,
+    /// For S3-compatible services (MinIO, Ceph, …); unset means AWS.
+    pub endpoint: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<SecretString>,
+    /// Prepended to every object key, e.g. `proofs/`.
+    pub prefix: String,
+}
+
+/// Where proof files go.
+#[derive(Debug, Clone)]
+pub enum ProofStorage {
+    /// A local directory (the default).
+    Local(std::path::PathBuf),
+    S3(S3Config),
+}
+
 /// Proof files and background jobs.
 #[derive(Debug, Clone)]
 pub struct EscrowConfig {
-    /// The directory proof files are stored in (the local storage backend).
-    pub proof_dir: std::path::PathBuf,
+    pub proof_storage: ProofStorage,
     /// The largest proof file accepted.
     pub proof_max_bytes: usize,
     /// How often the background jobs (deadlines, auto-release, payment retries) run.
@@ -389,10 +409,34 @@ impl Config {
             ));
         }
         let migrate_on_start = parse(&get, "SEQUESTRA_MIGRATE_ON_START", true)?;
+        let proof_storage = match get("SEQUESTRA_PROOF_STORE").as_deref() {
+            None | Some("local") => ProofStorage::Local(
+                get("SEQUESTRA_PROOF_DIR")
+                    .unwrap_or_else(|| "data/proofs".to_owned())
+                    .into(),
+            ),
+            Some("s3") => ProofStorage::S3(S3Config {
+                bucket: get("SEQUESTRA_S3_BUCKET").ok_or_else(|| {
+                    ConfigError::new(
+                        "SEQUESTRA_S3_BUCKET",
+                        "is required when SEQUESTRA_PROOF_STORE=s3",
+                    )
+                })?,
+                region: get("SEQUESTRA_S3_REGION").unwrap_or_else(|| "us-east-1".to_owned()),
+                endpoint: get("SEQUESTRA_S3_ENDPOINT"),
+                access_key_id: get("SEQUESTRA_S3_ACCESS_KEY_ID"),
+                secret_access_key: get("SEQUESTRA_S3_SECRET_ACCESS_KEY").map(SecretString::from),
+                prefix: get("SEQUESTRA_S3_PREFIX").unwrap_or_default(),
+            }),
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "SEQUESTRA_PROOF_STORE",
+                    format!("must be `local` or `s3`, got `{other}`"),
+                ));
+            }
+        };
         let escrow = EscrowConfig {
-            proof_dir: get("SEQUESTRA_PROOF_DIR")
-                .unwrap_or_else(|| "data/proofs".to_owned())
-                .into(),
+            proof_storage,
             proof_max_bytes: parse(&get, "SEQUESTRA_PROOF_MAX_BYTES", 10 * 1024 * 1024)?,
             jobs_interval: Duration::from_millis(parse(
                 &get,

@@ -76,7 +76,8 @@ impl Application {
                 ),
             )),
             psp: Arc::new(payments::SimulatedPsp),
-            proofs: Arc::new(escrow::storage::LocalDir::new(&config.escrow.proof_dir)),
+            proofs: escrow::storage::from_config(&config.escrow.proof_storage)
+                .context("cannot set up proof storage")?,
             proof_max_bytes: config.escrow.proof_max_bytes,
         };
         let schema =

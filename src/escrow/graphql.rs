@@ -682,7 +682,7 @@ impl EscrowMutation {
     /// A new DRAFT escrow from you (a SENDER) to a provider.
     #[graphql(
         guard = "HasScope(Scope::EscrowWrite).and(AnyRole(&[Role::Sender]))",
-        visible = "visible::escrow_write"
+        visible = "visible::escrow_create"
     )]
     async fn create_escrow(
         &self,

@@ -1,10 +1,24 @@
 //! Where proof files live. A small trait so the local directory (the default) and an
-//! object store can stand behind the same calls. Keys are content addresses
-//! (`<tenant>/<sha256>`), so writing the same file twice is harmless.
+//! S3-compatible object store stand behind the same calls. Keys are content
+//! addresses (`<tenant>/<sha256>`), so writing the same file twice is harmless.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
 
-use crate::error::{Error, Result};
+use object_store::{ObjectStore, PutPayload, aws::AmazonS3Builder, path::Path};
+use secrecy::ExposeSecret;
+
+use crate::{
+    config::{ProofStorage, S3Config},
+    error::{Error, Result},
+};
+
+/// The store the configuration names.
+pub fn from_config(storage: &ProofStorage) -> anyhow::Result<Arc<dyn ProofStore>> {
+    Ok(match storage {
+        ProofStorage::Local(dir) => Arc::new(LocalDir::new(dir)),
+        ProofStorage::S3(s3) => Arc::new(ObjectStoreProofs::s3(s3)?),
+    })
+}
 
 #[async_trait::async_trait]
 pub trait ProofStore: Send + Sync {
@@ -59,6 +73,59 @@ impl ProofStore for LocalDir {
         match tokio::fs::read(self.path(key)?).await {
             Ok(bytes) => Ok(bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound),
+            Err(e) => Err(Error::internal(e)),
+        }
+    }
+}
+
+/// Any `object_store` backend; built for S3 and S3-compatible services.
+pub struct ObjectStoreProofs {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+}
+
+impl ObjectStoreProofs {
+    pub fn s3(cfg: &S3Config) -> anyhow::Result<Self> {
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(&cfg.bucket)
+            .with_region(&cfg.region);
+        if let Some(endpoint) = &cfg.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
+        if let Some(id) = &cfg.access_key_id {
+            builder = builder.with_access_key_id(id);
+        }
+        if let Some(secret) = &cfg.secret_access_key {
+            builder = builder.with_secret_access_key(secret.expose_secret());
+        }
+        Ok(Self {
+            store: Arc::new(builder.build()?),
+            prefix: cfg.prefix.clone(),
+        })
+    }
+
+    fn path(&self, key: &str) -> Path {
+        Path::from(format!("{}{key}", self.prefix))
+    }
+}
+
+#[async_trait::async_trait]
+impl ProofStore for ObjectStoreProofs {
+    async fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        self.store
+            .put(&self.path(key), PutPayload::from(bytes.to_vec()))
+            .await
+            .map_err(Error::internal)?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        match self.store.get(&self.path(key)).await {
+            Ok(found) => Ok(found.bytes().await.map_err(Error::internal)?.to_vec()),
+            Err(object_store::Error::NotFound { .. }) => Err(Error::NotFound),
             Err(e) => Err(Error::internal(e)),
         }
     }

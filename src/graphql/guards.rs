@@ -120,6 +120,11 @@ pub mod visible {
         has(ctx, Scope::EscrowWrite)
     }
 
+    /// Who creates escrows: senders.
+    pub fn escrow_create(ctx: &Context<'_>) -> bool {
+        escrow_write(ctx) && has_role(ctx, Role::Sender)
+    }
+
     /// Who reviews proofs: escrow writers, and support.
     pub fn escrow_review(ctx: &Context<'_>) -> bool {
         escrow_write(ctx) || (escrow_read(ctx) && has_role(ctx, Role::Support))

@@ -1297,3 +1297,96 @@ async fn uploads_are_checked(app: TestApp) {
     let e = escrow(&app, &sender, &id).await;
     assert_eq!(e["milestones"][0]["status"], "PENDING_REVIEW");
 }
+
+/// With `SEQUESTRA_PROOF_STORE=s3`, proof files land in the bucket. Runs against the
+/// S3-compatible server at `SEQUESTRA_TEST_S3_ENDPOINT` (CI starts moto's); skipped,
+/// saying so, when that is unset (unless `SEQUESTRA_TEST_REQUIRE_S3=1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_go_to_s3_compatible_storage() {
+    let Ok(endpoint) = std::env::var("SEQUESTRA_TEST_S3_ENDPOINT") else {
+        assert!(
+            std::env::var("SEQUESTRA_TEST_REQUIRE_S3").as_deref() != Ok("1"),
+            "SEQUESTRA_TEST_REQUIRE_S3=1 but SEQUESTRA_TEST_S3_ENDPOINT is not set"
+        );
+        crate::harness::skipped_because(
+            "escrow::proofs_go_to_s3_compatible_storage",
+            "set SEQUESTRA_TEST_S3_ENDPOINT",
+        );
+        return;
+    };
+    let endpoint = endpoint.trim_end_matches('/').to_owned();
+    let bucket = format!("sq-{}", uuid::Uuid::now_v7().simple());
+    let http = reqwest::Client::new();
+    let created = http
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .expect("create bucket");
+    assert!(
+        created.status().is_success(),
+        "create bucket: {}",
+        created.status()
+    );
+    let app = TestApp::spawn_with(
+        crate::harness::Backend::Sqlite,
+        &[
+            ("SEQUESTRA_PROOF_STORE", "s3"),
+            ("SEQUESTRA_S3_BUCKET", &bucket),
+            ("SEQUESTRA_S3_ENDPOINT", &endpoint),
+            ("SEQUESTRA_S3_ACCESS_KEY_ID", "test"),
+            ("SEQUESTRA_S3_SECRET_ACCESS_KEY", "test"),
+            ("SEQUESTRA_S3_PREFIX", "proofs/"),
+        ],
+    )
+    .await
+    .expect("sqlite");
+    let t = app.tenant("acme").await;
+    let e = create_escrow(
+        &app,
+        &t,
+        "20.00",
+        json!([{ "title": "a", "amount": "20.00", "proof": "DOCUMENT" }]),
+        None,
+        Duration::days(7),
+    )
+    .await;
+    let id = e["id"].as_str().unwrap().to_owned();
+    let m = e["milestones"][0]["id"].as_str().unwrap().to_owned();
+    fund(&app, t.token(Role::Sender), &id, "20.00", &key())
+        .await
+        .ok();
+    let file = pdf("s3");
+    let r = app
+        .gql_upload(
+            t.token(Role::Beneficiary),
+            SUBMIT,
+            json!({ "m": m }),
+            "file",
+            "a.pdf",
+            file.clone(),
+        )
+        .await;
+    let sha = r.ok()["submitProof"]["sha256"].as_str().unwrap().to_owned();
+    // Read it back through the S3 API with the same settings.
+    use sequestra::escrow::storage::{ObjectStoreProofs, ProofStore};
+    let store = ObjectStoreProofs::s3(&sequestra::config::S3Config {
+        bucket: bucket.clone(),
+        region: "us-east-1".into(),
+        endpoint: Some(endpoint.clone()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".to_owned().into()),
+        prefix: "proofs/".into(),
+    })
+    .unwrap();
+    let stored = store
+        .get(&format!("{}/{sha}", t.id.simple()))
+        .await
+        .unwrap();
+    assert_eq!(stored, file);
+    assert!(matches!(
+        store
+            .get(&format!("{}/{}", t.id.simple(), "0".repeat(64)))
+            .await,
+        Err(sequestra::error::Error::NotFound)
+    ));
+}

@@ -52,10 +52,15 @@ macro_rules! on_both_backends {
 
 /// Says so on the real stderr (not the captured one) when PostgreSQL is skipped.
 pub fn skipped(test: &str) {
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: PostgreSQL half not run (set SEQUESTRA_TEST_DATABASE_URL)"
+    skipped_because(
+        test,
+        "PostgreSQL half not run (set SEQUESTRA_TEST_DATABASE_URL)",
     );
+}
+
+/// Says on the real stderr that `test` did not run, and why.
+pub fn skipped_because(test: &str, why: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
 /// A fresh PostgreSQL database, dropped when this value is.
