@@ -506,12 +506,6 @@ pub struct CreateEscrowInput {
     pub milestones: Vec<MilestoneInput>,
 }
 
-impl Serialize for Decimal {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0.normalize().to_string())
-    }
-}
-
 #[derive(Enum, Copy, Clone, PartialEq, Eq)]
 pub enum EscrowRole {
     /// Escrows you pay.

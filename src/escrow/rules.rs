@@ -28,7 +28,7 @@ use crate::{
         user,
     },
     error::{Error, Result},
-    ids::new_id,
+    ids::{self, Kind, new_id},
     money::{Currency, Money},
     payments::{self, NewPayment},
 };
@@ -563,7 +563,10 @@ pub async fn fund<C: ConnectionTrait>(
         "escrow.deposit_received",
         None,
         None,
-        serde_json::json!({ "deposit_id": dep.id, "amount_minor": x }),
+        serde_json::json!({
+            "depositId": ids::encode(Kind::Deposit, dep.id),
+            "amount": money.to_decimal().to_string(),
+        }),
     )
     .await?;
     let now = txn.get::<escrow::Entity>(esc.id).await?;
@@ -937,7 +940,7 @@ pub async fn mark_delivered<C: ConnectionTrait>(
 ) -> Result<escrow::Model> {
     let esc = visible(txn, caller, escrow_id).await?;
     require(esc.provider_id == caller.user_id)?;
-    if esc.status != EscrowStatus::Funded {
+    if !matches!(esc.status, EscrowStatus::Funded | EscrowStatus::Releasable) {
         return Err(Error::InvalidState {
             object: "escrow",
             state: esc.status.as_str(),
@@ -965,7 +968,7 @@ pub async fn mark_delivered<C: ConnectionTrait>(
                 .col_expr(escrow::Column::InspectionEndsAt, Expr::value(ends))
                 .col_expr(escrow::Column::UpdatedAt, Expr::value(now))
                 .filter(escrow::Column::Id.eq(esc.id))
-                .filter(escrow::Column::Status.eq(EscrowStatus::Funded.as_str()))
+                .filter(escrow::Column::Status.eq(esc.status.as_str()))
                 .filter(escrow::Column::DeliveredAt.is_null())
                 .filter(escrow::Column::RefundableAt.is_null())
         })
@@ -1301,7 +1304,7 @@ pub async fn submit_proof<C: ConnectionTrait>(
         MilestoneStatus::PendingReview,
         "submit a proof",
         "milestone.proof_submitted",
-        serde_json::json!({ "proof_id": proof.id, "kind": kind }),
+        serde_json::json!({ "proofId": ids::encode(Kind::Proof, proof.id), "kind": kind }),
     )
     .await?;
     if automatic {
@@ -1312,7 +1315,7 @@ pub async fn submit_proof<C: ConnectionTrait>(
             MilestoneStatus::Approved,
             "approve",
             "milestone.approved",
-            serde_json::json!({ "by": "geofence", "proof_id": proof.id }),
+            serde_json::json!({ "by": "geofence", "proofId": ids::encode(Kind::Proof, proof.id) }),
         )
         .await?;
         releasable_if_approved(txn, act, esc.id).await?;
@@ -1412,7 +1415,12 @@ pub async fn decide_proof<C: ConnectionTrait>(
         } else {
             "milestone.rejected"
         },
-        serde_json::json!({ "by": "review", "proof_id": p.id, "status": status, "note": note }),
+        serde_json::json!({
+            "by": "review",
+            "proofId": ids::encode(Kind::Proof, p.id),
+            "status": status,
+            "note": note,
+        }),
     )
     .await?;
     if accept {
@@ -1448,7 +1456,10 @@ pub async fn payment_sent<C: ConnectionTrait>(
         MilestoneStatus::Paid,
         "mark it paid",
         "milestone.paid",
-        serde_json::json!({ "payment_id": payment.id, "escrow_id": escrow_id }),
+        serde_json::json!({
+            "paymentId": ids::encode(Kind::Payment, payment.id),
+            "escrowId": ids::encode(Kind::Escrow, escrow_id),
+        }),
     )
     .await?;
     Ok(())

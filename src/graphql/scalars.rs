@@ -48,6 +48,14 @@ impl ScalarType for Decimal {
     }
 }
 
+/// For hashing inputs (idempotency): normalized, so `"10.0"` and `"10.00"` are one
+/// amount.
+impl serde::Serialize for Decimal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.normalize().to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1026,6 +1026,21 @@ async fn foreign_and_unrelated_escrows_are_not_found(app: TestApp) {
     )
     .await;
     assert_eq!(r.ok()["escrows"]["edges"].as_array().unwrap().len(), 1);
+    let by_time = "query($a: DateTime, $b: DateTime) { escrows(filter: { createdAfter: $a, createdBefore: $b }) { edges { node { id } } } }";
+    let soon = (Utc::now() + Duration::minutes(1)).to_rfc3339();
+    let earlier = (Utc::now() - Duration::hours(1)).to_rfc3339();
+    let r = call(&app, &sender, by_time, json!({ "a": soon })).await;
+    assert_eq!(r.ok()["escrows"]["edges"], json!([]));
+    let r = call(&app, &sender, by_time, json!({ "a": earlier, "b": soon })).await;
+    assert_eq!(r.ok()["escrows"]["edges"].as_array().unwrap().len(), 1);
+    let r = call(
+        &app,
+        &sender,
+        "{ escrows(filter: { status: DRAFT }) { edges { node { id } } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.ok()["escrows"]["edges"], json!([]));
     let r = call(
         &app,
         &sender,
@@ -1296,6 +1311,29 @@ async fn uploads_are_checked(app: TestApp) {
     );
     let e = escrow(&app, &sender, &id).await;
     assert_eq!(e["milestones"][0]["status"], "PENDING_REVIEW");
+
+    // Refused, then the whole delivery accepted: REJECTED → APPROVED.
+    let r = call(&app, &sender, DECIDE, json!({ "p": p["id"], "a": false })).await;
+    assert_eq!(r.ok()["decideProof"]["status"], "REJECTED");
+    call(&app, &provider, DELIVER, json!({ "id": id }))
+        .await
+        .ok();
+    let r = call(&app, &sender, APPROVE, json!({ "id": id })).await;
+    assert_eq!(r.ok()["approveEscrow"]["status"], "RELEASABLE");
+    let e = escrow(&app, &sender, &id).await;
+    let approved = e["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|ev| ev["kind"] == "milestone.approved")
+        .unwrap();
+    assert_eq!(approved["fromStatus"], "REJECTED");
+    // A provider may (re)declare delivery of a RELEASABLE escrow only once.
+    let again = call(&app, &provider, DELIVER, json!({ "id": id })).await;
+    assert_eq!(
+        again.body["errors"][0]["extensions"]["reason"],
+        "ALREADY_DELIVERED"
+    );
 }
 
 /// With `SEQUESTRA_PROOF_STORE=s3`, proof files land in the bucket. Runs against the
