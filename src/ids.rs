@@ -44,10 +44,18 @@ pub enum Kind {
     Proof,
     Payment,
     EscrowEvent,
+    Category,
+    Merchant,
+    Mandate,
+    Purchase,
+    Payee,
+    Payout,
+    Transfer,
+    Alert,
 }
 
 impl Kind {
-    const ALL: [Kind; 10] = [
+    const ALL: [Kind; 18] = [
         Kind::Tenant,
         Kind::User,
         Kind::Session,
@@ -58,6 +66,14 @@ impl Kind {
         Kind::Proof,
         Kind::Payment,
         Kind::EscrowEvent,
+        Kind::Category,
+        Kind::Merchant,
+        Kind::Mandate,
+        Kind::Purchase,
+        Kind::Payee,
+        Kind::Payout,
+        Kind::Transfer,
+        Kind::Alert,
     ];
 
     pub fn prefix(self) -> &'static str {
@@ -72,6 +88,14 @@ impl Kind {
             Kind::Proof => "prf",
             Kind::Payment => "pay",
             Kind::EscrowEvent => "evt",
+            Kind::Category => "cat",
+            Kind::Merchant => "mer",
+            Kind::Mandate => "mnd",
+            Kind::Purchase => "pur",
+            Kind::Payee => "pye",
+            Kind::Payout => "pot",
+            Kind::Transfer => "trf",
+            Kind::Alert => "alr",
         }
     }
 }

@@ -10,6 +10,7 @@ mod m20261122_000004_api_keys;
 mod m20261122_000005_platform_tenant;
 mod m20261122_000006_idempotency_keys;
 mod m20261122_000007_escrow;
+mod m20261122_000008_spend;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000005_platform_tenant::Migration),
             Box::new(m20261122_000006_idempotency_keys::Migration),
             Box::new(m20261122_000007_escrow::Migration),
+            Box::new(m20261122_000008_spend::Migration),
         ]
     }
 }

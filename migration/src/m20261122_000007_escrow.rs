@@ -114,6 +114,8 @@ enum Payments {
     EscrowId,
     MilestoneId,
     PayeeId,
+    /// An external payee (a spend payout), when the payee is not a user.
+    PayeeReference,
     Purpose,
     AmountMinor,
     Currency,
@@ -535,11 +537,21 @@ impl MigrationTrait for Migration {
                     .col(uuid(Payments::TenantId))
                     .col(uuid_null(Payments::EscrowId))
                     .col(uuid_null(Payments::MilestoneId))
-                    .col(uuid(Payments::PayeeId))
+                    .col(uuid_null(Payments::PayeeId))
+                    .col(
+                        ColumnDef::new(Payments::PayeeReference)
+                            .string_len(64)
+                            .null(),
+                    )
                     .col(one_of(
                         Payments::Purpose,
                         "purpose",
-                        &["ESCROW_RELEASE", "ESCROW_REFUND"],
+                        &[
+                            "ESCROW_RELEASE",
+                            "ESCROW_REFUND",
+                            "SPEND_PAYOUT",
+                            "TRANSFER",
+                        ],
                     ))
                     .col(positive_amount(Payments::AmountMinor))
                     .col(currency(Payments::Currency))
@@ -557,6 +569,9 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Payments::FailureReason).text().null())
                     .col(time(Payments::CreatedAt))
                     .col(time(Payments::UpdatedAt))
+                    .check(Expr::cust(
+                        "payee_id IS NOT NULL OR payee_reference IS NOT NULL",
+                    ))
                     .foreign_key(&mut tenant_fk(
                         Payments::Table,
                         Payments::TenantId,

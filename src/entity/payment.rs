@@ -61,6 +61,12 @@ pub enum PaymentPurpose {
     /// Escrowed money returned to the sender.
     #[sea_orm(string_value = "ESCROW_REFUND")]
     EscrowRefund,
+    /// A mandate's money paid to one of its allowed payees.
+    #[sea_orm(string_value = "SPEND_PAYOUT")]
+    SpendPayout,
+    /// A restricted transfer to another user of the tenant.
+    #[sea_orm(string_value = "TRANSFER")]
+    Transfer,
 }
 
 /// Money leaving through the PSP.
@@ -72,7 +78,9 @@ pub struct Model {
     pub tenant_id: Uuid,
     pub escrow_id: Option<Uuid>,
     pub milestone_id: Option<Uuid>,
-    pub payee_id: Uuid,
+    /// The user paid; none for an external payee (see `payee_reference`).
+    pub payee_id: Option<Uuid>,
+    pub payee_reference: Option<String>,
     pub purpose: PaymentPurpose,
     pub amount_minor: i64,
     pub currency: String,

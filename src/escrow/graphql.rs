@@ -3,7 +3,6 @@
 
 use async_graphql::{
     Context, Enum, ID, InputObject, Json, Object, SimpleObject, Upload, connection::Connection,
-    dataloader::DataLoader,
 };
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, QueryFilter};
@@ -31,7 +30,7 @@ use crate::{
         connection::{IdCursor, PageArgs, paginate},
         context::ContextExt,
         guards::{AnyRole, HasScope, RecentMfa, visible},
-        loaders::{ChildOf, ChildrenLoader},
+        loaders::children,
         scalars::Decimal,
     },
     idempotency,
@@ -60,21 +59,6 @@ impl MoneyValue {
             currency: currency.to_owned(),
         }
     }
-}
-
-async fn children<E>(ctx: &Context<'_>, parent: Uuid) -> Result<Vec<E::Model>>
-where
-    E: ChildOf + Send + Sync + 'static,
-    E::Model: Clone + Send + Sync,
-{
-    let loader = ctx
-        .data::<DataLoader<ChildrenLoader<E>>>()
-        .map_err(|_| Error::internal(anyhow::anyhow!("request built without loaders")))?;
-    Ok(loader
-        .load_one(parent)
-        .await
-        .map_err(|e| Error::internal(anyhow::anyhow!("{e}")))?
-        .unwrap_or_default())
 }
 
 fn gid(kind: Kind, id: Uuid) -> ID {

@@ -30,7 +30,7 @@ use crate::{
     error::{Error, Result},
     ids::{self, Kind, new_id},
     money::{Currency, Money},
-    payments::{self, NewPayment},
+    payments::{self, NewPayment, Payee},
 };
 
 /// Who is acting, as the rules need it.
@@ -605,7 +605,7 @@ async fn pay_provider<C: ConnectionTrait>(
         txn,
         act.psp,
         NewPayment {
-            payee_id: esc.provider_id,
+            payee: Payee::User(esc.provider_id),
             purpose: PaymentPurpose::EscrowRelease,
             amount: Money::from_minor(amount_minor, currency_of(esc)?),
             escrow_id: Some(esc.id),
@@ -633,7 +633,7 @@ async fn refund_rest<C: ConnectionTrait>(
         txn,
         act.psp,
         NewPayment {
-            payee_id: esc.sender_id,
+            payee: Payee::User(esc.sender_id),
             purpose: PaymentPurpose::EscrowRefund,
             amount: Money::from_minor(rest, currency_of(esc)?),
             escrow_id: Some(esc.id),

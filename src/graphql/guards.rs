@@ -135,6 +135,24 @@ pub mod visible {
         escrow_write(ctx) && has_role(ctx, Role::Admin)
     }
 
+    pub fn spend_read(ctx: &Context<'_>) -> bool {
+        has(ctx, Scope::SpendRead)
+    }
+
+    pub fn spend_write(ctx: &Context<'_>) -> bool {
+        has(ctx, Scope::SpendWrite)
+    }
+
+    /// Who grants mandates: senders.
+    pub fn spend_grant(ctx: &Context<'_>) -> bool {
+        spend_write(ctx) && has_role(ctx, Role::Sender)
+    }
+
+    /// Who keeps the spend catalog: admins and support.
+    pub fn spend_catalog(ctx: &Context<'_>) -> bool {
+        has_role(ctx, Role::Admin) || has_role(ctx, Role::Support)
+    }
+
     pub fn payments_execute(ctx: &Context<'_>) -> bool {
         has(ctx, Scope::PaymentsExecute)
     }

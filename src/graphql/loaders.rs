@@ -21,7 +21,10 @@ use uuid::Uuid;
 use crate::{
     auth::Role,
     db::{TenantDb, TenantEntity},
-    entity::{deposit, escrow_event, milestone, payment, proof, user_role},
+    entity::{
+        deposit, escrow_event, mandate_category, mandate_merchant, milestone, payee, payment,
+        proof, purchase, user_role,
+    },
     error::Error,
 };
 
@@ -182,6 +185,20 @@ child_of!(payment::Entity, payment::Column::EscrowId, |m| m.escrow_id);
 child_of!(proof::Entity, proof::Column::MilestoneId, |m| Some(
     m.milestone_id
 ));
+child_of!(purchase::Entity, purchase::Column::MandateId, |m| Some(
+    m.mandate_id
+));
+child_of!(payee::Entity, payee::Column::MandateId, |m| m.mandate_id);
+child_of!(
+    mandate_category::Entity,
+    mandate_category::Column::MandateId,
+    |m| Some(m.mandate_id)
+);
+child_of!(
+    mandate_merchant::Entity,
+    mandate_merchant::Column::MandateId,
+    |m| Some(m.mandate_id)
+);
 
 /// Children of `E` by parent id, in creation order.
 pub struct ChildrenLoader<E>(pub TenantDb, std::marker::PhantomData<E>);
@@ -222,25 +239,40 @@ where
 pub fn attach(data: &mut async_graphql::Data, db: Option<&TenantDb>, fence: Option<&PollFence>) {
     if let Some(db) = db {
         data.insert(loader(UserRolesLoader(db.clone()), fence));
-        data.insert(loader(
-            ChildrenLoader::<milestone::Entity>::new(db.clone()),
-            fence,
-        ));
-        data.insert(loader(
-            ChildrenLoader::<deposit::Entity>::new(db.clone()),
-            fence,
-        ));
-        data.insert(loader(
-            ChildrenLoader::<escrow_event::Entity>::new(db.clone()),
-            fence,
-        ));
-        data.insert(loader(
-            ChildrenLoader::<payment::Entity>::new(db.clone()),
-            fence,
-        ));
-        data.insert(loader(
-            ChildrenLoader::<proof::Entity>::new(db.clone()),
-            fence,
-        ));
+        macro_rules! children {
+            ($($entity:ty),* $(,)?) => {$(
+                data.insert(loader(ChildrenLoader::<$entity>::new(db.clone()), fence));
+            )*};
+        }
+        children!(
+            milestone::Entity,
+            deposit::Entity,
+            escrow_event::Entity,
+            payment::Entity,
+            proof::Entity,
+            purchase::Entity,
+            payee::Entity,
+            mandate_category::Entity,
+            mandate_merchant::Entity,
+        );
     }
+}
+
+/// The children of `parent` through the request's loader for `E`.
+pub async fn children<E>(
+    ctx: &async_graphql::Context<'_>,
+    parent: Uuid,
+) -> Result<Vec<E::Model>, Error>
+where
+    E: ChildOf + Send + Sync + 'static,
+    E::Model: Clone + Send + Sync,
+{
+    let loader = ctx
+        .data::<DataLoader<ChildrenLoader<E>>>()
+        .map_err(|_| Error::internal(anyhow::anyhow!("request built without loaders")))?;
+    Ok(loader
+        .load_one(parent)
+        .await
+        .map_err(|e| Error::internal(anyhow::anyhow!("{e}")))?
+        .unwrap_or_default())
 }

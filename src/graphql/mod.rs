@@ -18,6 +18,7 @@ use crate::{
     config::GraphqlConfig,
     escrow::graphql::{EscrowMutation, EscrowQuery},
     identity::graphql::{ApiKeysMutation, ApiKeysQuery, IdentityMutation, IdentityQuery},
+    spend::graphql::{SpendMutation, SpendQuery},
 };
 
 #[derive(MergedObject, Default)]
@@ -28,6 +29,7 @@ pub struct Query(
     IdentityQuery,
     ApiKeysQuery,
     EscrowQuery,
+    SpendQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -36,6 +38,7 @@ pub struct Mutation(
     ApiKeysMutation,
     AccountsMutation,
     EscrowMutation,
+    SpendMutation,
 );
 
 #[derive(MergedSubscription, Default)]

@@ -104,8 +104,17 @@ async fn resolve(ctx: &Context<'_>, id: &str) -> Result<Node, Error> {
                 }
             })
         }
-        // Reachable through their escrow only.
-        Kind::Deposit | Kind::EscrowEvent => Err(Error::NotFound),
+        // Reachable through their parents only.
+        Kind::Deposit
+        | Kind::EscrowEvent
+        | Kind::Category
+        | Kind::Merchant
+        | Kind::Mandate
+        | Kind::Purchase
+        | Kind::Payee
+        | Kind::Payout
+        | Kind::Transfer
+        | Kind::Alert => Err(Error::NotFound),
         Kind::Session => {
             // Sessions are their owner's alone.
             let model = db.get::<session::Entity>(uuid).await?;

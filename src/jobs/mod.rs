@@ -1,4 +1,5 @@
-//! Background work, safe with many replicas on one database: each job runs under a
+//! Background work (escrow auto-release and deadlines, mandate expiry, stuck
+//! payments), safe with many replicas on one database: each job runs under a
 //! lease (a row in `job_leases` that one process holds until it expires), and every
 //! change it makes is a conditional UPDATE, so even two holders could not do a
 //! thing twice.
@@ -21,6 +22,7 @@ use crate::{
     db::TenantDb,
     entity::{
         escrow::{self, EscrowStatus},
+        mandate::{self, MandateStatus},
         payment::{self, PaymentStatus},
     },
     error::Result,
@@ -30,7 +32,7 @@ use crate::{
     payments,
 };
 
-const ESCROW_DEADLINES: &str = "escrow-deadlines";
+const JOBS_LEASE: &str = "jobs";
 /// Rows handled per kind per tick; the next tick takes the rest.
 const BATCH: u64 = 100;
 /// A payment still PENDING this long after it was recorded is submitted again.
@@ -62,6 +64,7 @@ pub struct TickReport {
     pub released: usize,
     pub made_refundable: usize,
     pub payments_retried: usize,
+    pub mandates_expired: usize,
 }
 
 /// Runs the jobs every `interval` until `stop` fires.
@@ -83,7 +86,12 @@ pub async fn run(
         match tick(&services, &holder, ttl).await {
             Ok(report) => {
                 heartbeat.beat();
-                if report.released + report.made_refundable + report.payments_retried > 0 {
+                if report.released
+                    + report.made_refundable
+                    + report.payments_retried
+                    + report.mandates_expired
+                    > 0
+                {
                     tracing::info!(?report, "background jobs did work");
                 }
             }
@@ -96,7 +104,7 @@ pub async fn run(
 /// resubmit stuck payments. Does nothing unless this holder has the lease.
 pub async fn tick(services: &Services, holder: &str, ttl: Duration) -> Result<TickReport> {
     let db = &services.db;
-    if !lease::acquire(db, ESCROW_DEADLINES, holder, ttl).await? {
+    if !lease::acquire(db, JOBS_LEASE, holder, ttl).await? {
         return Ok(TickReport::default());
     }
     let mut report = TickReport {
@@ -162,6 +170,33 @@ pub async fn tick(services: &Services, holder: &str, ttl: Duration) -> Result<Ti
             Ok(true) => report.made_refundable += 1,
             Ok(false) => {}
             Err(err) => tracing::warn!(escrow = %esc.id, error = ?err, "deadline mark failed"),
+        }
+    }
+
+    let expiring = mandate::Entity::find()
+        .filter(mandate::Column::Status.eq(MandateStatus::Active.as_str()))
+        .filter(mandate::Column::ExpiresAt.lte(now))
+        .limit(BATCH)
+        .all(db)
+        .await?;
+    for m in expiring {
+        let tenant = TenantDb::new(db.clone(), TenantId::from_uuid(m.tenant_id));
+        let spend_act = crate::spend::rules::Act {
+            actor: Actor::System,
+            origin: &origin,
+            psp: services.psp.name(),
+        };
+        let done = async {
+            let txn = tenant.begin().await?;
+            let expired = crate::spend::rules::expire(&txn, spend_act, m.id).await?;
+            txn.commit().await?;
+            Ok::<_, crate::error::Error>(expired)
+        }
+        .await;
+        match done {
+            Ok(true) => report.mandates_expired += 1,
+            Ok(false) => {}
+            Err(err) => tracing::warn!(mandate = %m.id, error = ?err, "mandate expiry failed"),
         }
     }
 

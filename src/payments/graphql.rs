@@ -30,9 +30,14 @@ impl PaymentNode {
         MoneyValue::new(self.0.amount_minor, &self.0.currency)
     }
 
-    /// The user paid.
-    async fn payee_id(&self) -> ID {
-        ID(ids::encode(Kind::User, self.0.payee_id))
+    /// The user paid (none for an external payee).
+    async fn payee_id(&self) -> Option<ID> {
+        self.0.payee_id.map(|id| ID(ids::encode(Kind::User, id)))
+    }
+
+    /// An external payee's reference (spend payouts).
+    async fn payee_reference(&self) -> Option<&str> {
+        self.0.payee_reference.as_deref()
     }
 
     async fn escrow_id(&self) -> Option<ID> {

@@ -25,9 +25,15 @@ use crate::{
 
 pub use psp::{Psp, PspPayout, SimulatedPsp};
 
+/// Who is paid: a user of the tenant, or an external payee by its reference.
+pub enum Payee {
+    User(Uuid),
+    External(String),
+}
+
 /// What a rule asks to pay.
 pub struct NewPayment {
-    pub payee_id: Uuid,
+    pub payee: Payee,
     pub purpose: PaymentPurpose,
     pub amount: Money,
     pub escrow_id: Option<Uuid>,
@@ -49,7 +55,14 @@ pub async fn record<C: ConnectionTrait>(
             tenant_id: Set(txn.tenant().as_uuid()),
             escrow_id: Set(new.escrow_id),
             milestone_id: Set(new.milestone_id),
-            payee_id: Set(new.payee_id),
+            payee_id: Set(match &new.payee {
+                Payee::User(id) => Some(*id),
+                Payee::External(_) => None,
+            }),
+            payee_reference: Set(match new.payee {
+                Payee::User(_) => None,
+                Payee::External(reference) => Some(reference),
+            }),
             purpose: Set(new.purpose),
             amount_minor: Set(new.amount.minor()),
             currency: Set(new.amount.currency().code().to_owned()),
@@ -102,6 +115,7 @@ async fn dispatch_one(db: &TenantDb, psp: &dyn Psp, id: Uuid) -> Result<()> {
             payment_id: payment.id,
             tenant_id: db.tenant().as_uuid(),
             payee_id: payment.payee_id,
+            payee_reference: payment.payee_reference.clone(),
             amount_minor: payment.amount_minor,
             currency: payment.currency.clone(),
         })

@@ -11,7 +11,8 @@ pub struct PspPayout {
     /// Also the idempotency key at the PSP: submitting twice pays once.
     pub payment_id: Uuid,
     pub tenant_id: Uuid,
-    pub payee_id: Uuid,
+    pub payee_id: Option<Uuid>,
+    pub payee_reference: Option<String>,
     pub amount_minor: i64,
     pub currency: String,
 }

@@ -225,6 +225,10 @@ impl TestApp {
         vars.insert("SEQUESTRA_SHUTDOWN_GRACE_SECS".into(), "1".into());
         // Background jobs only where a test starts them (see `peer`).
         vars.insert("SEQUESTRA_JOBS_ENABLED".into(), "false".into());
+        // Concurrency tests send hundreds of requests from one address; the limiter
+        // has its own tests (`rate_limit.rs`), which set their limits.
+        vars.insert("SEQUESTRA_RATE_LIMIT_PER_SECOND".into(), "100000".into());
+        vars.insert("SEQUESTRA_RATE_LIMIT_BURST".into(), "100000".into());
         for (k, v) in settings {
             vars.insert((*k).into(), (*v).into());
         }

@@ -15,6 +15,7 @@ mod mfa;
 mod platform;
 mod rate_limit;
 mod schema;
+mod spend;
 mod tenancy;
 mod visibility;
 mod ws;

@@ -1,0 +1,1068 @@
+//! GraphQL for conditional spending. Resolvers authorize (scope guards here, party
+//! rules in `rules`), run a rule in a transaction, and map; a refusal also records an
+//! alert for the sender concerned.
+
+use async_graphql::{Context, Enum, ID, InputObject, Json, Object, connection::Connection};
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, Condition, QueryFilter,
+    sea_query::{Expr, Query},
+};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::rules::{self, Act, Caller, NewMandate, NewPayee, Outcome};
+use crate::{
+    audit::Actor,
+    auth::{Role, Scope},
+    db::{TenantDb, TenantTxn},
+    entity::{
+        alert,
+        mandate::{self, MandateStatus},
+        mandate_category, mandate_merchant, merchant, payee, payment, payout, purchase,
+        spend_category, transfer,
+    },
+    error::{Error, Result},
+    escrow::graphql::MoneyValue,
+    graphql::{
+        connection::{IdCursor, PageArgs, paginate},
+        context::ContextExt,
+        guards::{AnyRole, HasScope, RecentMfa, visible},
+        loaders::children,
+        scalars::Decimal,
+    },
+    idempotency,
+    ids::{self, Kind},
+    payments::{self, graphql::PaymentNode},
+};
+
+fn gid(kind: Kind, id: Uuid) -> ID {
+    ID(ids::encode(kind, id))
+}
+
+fn money(minor: i64, currency: &str) -> MoneyValue {
+    MoneyValue::new(minor, currency)
+}
+
+// ------------------------------------------------------------------ nodes
+
+pub struct CategoryNode(pub spend_category::Model);
+
+#[Object(name = "SpendCategory")]
+impl CategoryNode {
+    async fn id(&self) -> ID {
+        gid(Kind::Category, self.0.id)
+    }
+    async fn code(&self) -> &str {
+        &self.0.code
+    }
+    async fn label(&self) -> &str {
+        &self.0.label
+    }
+    async fn enabled(&self) -> bool {
+        self.0.enabled
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+pub struct MerchantNode(pub merchant::Model);
+
+#[Object(name = "Merchant")]
+impl MerchantNode {
+    async fn id(&self) -> ID {
+        gid(Kind::Merchant, self.0.id)
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn category_id(&self) -> ID {
+        gid(Kind::Category, self.0.category_id)
+    }
+    async fn certified(&self) -> bool {
+        self.0.certified
+    }
+    async fn enabled(&self) -> bool {
+        self.0.enabled
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+/// A sender's budget a beneficiary may spend only where it allows.
+pub struct MandateNode(pub mandate::Model);
+
+#[Object(name = "Mandate")]
+impl MandateNode {
+    async fn id(&self) -> ID {
+        gid(Kind::Mandate, self.0.id)
+    }
+    async fn status(&self) -> MandateStatus {
+        self.0.status
+    }
+    async fn sender_id(&self) -> ID {
+        gid(Kind::User, self.0.sender_id)
+    }
+    async fn beneficiary_id(&self) -> ID {
+        gid(Kind::User, self.0.beneficiary_id)
+    }
+    async fn total(&self) -> MoneyValue {
+        money(self.0.total_minor, &self.0.currency)
+    }
+    async fn spent(&self) -> MoneyValue {
+        money(self.0.spent_minor, &self.0.currency)
+    }
+    /// What may still be spent (zero once the mandate has ended).
+    async fn remaining(&self) -> MoneyValue {
+        let left = if self.0.status == MandateStatus::Active {
+            self.0.total_minor - self.0.spent_minor
+        } else {
+            0
+        };
+        money(left, &self.0.currency)
+    }
+    async fn per_purchase_limit(&self) -> Option<MoneyValue> {
+        self.0
+            .per_purchase_limit_minor
+            .map(|m| money(m, &self.0.currency))
+    }
+    /// Per UTC day.
+    async fn daily_limit(&self) -> Option<MoneyValue> {
+        self.0.daily_limit_minor.map(|m| money(m, &self.0.currency))
+    }
+    async fn certified_merchants_only(&self) -> bool {
+        self.0.certified_only
+    }
+    async fn expires_at(&self) -> DateTime<Utc> {
+        self.0.expires_at
+    }
+    async fn ended_at(&self) -> Option<DateTime<Utc>> {
+        self.0.ended_at
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn allowed_category_ids(&self, ctx: &Context<'_>) -> Result<Vec<ID>> {
+        Ok(children::<mandate_category::Entity>(ctx, self.0.id)
+            .await?
+            .into_iter()
+            .map(|r| gid(Kind::Category, r.category_id))
+            .collect())
+    }
+    async fn allowed_merchant_ids(&self, ctx: &Context<'_>) -> Result<Vec<ID>> {
+        Ok(children::<mandate_merchant::Entity>(ctx, self.0.id)
+            .await?
+            .into_iter()
+            .map(|r| gid(Kind::Merchant, r.merchant_id))
+            .collect())
+    }
+    /// Oldest first.
+    async fn purchases(&self, ctx: &Context<'_>) -> Result<Vec<PurchaseNode>> {
+        Ok(children::<purchase::Entity>(ctx, self.0.id)
+            .await?
+            .into_iter()
+            .map(PurchaseNode)
+            .collect())
+    }
+    async fn payees(&self, ctx: &Context<'_>) -> Result<Vec<PayeeNode>> {
+        Ok(children::<payee::Entity>(ctx, self.0.id)
+            .await?
+            .into_iter()
+            .map(PayeeNode)
+            .collect())
+    }
+}
+
+pub struct PurchaseNode(pub purchase::Model);
+
+#[Object(name = "Purchase")]
+impl PurchaseNode {
+    async fn id(&self) -> ID {
+        gid(Kind::Purchase, self.0.id)
+    }
+    async fn mandate_id(&self) -> ID {
+        gid(Kind::Mandate, self.0.mandate_id)
+    }
+    async fn merchant_id(&self) -> ID {
+        gid(Kind::Merchant, self.0.merchant_id)
+    }
+    async fn beneficiary_id(&self) -> ID {
+        gid(Kind::User, self.0.beneficiary_id)
+    }
+    async fn amount(&self) -> MoneyValue {
+        money(self.0.amount_minor, &self.0.currency)
+    }
+    async fn description(&self) -> Option<&str> {
+        self.0.description.as_deref()
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// The mandate as it stands now.
+    async fn mandate(&self, ctx: &Context<'_>) -> Result<MandateNode> {
+        Ok(MandateNode(
+            ctx.tenant_db()?
+                .get::<mandate::Entity>(self.0.mandate_id)
+                .await?,
+        ))
+    }
+}
+
+/// Someone outside the tenant a mandate may pay, within limits.
+pub struct PayeeNode(pub payee::Model);
+
+#[Object(name = "Payee")]
+impl PayeeNode {
+    async fn id(&self) -> ID {
+        gid(Kind::Payee, self.0.id)
+    }
+    async fn mandate_id(&self) -> Option<ID> {
+        self.0.mandate_id.map(|id| gid(Kind::Mandate, id))
+    }
+    /// The payee's reference at the PSP.
+    async fn reference(&self) -> &str {
+        &self.0.reference
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn daily_limit(&self) -> Option<MoneyValue> {
+        self.0.daily_limit_minor.map(|m| money(m, &self.0.currency))
+    }
+    async fn total_limit(&self) -> Option<MoneyValue> {
+        self.0.total_limit_minor.map(|m| money(m, &self.0.currency))
+    }
+    async fn paid(&self) -> MoneyValue {
+        money(self.0.paid_minor, &self.0.currency)
+    }
+    async fn enabled(&self) -> bool {
+        self.0.enabled
+    }
+}
+
+pub struct PayoutNode(pub payout::Model);
+
+#[Object(name = "Payout")]
+impl PayoutNode {
+    async fn id(&self) -> ID {
+        gid(Kind::Payout, self.0.id)
+    }
+    async fn payee_id(&self) -> ID {
+        gid(Kind::Payee, self.0.payee_id)
+    }
+    async fn amount(&self) -> MoneyValue {
+        money(self.0.amount_minor, &self.0.currency)
+    }
+    async fn payment(&self, ctx: &Context<'_>) -> Result<PaymentNode> {
+        Ok(PaymentNode(
+            ctx.tenant_db()?
+                .get::<payment::Entity>(self.0.payment_id)
+                .await?,
+        ))
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+pub struct TransferNode(pub transfer::Model);
+
+#[Object(name = "Transfer")]
+impl TransferNode {
+    async fn id(&self) -> ID {
+        gid(Kind::Transfer, self.0.id)
+    }
+    async fn sender_id(&self) -> ID {
+        gid(Kind::User, self.0.sender_id)
+    }
+    async fn recipient_id(&self) -> ID {
+        gid(Kind::User, self.0.recipient_id)
+    }
+    async fn amount(&self) -> MoneyValue {
+        money(self.0.amount_minor, &self.0.currency)
+    }
+    async fn note(&self) -> Option<&str> {
+        self.0.note.as_deref()
+    }
+    async fn payment(&self, ctx: &Context<'_>) -> Result<PaymentNode> {
+        Ok(PaymentNode(
+            ctx.tenant_db()?
+                .get::<payment::Entity>(self.0.payment_id)
+                .await?,
+        ))
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+/// Something a sender should know: a refused purchase, payout or transfer.
+pub struct AlertNode(pub alert::Model);
+
+#[Object(name = "Alert")]
+impl AlertNode {
+    async fn id(&self) -> ID {
+        gid(Kind::Alert, self.0.id)
+    }
+    /// The refusal: `MANDATE_EXHAUSTED`, `MERCHANT_NOT_ALLOWED`, `MANDATE_EXPIRED`,
+    /// `MANDATE_REVOKED`, `LIMIT_EXCEEDED`, `PAYEE_NOT_ALLOWED`, `TRANSFER_NOT_ALLOWED`.
+    async fn kind(&self) -> &str {
+        &self.0.kind
+    }
+    async fn sender_id(&self) -> ID {
+        gid(Kind::User, self.0.sender_id)
+    }
+    async fn mandate_id(&self) -> Option<ID> {
+        self.0.mandate_id.map(|id| gid(Kind::Mandate, id))
+    }
+    async fn message(&self) -> &str {
+        &self.0.message
+    }
+    async fn details(&self) -> Json<serde_json::Value> {
+        Json(self.0.details.clone())
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+// ------------------------------------------------------------------ inputs
+
+#[derive(InputObject, Serialize)]
+pub struct GrantMandateInput {
+    pub beneficiary_id: ID,
+    pub total: Decimal,
+    /// ISO 4217, e.g. "EUR".
+    pub currency: String,
+    pub expires_at: DateTime<Utc>,
+    /// At least one category or merchant.
+    #[graphql(default)]
+    pub allowed_category_ids: Vec<ID>,
+    #[graphql(default)]
+    pub allowed_merchant_ids: Vec<ID>,
+    pub per_purchase_limit: Option<Decimal>,
+    /// Per UTC day.
+    pub daily_limit: Option<Decimal>,
+    #[graphql(default)]
+    pub certified_merchants_only: bool,
+}
+
+#[derive(InputObject)]
+pub struct AddPayeeInput {
+    pub mandate_id: ID,
+    /// The payee's reference at the PSP.
+    pub reference: String,
+    pub name: String,
+    pub daily_limit: Option<Decimal>,
+    pub total_limit: Option<Decimal>,
+}
+
+#[derive(Enum, Copy, Clone, PartialEq, Eq)]
+pub enum MandateRole {
+    /// Mandates you granted.
+    Sender,
+    /// Mandates you may spend.
+    Beneficiary,
+}
+
+#[derive(InputObject, Default)]
+pub struct MandateFilter {
+    pub status: Option<MandateStatus>,
+    pub role: Option<MandateRole>,
+}
+
+#[derive(InputObject, Default)]
+pub struct AlertFilter {
+    /// Only alerts of this kind, e.g. `MANDATE_EXHAUSTED`.
+    pub kind: Option<String>,
+}
+
+// ------------------------------------------------------------------ helpers
+
+fn caller(ctx: &Context<'_>) -> Result<Caller> {
+    let user = ctx.user()?;
+    Ok(Caller {
+        user_id: user.user_id,
+        roles: user.roles.clone(),
+    })
+}
+
+fn act<'c>(ctx: &'c Context<'_>, caller: &Caller) -> Result<Act<'c>> {
+    Ok(Act {
+        actor: Actor::User(caller.user_id),
+        origin: &ctx.request().origin,
+        psp: ctx.services()?.psp.name(),
+    })
+}
+
+fn decode(kind: Kind, id: &ID) -> Result<Uuid> {
+    ids::decode_as(kind, id)
+}
+
+/// Ids of a list argument; a malformed or foreign one is a bad input (the caller
+/// named something that does not exist for them).
+fn decode_all(kind: Kind, list: &[ID], field: &'static str) -> Result<Vec<Uuid>> {
+    list.iter()
+        .map(|id| ids::decode_as(kind, id).map_err(|_| Error::bad_field(field, "no such id")))
+        .collect()
+}
+
+/// Runs a plain (not money-moving) rule in a write transaction.
+async fn in_txn<T, F>(ctx: &Context<'_>, rule: F) -> Result<T>
+where
+    F: for<'t> FnOnce(
+        &'t TenantTxn,
+        Act<'t>,
+        Caller,
+    ) -> futures_util::future::BoxFuture<'t, Result<T>>,
+{
+    let caller = caller(ctx)?;
+    let act = act(ctx, &caller)?;
+    let txn = ctx.tenant_db()?.begin().await?;
+    let value = rule(&txn, act, caller).await?;
+    txn.commit().await?;
+    Ok(value)
+}
+
+/// Runs a money-moving rule once per idempotency key; submits its payments to the
+/// PSP after commit.
+async fn money_move<F>(
+    ctx: &Context<'_>,
+    operation: &'static str,
+    key: &str,
+    input: &impl Serialize,
+    rule: F,
+) -> Result<Outcome>
+where
+    F: for<'t> FnOnce(
+            &'t TenantTxn,
+            Act<'t>,
+            Caller,
+        ) -> futures_util::future::BoxFuture<'t, Result<Outcome>>
+        + Send
+        + 'static,
+{
+    let db: &TenantDb = ctx.tenant_db()?;
+    let services = ctx.services()?;
+    let caller = caller(ctx)?;
+    let origin = ctx.request().origin.clone();
+    let psp = services.psp.name();
+    let outcome: Outcome =
+        idempotency::run(db, caller.user_id, operation, key, input, move |txn| {
+            Box::pin(async move {
+                let origin = origin;
+                let act = Act {
+                    actor: Actor::User(caller.user_id),
+                    origin: &origin,
+                    psp,
+                };
+                rule(txn, act, caller).await
+            })
+        })
+        .await?;
+    payments::dispatch(db, services.psp.as_ref(), &outcome.payments).await;
+    Ok(outcome)
+}
+
+/// A refusal raises an alert for `sender` (in its own transaction) and is returned.
+async fn alert_on_refusal<T>(
+    db: &TenantDb,
+    result: Result<T>,
+    sender: Uuid,
+    mandate: Option<Uuid>,
+    details: serde_json::Value,
+) -> Result<T> {
+    if let Err(err) = &result
+        && let Some(kind) = rules::alerting_reason(err)
+        && let Err(alert_err) =
+            rules::raise_alert(db, sender, kind, mandate, &err.to_string(), details).await
+    {
+        tracing::error!(error = ?alert_err, "could not record a spend alert");
+    }
+    result
+}
+
+// ------------------------------------------------------------------ roots
+
+#[derive(Default)]
+pub struct SpendQuery;
+
+#[Object]
+impl SpendQuery {
+    #[graphql(guard = "HasScope(Scope::SpendRead)", visible = "visible::spend_read")]
+    async fn spend_categories(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<String>,
+        before: Option<String>,
+        first: Option<i32>,
+        last: Option<i32>,
+    ) -> async_graphql::Result<Connection<IdCursor, CategoryNode>> {
+        paginate::<spend_category::Entity, _>(
+            ctx,
+            PageArgs {
+                after,
+                before,
+                first,
+                last,
+            },
+            |q| q,
+            |m| (m.id, CategoryNode(m)),
+        )
+        .await
+    }
+
+    #[graphql(guard = "HasScope(Scope::SpendRead)", visible = "visible::spend_read")]
+    async fn merchants(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<String>,
+        before: Option<String>,
+        first: Option<i32>,
+        last: Option<i32>,
+    ) -> async_graphql::Result<Connection<IdCursor, MerchantNode>> {
+        paginate::<merchant::Entity, _>(
+            ctx,
+            PageArgs {
+                after,
+                before,
+                first,
+                last,
+            },
+            |q| q,
+            |m| (m.id, MerchantNode(m)),
+        )
+        .await
+    }
+
+    /// A mandate you granted or may spend (support and admins: any of the tenant's).
+    #[graphql(guard = "HasScope(Scope::SpendRead)", visible = "visible::spend_read")]
+    async fn mandate(&self, ctx: &Context<'_>, id: ID) -> Result<MandateNode> {
+        let caller = caller(ctx)?;
+        Ok(MandateNode(
+            rules::visible(ctx.tenant_db()?, &caller, decode(Kind::Mandate, &id)?).await?,
+        ))
+    }
+
+    #[graphql(guard = "HasScope(Scope::SpendRead)", visible = "visible::spend_read")]
+    async fn mandates(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<MandateFilter>,
+        after: Option<String>,
+        before: Option<String>,
+        first: Option<i32>,
+        last: Option<i32>,
+    ) -> async_graphql::Result<Connection<IdCursor, MandateNode>> {
+        let caller = caller(ctx)?;
+        let filter = filter.unwrap_or_default();
+        let me = caller.user_id;
+        paginate::<mandate::Entity, _>(
+            ctx,
+            PageArgs {
+                after,
+                before,
+                first,
+                last,
+            },
+            move |mut q| {
+                if let Some(cond) = rules::visibility(&caller) {
+                    q = q.filter(cond);
+                }
+                if let Some(status) = filter.status {
+                    q = q.filter(mandate::Column::Status.eq(status.as_str()));
+                }
+                match filter.role {
+                    Some(MandateRole::Sender) => q = q.filter(mandate::Column::SenderId.eq(me)),
+                    Some(MandateRole::Beneficiary) => {
+                        q = q.filter(mandate::Column::BeneficiaryId.eq(me))
+                    }
+                    None => {}
+                }
+                q
+            },
+            |m| (m.id, MandateNode(m)),
+        )
+        .await
+    }
+
+    /// Purchases under mandates you are a party to (support and admins: all), or
+    /// under one mandate.
+    #[graphql(guard = "HasScope(Scope::SpendRead)", visible = "visible::spend_read")]
+    async fn purchases(
+        &self,
+        ctx: &Context<'_>,
+        mandate_id: Option<ID>,
+        after: Option<String>,
+        before: Option<String>,
+        first: Option<i32>,
+        last: Option<i32>,
+    ) -> async_graphql::Result<Connection<IdCursor, PurchaseNode>> {
+        let caller = caller(ctx)?;
+        let db = ctx.tenant_db()?;
+        let only = match &mandate_id {
+            Some(id) => Some(
+                rules::visible(db, &caller, decode(Kind::Mandate, id)?)
+                    .await?
+                    .id,
+            ),
+            None => None,
+        };
+        let tenant = db.tenant().as_uuid();
+        paginate::<purchase::Entity, _>(
+            ctx,
+            PageArgs {
+                after,
+                before,
+                first,
+                last,
+            },
+            move |mut q| {
+                if let Some(id) = only {
+                    q = q.filter(purchase::Column::MandateId.eq(id));
+                } else if let Some(cond) = rules::visibility(&caller) {
+                    // Purchases of the caller's mandates, as sender or beneficiary.
+                    let mine = Query::select()
+                        .column(mandate::Column::Id)
+                        .from(mandate::Entity)
+                        .and_where(Expr::col(mandate::Column::TenantId).eq(tenant))
+                        .cond_where(cond)
+                        .to_owned();
+                    q = q.filter(purchase::Column::MandateId.in_subquery(mine));
+                }
+                q
+            },
+            |m| (m.id, PurchaseNode(m)),
+        )
+        .await
+    }
+
+    /// Transfers you sent or received (support and admins: all).
+    #[graphql(guard = "HasScope(Scope::SpendRead)", visible = "visible::spend_read")]
+    async fn transfers(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<String>,
+        before: Option<String>,
+        first: Option<i32>,
+        last: Option<i32>,
+    ) -> async_graphql::Result<Connection<IdCursor, TransferNode>> {
+        let caller = caller(ctx)?;
+        paginate::<transfer::Entity, _>(
+            ctx,
+            PageArgs {
+                after,
+                before,
+                first,
+                last,
+            },
+            move |q| {
+                if caller.is_staff() {
+                    q
+                } else {
+                    q.filter(
+                        Condition::any()
+                            .add(transfer::Column::SenderId.eq(caller.user_id))
+                            .add(transfer::Column::RecipientId.eq(caller.user_id)),
+                    )
+                }
+            },
+            |m| (m.id, TransferNode(m)),
+        )
+        .await
+    }
+
+    /// Alerts about your mandates and transfers (support and admins: all), newest last.
+    #[graphql(guard = "HasScope(Scope::SpendRead)", visible = "visible::spend_read")]
+    async fn alerts(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<AlertFilter>,
+        after: Option<String>,
+        before: Option<String>,
+        first: Option<i32>,
+        last: Option<i32>,
+    ) -> async_graphql::Result<Connection<IdCursor, AlertNode>> {
+        let caller = caller(ctx)?;
+        let kind = filter.unwrap_or_default().kind;
+        paginate::<alert::Entity, _>(
+            ctx,
+            PageArgs {
+                after,
+                before,
+                first,
+                last,
+            },
+            move |mut q| {
+                if let Some(cond) = rules::alert_visibility(&caller) {
+                    q = q.filter(cond);
+                }
+                if let Some(kind) = kind {
+                    q = q.filter(alert::Column::Kind.eq(kind));
+                }
+                q
+            },
+            |m| (m.id, AlertNode(m)),
+        )
+        .await
+    }
+}
+
+#[derive(Default)]
+pub struct SpendMutation;
+
+#[Object]
+impl SpendMutation {
+    /// A spend category (ADMIN or SUPPORT).
+    #[graphql(
+        guard = "AnyRole(&[Role::Admin, Role::Support])",
+        visible = "visible::spend_catalog"
+    )]
+    async fn create_spend_category(
+        &self,
+        ctx: &Context<'_>,
+        code: String,
+        label: String,
+    ) -> Result<CategoryNode> {
+        in_txn(ctx, move |txn, act, caller| {
+            Box::pin(async move {
+                rules::create_category(txn, act, &caller, &code, &label)
+                    .await
+                    .map(CategoryNode)
+            })
+        })
+        .await
+    }
+
+    #[graphql(
+        guard = "AnyRole(&[Role::Admin, Role::Support])",
+        visible = "visible::spend_catalog"
+    )]
+    async fn set_spend_category_enabled(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        enabled: bool,
+    ) -> Result<CategoryNode> {
+        let id = decode(Kind::Category, &id)?;
+        in_txn(ctx, move |txn, act, caller| {
+            Box::pin(async move {
+                rules::set_category_enabled(txn, act, &caller, id, enabled)
+                    .await
+                    .map(CategoryNode)
+            })
+        })
+        .await
+    }
+
+    #[graphql(
+        guard = "AnyRole(&[Role::Admin, Role::Support])",
+        visible = "visible::spend_catalog"
+    )]
+    async fn create_merchant(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        category_id: ID,
+        #[graphql(desc = "Default false.")] certified: Option<bool>,
+    ) -> Result<MerchantNode> {
+        let certified = certified.unwrap_or(false);
+        let category = decode(Kind::Category, &category_id)
+            .map_err(|_| Error::bad_field("categoryId", "no such category"))?;
+        in_txn(ctx, move |txn, act, caller| {
+            Box::pin(async move {
+                rules::create_merchant(txn, act, &caller, &name, category, certified)
+                    .await
+                    .map(MerchantNode)
+            })
+        })
+        .await
+    }
+
+    /// Enables, disables, certifies or uncertifies a merchant.
+    #[graphql(
+        guard = "AnyRole(&[Role::Admin, Role::Support])",
+        visible = "visible::spend_catalog"
+    )]
+    async fn update_merchant(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        enabled: Option<bool>,
+        certified: Option<bool>,
+    ) -> Result<MerchantNode> {
+        let id = decode(Kind::Merchant, &id)?;
+        in_txn(ctx, move |txn, act, caller| {
+            Box::pin(async move {
+                rules::update_merchant(txn, act, &caller, id, enabled, certified)
+                    .await
+                    .map(MerchantNode)
+            })
+        })
+        .await
+    }
+
+    /// A SENDER grants a beneficiary a budget spendable only where it allows.
+    #[graphql(
+        guard = "HasScope(Scope::SpendWrite).and(AnyRole(&[Role::Sender]))",
+        visible = "visible::spend_grant"
+    )]
+    async fn grant_mandate(
+        &self,
+        ctx: &Context<'_>,
+        input: GrantMandateInput,
+        idempotency_key: String,
+    ) -> Result<MandateNode> {
+        let new = NewMandate {
+            beneficiary_id: ids::decode_as(Kind::User, &input.beneficiary_id).map_err(|_| {
+                Error::bad_field("beneficiaryId", "no such active user in this tenant")
+            })?,
+            total: input.total.0,
+            currency: input.currency.clone(),
+            expires_at: input.expires_at,
+            category_ids: decode_all(
+                Kind::Category,
+                &input.allowed_category_ids,
+                "allowedCategoryIds",
+            )?,
+            merchant_ids: decode_all(
+                Kind::Merchant,
+                &input.allowed_merchant_ids,
+                "allowedMerchantIds",
+            )?,
+            per_purchase_limit: input.per_purchase_limit.map(|d| d.0),
+            daily_limit: input.daily_limit.map(|d| d.0),
+            certified_only: input.certified_merchants_only,
+        };
+        let outcome = money_move(
+            ctx,
+            "grantMandate",
+            &idempotency_key,
+            &input,
+            move |txn, act, caller| {
+                Box::pin(async move { rules::grant(txn, act, &caller, new).await })
+            },
+        )
+        .await?;
+        Ok(MandateNode(
+            ctx.tenant_db()?.get::<mandate::Entity>(outcome.id).await?,
+        ))
+    }
+
+    /// The sender ends an ACTIVE mandate; what remained is released.
+    #[graphql(
+        guard = "HasScope(Scope::SpendWrite)",
+        visible = "visible::spend_write"
+    )]
+    async fn revoke_mandate(&self, ctx: &Context<'_>, mandate_id: ID) -> Result<MandateNode> {
+        let id = decode(Kind::Mandate, &mandate_id)?;
+        in_txn(ctx, move |txn, act, caller| {
+            Box::pin(async move { rules::revoke(txn, act, &caller, id).await.map(MandateNode) })
+        })
+        .await
+    }
+
+    /// The beneficiary buys at a merchant under a mandate. A refusal answers CONFLICT
+    /// with `reason` MANDATE_EXHAUSTED, MERCHANT_NOT_ALLOWED, MANDATE_EXPIRED,
+    /// MANDATE_REVOKED or LIMIT_EXCEEDED, changes nothing, and alerts the sender.
+    #[graphql(
+        guard = "HasScope(Scope::SpendWrite)",
+        visible = "visible::spend_write"
+    )]
+    async fn create_purchase(
+        &self,
+        ctx: &Context<'_>,
+        mandate_id: ID,
+        merchant_id: ID,
+        amount: Decimal,
+        description: Option<String>,
+        idempotency_key: String,
+    ) -> Result<PurchaseNode> {
+        let mandate = decode(Kind::Mandate, &mandate_id)?;
+        let shop = decode(Kind::Merchant, &merchant_id)?;
+        let db = ctx.tenant_db()?;
+        let caller = caller(ctx)?;
+        let input = serde_json::json!({ "mandate": mandate, "merchant": shop, "amount": amount, "description": description });
+        let result = money_move(
+            ctx,
+            "createPurchase",
+            &idempotency_key,
+            &input,
+            move |txn, act, caller| {
+                Box::pin(async move {
+                    rules::purchase(txn, act, &caller, mandate, shop, amount.0, description).await
+                })
+            },
+        )
+        .await;
+        let result = match rules::visible(db, &caller, mandate).await {
+            Ok(m) => {
+                let details = rules::alert_details(
+                    &[
+                        ("mandateId", Kind::Mandate, mandate),
+                        ("merchantId", Kind::Merchant, shop),
+                    ],
+                    Some(amount.0.normalize().to_string()),
+                );
+                alert_on_refusal(db, result, m.sender_id, Some(m.id), details).await
+            }
+            Err(_) => result,
+        };
+        let outcome = result?;
+        Ok(PurchaseNode(db.get::<purchase::Entity>(outcome.id).await?))
+    }
+
+    /// The sender allows a payee on a mandate, with optional limits.
+    #[graphql(
+        guard = "HasScope(Scope::SpendWrite)",
+        visible = "visible::spend_write"
+    )]
+    async fn add_payee(&self, ctx: &Context<'_>, input: AddPayeeInput) -> Result<PayeeNode> {
+        let new = NewPayee {
+            mandate_id: decode(Kind::Mandate, &input.mandate_id)?,
+            reference: input.reference,
+            name: input.name,
+            daily_limit: input.daily_limit.map(|d| d.0),
+            total_limit: input.total_limit.map(|d| d.0),
+        };
+        in_txn(ctx, move |txn, act, caller| {
+            Box::pin(async move {
+                rules::add_payee(txn, act, &caller, new)
+                    .await
+                    .map(PayeeNode)
+            })
+        })
+        .await
+    }
+
+    /// The beneficiary pays an allowed payee from the mandate (through the PSP).
+    /// Needs a recent MFA step-up.
+    #[graphql(
+        guard = "HasScope(Scope::SpendWrite).and(RecentMfa)",
+        visible = "visible::spend_write"
+    )]
+    async fn pay_payee(
+        &self,
+        ctx: &Context<'_>,
+        payee_id: ID,
+        amount: Decimal,
+        idempotency_key: String,
+    ) -> Result<PayoutNode> {
+        let payee_uuid = decode(Kind::Payee, &payee_id)?;
+        let db = ctx.tenant_db()?;
+        let caller = caller(ctx)?;
+        let input = serde_json::json!({ "payee": payee_uuid, "amount": amount });
+        let result = money_move(
+            ctx,
+            "payPayee",
+            &idempotency_key,
+            &input,
+            move |txn, act, caller| {
+                Box::pin(
+                    async move { rules::payout(txn, act, &caller, payee_uuid, amount.0).await },
+                )
+            },
+        )
+        .await;
+        let mandate = match db.find_by_id::<payee::Entity>(payee_uuid).await? {
+            Some(p) => match p.mandate_id {
+                Some(m) => rules::visible(db, &caller, m).await.ok(),
+                None => None,
+            },
+            None => None,
+        };
+        let result = match mandate {
+            Some(m) => {
+                let details = rules::alert_details(
+                    &[
+                        ("mandateId", Kind::Mandate, m.id),
+                        ("payeeId", Kind::Payee, payee_uuid),
+                    ],
+                    Some(amount.0.normalize().to_string()),
+                );
+                alert_on_refusal(db, result, m.sender_id, Some(m.id), details).await
+            }
+            None => result,
+        };
+        let outcome = result?;
+        Ok(PayoutNode(db.get::<payout::Entity>(outcome.id).await?))
+    }
+
+    /// Allowlists a recipient for your transfers.
+    #[graphql(
+        guard = "HasScope(Scope::SpendWrite)",
+        visible = "visible::spend_write"
+    )]
+    async fn allow_transfer_recipient(&self, ctx: &Context<'_>, recipient_id: ID) -> Result<bool> {
+        let id = ids::decode_as(Kind::User, &recipient_id)
+            .map_err(|_| Error::bad_field("recipientId", "no such active user in this tenant"))?;
+        in_txn(ctx, move |txn, act, caller| {
+            Box::pin(async move {
+                rules::allow_recipient(txn, act, &caller, id)
+                    .await
+                    .map(|_| true)
+            })
+        })
+        .await
+    }
+
+    /// An ADMIN certifies a user: anyone of the tenant may transfer to them.
+    #[graphql(
+        guard = "AnyRole(&[Role::Admin]).and(HasScope(Scope::UsersAdmin))",
+        visible = "visible::users_admin"
+    )]
+    async fn certify_transfer_recipient(&self, ctx: &Context<'_>, user_id: ID) -> Result<bool> {
+        let id = ids::decode_as(Kind::User, &user_id)?;
+        in_txn(ctx, move |txn, act, caller| {
+            Box::pin(async move {
+                rules::certify_recipient(txn, act, &caller, id)
+                    .await
+                    .map(|_| true)
+            })
+        })
+        .await
+    }
+
+    /// Sends money to another user of the tenant: only to a recipient you allowlisted
+    /// or the tenant certified; any other attempt is refused (TRANSFER_NOT_ALLOWED)
+    /// and raises an alert. Needs `payments:execute` and a recent MFA step-up.
+    #[graphql(
+        guard = "HasScope(Scope::PaymentsExecute).and(RecentMfa)",
+        visible = "visible::payments_execute"
+    )]
+    async fn create_transfer(
+        &self,
+        ctx: &Context<'_>,
+        recipient_id: ID,
+        amount: Decimal,
+        currency: String,
+        note: Option<String>,
+        idempotency_key: String,
+    ) -> Result<TransferNode> {
+        let recipient = ids::decode_as(Kind::User, &recipient_id)
+            .map_err(|_| Error::bad_field("recipientId", "no such active user in this tenant"))?;
+        let db = ctx.tenant_db()?;
+        let me = caller(ctx)?.user_id;
+        let input = serde_json::json!({ "recipient": recipient, "amount": amount, "currency": currency, "note": note });
+        let result = money_move(
+            ctx,
+            "createTransfer",
+            &idempotency_key,
+            &input,
+            move |txn, act, caller| {
+                Box::pin(async move {
+                    rules::transfer(txn, act, &caller, recipient, amount.0, &currency, note).await
+                })
+            },
+        )
+        .await;
+        let details = rules::alert_details(
+            &[("recipientId", Kind::User, recipient)],
+            Some(amount.0.normalize().to_string()),
+        );
+        let outcome = alert_on_refusal(db, result, me, None, details).await?;
+        Ok(TransferNode(db.get::<transfer::Entity>(outcome.id).await?))
+    }
+}
