@@ -928,6 +928,65 @@ pub async fn refund<C: ConnectionTrait>(
     })
 }
 
+/// The sender pays an allowed payee of the escrow (a supplier, say) from what the
+/// escrow holds; it counts as released. The payee's own limits were checked by the
+/// caller (`spend::rules::payout`).
+pub async fn pay_external<C: ConnectionTrait>(
+    txn: &Scoped<C>,
+    act: Act<'_>,
+    caller: &Caller,
+    escrow_id: Uuid,
+    reference: &str,
+    amount: Decimal,
+) -> Result<Effect> {
+    let esc = visible(txn, caller, escrow_id).await?;
+    require(esc.sender_id == caller.user_id)?;
+    if !matches!(esc.status, EscrowStatus::Funded | EscrowStatus::Releasable) {
+        return Err(Error::InvalidState {
+            object: "escrow",
+            state: esc.status.as_str(),
+            action: "pay a payee",
+        });
+    }
+    let money = Money::parse_positive(amount, currency_of(&esc)?)?;
+    move_counter(txn, &esc, escrow::Column::ReleasedMinor, money.minor()).await?;
+    let pay = payments::record(
+        txn,
+        act.psp,
+        NewPayment {
+            payee: Payee::External(reference.to_owned()),
+            purpose: PaymentPurpose::SpendPayout,
+            amount: money,
+            escrow_id: Some(esc.id),
+            milestone_id: None,
+        },
+        act.actor,
+        act.origin,
+    )
+    .await?;
+    event(
+        txn,
+        act,
+        esc.id,
+        None,
+        "escrow.payee_paid",
+        None,
+        None,
+        serde_json::json!({
+            "paymentId": ids::encode(Kind::Payment, pay.id),
+            "reference": reference,
+            "amount": money.to_decimal().to_string(),
+        }),
+    )
+    .await?;
+    complete_if_paid(txn, act, esc.id).await?;
+    Ok(Effect {
+        escrow: esc.id,
+        deposit: None,
+        payments: vec![pay.id],
+    })
+}
+
 // ---------------------------------------------------------------- delivery
 
 /// The provider says the work is delivered; the inspection window starts.

@@ -11,7 +11,7 @@ use sea_orm::{
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::rules::{self, Act, Caller, NewMandate, NewPayee, Outcome};
+use super::rules::{self, Act, Caller, NewMandate, NewPayee, Outcome, PayeeOn};
 use crate::{
     audit::Actor,
     auth::{Role, Scope},
@@ -221,6 +221,9 @@ impl PayeeNode {
     async fn mandate_id(&self) -> Option<ID> {
         self.0.mandate_id.map(|id| gid(Kind::Mandate, id))
     }
+    async fn escrow_id(&self) -> Option<ID> {
+        self.0.escrow_id.map(|id| gid(Kind::Escrow, id))
+    }
     /// The payee's reference at the PSP.
     async fn reference(&self) -> &str {
         &self.0.reference
@@ -349,9 +352,12 @@ pub struct GrantMandateInput {
     pub certified_merchants_only: bool,
 }
 
+/// A payee on a mandate (paid by its beneficiary) or on an escrow (paid by its
+/// sender from what the escrow holds): give exactly one of `mandateId`, `escrowId`.
 #[derive(InputObject)]
 pub struct AddPayeeInput {
-    pub mandate_id: ID,
+    pub mandate_id: Option<ID>,
+    pub escrow_id: Option<ID>,
     /// The payee's reference at the PSP.
     pub reference: String,
     pub name: String,
@@ -921,7 +927,16 @@ impl SpendMutation {
     )]
     async fn add_payee(&self, ctx: &Context<'_>, input: AddPayeeInput) -> Result<PayeeNode> {
         let new = NewPayee {
-            mandate_id: decode(Kind::Mandate, &input.mandate_id)?,
+            on: match (&input.mandate_id, &input.escrow_id) {
+                (Some(m), None) => PayeeOn::Mandate(decode(Kind::Mandate, m)?),
+                (None, Some(e)) => PayeeOn::Escrow(decode(Kind::Escrow, e)?),
+                _ => {
+                    return Err(Error::bad_field(
+                        "mandateId",
+                        "give exactly one of mandateId and escrowId",
+                    ));
+                }
+            },
             reference: input.reference,
             name: input.name,
             daily_limit: input.daily_limit.map(|d| d.0),
@@ -937,8 +952,9 @@ impl SpendMutation {
         .await
     }
 
-    /// The beneficiary pays an allowed payee from the mandate (through the PSP).
-    /// Needs a recent MFA step-up.
+    /// Pays an allowed payee through the PSP: a mandate's payee is paid by its
+    /// beneficiary from the budget, an escrow's by its sender from what the escrow
+    /// holds. Needs a recent MFA step-up.
     #[graphql(
         guard = "HasScope(Scope::SpendWrite).and(RecentMfa)",
         visible = "visible::spend_write"

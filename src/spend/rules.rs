@@ -781,24 +781,41 @@ pub fn alert_visibility(caller: &Caller) -> Option<Condition> {
 
 // ------------------------------------------------------------------ payees and payouts
 
+/// What a payee is allowed on.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub enum PayeeOn {
+    Mandate(Uuid),
+    Escrow(Uuid),
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct NewPayee {
-    pub mandate_id: Uuid,
+    pub on: PayeeOn,
     pub reference: String,
     pub name: String,
     pub daily_limit: Option<Decimal>,
     pub total_limit: Option<Decimal>,
 }
 
-/// The sender allows a payee on a mandate.
+/// The sender allows a payee on a mandate or on an escrow.
 pub async fn add_payee<C: ConnectionTrait>(
     txn: &Scoped<C>,
     act: Act<'_>,
     caller: &Caller,
     new: NewPayee,
 ) -> Result<payee::Model> {
-    let m = visible(txn, caller, new.mandate_id).await?;
-    require(m.sender_id == caller.user_id)?;
+    let (mandate_id, escrow_id, currency_code) = match new.on {
+        PayeeOn::Mandate(id) => {
+            let m = visible(txn, caller, id).await?;
+            require(m.sender_id == caller.user_id)?;
+            (Some(m.id), None, m.currency)
+        }
+        PayeeOn::Escrow(id) => {
+            let esc = crate::escrow::rules::visible(txn, &escrow_caller(caller), id).await?;
+            require(esc.sender_id == caller.user_id)?;
+            (None, Some(esc.id), esc.currency)
+        }
+    };
     let reference = new.reference.trim().to_owned();
     if reference.is_empty()
         || reference.len() > 64
@@ -812,12 +829,12 @@ pub async fn add_payee<C: ConnectionTrait>(
         ));
     }
     let name = text("name", &new.name, 200)?;
-    let currency = Currency::parse(&m.currency)?;
+    let currency = Currency::parse(&currency_code)?;
     let limit = |v: Option<Decimal>, field: &'static str| -> Result<Option<i64>> {
         v.map(|d| {
             Money::parse_positive(d, currency)
                 .map(|x| x.minor())
-                .map_err(|_| Error::bad_field(field, "a positive amount in the mandate's currency"))
+                .map_err(|_| Error::bad_field(field, "a positive amount in the payee's currency"))
         })
         .transpose()
     };
@@ -825,11 +842,11 @@ pub async fn add_payee<C: ConnectionTrait>(
         .insert(payee::ActiveModel {
             id: Set(new_id()),
             tenant_id: Set(txn.tenant().as_uuid()),
-            mandate_id: Set(Some(m.id)),
-            escrow_id: Set(None),
+            mandate_id: Set(mandate_id),
+            escrow_id: Set(escrow_id),
             reference: Set(reference),
             name: Set(name),
-            currency: Set(m.currency.clone()),
+            currency: Set(currency_code.clone()),
             daily_limit_minor: Set(limit(new.daily_limit, "dailyLimit")?),
             total_limit_minor: Set(limit(new.total_limit, "totalLimit")?),
             paid_minor: Set(0),
@@ -844,14 +861,19 @@ pub async fn add_payee<C: ConnectionTrait>(
         act,
         "payee.added",
         ("payee", row.id),
-        serde_json::json!({ "mandate_id": m.id, "reference": row.reference }),
+        serde_json::json!({
+            "mandate_id": mandate_id,
+            "escrow_id": escrow_id,
+            "reference": row.reference,
+        }),
     )
     .await?;
     Ok(row)
 }
 
-/// The beneficiary pays an allowed payee from the mandate: the payee's limits and
-/// the mandate's budget move in conditional UPDATEs, and a payment goes to the PSP.
+/// Pays an allowed payee: from a mandate (its beneficiary), or from an escrow (its
+/// sender). The payee's limits and the budget move in conditional UPDATEs, and a
+/// payment goes to the PSP.
 pub async fn payout<C: ConnectionTrait>(
     txn: &Scoped<C>,
     act: Act<'_>,
@@ -860,13 +882,24 @@ pub async fn payout<C: ConnectionTrait>(
     amount: Decimal,
 ) -> Result<Outcome> {
     let p = txn.get::<payee::Entity>(payee_id).await?;
-    let mandate_id = p.mandate_id.ok_or(Error::NotFound)?;
-    let m = visible(txn, caller, mandate_id).await?;
-    require(m.beneficiary_id == caller.user_id)?;
-    let money = amount_in(&m, amount)?;
-    if let Some(err) = not_spendable(&m) {
-        return Err(err);
-    }
+    // Check who may pay before anything moves.
+    let m = match (p.mandate_id, p.escrow_id) {
+        (Some(mandate_id), _) => {
+            let m = visible(txn, caller, mandate_id).await?;
+            require(m.beneficiary_id == caller.user_id)?;
+            if let Some(err) = not_spendable(&m) {
+                return Err(err);
+            }
+            Some(m)
+        }
+        (None, Some(escrow_id)) => {
+            let esc = crate::escrow::rules::visible(txn, &escrow_caller(caller), escrow_id).await?;
+            require(esc.sender_id == caller.user_id)?;
+            None
+        }
+        (None, None) => return Err(Error::NotFound),
+    };
+    let money = Money::parse_positive(amount, Currency::parse(&p.currency)?)?;
     if !p.enabled {
         return Err(refuse(refusal::PAYEE_NOT_ALLOWED, "this payee is disabled"));
     }
@@ -909,6 +942,29 @@ pub async fn payout<C: ConnectionTrait>(
             "the payee's limit would be exceeded",
         ));
     }
+    let Some(m) = m else {
+        // From an escrow: what it holds, counted as released.
+        let escrow_id = p.escrow_id.ok_or(Error::NotFound)?;
+        let effect = crate::escrow::rules::pay_external(
+            txn,
+            crate::escrow::rules::Act {
+                actor: act.actor,
+                origin: act.origin,
+                psp: act.psp,
+            },
+            &escrow_caller(caller),
+            escrow_id,
+            &p.reference,
+            amount,
+        )
+        .await?;
+        let payment_id = effect.payments.first().copied().ok_or(Error::NotFound)?;
+        let row = insert_payout(txn, act, caller, &p, None, payment_id, x).await?;
+        return Ok(Outcome {
+            id: row.id,
+            payments: vec![payment_id],
+        });
+    };
     if !take_budget(txn, &m, x).await? {
         return Err(why_refused(txn, m.id, x).await?);
     }
@@ -926,15 +982,32 @@ pub async fn payout<C: ConnectionTrait>(
         act.origin,
     )
     .await?;
+    let row = insert_payout(txn, act, caller, &p, Some(m.id), payment.id, x).await?;
+    consumed_if_spent(txn, act, m.id).await?;
+    Ok(Outcome {
+        id: row.id,
+        payments: vec![payment.id],
+    })
+}
+
+async fn insert_payout<C: ConnectionTrait>(
+    txn: &Scoped<C>,
+    act: Act<'_>,
+    caller: &Caller,
+    p: &payee::Model,
+    mandate_id: Option<Uuid>,
+    payment_id: Uuid,
+    x: i64,
+) -> Result<payout::Model> {
     let row = txn
         .insert(payout::ActiveModel {
             id: Set(new_id()),
             tenant_id: Set(txn.tenant().as_uuid()),
             payee_id: Set(p.id),
-            mandate_id: Set(Some(m.id)),
-            payment_id: Set(payment.id),
+            mandate_id: Set(mandate_id),
+            payment_id: Set(payment_id),
             amount_minor: Set(x),
-            currency: Set(m.currency.clone()),
+            currency: Set(p.currency.clone()),
             created_by: Set(caller.user_id),
             created_at: Set(Utc::now()),
         })
@@ -947,11 +1020,14 @@ pub async fn payout<C: ConnectionTrait>(
         serde_json::json!({ "payee_id": p.id, "amount_minor": x }),
     )
     .await?;
-    consumed_if_spent(txn, act, m.id).await?;
-    Ok(Outcome {
-        id: row.id,
-        payments: vec![payment.id],
-    })
+    Ok(row)
+}
+
+fn escrow_caller(caller: &Caller) -> crate::escrow::rules::Caller {
+    crate::escrow::rules::Caller {
+        user_id: caller.user_id,
+        roles: caller.roles.clone(),
+    }
 }
 
 // ------------------------------------------------------------------ transfers

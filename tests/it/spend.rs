@@ -695,6 +695,55 @@ async fn payees_and_restricted_transfers(app: TestApp) {
         1,
         "the recipient sees what it received"
     );
+
+    // A payee on an escrow, paid by the escrow's sender from what it holds.
+    let e =
+        crate::escrow::create_escrow(&app, &t, "50.00", json!([]), None, Duration::days(7)).await;
+    let eid = e["id"].as_str().unwrap().to_owned();
+    crate::escrow::fund(&app, &sender, &eid, "50.00", &key())
+        .await
+        .ok();
+    let r = call(&app, &sender, "mutation($e: ID!) { addPayee(input: { escrowId: $e, reference: \"supplier-7\", name: \"Tiles Ltd\", totalLimit: \"30.00\" }) { id escrowId mandateId } }", json!({ "e": eid })).await;
+    let supplier = r.ok()["addPayee"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.ok()["addPayee"]["escrowId"], json!(eid));
+    let r = call(
+        &app,
+        &beneficiary,
+        PAY,
+        json!({ "p": supplier, "a": "5.00", "k": key() }),
+    )
+    .await;
+    assert_eq!(
+        r.code(),
+        Some("FORBIDDEN"),
+        "only the escrow's sender pays its payees"
+    );
+    let r = call(
+        &app,
+        &sender,
+        PAY,
+        json!({ "p": supplier, "a": "20.00", "k": key() }),
+    )
+    .await;
+    assert_eq!(r.ok()["payPayee"]["payment"]["status"], "SENT");
+    let r = call(
+        &app,
+        &sender,
+        PAY,
+        json!({ "p": supplier, "a": "20.00", "k": key() }),
+    )
+    .await;
+    assert_eq!(reason(&r), "LIMIT_EXCEEDED", "{}", r.body);
+    let e = crate::escrow::escrow(&app, &sender, &eid).await;
+    assert_eq!(e["released"]["amount"], "20.00");
+    assert_eq!(e["held"]["amount"], "30.00");
+    assert!(
+        e["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|ev| ev["kind"] == "escrow.payee_paid")
+    );
 }
 
 async fn foreign_and_unrelated_mandates_are_not_found(app: TestApp) {
