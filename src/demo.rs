@@ -1,6 +1,7 @@
 //! `serve --demo`: two tenants, `acme` and `globex`, each with a user for every role
-//! and a random password, an ADMIN who signs in with MFA, an API key, and escrows
-//! in several states (one with a photo proof). Refused in production. Run again on the same database,
+//! and a random password, an ADMIN who signs in with MFA, an API key, escrows in
+//! several states (one with a photo proof), and a spend catalog with a mandate, its
+//! purchases and a refusal alert. Refused in production. Run again on the same database,
 //! it hands the demo users fresh passwords (the old ones are only stored hashed).
 
 use sea_orm::{
@@ -149,8 +150,24 @@ pub async fn seed(
         } else {
             seed_escrows(&scoped, proofs, slug).await?
         };
+        let refusal = if refresh {
+            None
+        } else {
+            Some(seed_spending(&scoped, slug).await?)
+        };
         scoped.commit().await?;
         let tenant_db = crate::db::TenantDb::new(db.clone(), TenantId::from_uuid(tenant.id));
+        if let Some((sender, mandate, refused)) = refusal {
+            crate::spend::rules::raise_alert(
+                &tenant_db,
+                sender,
+                crate::spend::rules::alerting_reason(&refused).unwrap_or("MERCHANT_NOT_ALLOWED"),
+                Some(mandate),
+                &refused.to_string(),
+                serde_json::json!({ "merchant": "Lucky Casino", "amount": "40.00" }),
+            )
+            .await?;
+        }
         crate::payments::dispatch(&tenant_db, &crate::payments::SimulatedPsp, &payments).await;
         tenants.push(DemoTenant {
             slug: tenant.slug,
@@ -334,6 +351,115 @@ async fn seed_escrows<C: ConnectionTrait>(
     Ok(payments)
 }
 
+/// A spend catalog, and a mandate from the SENDER to the BENEFICIARY with two
+/// purchases; the attempt the rules refused (at a merchant the mandate does not
+/// allow) is returned so the caller records its alert once this commits.
+async fn seed_spending<C: ConnectionTrait>(
+    db: &Scoped<C>,
+    slug: &str,
+) -> Result<(uuid::Uuid, uuid::Uuid, Error)> {
+    use chrono::{Duration, Utc};
+    use rust_decimal::Decimal;
+
+    use crate::spend::rules::{self as spend, Act, Caller, NewMandate};
+
+    let find = |role: Role| {
+        let email = demo_email(role, slug);
+        async move {
+            db.first::<user::Entity>(|q| q.filter(user::Column::Email.eq(email)))
+                .await?
+                .ok_or(Error::NotFound)
+        }
+    };
+    let admin = Caller {
+        user_id: find(Role::Admin).await?.id,
+        roles: vec![Role::Admin],
+    };
+    let sender = Caller {
+        user_id: find(Role::Sender).await?.id,
+        roles: vec![Role::Sender],
+    };
+    let beneficiary = Caller {
+        user_id: find(Role::Beneficiary).await?.id,
+        roles: vec![Role::Beneficiary],
+    };
+    let origin = Origin::default();
+    let by = |who: &Caller| Act {
+        actor: Actor::User(who.user_id),
+        origin: &origin,
+        psp: "simulated",
+    };
+    let groceries =
+        spend::create_category(db, by(&admin), &admin, "GROCERIES", "Groceries").await?;
+    let pharmacy = spend::create_category(db, by(&admin), &admin, "PHARMACY", "Pharmacy").await?;
+    let gambling = spend::create_category(db, by(&admin), &admin, "GAMBLING", "Gambling").await?;
+    let market =
+        spend::create_merchant(db, by(&admin), &admin, "FreshMart", groceries.id, true).await?;
+    let chemist = spend::create_merchant(
+        db,
+        by(&admin),
+        &admin,
+        "Corner Pharmacy",
+        pharmacy.id,
+        false,
+    )
+    .await?;
+    let casino =
+        spend::create_merchant(db, by(&admin), &admin, "Lucky Casino", gambling.id, false).await?;
+    let mandate = spend::grant(
+        db,
+        by(&sender),
+        &sender,
+        NewMandate {
+            beneficiary_id: beneficiary.user_id,
+            total: Decimal::new(50_000, 2),
+            currency: "EUR".to_owned(),
+            expires_at: Utc::now() + Duration::days(90),
+            category_ids: vec![groceries.id, pharmacy.id],
+            merchant_ids: vec![],
+            per_purchase_limit: Some(Decimal::new(15_000, 2)),
+            daily_limit: Some(Decimal::new(20_000, 2)),
+            certified_only: false,
+        },
+    )
+    .await?;
+    spend::purchase(
+        db,
+        by(&beneficiary),
+        &beneficiary,
+        mandate.id,
+        market.id,
+        Decimal::new(4_250, 2),
+        Some("Weekly shop".to_owned()),
+    )
+    .await?;
+    spend::purchase(
+        db,
+        by(&beneficiary),
+        &beneficiary,
+        mandate.id,
+        chemist.id,
+        Decimal::new(1_890, 2),
+        None,
+    )
+    .await?;
+    // Refused before anything is written: the transaction goes on.
+    let refused = spend::purchase(
+        db,
+        by(&beneficiary),
+        &beneficiary,
+        mandate.id,
+        casino.id,
+        Decimal::new(4_000, 2),
+        None,
+    )
+    .await
+    .err()
+    .filter(|e| spend::alerting_reason(e).is_some())
+    .ok_or_else(|| Error::internal(anyhow::anyhow!("the demo refusal was not refused")))?;
+    Ok((sender.user_id, mandate.id, refused))
+}
+
 /// An ADMIN with TOTP enrolled and activated; on a refresh, a new seed and password.
 async fn seed_mfa_user<C: ConnectionTrait>(
     db: &Scoped<C>,
@@ -404,7 +530,12 @@ async fn seed_api_key<C: ConnectionTrait>(
         mfa_verified_at: None,
         mfa_enrolment_required: false,
     };
-    let scopes = [Scope::UsersRead, Scope::AuditRead, Scope::EscrowRead];
+    let scopes = [
+        Scope::UsersRead,
+        Scope::AuditRead,
+        Scope::EscrowRead,
+        Scope::SpendRead,
+    ];
     let created = api_keys::create(
         db,
         tokens,

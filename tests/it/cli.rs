@@ -289,6 +289,26 @@ async fn demo_writes_credentials_and_serves() {
             states,
             ["DRAFT", "FUNDED", "RELEASABLE", "RELEASED", "DISPUTED"]
         );
+        // A mandate with purchases, and the refusal's alert (the demo key reads as ADMIN).
+        let r: Value = client
+            .post(format!("http://{listen}/graphql"))
+            .bearer_auth(key)
+            .json(&serde_json::json!({ "query": "{ mandates { edges { node { status spent { amount } purchases { id } } } } alerts { edges { node { kind } } } }" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(r.get("errors").is_none(), "{r}");
+        let mandate = &r["data"]["mandates"]["edges"][0]["node"];
+        assert_eq!(mandate["status"], "ACTIVE");
+        assert_eq!(mandate["spent"]["amount"], "61.40");
+        assert_eq!(mandate["purchases"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            r["data"]["alerts"]["edges"][0]["node"]["kind"],
+            "MERCHANT_NOT_ALLOWED"
+        );
         let photo = &edges[1]["node"]["milestones"][0]["proofs"][0];
         assert_eq!(photo["kind"], "PHOTO");
         assert_eq!(photo["status"], "ACCEPTED");
