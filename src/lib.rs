@@ -21,6 +21,7 @@ pub mod ids;
 pub mod jobs;
 pub mod money;
 pub mod payments;
+pub mod rules;
 pub mod spend;
 pub mod telemetry;
 

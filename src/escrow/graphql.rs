@@ -11,12 +11,10 @@ use uuid::Uuid;
 
 use super::{
     inspect,
-    rules::{self, Act, Caller, Effect, Resolution},
+    rules::{self, Effect, Resolution},
 };
 use crate::{
-    audit::Actor,
     auth::{Role, Scope},
-    db::{TenantDb, TenantTxn},
     entity::{
         deposit,
         escrow::{self, EscrowStatus},
@@ -31,12 +29,12 @@ use crate::{
         context::ContextExt,
         guards::{AnyRole, HasScope, RecentMfa, visible},
         loaders::children,
+        mutation,
         scalars::Decimal,
     },
-    idempotency,
     ids::{self, Kind},
     money::{Currency, Money},
-    payments::{self, graphql::PaymentNode},
+    payments::graphql::PaymentNode,
 };
 
 /// An exact amount with its ISO 4217 currency.
@@ -519,67 +517,8 @@ pub enum DisputeOutcome {
 
 // ------------------------------------------------------------------ helpers
 
-fn caller(ctx: &Context<'_>) -> Result<Caller> {
-    let user = ctx.user()?;
-    Ok(Caller {
-        user_id: user.user_id,
-        roles: user.roles.clone(),
-    })
-}
-
 fn escrow_id(id: &ID) -> Result<Uuid> {
     ids::decode_as(Kind::Escrow, id)
-}
-
-/// Runs a money-moving rule once per idempotency key, then hands its payments to
-/// the PSP (after commit; a replay re-submits any still pending, which is harmless).
-async fn money_move<F>(
-    ctx: &Context<'_>,
-    operation: &'static str,
-    key: &str,
-    input: &impl Serialize,
-    rule: F,
-) -> Result<EscrowPayload>
-where
-    F: for<'t> FnOnce(
-            &'t TenantTxn,
-            Act<'t>,
-            Caller,
-        ) -> futures_util::future::BoxFuture<'t, Result<Effect>>
-        + Send
-        + 'static,
-{
-    let db: &TenantDb = ctx.tenant_db()?;
-    let services = ctx.services()?;
-    let caller = caller(ctx)?;
-    let origin = ctx.request().origin.clone();
-    let psp = services.psp.name();
-    let principal = caller.user_id;
-    let effect: Effect = idempotency::run(db, principal, operation, key, input, move |txn| {
-        Box::pin(async move {
-            // The origin lives in the future, so the rule can borrow it.
-            let origin = origin;
-            let act = Act {
-                actor: Actor::User(caller.user_id),
-                origin: &origin,
-                psp,
-            };
-            rule(txn, act, caller).await
-        })
-    })
-    .await?;
-    payments::dispatch(db, services.psp.as_ref(), &effect.payments).await;
-    Ok(EscrowPayload(effect))
-}
-
-fn txn_rule<'c>(ctx: &'c Context<'_>) -> Result<(&'c TenantDb, Caller, Act<'c>)> {
-    let caller = caller(ctx)?;
-    let act = Act {
-        actor: Actor::User(caller.user_id),
-        origin: &ctx.request().origin,
-        psp: ctx.services()?.psp.name(),
-    };
-    Ok((ctx.tenant_db()?, caller, act))
 }
 
 // ------------------------------------------------------------------ roots
@@ -595,7 +534,7 @@ impl EscrowQuery {
         visible = "visible::escrow_read"
     )]
     async fn escrow(&self, ctx: &Context<'_>, id: ID) -> Result<EscrowNode> {
-        let caller = caller(ctx)?;
+        let caller = ctx.caller()?;
         Ok(EscrowNode(
             rules::visible(ctx.tenant_db()?, &caller, escrow_id(&id)?).await?,
         ))
@@ -615,7 +554,7 @@ impl EscrowQuery {
         first: Option<i32>,
         last: Option<i32>,
     ) -> async_graphql::Result<Connection<IdCursor, EscrowNode>> {
-        let caller = caller(ctx)?;
+        let caller = ctx.caller()?;
         let filter = filter.unwrap_or_default();
         let me = caller.user_id;
         paginate::<escrow::Entity, _>(
@@ -669,9 +608,7 @@ impl EscrowMutation {
         idempotency_key: String,
     ) -> Result<EscrowPayload> {
         let new = rules::NewEscrow {
-            provider_id: ids::decode_as(Kind::User, &input.provider_id).map_err(|_| {
-                Error::bad_field("providerId", "no such active user in this tenant")
-            })?,
+            provider_id: ids::decode_as(Kind::User, &input.provider_id)?,
             amount: input.amount.0,
             currency: input.currency.clone(),
             description: input.description.clone(),
@@ -694,7 +631,7 @@ impl EscrowMutation {
                 })
                 .collect(),
         };
-        money_move(
+        mutation::money_move(
             ctx,
             "createEscrow",
             &idempotency_key,
@@ -704,6 +641,7 @@ impl EscrowMutation {
             },
         )
         .await
+        .map(EscrowPayload)
     }
 
     /// A deposit into a DRAFT escrow you send; the one that reaches the total makes
@@ -721,7 +659,7 @@ impl EscrowMutation {
     ) -> Result<EscrowPayload> {
         let id = self::escrow_id(&escrow_id)?;
         let input = serde_json::json!({ "escrow": id, "amount": amount });
-        money_move(
+        mutation::money_move(
             ctx,
             "fundEscrow",
             &idempotency_key,
@@ -731,6 +669,7 @@ impl EscrowMutation {
             },
         )
         .await
+        .map(EscrowPayload)
     }
 
     /// The sender withdraws a DRAFT escrow, or the provider a FUNDED one before
@@ -748,7 +687,7 @@ impl EscrowMutation {
     ) -> Result<EscrowPayload> {
         let id = self::escrow_id(&escrow_id)?;
         let input = serde_json::json!({ "escrow": id, "reason": reason });
-        money_move(
+        mutation::money_move(
             ctx,
             "cancelEscrow",
             &idempotency_key,
@@ -758,6 +697,7 @@ impl EscrowMutation {
             },
         )
         .await
+        .map(EscrowPayload)
     }
 
     /// The sender takes back an undelivered escrow once its deadline has passed.
@@ -773,7 +713,7 @@ impl EscrowMutation {
     ) -> Result<EscrowPayload> {
         let id = self::escrow_id(&escrow_id)?;
         let input = serde_json::json!({ "escrow": id });
-        money_move(
+        mutation::money_move(
             ctx,
             "refundEscrow",
             &idempotency_key,
@@ -783,6 +723,7 @@ impl EscrowMutation {
             },
         )
         .await
+        .map(EscrowPayload)
     }
 
     /// The sender pays one APPROVED milestone. Needs a recent MFA step-up.
@@ -798,7 +739,7 @@ impl EscrowMutation {
     ) -> Result<EscrowPayload> {
         let id = ids::decode_as(Kind::Milestone, &milestone_id)?;
         let input = serde_json::json!({ "milestone": id });
-        money_move(
+        mutation::money_move(
             ctx,
             "releaseMilestone",
             &idempotency_key,
@@ -808,6 +749,7 @@ impl EscrowMutation {
             },
         )
         .await
+        .map(EscrowPayload)
     }
 
     /// The sender releases everything the escrow holds to the provider (milestones
@@ -824,7 +766,7 @@ impl EscrowMutation {
     ) -> Result<EscrowPayload> {
         let id = self::escrow_id(&escrow_id)?;
         let input = serde_json::json!({ "escrow": id });
-        money_move(
+        mutation::money_move(
             ctx,
             "releaseEscrow",
             &idempotency_key,
@@ -834,6 +776,7 @@ impl EscrowMutation {
             },
         )
         .await
+        .map(EscrowPayload)
     }
 
     /// An admin settles a dispute. Needs a recent MFA step-up.
@@ -872,7 +815,7 @@ impl EscrowMutation {
             }
         };
         let input = serde_json::json!({ "escrow": id, "resolution": resolution, "note": note });
-        money_move(
+        mutation::money_move(
             ctx,
             "resolveDispute",
             &idempotency_key,
@@ -884,6 +827,7 @@ impl EscrowMutation {
             },
         )
         .await
+        .map(EscrowPayload)
     }
 
     /// The provider says the work is delivered; the inspection window starts.
@@ -898,11 +842,14 @@ impl EscrowMutation {
         note: Option<String>,
     ) -> Result<EscrowNode> {
         let id = self::escrow_id(&escrow_id)?;
-        let (db, caller, act) = txn_rule(ctx)?;
-        let txn = db.begin().await?;
-        let esc = rules::mark_delivered(&txn, act, &caller, id, note).await?;
-        txn.commit().await?;
-        Ok(EscrowNode(esc))
+        mutation::in_txn(ctx, move |txn, act, caller| {
+            Box::pin(async move {
+                rules::mark_delivered(txn, act, &caller, id, note)
+                    .await
+                    .map(EscrowNode)
+            })
+        })
+        .await
     }
 
     /// The sender accepts the delivery (within the inspection window).
@@ -912,11 +859,10 @@ impl EscrowMutation {
     )]
     async fn approve_escrow(&self, ctx: &Context<'_>, escrow_id: ID) -> Result<EscrowNode> {
         let id = self::escrow_id(&escrow_id)?;
-        let (db, caller, act) = txn_rule(ctx)?;
-        let txn = db.begin().await?;
-        let esc = rules::approve(&txn, act, &caller, id).await?;
-        txn.commit().await?;
-        Ok(EscrowNode(esc))
+        mutation::in_txn(ctx, move |txn, act, caller| {
+            Box::pin(async move { rules::approve(txn, act, &caller, id).await.map(EscrowNode) })
+        })
+        .await
     }
 
     /// The sender refuses the delivery (within the inspection window); the provider
@@ -932,11 +878,14 @@ impl EscrowMutation {
         reason: String,
     ) -> Result<EscrowNode> {
         let id = self::escrow_id(&escrow_id)?;
-        let (db, caller, act) = txn_rule(ctx)?;
-        let txn = db.begin().await?;
-        let esc = rules::reject(&txn, act, &caller, id, reason).await?;
-        txn.commit().await?;
-        Ok(EscrowNode(esc))
+        mutation::in_txn(ctx, move |txn, act, caller| {
+            Box::pin(async move {
+                rules::reject(txn, act, &caller, id, reason)
+                    .await
+                    .map(EscrowNode)
+            })
+        })
+        .await
     }
 
     /// Either party freezes the escrow until an admin resolves the dispute.
@@ -951,11 +900,14 @@ impl EscrowMutation {
         reason: String,
     ) -> Result<EscrowNode> {
         let id = self::escrow_id(&escrow_id)?;
-        let (db, caller, act) = txn_rule(ctx)?;
-        let txn = db.begin().await?;
-        let esc = rules::open_dispute(&txn, act, &caller, id, reason).await?;
-        txn.commit().await?;
-        Ok(EscrowNode(esc))
+        mutation::in_txn(ctx, move |txn, act, caller| {
+            Box::pin(async move {
+                rules::open_dispute(txn, act, &caller, id, reason)
+                    .await
+                    .map(EscrowNode)
+            })
+        })
+        .await
     }
 
     /// The provider proves a milestone: a note, and/or a JPEG, PNG or PDF sent as a
@@ -973,7 +925,8 @@ impl EscrowMutation {
         file: Option<Upload>,
     ) -> Result<ProofNode> {
         let id = ids::decode_as(Kind::Milestone, &milestone_id)?;
-        let (db, caller, act) = txn_rule(ctx)?;
+        let db = ctx.tenant_db()?;
+        let caller = ctx.caller()?;
         // Check the caller may prove it before anything is stored.
         let (esc, _) = rules::visible_milestone(db, &caller, id).await?;
         if esc.provider_id != caller.user_id {
@@ -996,10 +949,14 @@ impl EscrowMutation {
                 })
             }
         };
-        let txn = db.begin().await?;
-        let proof = rules::submit_proof(&txn, act, &caller, id, note, stored).await?;
-        txn.commit().await?;
-        Ok(ProofNode(proof))
+        mutation::in_txn(ctx, move |txn, act, caller| {
+            Box::pin(async move {
+                rules::submit_proof(txn, act, &caller, id, note, stored)
+                    .await
+                    .map(ProofNode)
+            })
+        })
+        .await
     }
 
     /// The sender (or support, or an admin) accepts or refuses a pending proof.
@@ -1015,11 +972,14 @@ impl EscrowMutation {
         note: Option<String>,
     ) -> Result<ProofNode> {
         let id = ids::decode_as(Kind::Proof, &proof_id)?;
-        let (db, caller, act) = txn_rule(ctx)?;
-        let txn = db.begin().await?;
-        let proof = rules::decide_proof(&txn, act, &caller, id, accept, note).await?;
-        txn.commit().await?;
-        Ok(ProofNode(proof))
+        mutation::in_txn(ctx, move |txn, act, caller| {
+            Box::pin(async move {
+                rules::decide_proof(txn, act, &caller, id, accept, note)
+                    .await
+                    .map(ProofNode)
+            })
+        })
+        .await
     }
 }
 

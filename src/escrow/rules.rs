@@ -33,43 +33,8 @@ use crate::{
     payments::{self, NewPayment, Payee},
 };
 
-/// Who is acting, as the rules need it.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub user_id: Uuid,
-    pub roles: Vec<Role>,
-}
-
-impl Caller {
-    /// Support and admins see (and support reviews) every escrow of the tenant.
-    pub fn is_staff(&self) -> bool {
-        self.roles
-            .iter()
-            .any(|r| matches!(r, Role::Admin | Role::Support))
-    }
-
-    pub fn is_admin(&self) -> bool {
-        self.roles.contains(&Role::Admin)
-    }
-}
-
-/// Who acts and where from, for events and audit rows.
-#[derive(Clone, Copy)]
-pub struct Act<'a> {
-    pub actor: Actor,
-    pub origin: &'a Origin,
-    /// The PSP new payments are recorded for.
-    pub psp: &'a str,
-}
-
-impl Act<'_> {
-    fn actor_id(&self) -> Option<Uuid> {
-        match self.actor {
-            Actor::User(id) => Some(id),
-            Actor::System => None,
-        }
-    }
-}
+pub use crate::rules::{Act, Caller};
+use crate::rules::{MovesMoney, require, text};
 
 /// What a money-moving mutation did: stored as its idempotent result.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -80,6 +45,12 @@ pub struct Effect {
     /// Payments recorded PENDING, to submit to the PSP once committed.
     #[serde(default)]
     pub payments: Vec<Uuid>,
+}
+
+impl MovesMoney for Effect {
+    fn payments(&self) -> &[Uuid] {
+        &self.payments
+    }
 }
 
 impl Effect {
@@ -130,14 +101,6 @@ pub async fn visible_milestone<C: ConnectionTrait>(
     let m = db.get::<milestone::Entity>(id).await?;
     let esc = visible(db, caller, m.escrow_id).await?;
     Ok((esc, m))
-}
-
-fn require(allowed: bool) -> Result<()> {
-    if allowed {
-        Ok(())
-    } else {
-        Err(Error::Forbidden)
-    }
 }
 
 fn currency_of(esc: &escrow::Model) -> Result<Currency> {
@@ -332,17 +295,6 @@ pub struct NewEscrow {
 pub const MAX_MILESTONES: usize = 50;
 const MAX_INSPECTION_SECONDS: i64 = 90 * 24 * 3600;
 
-fn text(field: &'static str, value: &str, max: usize) -> Result<String> {
-    let value = value.trim();
-    if value.is_empty() || value.chars().count() > max {
-        return Err(Error::bad_field(
-            field,
-            format!("must be 1 to {max} characters"),
-        ));
-    }
-    Ok(value.to_owned())
-}
-
 fn check_geofence(g: &Geofence) -> Result<()> {
     let ok = (-90.0..=90.0).contains(&g.latitude)
         && (-180.0..=180.0).contains(&g.longitude)
@@ -391,7 +343,8 @@ pub async fn create<C: ConnectionTrait>(
         .find_by_id::<user::Entity>(new.provider_id)
         .await?
         .filter(|u| u.is_active)
-        .ok_or_else(|| Error::bad_field("providerId", "no such active user in this tenant"))?;
+        // A missing user and another tenant's are the same answer.
+        .ok_or(Error::NotFound)?;
 
     let mut milestones = new.milestones;
     if milestones.len() > MAX_MILESTONES {

@@ -120,6 +120,15 @@ pub trait ContextExt {
         }
     }
 
+    /// The signed-in user as the rules see it.
+    fn caller(&self) -> Result<crate::rules::Caller> {
+        let user = self.user()?;
+        Ok(crate::rules::Caller {
+            user_id: user.user_id,
+            roles: user.roles.clone(),
+        })
+    }
+
     /// The caller's tenant-scoped handle, or `UNAUTHENTICATED`.
     fn tenant_db(&self) -> Result<&TenantDb> {
         self.request().db.as_ref().ok_or(Error::Unauthenticated)

@@ -6,6 +6,7 @@ pub mod errors;
 pub mod guards;
 pub mod limits;
 pub mod loaders;
+pub mod mutation;
 pub mod node;
 pub mod role_sdl;
 pub mod scalars;

@@ -10,7 +10,7 @@ use crate::{
     error::Error,
     escrow::{
         graphql::{EscrowNode, MilestoneNode, ProofNode},
-        rules::{self as escrow_rules, Caller},
+        rules::{self as escrow_rules},
     },
     identity::graphql::{ApiKeyNode, SessionNode},
     ids::{self, Kind},
@@ -78,10 +78,7 @@ async fn resolve(ctx: &Context<'_>, id: &str) -> Result<Node, Error> {
             if !ctx.principal().has_scope(Scope::EscrowRead) {
                 return Err(Error::NotFound);
             }
-            let caller = Caller {
-                user_id: me.user_id,
-                roles: me.roles.clone(),
-            };
+            let caller = ctx.caller()?;
             // Each is visible exactly when its escrow is.
             Ok(match kind {
                 Kind::Escrow => {

@@ -11,11 +11,10 @@ use sea_orm::{
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::rules::{self, Act, Caller, NewMandate, NewPayee, Outcome, PayeeOn};
+use super::rules::{self, NewMandate, NewPayee, PayeeOn};
 use crate::{
-    audit::Actor,
     auth::{Role, Scope},
-    db::{TenantDb, TenantTxn},
+    db::TenantDb,
     entity::{
         alert,
         mandate::{self, MandateStatus},
@@ -29,11 +28,11 @@ use crate::{
         context::ContextExt,
         guards::{AnyRole, HasScope, RecentMfa, visible},
         loaders::children,
+        mutation,
         scalars::Decimal,
     },
-    idempotency,
     ids::{self, Kind},
-    payments::{self, graphql::PaymentNode},
+    payments::graphql::PaymentNode,
 };
 
 fn gid(kind: Kind, id: Uuid) -> ID {
@@ -387,89 +386,13 @@ pub struct AlertFilter {
 
 // ------------------------------------------------------------------ helpers
 
-fn caller(ctx: &Context<'_>) -> Result<Caller> {
-    let user = ctx.user()?;
-    Ok(Caller {
-        user_id: user.user_id,
-        roles: user.roles.clone(),
-    })
-}
-
-fn act<'c>(ctx: &'c Context<'_>, caller: &Caller) -> Result<Act<'c>> {
-    Ok(Act {
-        actor: Actor::User(caller.user_id),
-        origin: &ctx.request().origin,
-        psp: ctx.services()?.psp.name(),
-    })
-}
-
 fn decode(kind: Kind, id: &ID) -> Result<Uuid> {
     ids::decode_as(kind, id)
 }
 
-/// Ids of a list argument; a malformed or foreign one is a bad input (the caller
-/// named something that does not exist for them).
-fn decode_all(kind: Kind, list: &[ID], field: &'static str) -> Result<Vec<Uuid>> {
-    list.iter()
-        .map(|id| ids::decode_as(kind, id).map_err(|_| Error::bad_field(field, "no such id")))
-        .collect()
-}
-
-/// Runs a plain (not money-moving) rule in a write transaction.
-async fn in_txn<T, F>(ctx: &Context<'_>, rule: F) -> Result<T>
-where
-    F: for<'t> FnOnce(
-        &'t TenantTxn,
-        Act<'t>,
-        Caller,
-    ) -> futures_util::future::BoxFuture<'t, Result<T>>,
-{
-    let caller = caller(ctx)?;
-    let act = act(ctx, &caller)?;
-    let txn = ctx.tenant_db()?.begin().await?;
-    let value = rule(&txn, act, caller).await?;
-    txn.commit().await?;
-    Ok(value)
-}
-
-/// Runs a money-moving rule once per idempotency key; submits its payments to the
-/// PSP after commit.
-async fn money_move<F>(
-    ctx: &Context<'_>,
-    operation: &'static str,
-    key: &str,
-    input: &impl Serialize,
-    rule: F,
-) -> Result<Outcome>
-where
-    F: for<'t> FnOnce(
-            &'t TenantTxn,
-            Act<'t>,
-            Caller,
-        ) -> futures_util::future::BoxFuture<'t, Result<Outcome>>
-        + Send
-        + 'static,
-{
-    let db: &TenantDb = ctx.tenant_db()?;
-    let services = ctx.services()?;
-    let caller = caller(ctx)?;
-    let origin = ctx.request().origin.clone();
-    let psp = services.psp.name();
-    let outcome: Outcome =
-        idempotency::run(db, caller.user_id, operation, key, input, move |txn| {
-            Box::pin(async move {
-                let origin = origin;
-                let act = Act {
-                    actor: Actor::User(caller.user_id),
-                    origin: &origin,
-                    psp,
-                };
-                rule(txn, act, caller).await
-            })
-        })
-        .await?;
-    payments::dispatch(db, services.psp.as_ref(), &outcome.payments).await;
-    Ok(outcome)
+/// Ids of a list argument; a malformed or foreign one is NOT_FOUND, like any id.
+fn decode_all(kind: Kind, list: &[ID]) -> Result<Vec<Uuid>> {
+    list.iter().map(|id| ids::decode_as(kind, id)).collect()
 }
 
 /// A refusal raises an alert for `sender` (in its own transaction) and is returned.
@@ -546,7 +469,7 @@ impl SpendQuery {
     /// A mandate you granted or may spend (support and admins: any of the tenant's).
     #[graphql(guard = "HasScope(Scope::SpendRead)", visible = "visible::spend_read")]
     async fn mandate(&self, ctx: &Context<'_>, id: ID) -> Result<MandateNode> {
-        let caller = caller(ctx)?;
+        let caller = ctx.caller()?;
         Ok(MandateNode(
             rules::visible(ctx.tenant_db()?, &caller, decode(Kind::Mandate, &id)?).await?,
         ))
@@ -562,7 +485,7 @@ impl SpendQuery {
         first: Option<i32>,
         last: Option<i32>,
     ) -> async_graphql::Result<Connection<IdCursor, MandateNode>> {
-        let caller = caller(ctx)?;
+        let caller = ctx.caller()?;
         let filter = filter.unwrap_or_default();
         let me = caller.user_id;
         paginate::<mandate::Entity, _>(
@@ -606,7 +529,7 @@ impl SpendQuery {
         first: Option<i32>,
         last: Option<i32>,
     ) -> async_graphql::Result<Connection<IdCursor, PurchaseNode>> {
-        let caller = caller(ctx)?;
+        let caller = ctx.caller()?;
         let db = ctx.tenant_db()?;
         let only = match &mandate_id {
             Some(id) => Some(
@@ -655,7 +578,7 @@ impl SpendQuery {
         first: Option<i32>,
         last: Option<i32>,
     ) -> async_graphql::Result<Connection<IdCursor, TransferNode>> {
-        let caller = caller(ctx)?;
+        let caller = ctx.caller()?;
         paginate::<transfer::Entity, _>(
             ctx,
             PageArgs {
@@ -691,7 +614,7 @@ impl SpendQuery {
         first: Option<i32>,
         last: Option<i32>,
     ) -> async_graphql::Result<Connection<IdCursor, AlertNode>> {
-        let caller = caller(ctx)?;
+        let caller = ctx.caller()?;
         let kind = filter.unwrap_or_default().kind;
         paginate::<alert::Entity, _>(
             ctx,
@@ -732,7 +655,7 @@ impl SpendMutation {
         code: String,
         label: String,
     ) -> Result<CategoryNode> {
-        in_txn(ctx, move |txn, act, caller| {
+        mutation::in_txn(ctx, move |txn, act, caller| {
             Box::pin(async move {
                 rules::create_category(txn, act, &caller, &code, &label)
                     .await
@@ -753,7 +676,7 @@ impl SpendMutation {
         enabled: bool,
     ) -> Result<CategoryNode> {
         let id = decode(Kind::Category, &id)?;
-        in_txn(ctx, move |txn, act, caller| {
+        mutation::in_txn(ctx, move |txn, act, caller| {
             Box::pin(async move {
                 rules::set_category_enabled(txn, act, &caller, id, enabled)
                     .await
@@ -775,9 +698,8 @@ impl SpendMutation {
         #[graphql(desc = "Default false.")] certified: Option<bool>,
     ) -> Result<MerchantNode> {
         let certified = certified.unwrap_or(false);
-        let category = decode(Kind::Category, &category_id)
-            .map_err(|_| Error::bad_field("categoryId", "no such category"))?;
-        in_txn(ctx, move |txn, act, caller| {
+        let category = decode(Kind::Category, &category_id)?;
+        mutation::in_txn(ctx, move |txn, act, caller| {
             Box::pin(async move {
                 rules::create_merchant(txn, act, &caller, &name, category, certified)
                     .await
@@ -800,7 +722,7 @@ impl SpendMutation {
         certified: Option<bool>,
     ) -> Result<MerchantNode> {
         let id = decode(Kind::Merchant, &id)?;
-        in_txn(ctx, move |txn, act, caller| {
+        mutation::in_txn(ctx, move |txn, act, caller| {
             Box::pin(async move {
                 rules::update_merchant(txn, act, &caller, id, enabled, certified)
                     .await
@@ -822,27 +744,17 @@ impl SpendMutation {
         idempotency_key: String,
     ) -> Result<MandateNode> {
         let new = NewMandate {
-            beneficiary_id: ids::decode_as(Kind::User, &input.beneficiary_id).map_err(|_| {
-                Error::bad_field("beneficiaryId", "no such active user in this tenant")
-            })?,
+            beneficiary_id: ids::decode_as(Kind::User, &input.beneficiary_id)?,
             total: input.total.0,
             currency: input.currency.clone(),
             expires_at: input.expires_at,
-            category_ids: decode_all(
-                Kind::Category,
-                &input.allowed_category_ids,
-                "allowedCategoryIds",
-            )?,
-            merchant_ids: decode_all(
-                Kind::Merchant,
-                &input.allowed_merchant_ids,
-                "allowedMerchantIds",
-            )?,
+            category_ids: decode_all(Kind::Category, &input.allowed_category_ids)?,
+            merchant_ids: decode_all(Kind::Merchant, &input.allowed_merchant_ids)?,
             per_purchase_limit: input.per_purchase_limit.map(|d| d.0),
             daily_limit: input.daily_limit.map(|d| d.0),
             certified_only: input.certified_merchants_only,
         };
-        let outcome = money_move(
+        let outcome = mutation::money_move(
             ctx,
             "grantMandate",
             &idempotency_key,
@@ -864,7 +776,7 @@ impl SpendMutation {
     )]
     async fn revoke_mandate(&self, ctx: &Context<'_>, mandate_id: ID) -> Result<MandateNode> {
         let id = decode(Kind::Mandate, &mandate_id)?;
-        in_txn(ctx, move |txn, act, caller| {
+        mutation::in_txn(ctx, move |txn, act, caller| {
             Box::pin(async move { rules::revoke(txn, act, &caller, id).await.map(MandateNode) })
         })
         .await
@@ -889,9 +801,9 @@ impl SpendMutation {
         let mandate = decode(Kind::Mandate, &mandate_id)?;
         let shop = decode(Kind::Merchant, &merchant_id)?;
         let db = ctx.tenant_db()?;
-        let caller = caller(ctx)?;
+        let caller = ctx.caller()?;
         let input = serde_json::json!({ "mandate": mandate, "merchant": shop, "amount": amount, "description": description });
-        let result = money_move(
+        let result = mutation::money_move(
             ctx,
             "createPurchase",
             &idempotency_key,
@@ -942,7 +854,7 @@ impl SpendMutation {
             daily_limit: input.daily_limit.map(|d| d.0),
             total_limit: input.total_limit.map(|d| d.0),
         };
-        in_txn(ctx, move |txn, act, caller| {
+        mutation::in_txn(ctx, move |txn, act, caller| {
             Box::pin(async move {
                 rules::add_payee(txn, act, &caller, new)
                     .await
@@ -968,9 +880,9 @@ impl SpendMutation {
     ) -> Result<PayoutNode> {
         let payee_uuid = decode(Kind::Payee, &payee_id)?;
         let db = ctx.tenant_db()?;
-        let caller = caller(ctx)?;
+        let caller = ctx.caller()?;
         let input = serde_json::json!({ "payee": payee_uuid, "amount": amount });
-        let result = money_move(
+        let result = mutation::money_move(
             ctx,
             "payPayee",
             &idempotency_key,
@@ -1012,9 +924,8 @@ impl SpendMutation {
         visible = "visible::spend_write"
     )]
     async fn allow_transfer_recipient(&self, ctx: &Context<'_>, recipient_id: ID) -> Result<bool> {
-        let id = ids::decode_as(Kind::User, &recipient_id)
-            .map_err(|_| Error::bad_field("recipientId", "no such active user in this tenant"))?;
-        in_txn(ctx, move |txn, act, caller| {
+        let id = ids::decode_as(Kind::User, &recipient_id)?;
+        mutation::in_txn(ctx, move |txn, act, caller| {
             Box::pin(async move {
                 rules::allow_recipient(txn, act, &caller, id)
                     .await
@@ -1031,7 +942,7 @@ impl SpendMutation {
     )]
     async fn certify_transfer_recipient(&self, ctx: &Context<'_>, user_id: ID) -> Result<bool> {
         let id = ids::decode_as(Kind::User, &user_id)?;
-        in_txn(ctx, move |txn, act, caller| {
+        mutation::in_txn(ctx, move |txn, act, caller| {
             Box::pin(async move {
                 rules::certify_recipient(txn, act, &caller, id)
                     .await
@@ -1057,12 +968,11 @@ impl SpendMutation {
         note: Option<String>,
         idempotency_key: String,
     ) -> Result<TransferNode> {
-        let recipient = ids::decode_as(Kind::User, &recipient_id)
-            .map_err(|_| Error::bad_field("recipientId", "no such active user in this tenant"))?;
+        let recipient = ids::decode_as(Kind::User, &recipient_id)?;
         let db = ctx.tenant_db()?;
-        let me = caller(ctx)?.user_id;
+        let me = ctx.caller()?.user_id;
         let input = serde_json::json!({ "recipient": recipient, "amount": amount, "currency": currency, "note": note });
-        let result = money_move(
+        let result = mutation::money_move(
             ctx,
             "createTransfer",
             &idempotency_key,

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
-    audit::{self, Actor, Origin},
+    audit,
     auth::Role,
     db::{Scoped, TenantDb},
     entity::{
@@ -32,28 +32,8 @@ use crate::{
     payments::{self, NewPayment, Payee},
 };
 
-/// Who acts, as the rules need it.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub user_id: Uuid,
-    pub roles: Vec<Role>,
-}
-
-impl Caller {
-    pub fn is_staff(&self) -> bool {
-        self.roles
-            .iter()
-            .any(|r| matches!(r, Role::Admin | Role::Support))
-    }
-}
-
-/// Who acts and from where, for audit rows; and which PSP new payments use.
-#[derive(Clone, Copy)]
-pub struct Act<'a> {
-    pub actor: Actor,
-    pub origin: &'a Origin,
-    pub psp: &'a str,
-}
+pub use crate::rules::{Act, Caller};
+use crate::rules::{MovesMoney, require, text};
 
 /// The refusal reasons, as `extensions.reason`.
 pub mod refusal {
@@ -79,25 +59,6 @@ pub mod refusal {
 
 fn refuse(reason: &'static str, message: impl Into<String>) -> Error {
     Error::conflict(reason, message)
-}
-
-fn require(allowed: bool) -> Result<()> {
-    if allowed {
-        Ok(())
-    } else {
-        Err(Error::Forbidden)
-    }
-}
-
-fn text(field: &'static str, value: &str, max: usize) -> Result<String> {
-    let value = value.trim();
-    if value.is_empty() || value.chars().count() > max {
-        return Err(Error::bad_field(
-            field,
-            format!("must be 1 to {max} characters"),
-        ));
-    }
-    Ok(value.to_owned())
 }
 
 fn today() -> String {
@@ -223,9 +184,7 @@ pub async fn create_merchant<C: ConnectionTrait>(
 ) -> Result<merchant::Model> {
     staff_only(caller)?;
     let name = text("name", name, 200)?;
-    txn.find_by_id::<spend_category::Entity>(category_id)
-        .await?
-        .ok_or_else(|| Error::bad_field("categoryId", "no such category"))?;
+    txn.get::<spend_category::Entity>(category_id).await?;
     let row = txn
         .insert(merchant::ActiveModel {
             id: Set(new_id()),
@@ -335,6 +294,12 @@ pub struct Outcome {
     pub payments: Vec<Uuid>,
 }
 
+impl MovesMoney for Outcome {
+    fn payments(&self) -> &[Uuid] {
+        &self.payments
+    }
+}
+
 pub async fn grant<C: ConnectionTrait>(
     txn: &Scoped<C>,
     act: Act<'_>,
@@ -375,19 +340,16 @@ pub async fn grant<C: ConnectionTrait>(
             "you cannot grant yourself a mandate",
         ));
     }
+    // A missing id and another tenant's are the same answer: NOT_FOUND.
     txn.find_by_id::<user::Entity>(new.beneficiary_id)
         .await?
         .filter(|u| u.is_active)
-        .ok_or_else(|| Error::bad_field("beneficiaryId", "no such active user in this tenant"))?;
+        .ok_or(Error::NotFound)?;
     for id in &new.category_ids {
-        txn.find_by_id::<spend_category::Entity>(*id)
-            .await?
-            .ok_or_else(|| Error::bad_field("allowedCategoryIds", "no such category"))?;
+        txn.get::<spend_category::Entity>(*id).await?;
     }
     for id in &new.merchant_ids {
-        txn.find_by_id::<merchant::Entity>(*id)
-            .await?
-            .ok_or_else(|| Error::bad_field("allowedMerchantIds", "no such merchant"))?;
+        txn.get::<merchant::Entity>(*id).await?;
     }
     let now = Utc::now();
     let row = txn
@@ -811,7 +773,7 @@ pub async fn add_payee<C: ConnectionTrait>(
             (Some(m.id), None, m.currency)
         }
         PayeeOn::Escrow(id) => {
-            let esc = crate::escrow::rules::visible(txn, &escrow_caller(caller), id).await?;
+            let esc = crate::escrow::rules::visible(txn, caller, id).await?;
             require(esc.sender_id == caller.user_id)?;
             (None, Some(esc.id), esc.currency)
         }
@@ -893,7 +855,7 @@ pub async fn payout<C: ConnectionTrait>(
             Some(m)
         }
         (None, Some(escrow_id)) => {
-            let esc = crate::escrow::rules::visible(txn, &escrow_caller(caller), escrow_id).await?;
+            let esc = crate::escrow::rules::visible(txn, caller, escrow_id).await?;
             require(esc.sender_id == caller.user_id)?;
             None
         }
@@ -945,19 +907,9 @@ pub async fn payout<C: ConnectionTrait>(
     let Some(m) = m else {
         // From an escrow: what it holds, counted as released.
         let escrow_id = p.escrow_id.ok_or(Error::NotFound)?;
-        let effect = crate::escrow::rules::pay_external(
-            txn,
-            crate::escrow::rules::Act {
-                actor: act.actor,
-                origin: act.origin,
-                psp: act.psp,
-            },
-            &escrow_caller(caller),
-            escrow_id,
-            &p.reference,
-            amount,
-        )
-        .await?;
+        let effect =
+            crate::escrow::rules::pay_external(txn, act, caller, escrow_id, &p.reference, amount)
+                .await?;
         let payment_id = effect.payments.first().copied().ok_or(Error::NotFound)?;
         let row = insert_payout(txn, act, caller, &p, None, payment_id, x).await?;
         return Ok(Outcome {
@@ -1023,13 +975,6 @@ async fn insert_payout<C: ConnectionTrait>(
     Ok(row)
 }
 
-fn escrow_caller(caller: &Caller) -> crate::escrow::rules::Caller {
-    crate::escrow::rules::Caller {
-        user_id: caller.user_id,
-        roles: caller.roles.clone(),
-    }
-}
-
 // ------------------------------------------------------------------ transfers
 
 /// A user allowlists a recipient for their transfers.
@@ -1048,7 +993,7 @@ pub async fn allow_recipient<C: ConnectionTrait>(
     txn.find_by_id::<user::Entity>(recipient_id)
         .await?
         .filter(|u| u.is_active)
-        .ok_or_else(|| Error::bad_field("recipientId", "no such active user in this tenant"))?;
+        .ok_or(Error::NotFound)?;
     let row = txn
         .insert(transfer_recipient::ActiveModel {
             id: Set(new_id()),
@@ -1077,9 +1022,7 @@ pub async fn certify_recipient<C: ConnectionTrait>(
     user_id: Uuid,
 ) -> Result<()> {
     require(caller.roles.contains(&Role::Admin))?;
-    txn.find_by_id::<user::Entity>(user_id)
-        .await?
-        .ok_or_else(|| Error::bad_field("userId", "no such user in this tenant"))?;
+    txn.get::<user::Entity>(user_id).await?;
     let exists = txn
         .first::<certified_recipient::Entity>(|q| {
             q.filter(certified_recipient::Column::UserId.eq(user_id))
@@ -1118,11 +1061,18 @@ pub async fn transfer<C: ConnectionTrait>(
 ) -> Result<Outcome> {
     let money = Money::parse_positive(amount, Currency::parse(currency)?)?;
     let note = note.map(|n| text("note", &n, 500)).transpose()?;
+    if recipient_id == caller.user_id {
+        return Err(Error::bad_field(
+            "recipientId",
+            "you cannot transfer to yourself",
+        ));
+    }
     let recipient = txn
         .find_by_id::<user::Entity>(recipient_id)
         .await?
-        .filter(|u| u.is_active && u.id != caller.user_id);
-    let allowed = match &recipient {
+        .filter(|u| u.is_active)
+        .ok_or(Error::NotFound)?;
+    let allowed = match Some(&recipient) {
         None => false,
         Some(r) => {
             txn.first::<transfer_recipient::Entity>(|q| {

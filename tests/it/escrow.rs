@@ -995,6 +995,17 @@ async fn foreign_and_unrelated_escrows_are_not_found(app: TestApp) {
             );
         }
     }
+    // A provider of another tenant is as missing as any other id.
+    let r = app
+        .gql(
+            Some(&sender),
+            "mutation($i: CreateEscrowInput!) { createEscrow(input: $i, idempotencyKey: \"foreign-1\") { escrow { id } } }",
+            json!({ "i": {
+                "providerId": user_gid(globex.user(Role::Beneficiary).id), "amount": "10.00", "currency": "EUR",
+                "description": "x", "deadline": (Utc::now() + Duration::days(1)).to_rfc3339() } }),
+        )
+        .await;
+    assert_eq!(r.code(), Some("NOT_FOUND"), "{}", r.body);
     // Support and admins of the tenant see it; the parties list it on their side.
     for role in [Role::Support, Role::Admin, Role::Beneficiary] {
         let r = call(

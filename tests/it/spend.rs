@@ -815,6 +815,48 @@ async fn foreign_and_unrelated_mandates_are_not_found(app: TestApp) {
     let r = call(&app, admin, "{ mandates { edges { node { id } } } purchases { edges { node { id } } } alerts { edges { node { id } } } }", json!({})).await;
     assert_eq!(r.ok()["mandates"]["edges"], json!([]));
     assert_eq!(r.ok()["purchases"]["edges"], json!([]));
+    // Naming another tenant's user, category or merchant: NOT_FOUND too.
+    let foreign_user = user_gid(globex.user(Role::Beneficiary).id);
+    let r = grant(&app, &acme, json!({ "beneficiaryId": foreign_user, "total": "1.00", "currency": "CHF", "allowedCategoryIds": [c.groceries] })).await;
+    assert_eq!(r.code(), Some("NOT_FOUND"), "{}", r.body);
+    let g_cat = call(
+        &app,
+        globex.token(Role::Admin),
+        CATEGORY,
+        json!({ "c": "FOREIGN", "l": "foreign" }),
+    )
+    .await;
+    let g_cat = g_cat.ok()["createSpendCategory"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = grant(
+        &app,
+        &acme,
+        json!({ "total": "1.00", "currency": "CHF", "allowedCategoryIds": [g_cat] }),
+    )
+    .await;
+    assert_eq!(r.code(), Some("NOT_FOUND"), "{}", r.body);
+    let r = call(
+        &app,
+        acme.token(Role::Admin),
+        MERCHANT,
+        json!({ "n": "Elsewhere", "c": g_cat }),
+    )
+    .await;
+    assert_eq!(r.code(), Some("NOT_FOUND"), "{}", r.body);
+    let acme_sender = acme.token(Role::Sender).to_owned();
+    enrol(&app, &acme_sender).await;
+    let r = call(&app, &acme_sender, "mutation($r: ID!) { createTransfer(recipientId: $r, amount: \"1.00\", currency: \"EUR\", idempotencyKey: \"t-1\") { id } }", json!({ "r": foreign_user })).await;
+    assert_eq!(r.code(), Some("NOT_FOUND"), "{}", r.body);
+    let r = call(
+        &app,
+        &acme_sender,
+        "mutation($r: ID!) { allowTransferRecipient(recipientId: $r) }",
+        json!({ "r": foreign_user }),
+    )
+    .await;
+    assert_eq!(r.code(), Some("NOT_FOUND"), "{}", r.body);
     // A foreign merchant is as missing as any other id.
     let g = catalog(&app, &globex).await;
     let r = buy(

@@ -1,0 +1,272 @@
+//! `cargo bench --bench spend_contention`: purchases per second when every request
+//! spends the same mandate (the worst case: one row, one lock), through the real
+//! HTTP edge on PostgreSQL; then, for scale, the bare conditional UPDATE on one row
+//! driven by `pgbench` with the same number of clients.
+//!
+//! PostgreSQL: `SEQUESTRA_BENCH_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) must be allowed to create and drop
+//! databases; a fresh one is used and dropped.
+
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+use sea_orm::{ConnectionTrait, Database};
+use sequestra::{
+    Application,
+    accounts::rules as accounts,
+    audit::{Actor, Origin},
+    auth::{Role, password},
+    config::Config,
+    db::TenantDb,
+    domain::{Email, Slug},
+    identity::rules::{SignInOutcome, sign_in},
+    ids::{self, Kind, TenantId},
+    spend::rules::{self as spend, Act, Caller, NewMandate},
+};
+
+const PASSWORD: &str = "bench-passphrase-long-enough";
+const CLIENTS: usize = 16;
+const SECONDS: u64 = 10;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run());
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let base = url.split('?').next().unwrap_or(url);
+    let prefix = base.rsplit_once('/').map(|(p, _)| p).unwrap_or(base);
+    format!("{prefix}/{name}")
+}
+
+async fn run() {
+    let admin_url = std::env::var("SEQUESTRA_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let name = format!("sequestra_bench_{}", uuid::Uuid::now_v7().simple());
+    let admin = Database::connect(&admin_url)
+        .await
+        .expect("connect to PostgreSQL");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .expect("create the bench database");
+    let url = with_database(&admin_url, &name);
+
+    let proofs = tempfile::tempdir().expect("temp dir");
+    let pool = (CLIENTS + 4).to_string();
+    let proof_dir = proofs.path().display().to_string();
+    let vars = [
+        ("SEQUESTRA_DATABASE_URL", url.as_str()),
+        ("SEQUESTRA_LISTEN", "127.0.0.1:0"),
+        ("SEQUESTRA_RATE_LIMIT_PER_SECOND", "1000000"),
+        ("SEQUESTRA_RATE_LIMIT_BURST", "1000000"),
+        ("SEQUESTRA_DB_MAX_CONNECTIONS", pool.as_str()),
+        ("SEQUESTRA_JOBS_ENABLED", "false"),
+        ("SEQUESTRA_PROOF_DIR", proof_dir.as_str()),
+        ("SEQUESTRA_LOG", "warn"),
+    ];
+    let config = Config::from_lookup(|k| {
+        vars.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| (*v).to_owned())
+    })
+    .expect("config");
+    let app = Application::build(config).await.expect("app");
+    let addr = app.local_addr().expect("addr");
+    let db = app.db().clone();
+    let tokens = app.tokens().clone();
+    tokio::spawn(app.run_until(std::future::pending()));
+
+    // A tenant, a sender and a beneficiary, a merchant, and one big mandate.
+    let txn = sea_orm::TransactionTrait::begin(&db).await.expect("begin");
+    let tenant =
+        accounts::create_tenant(&txn, &Slug::parse("bench").expect("slug"), "Bench", false)
+            .await
+            .expect("tenant");
+    txn.commit().await.expect("commit");
+    let scoped = TenantDb::new(db.clone(), TenantId::from_uuid(tenant.id));
+    let hash = password::hash(PASSWORD.to_owned().into())
+        .await
+        .expect("hash");
+    let mut users = Vec::new();
+    for (email, role) in [
+        ("sender@bench.test", Role::Sender),
+        ("beneficiary@bench.test", Role::Beneficiary),
+    ] {
+        let user = accounts::create_user(
+            &scoped,
+            Actor::System,
+            &Origin::default(),
+            &Email::parse(email).expect("email"),
+            hash.clone(),
+            &[role],
+        )
+        .await
+        .expect("user");
+        users.push(user.id);
+    }
+    let origin = Origin::default();
+    let sender = Caller {
+        user_id: users[0],
+        roles: vec![Role::Sender, Role::Admin],
+    };
+    let act = Act {
+        actor: Actor::User(users[0]),
+        origin: &origin,
+        psp: "simulated",
+    };
+    let txn = scoped.begin().await.expect("begin");
+    let category = spend::create_category(&txn, act, &sender, "GROCERIES", "Groceries")
+        .await
+        .expect("category");
+    let shop = spend::create_merchant(&txn, act, &sender, "FreshMart", category.id, true)
+        .await
+        .expect("merchant");
+    let mandate = spend::grant(
+        &txn,
+        act,
+        &sender,
+        NewMandate {
+            beneficiary_id: users[1],
+            total: Decimal::new(1_000_000_000, 2),
+            currency: "EUR".to_owned(),
+            expires_at: chrono::Utc::now() + chrono::Duration::days(1),
+            category_ids: vec![category.id],
+            merchant_ids: vec![],
+            per_purchase_limit: None,
+            daily_limit: None,
+            certified_only: false,
+        },
+    )
+    .await
+    .expect("mandate");
+    txn.commit().await.expect("commit");
+    let token = match sign_in(
+        &db,
+        &tokens,
+        &Origin::default(),
+        "bench",
+        "beneficiary@bench.test",
+        PASSWORD.to_owned().into(),
+    )
+    .await
+    .expect("sign in")
+    {
+        SignInOutcome::Signed(issued) => issued.access.token,
+        SignInOutcome::MfaRequired(_) => unreachable!("no MFA here"),
+    };
+
+    let endpoint = format!("http://{addr}/graphql");
+    let mandate_id = ids::encode(Kind::Mandate, mandate.id);
+    let merchant_id = ids::encode(Kind::Merchant, shop.id);
+    let query = "mutation($m: ID!, $s: ID!, $k: String!) { createPurchase(mandateId: $m, merchantId: $s, amount: \"1.00\", idempotencyKey: $k) { id } }";
+    println!(
+        "sequestra spend contention benchmark ({} cores, PostgreSQL, {CLIENTS} clients, {SECONDS} s, one mandate)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    let started = Instant::now();
+    let stop = started + Duration::from_secs(SECONDS);
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let (client, endpoint, token, mandate_id, merchant_id) = (
+            reqwest::Client::new(),
+            endpoint.clone(),
+            token.clone(),
+            mandate_id.clone(),
+            merchant_id.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = 0usize;
+            while Instant::now() < stop {
+                let t = Instant::now();
+                let body = serde_json::json!({ "query": query, "variables": { "m": mandate_id, "s": merchant_id, "k": format!("c{c}-{i}") } });
+                let response = client.post(&endpoint).bearer_auth(&token).json(&body).send().await.expect("request");
+                let json: serde_json::Value = response.json().await.expect("json");
+                assert!(json.get("errors").is_none(), "{json}");
+                latencies.push(t.elapsed());
+                i += 1;
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("client"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
+    };
+    println!(
+        "createPurchase over HTTP        {:>8.0} purchases/s   n={}  p50={:.2} ms  p99={:.2} ms",
+        latencies.len() as f64 / elapsed,
+        latencies.len(),
+        pct(0.5),
+        pct(0.99)
+    );
+    // The invariant held under the load.
+    let row = db
+        .query_one(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT spent_minor, (SELECT count(*) FROM purchases) AS n FROM mandates WHERE id = '{}'", mandate.id),
+        ))
+        .await
+        .expect("query")
+        .expect("row");
+    let spent: i64 = row.try_get("", "spent_minor").expect("spent");
+    let n: i64 = row.try_get("", "n").expect("n");
+    assert_eq!(spent, n * 100, "spent equals the sum of the purchases");
+
+    // The bare conditional UPDATE on one row, with pgbench.
+    db.execute_unprepared(
+        "CREATE TABLE bench_mandate (id int PRIMARY KEY, spent bigint NOT NULL, total bigint NOT NULL); \
+         INSERT INTO bench_mandate VALUES (1, 0, 1000000000000)",
+    )
+    .await
+    .expect("bench table");
+    let script = proofs.path().join("update.sql");
+    std::fs::write(
+        &script,
+        "UPDATE bench_mandate SET spent = spent + 100 WHERE id = 1 AND spent + 100 <= total;\n",
+    )
+    .expect("script");
+    let output = std::process::Command::new("pgbench")
+        .args([
+            "-n",
+            "-c",
+            &CLIENTS.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &SECONDS.to_string(),
+            "-f",
+        ])
+        .arg(&script)
+        .arg(&url)
+        .output();
+    match output {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let tps = text
+                .lines()
+                .find(|l| l.starts_with("tps"))
+                .unwrap_or("tps = ?")
+                .to_owned();
+            println!("bare UPDATE with pgbench        {tps}");
+        }
+        Ok(out) => println!("pgbench failed: {}", String::from_utf8_lossy(&out.stderr)),
+        Err(err) => println!("pgbench not run ({err}); install postgresql-client"),
+    }
+
+    drop(db);
+    admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .await
+        .ok();
+}
