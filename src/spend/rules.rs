@@ -668,9 +668,9 @@ pub async fn purchase<C: ConnectionTrait>(
             "the purchase is above the mandate's per-purchase limit",
         ));
     }
-    if !take_budget(txn, &m, money.minor()).await? {
-        return Err(why_refused(txn, m.id, money.minor()).await?);
-    }
+    // The purchase and its audit row first, the budget last: on PostgreSQL the
+    // mandate's row lock is then held only from the UPDATE to the commit. A refusal
+    // rolls all of it back.
     let row = txn
         .insert(purchase::ActiveModel {
             id: Set(new_id()),
@@ -692,6 +692,9 @@ pub async fn purchase<C: ConnectionTrait>(
         serde_json::json!({ "mandate_id": m.id, "merchant_id": shop.id, "amount_minor": row.amount_minor }),
     )
     .await?;
+    if !take_budget(txn, &m, money.minor()).await? {
+        return Err(why_refused(txn, m.id, money.minor()).await?);
+    }
     consumed_if_spent(txn, act, m.id).await?;
     Ok(Outcome {
         id: row.id,
