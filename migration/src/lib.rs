@@ -11,6 +11,7 @@ mod m20261122_000005_platform_tenant;
 mod m20261122_000006_idempotency_keys;
 mod m20261122_000007_escrow;
 mod m20261122_000008_spend;
+mod m20261122_000009_webhook_events;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000006_idempotency_keys::Migration),
             Box::new(m20261122_000007_escrow::Migration),
             Box::new(m20261122_000008_spend::Migration),
+            Box::new(m20261122_000009_webhook_events::Migration),
         ]
     }
 }

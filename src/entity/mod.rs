@@ -33,3 +33,4 @@ pub mod transfer;
 pub mod transfer_recipient;
 pub mod user;
 pub mod user_role;
+pub mod webhook_event;

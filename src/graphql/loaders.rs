@@ -6,10 +6,10 @@ use std::{
     future::Future,
     pin::Pin,
     sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
@@ -33,27 +33,79 @@ use crate::{
 /// waits for the end of the poll it was started in holds all of them — without any
 /// timer, so no level waits a millisecond (async-graphql's default delay).
 ///
-/// A poll after which the work asked to be polled again at once (a cooperative
-/// yield: long lists are joined through `FuturesUnordered`, which yields every 32
-/// ready futures) does not end the epoch: the level is not done registering keys.
+/// A poll does not end the epoch when the level may not be done registering keys:
+/// - the work asked to be polled again at once (a cooperative yield: long lists are
+///   joined through `FuturesUnordered`, which yields every 32 ready futures);
+/// - a batch is still delivering its results: they reach the waiting fields one by
+///   one, and a poll in between would see only some of them. The delivery's end
+///   wakes the request so that its next, quiet poll ends the epoch.
 #[derive(Clone, Default)]
-pub struct PollFence(Arc<(AtomicU64, Notify)>);
+pub struct PollFence(Arc<FenceState>);
+
+#[derive(Default)]
+struct FenceState {
+    epoch: AtomicU64,
+    advanced: Notify,
+    /// Batches between "their epoch passed" and "results delivered".
+    delivering: AtomicUsize,
+    /// A poll ended while a batch was delivering; its epoch is owed.
+    owed: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
 
 impl PollFence {
     fn epoch(&self) -> u64 {
-        self.0.0.load(Ordering::SeqCst)
+        self.0.epoch.load(Ordering::SeqCst)
+    }
+
+    fn advance(&self) {
+        self.0.epoch.fetch_add(1, Ordering::SeqCst);
+        self.0.advanced.notify_waiters();
     }
 
     /// Completes once the poll that was running at `start` has ended.
     async fn passed(&self, start: u64) {
         loop {
-            let notified = self.0.1.notified();
+            let notified = self.0.advanced.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if self.epoch() > start {
                 return;
             }
             notified.await;
+        }
+    }
+
+    /// Runs a batch's fetch (the query and the delivery of its results).
+    async fn deliver(&self, fetch: impl Future<Output = ()>) {
+        self.0.delivering.fetch_add(1, Ordering::SeqCst);
+        fetch.await;
+        if self.0.delivering.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.0.owed.swap(false, Ordering::SeqCst)
+        {
+            let waker = self.0.waker.lock().ok().and_then(|w| w.clone());
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+
+    /// After a poll that registered everything it could: end the epoch now, or,
+    /// while a batch is delivering, owe it to the next poll.
+    fn poll_ended(&self, waker: &Waker) {
+        if self.0.delivering.load(Ordering::SeqCst) == 0 {
+            self.advance();
+            return;
+        }
+        if let Ok(mut slot) = self.0.waker.lock() {
+            *slot = Some(waker.clone());
+        }
+        self.0.owed.store(true, Ordering::SeqCst);
+        // The delivery may have ended in between: whoever takes the debt settles it.
+        if self.0.delivering.load(Ordering::SeqCst) == 0
+            && self.0.owed.swap(false, Ordering::SeqCst)
+        {
+            self.advance();
         }
     }
 
@@ -81,9 +133,10 @@ impl<F: Future> Future for Fenced<F> {
         });
         let waker = std::task::Waker::from(watch.clone());
         let result = self.inner.as_mut().poll(&mut Context::from_waker(&waker));
-        if result.is_ready() || !watch.woken.load(Ordering::SeqCst) {
-            self.fence.0.0.fetch_add(1, Ordering::SeqCst);
-            self.fence.0.1.notify_waiters();
+        if result.is_ready() {
+            self.fence.advance();
+        } else if !watch.woken.load(Ordering::SeqCst) {
+            self.fence.poll_ended(cx.waker());
         }
         result
     }
@@ -121,7 +174,7 @@ where
                 let start = fence.epoch();
                 tokio::spawn(async move {
                     fence.passed(start).await;
-                    fetch.await;
+                    fence.deliver(fetch).await;
                 })
             })
             .delay(Duration::ZERO)

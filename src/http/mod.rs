@@ -7,6 +7,7 @@ mod health;
 mod metrics;
 mod rate_limit;
 mod request_id;
+mod webhook;
 mod ws;
 
 use std::sync::Arc;
@@ -50,7 +51,13 @@ pub fn router(state: AppState) -> Router {
             "/graphql",
             get(graphql::get_handler).post(graphql::post_handler),
         )
-        .route("/graphql/ws", get(ws::handler));
+        .route("/graphql/ws", get(ws::handler))
+        .route(
+            "/webhooks/psp",
+            axum::routing::post(webhook::handler).layer(DefaultBodyLimit::max(
+                crate::payments::webhook::MAX_BODY_BYTES,
+            )),
+        );
     if let Some(limit) = rate_limit::layer(&state.config.http) {
         graphql_routes = graphql_routes.layer(limit);
     }

@@ -8,6 +8,7 @@
 
 pub mod graphql;
 pub mod psp;
+pub mod webhook;
 
 use chrono::Utc;
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, QueryFilter, sea_query::Expr};

@@ -21,6 +21,13 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+/// The PSP webhook secrets every test app accepts: the first signs, the second is
+/// the one being rotated out.
+pub const WEBHOOK_SECRETS: [&str; 2] = [
+    "whsec-current-7f3a91c2e4b85d06f1a2c3e4d5b6a7980",
+    "whsec-retiring-2b8e4f6a0c1d3e5f7a9b0c2d4e6f8a1b3",
+];
+
 #[derive(Debug, Clone, Copy)]
 pub enum Backend {
     Sqlite,
@@ -223,6 +230,10 @@ impl TestApp {
         vars.insert("SEQUESTRA_LISTEN".into(), "127.0.0.1:0".into());
         vars.insert("SEQUESTRA_DB_MAX_CONNECTIONS".into(), "8".into());
         vars.insert("SEQUESTRA_SHUTDOWN_GRACE_SECS".into(), "1".into());
+        vars.insert(
+            "SEQUESTRA_WEBHOOK_SECRETS".into(),
+            WEBHOOK_SECRETS.join(","),
+        );
         // Background jobs only where a test starts them (see `peer`).
         vars.insert("SEQUESTRA_JOBS_ENABLED".into(), "false".into());
         // Concurrency tests send hundreds of requests from one address; the limiter

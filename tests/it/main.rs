@@ -18,4 +18,5 @@ mod schema;
 mod spend;
 mod tenancy;
 mod visibility;
+mod webhooks;
 mod ws;

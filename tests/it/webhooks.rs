@@ -1,0 +1,175 @@
+//! `POST /webhooks/psp`: signatures (forged, stale, rotated, several values),
+//! deduplication (sequential and concurrent), forward-only payments, malformed and
+//! oversized bodies, unknown references.
+
+use chrono::{Duration, Utc};
+use sequestra::{auth::Role, payments::webhook::sign};
+use serde_json::{Value, json};
+
+use crate::escrow::{create_escrow, escrow, fund};
+use crate::harness::{TestApp, WEBHOOK_SECRETS};
+use crate::mfa::enrol;
+use crate::on_both_backends;
+
+on_both_backends!(webhooks_are_signed_deduplicated_and_forward_only);
+
+async fn post(app: &TestApp, body: &[u8], signature: Option<String>) -> (u16, Value) {
+    let mut request = app
+        .http
+        .post(app.url("/webhooks/psp"))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if let Some(signature) = signature {
+        request = request.header("Sequestra-Signature", signature);
+    }
+    let response = request.send().await.expect("send");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn first_payment_status(app: &TestApp, token: &str, escrow_id: &str) -> String {
+    escrow(app, token, escrow_id).await["payments"][0]["status"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn signed(secret: &str, body: &[u8]) -> Option<String> {
+    let t = Utc::now().timestamp();
+    Some(format!("t={t},v1={}", sign(secret, t, body)))
+}
+
+fn event(id: &str, kind: &str, reference: &str) -> Vec<u8> {
+    json!({ "id": id, "type": kind, "created": Utc::now().timestamp(), "data": { "reference": reference, "failureReason": null } })
+        .to_string()
+        .into_bytes()
+}
+
+async fn webhooks_are_signed_deduplicated_and_forward_only(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let sender = t.token(Role::Sender).to_owned();
+    let e = create_escrow(&app, &t, "10.00", json!([]), None, Duration::days(7)).await;
+    let id = e["id"].as_str().unwrap().to_owned();
+    fund(&app, &sender, &id, "10.00", "fund-1").await.ok();
+    enrol(&app, &sender).await;
+    let r = app
+        .gql(Some(&sender), "mutation($id: ID!) { releaseEscrow(escrowId: $id, idempotencyKey: \"rel-1\") { payments { status pspReference } } }", json!({ "id": id }))
+        .await;
+    let reference = r.ok()["releaseEscrow"]["payments"][0]["pspReference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(first_payment_status(&app, &sender, &id).await, "SENT");
+
+    let settled = event("evt_settle_1", "payout.settled", &reference);
+    // Forged, missing, stale: 401, nothing changes.
+    let (code, body) = post(
+        &app,
+        &settled,
+        signed("not-the-secret-at-all-0000000000", &settled),
+    )
+    .await;
+    assert_eq!(code, 401);
+    assert_eq!(body, json!({ "error": "invalid signature" }), "no detail");
+    assert_eq!(post(&app, &settled, None).await.0, 401);
+    let old = Utc::now().timestamp() - 400;
+    let stale = format!("t={old},v1={}", sign(WEBHOOK_SECRETS[0], old, &settled));
+    assert_eq!(post(&app, &settled, Some(stale)).await.0, 401);
+    assert_eq!(first_payment_status(&app, &sender, &id).await, "SENT");
+
+    // The retiring secret still works, alongside a bad value in the same header.
+    let now = Utc::now().timestamp();
+    let header = format!(
+        "t={now},v1={},v1={}",
+        "ab".repeat(32),
+        sign(WEBHOOK_SECRETS[1], now, &settled)
+    );
+    let (code, body) = post(&app, &settled, Some(header)).await;
+    assert_eq!((code, body["outcome"].as_str()), (200, Some("applied")));
+    assert_eq!(first_payment_status(&app, &sender, &id).await, "SETTLED");
+
+    // The same event again: 200, nothing more.
+    let (code, body) = post(&app, &settled, signed(WEBHOOK_SECRETS[0], &settled)).await;
+    assert_eq!((code, body["outcome"].as_str()), (200, Some("duplicate")));
+    // A late SENT, and a FAILED after SETTLED: recorded, no step back.
+    for (n, kind) in ["payout.sent", "payout.failed"].iter().enumerate() {
+        let late = event(&format!("evt_late_{n}"), kind, &reference);
+        let (code, body) = post(&app, &late, signed(WEBHOOK_SECRETS[0], &late)).await;
+        assert_eq!(
+            (code, body["outcome"].as_str()),
+            (200, Some("stale")),
+            "{kind}"
+        );
+    }
+    assert_eq!(first_payment_status(&app, &sender, &id).await, "SETTLED");
+
+    // Unknown reference: 200 so the PSP stops, recorded.
+    let unknown = event("evt_unknown", "payout.settled", "sim_nobody");
+    let (code, body) = post(&app, &unknown, signed(WEBHOOK_SECRETS[0], &unknown)).await;
+    assert_eq!(
+        (code, body["outcome"].as_str()),
+        (200, Some("unknown_reference"))
+    );
+
+    // Malformed (signed) and oversized bodies.
+    let junk = br#"{"id":"evt_x","type":"payout.refunded","created":1,"data":{"reference":"r"}}"#;
+    assert_eq!(
+        post(&app, junk, signed(WEBHOOK_SECRETS[0], junk)).await.0,
+        400
+    );
+    let not_json = b"hello";
+    assert_eq!(
+        post(&app, not_json, signed(WEBHOOK_SECRETS[0], not_json))
+            .await
+            .0,
+        400
+    );
+    let big = vec![b' '; 70 * 1024];
+    assert_eq!(
+        post(&app, &big, signed(WEBHOOK_SECRETS[0], &big)).await.0,
+        413
+    );
+
+    // Concurrent duplicates of a new event: one effect.
+    let e2 = create_escrow(&app, &t, "5.00", json!([]), None, Duration::days(7)).await;
+    let id2 = e2["id"].as_str().unwrap().to_owned();
+    fund(&app, &sender, &id2, "5.00", "fund-2").await.ok();
+    let r = app
+        .gql(Some(&sender), "mutation($id: ID!) { releaseEscrow(escrowId: $id, idempotencyKey: \"rel-2\") { payments { pspReference } } }", json!({ "id": id2 }))
+        .await;
+    let reference2 = r.ok()["releaseEscrow"]["payments"][0]["pspReference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let failed = json!({ "id": "evt_fail_2", "type": "payout.failed", "created": Utc::now().timestamp(), "data": { "reference": reference2, "failureReason": "account closed" } })
+        .to_string()
+        .into_bytes();
+    let app = std::sync::Arc::new(app);
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let (app, failed) = (app.clone(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            let sig = signed(WEBHOOK_SECRETS[0], &failed);
+            post(&app, &failed, sig).await
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        let (code, body) = task.await.unwrap();
+        assert_eq!(code, 200, "{body}");
+        outcomes.push(body["outcome"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "applied").count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "duplicate").count(),
+        9,
+        "{outcomes:?}"
+    );
+    let audit = app.audit_actions(&t).await;
+    assert_eq!(audit.iter().filter(|a| *a == "payment.failed").count(), 1);
+    assert_eq!(audit.iter().filter(|a| *a == "payment.settled").count(), 1);
+}
