@@ -1,5 +1,7 @@
 //! PSP webhook events, one row per event id: the primary key deduplicates them,
-//! concurrent deliveries included.
+//! concurrent deliveries included. Refused deliveries (bad signature) are kept apart
+//! in `webhook_rejections`: an unverified event id must never reach the dedup table,
+//! or a forger could pre-empt a real event.
 
 use sea_orm_migration::prelude::*;
 
@@ -18,6 +20,15 @@ enum WebhookEvents {
     Outcome,
     PaymentId,
     TenantId,
+}
+
+#[derive(DeriveIden)]
+enum WebhookRejections {
+    Table,
+    Id,
+    Ip,
+    Reason,
+    ReceivedAt,
 }
 
 #[async_trait::async_trait]
@@ -66,10 +77,37 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(WebhookEvents::TenantId).uuid().null())
                     .to_owned(),
             )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(WebhookRejections::Table)
+                    .col(
+                        ColumnDef::new(WebhookRejections::Id)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(WebhookRejections::Ip).string_len(64).null())
+                    .col(
+                        ColumnDef::new(WebhookRejections::Reason)
+                            .string_len(32)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(WebhookRejections::ReceivedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
             .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(WebhookRejections::Table).to_owned())
+            .await?;
         manager
             .drop_table(Table::drop().table(WebhookEvents::Table).to_owned())
             .await

@@ -34,3 +34,4 @@ pub mod transfer_recipient;
 pub mod user;
 pub mod user_role;
 pub mod webhook_event;
+pub mod webhook_rejection;

@@ -1,12 +1,15 @@
 //! `POST /webhooks/psp`: the one business REST route. Signed by the PSP (see
 //! `payments::webhook`); answers 2xx for new events, duplicates and unknown
 //! references (so the PSP stops retrying), 401 for a bad or missing signature (no
-//! detail), 400 for a malformed body, 413 for an oversized one.
+//! detail sent; recorded in `webhook_rejections` with the client address), 400 for
+//! a malformed body, 413 for an oversized one.
+
+use std::net::SocketAddr;
 
 use axum::{
     Json,
     body::Bytes,
-    extract::State,
+    extract::{ConnectInfo, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -17,7 +20,12 @@ use crate::payments::webhook::{self, Event, Received};
 
 pub const SIGNATURE_HEADER: &str = "sequestra-signature";
 
-pub async fn handler(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn handler(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if body.len() > webhook::MAX_BODY_BYTES {
         return (
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -28,8 +36,14 @@ pub async fn handler(State(state): State<AppState>, headers: HeaderMap, body: By
     let header = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     let now = chrono::Utc::now().timestamp();
     if let Err(why) = webhook::verify(header, &body, &state.config.webhook_secrets, now) {
-        tracing::warn!(reason = ?why, "webhook refused: bad signature");
+        let ip = super::client_ip::resolve(peer.ip(), &headers, &state.config.http.trusted_proxies);
+        tracing::warn!(reason = ?why, %ip, "webhook refused: bad signature");
         metrics::counter!("webhook_refused_total", "reason" => "signature").increment(1);
+        if let Err(err) =
+            webhook::record_rejection(&state.services.db, Some(ip.to_string()), &why).await
+        {
+            tracing::error!(error = ?err, "could not record a refused webhook");
+        }
         return (
             StatusCode::UNAUTHORIZED,
             Json(json!({ "error": "invalid signature" })),

@@ -22,7 +22,7 @@ use crate::{
     db::{self, TenantTxn},
     entity::{
         payment::{self, PaymentStatus},
-        webhook_event,
+        webhook_event, webhook_rejection,
     },
     error::{Error, Result},
     ids::TenantId,
@@ -33,13 +33,41 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How far a signature's timestamp may be from now.
 pub const TOLERANCE_SECS: i64 = 300;
 
-/// Why a signature was refused (logged, never sent).
+/// Why a signature was refused (recorded, never sent).
 #[derive(Debug, PartialEq, Eq)]
 pub enum SignatureError {
     Missing,
     Malformed,
     Stale,
     Mismatch,
+}
+
+impl SignatureError {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Missing => "MISSING",
+            Self::Malformed => "MALFORMED",
+            Self::Stale => "STALE",
+            Self::Mismatch => "MISMATCH",
+        }
+    }
+}
+
+/// Records a refused delivery (the audit trail of forgeries; no event id kept).
+pub async fn record_rejection(
+    db: &DatabaseConnection,
+    ip: Option<String>,
+    why: &SignatureError,
+) -> Result<()> {
+    webhook_rejection::Entity::insert(webhook_rejection::ActiveModel {
+        id: Set(crate::ids::new_id()),
+        ip: Set(ip),
+        reason: Set(why.as_str().to_owned()),
+        received_at: Set(Utc::now()),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
 }
 
 /// Checks `header` against `body` with any of `secrets` (rotation) and any of the

@@ -3,6 +3,7 @@
 //! oversized bodies, unknown references.
 
 use chrono::{Duration, Utc};
+use sea_orm::EntityTrait;
 use sequestra::{auth::Role, payments::webhook::sign};
 use serde_json::{Value, json};
 
@@ -76,6 +77,19 @@ async fn webhooks_are_signed_deduplicated_and_forward_only(app: TestApp) {
     let stale = format!("t={old},v1={}", sign(WEBHOOK_SECRETS[0], old, &settled));
     assert_eq!(post(&app, &settled, Some(stale)).await.0, 401);
     assert_eq!(first_payment_status(&app, &sender, &id).await, "SENT");
+    // Each refusal is on record, with its reason and address.
+    let rejections = sequestra::entity::webhook_rejection::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap();
+    let mut reasons: Vec<&str> = rejections.iter().map(|r| r.reason.as_str()).collect();
+    reasons.sort();
+    assert_eq!(reasons, ["MISMATCH", "MISSING", "STALE"]);
+    assert!(
+        rejections
+            .iter()
+            .all(|r| r.ip.as_deref() == Some("127.0.0.1"))
+    );
 
     // The retiring secret still works, alongside a bad value in the same header.
     let now = Utc::now().timestamp();
