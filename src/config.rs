@@ -156,6 +156,21 @@ pub enum ProofStorage {
     S3(S3Config),
 }
 
+/// The built-in simulated PSP: after accepting a payout it posts signed webhooks to
+/// this server's own `/webhooks/psp`, so the whole loop runs on one machine.
+#[derive(Debug, Clone)]
+pub struct SimulatedPspConfig {
+    /// How long after accepting a payout it posts the settlement; `None`: never (the
+    /// payment stays SENT).
+    pub settle_after: Option<Duration>,
+    /// Every Nth payout fails instead of settling (0: none).
+    pub fail_every: u64,
+    /// Post every event twice.
+    pub duplicates: bool,
+    /// Also post a late `payout.sent` after the final event.
+    pub out_of_order: bool,
+}
+
 /// Proof files and background jobs.
 #[derive(Debug, Clone)]
 pub struct EscrowConfig {
@@ -178,6 +193,7 @@ pub struct Config {
     pub graphql: GraphqlConfig,
     pub auth: AuthConfig,
     pub escrow: EscrowConfig,
+    pub simulated_psp: SimulatedPspConfig,
     /// Several secrets are accepted during rotation; the first one signs.
     pub webhook_secrets: Vec<SecretString>,
     pub sentry_dsn: Option<SecretString>,
@@ -435,6 +451,15 @@ impl Config {
                 ));
             }
         };
+        let simulated_psp = SimulatedPspConfig {
+            settle_after: match parse(&get, "SEQUESTRA_SIM_PSP_SETTLE_AFTER_MS", 2_000_u64)? {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
+            fail_every: parse(&get, "SEQUESTRA_SIM_PSP_FAIL_EVERY", 0)?,
+            duplicates: parse(&get, "SEQUESTRA_SIM_PSP_DUPLICATES", false)?,
+            out_of_order: parse(&get, "SEQUESTRA_SIM_PSP_OUT_OF_ORDER", false)?,
+        };
         let escrow = EscrowConfig {
             proof_storage,
             proof_max_bytes: parse(&get, "SEQUESTRA_PROOF_MAX_BYTES", 10 * 1024 * 1024)?,
@@ -467,6 +492,7 @@ impl Config {
             graphql,
             auth,
             escrow,
+            simulated_psp,
             webhook_secrets: webhook_secret_list,
             sentry_dsn,
             migrate_on_start,

@@ -80,6 +80,7 @@ pub async fn seed(
     tokens: &TokenService,
     sealer: &Sealer,
     proofs: &dyn ProofStore,
+    psp: &dyn crate::payments::Psp,
 ) -> Result<DemoCredentials> {
     let tenant_count = tenant::Entity::find().count(db).await?;
     let mut existing = Vec::new();
@@ -168,7 +169,7 @@ pub async fn seed(
             )
             .await?;
         }
-        crate::payments::dispatch(&tenant_db, &crate::payments::SimulatedPsp, &payments).await;
+        crate::payments::dispatch(&tenant_db, psp, &payments).await;
         tenants.push(DemoTenant {
             slug: tenant.slug,
             name: tenant.name,

@@ -77,7 +77,10 @@ impl Application {
                         .unwrap_or(std::num::NonZeroU32::MIN),
                 ),
             )),
-            psp: Arc::new(payments::SimulatedPsp),
+            psp: Arc::new(payments::SimulatedPsp::new(simulated_webhooks(
+                &config,
+                listener.local_addr()?,
+            ))),
             proofs: escrow::storage::from_config(&config.escrow.proof_storage)
                 .context("cannot set up proof storage")?,
             proof_max_bytes: config.escrow.proof_max_bytes,
@@ -166,6 +169,25 @@ impl Application {
             }
         }
     }
+}
+
+/// The simulated PSP posts its webhooks to this server's own route, signed with
+/// the first webhook secret; none when settlement is switched off.
+fn simulated_webhooks(config: &Config, addr: SocketAddr) -> Option<payments::psp::Webhooks> {
+    config.simulated_psp.settle_after?;
+    let secret = config.webhook_secrets.first()?.clone();
+    let host = if addr.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        addr.ip()
+    };
+    Some(payments::psp::Webhooks {
+        url: format!("http://{}/webhooks/psp", SocketAddr::new(host, addr.port())),
+        secret,
+        config: config.simulated_psp.clone(),
+        client: reqwest::Client::new(),
+        counter: Default::default(),
+    })
 }
 
 /// Completes on SIGTERM or SIGINT.

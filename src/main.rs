@@ -175,6 +175,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     &services.tokens,
                     &services.sealer,
                     services.proofs.as_ref(),
+                    services.psp.as_ref(),
                 )
                 .await?;
                 print_demo(&credentials);

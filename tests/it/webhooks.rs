@@ -187,3 +187,84 @@ async fn webhooks_are_signed_deduplicated_and_forward_only(app: TestApp) {
     assert_eq!(audit.iter().filter(|a| *a == "payment.failed").count(), 1);
     assert_eq!(audit.iter().filter(|a| *a == "payment.settled").count(), 1);
 }
+
+/// With settlement on, the simulated PSP posts signed webhooks to the server's own
+/// route: payouts settle (or fail, every second one here), duplicates and a late
+/// `payout.sent` change nothing.
+async fn simulated_psp_closes_the_loop(backend: crate::harness::Backend) {
+    let Some(app) = TestApp::spawn_with(
+        backend,
+        &[
+            ("SEQUESTRA_SIM_PSP_SETTLE_AFTER_MS", "50"),
+            ("SEQUESTRA_SIM_PSP_FAIL_EVERY", "2"),
+            ("SEQUESTRA_SIM_PSP_DUPLICATES", "true"),
+            ("SEQUESTRA_SIM_PSP_OUT_OF_ORDER", "true"),
+        ],
+    )
+    .await
+    else {
+        crate::harness::skipped("webhooks::simulated_psp_closes_the_loop::postgres");
+        return;
+    };
+    let t = app.tenant("acme").await;
+    let sender = t.token(Role::Sender).to_owned();
+    enrol(&app, &sender).await;
+    let e = create_escrow(
+        &app,
+        &t,
+        "30.00",
+        json!([{ "title": "a", "amount": "10.00" }, { "title": "b", "amount": "20.00" }]),
+        None,
+        Duration::days(7),
+    )
+    .await;
+    let id = e["id"].as_str().unwrap().to_owned();
+    fund(&app, &sender, &id, "30.00", "fund-sim").await.ok();
+    app.gql(
+        Some(&sender),
+        "mutation($id: ID!) { releaseEscrow(escrowId: $id, idempotencyKey: \"rel-sim\") { escrow { status } } }",
+        json!({ "id": id }),
+    )
+    .await
+    .ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let statuses = loop {
+        let e = escrow(&app, &sender, &id).await;
+        let mut statuses: Vec<String> = e["payments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["status"].as_str().unwrap().to_owned())
+            .collect();
+        statuses.sort();
+        if statuses.iter().all(|s| s == "SETTLED" || s == "FAILED") {
+            break statuses;
+        }
+        assert!(std::time::Instant::now() < deadline, "not settled: {e}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(statuses, ["FAILED", "SETTLED"], "every second payout fails");
+    // Wait for the late events, then check what was recorded.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let events = sequestra::entity::webhook_event::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap();
+    let mut outcomes: Vec<&str> = events.iter().map(|e| e.outcome.as_str()).collect();
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        ["APPLIED", "APPLIED", "STALE", "STALE"],
+        "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_psp_closes_the_loop_sqlite() {
+    simulated_psp_closes_the_loop(crate::harness::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_psp_closes_the_loop_postgres() {
+    simulated_psp_closes_the_loop(crate::harness::Backend::Postgres).await;
+}
