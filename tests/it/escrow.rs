@@ -995,6 +995,39 @@ async fn foreign_and_unrelated_escrows_are_not_found(app: TestApp) {
             );
         }
     }
+    // Strangers who pass the step-up still find nothing to release or resolve.
+    for token in [
+        globex.token(Role::Sender).to_owned(),
+        outsider.token.clone(),
+    ] {
+        enrol(&app, &token).await;
+        let r = call(
+            &app,
+            &token,
+            RELEASE_ESCROW,
+            json!({ "id": id, "k": key() }),
+        )
+        .await;
+        assert_eq!(r.code(), Some("NOT_FOUND"), "{}", r.body);
+        let r = call(
+            &app,
+            &token,
+            RELEASE_MILESTONE,
+            json!({ "id": m, "k": key() }),
+        )
+        .await;
+        assert_eq!(r.code(), Some("NOT_FOUND"), "{}", r.body);
+    }
+    let g_admin = globex.token(Role::Admin).to_owned();
+    enrol(&app, &g_admin).await;
+    let r = call(
+        &app,
+        &g_admin,
+        RESOLVE,
+        json!({ "id": id, "o": "REFUND", "k": key() }),
+    )
+    .await;
+    assert_eq!(r.code(), Some("NOT_FOUND"), "{}", r.body);
     // A provider of another tenant is as missing as any other id.
     let r = app
         .gql(

@@ -263,7 +263,10 @@ impl TestApp {
         vars.insert("SEQUESTRA_LISTEN".into(), "127.0.0.1:0".into());
         vars.insert("SEQUESTRA_DB_MAX_CONNECTIONS".into(), "8".into());
         vars.insert("SEQUESTRA_SHUTDOWN_GRACE_SECS".into(), "1".into());
-        vars.insert("SEQUESTRA_WEBHOOK_SECRETS".into(), WEBHOOK_SECRETS.join(","));
+        vars.insert(
+            "SEQUESTRA_WEBHOOK_SECRETS".into(),
+            WEBHOOK_SECRETS.join(","),
+        );
         vars.insert("SEQUESTRA_SIM_PSP_SETTLE_AFTER_MS".into(), "0".into());
         for (k, v) in settings {
             vars.insert((*k).into(), (*v).into());
