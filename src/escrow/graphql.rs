@@ -32,36 +32,10 @@ use crate::{
         mutation,
         scalars::Decimal,
     },
+    graphql::{node::global_id, scalars::MoneyValue},
     ids::{self, Kind},
-    money::{Currency, Money},
     payments::graphql::PaymentNode,
 };
-
-/// An exact amount with its ISO 4217 currency.
-#[derive(SimpleObject)]
-#[graphql(name = "Money")]
-pub struct MoneyValue {
-    pub amount: Decimal,
-    pub currency: String,
-}
-
-impl MoneyValue {
-    pub fn new(minor: i64, currency: &str) -> Self {
-        let amount = match Currency::parse(currency) {
-            Ok(c) => Money::from_minor(minor, c).to_decimal(),
-            // Stored currencies are always supported; never guess a precision.
-            Err(_) => rust_decimal::Decimal::from(minor),
-        };
-        Self {
-            amount: Decimal(amount),
-            currency: currency.to_owned(),
-        }
-    }
-}
-
-fn gid(kind: Kind, id: Uuid) -> ID {
-    ID(ids::encode(kind, id))
-}
 
 // ------------------------------------------------------------------ nodes
 
@@ -71,7 +45,7 @@ pub struct EscrowNode(pub escrow::Model);
 #[Object(name = "Escrow")]
 impl EscrowNode {
     pub async fn id(&self) -> ID {
-        gid(Kind::Escrow, self.0.id)
+        global_id(Kind::Escrow, self.0.id)
     }
 
     async fn status(&self) -> EscrowStatus {
@@ -111,11 +85,11 @@ impl EscrowNode {
     }
 
     async fn sender_id(&self) -> ID {
-        gid(Kind::User, self.0.sender_id)
+        global_id(Kind::User, self.0.sender_id)
     }
 
     async fn provider_id(&self) -> ID {
-        gid(Kind::User, self.0.provider_id)
+        global_id(Kind::User, self.0.provider_id)
     }
 
     async fn deadline(&self) -> DateTime<Utc> {
@@ -206,11 +180,11 @@ pub struct MilestoneNode(pub milestone::Model, pub String);
 #[Object(name = "Milestone")]
 impl MilestoneNode {
     pub async fn id(&self) -> ID {
-        gid(Kind::Milestone, self.0.id)
+        global_id(Kind::Milestone, self.0.id)
     }
 
     async fn escrow_id(&self) -> ID {
-        gid(Kind::Escrow, self.0.escrow_id)
+        global_id(Kind::Escrow, self.0.escrow_id)
     }
 
     async fn position(&self) -> i32 {
@@ -270,11 +244,11 @@ pub struct ProofNode(pub proof::Model);
 #[Object(name = "Proof")]
 impl ProofNode {
     pub async fn id(&self) -> ID {
-        gid(Kind::Proof, self.0.id)
+        global_id(Kind::Proof, self.0.id)
     }
 
     async fn milestone_id(&self) -> ID {
-        gid(Kind::Milestone, self.0.milestone_id)
+        global_id(Kind::Milestone, self.0.milestone_id)
     }
 
     async fn kind(&self) -> ProofKind {
@@ -327,7 +301,7 @@ impl ProofNode {
     }
 
     async fn decided_by_id(&self) -> Option<ID> {
-        self.0.decided_by.map(|id| gid(Kind::User, id))
+        self.0.decided_by.map(|id| global_id(Kind::User, id))
     }
 
     async fn decision_note(&self) -> Option<&str> {
@@ -339,7 +313,7 @@ impl ProofNode {
     }
 
     async fn submitted_by_id(&self) -> ID {
-        gid(Kind::User, self.0.submitted_by)
+        global_id(Kind::User, self.0.submitted_by)
     }
 
     async fn created_at(&self) -> DateTime<Utc> {
@@ -352,7 +326,7 @@ pub struct DepositNode(pub deposit::Model);
 #[Object(name = "Deposit")]
 impl DepositNode {
     pub async fn id(&self) -> ID {
-        gid(Kind::Deposit, self.0.id)
+        global_id(Kind::Deposit, self.0.id)
     }
 
     async fn amount(&self) -> MoneyValue {
@@ -360,7 +334,7 @@ impl DepositNode {
     }
 
     async fn depositor_id(&self) -> ID {
-        gid(Kind::User, self.0.depositor_id)
+        global_id(Kind::User, self.0.depositor_id)
     }
 
     async fn created_at(&self) -> DateTime<Utc> {
@@ -374,7 +348,7 @@ pub struct EscrowEventNode(pub escrow_event::Model);
 #[Object(name = "EscrowEvent")]
 impl EscrowEventNode {
     pub async fn id(&self) -> ID {
-        gid(Kind::EscrowEvent, self.0.id)
+        global_id(Kind::EscrowEvent, self.0.id)
     }
 
     /// E.g. `escrow.funded`, `milestone.approved`, `escrow.deposit_received`.
@@ -391,12 +365,12 @@ impl EscrowEventNode {
     }
 
     async fn milestone_id(&self) -> Option<ID> {
-        self.0.milestone_id.map(|id| gid(Kind::Milestone, id))
+        self.0.milestone_id.map(|id| global_id(Kind::Milestone, id))
     }
 
     /// The user who acted; none when the system did (a job).
     async fn actor_id(&self) -> Option<ID> {
-        self.0.actor_id.map(|id| gid(Kind::User, id))
+        self.0.actor_id.map(|id| global_id(Kind::User, id))
     }
 
     async fn data(&self) -> Json<serde_json::Value> {

@@ -22,6 +22,11 @@ use super::{
     guards::{self, Authenticated},
 };
 
+/// The opaque global id of a `kind` object, as GraphQL shows it.
+pub fn global_id(kind: Kind, id: uuid::Uuid) -> ID {
+    ID(ids::encode(kind, id))
+}
+
 /// An object with a global id that `node(id:)` resolves.
 #[derive(Interface)]
 #[graphql(field(name = "id", ty = "ID"))]

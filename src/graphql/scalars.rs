@@ -56,6 +56,28 @@ impl serde::Serialize for Decimal {
     }
 }
 
+/// An exact amount with its ISO 4217 currency.
+#[derive(async_graphql::SimpleObject)]
+#[graphql(name = "Money")]
+pub struct MoneyValue {
+    pub amount: Decimal,
+    pub currency: String,
+}
+
+impl MoneyValue {
+    /// `minor` units of a stored currency (always one `Currency::parse` accepts).
+    pub fn new(minor: i64, currency: &str) -> Self {
+        let amount = match crate::money::Currency::parse(currency) {
+            Ok(c) => crate::money::Money::from_minor(minor, c).to_decimal(),
+            Err(_) => rust_decimal::Decimal::from(minor),
+        };
+        Self {
+            amount: Decimal(amount),
+            currency: currency.to_owned(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -181,14 +181,9 @@ pub async fn tick(services: &Services, holder: &str, ttl: Duration) -> Result<Ti
         .await?;
     for m in expiring {
         let tenant = TenantDb::new(db.clone(), TenantId::from_uuid(m.tenant_id));
-        let spend_act = crate::spend::rules::Act {
-            actor: Actor::System,
-            origin: &origin,
-            psp: services.psp.name(),
-        };
         let done = async {
             let txn = tenant.begin().await?;
-            let expired = crate::spend::rules::expire(&txn, spend_act, m.id).await?;
+            let expired = crate::spend::rules::expire(&txn, act, m.id).await?;
             txn.commit().await?;
             Ok::<_, crate::error::Error>(expired)
         }

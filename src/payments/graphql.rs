@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     entity::payment::{self, PaymentPurpose, PaymentStatus},
-    escrow::graphql::MoneyValue,
-    ids::{self, Kind},
+    graphql::{node::global_id, scalars::MoneyValue},
+    ids::Kind,
 };
 
 /// Money leaving through the PSP.
@@ -15,7 +15,7 @@ pub struct PaymentNode(pub payment::Model);
 #[Object(name = "Payment")]
 impl PaymentNode {
     pub async fn id(&self) -> ID {
-        ID(ids::encode(Kind::Payment, self.0.id))
+        global_id(Kind::Payment, self.0.id)
     }
 
     async fn purpose(&self) -> PaymentPurpose {
@@ -32,7 +32,7 @@ impl PaymentNode {
 
     /// The user paid (none for an external payee).
     async fn payee_id(&self) -> Option<ID> {
-        self.0.payee_id.map(|id| ID(ids::encode(Kind::User, id)))
+        self.0.payee_id.map(|id| global_id(Kind::User, id))
     }
 
     /// An external payee's reference (spend payouts).
@@ -41,13 +41,11 @@ impl PaymentNode {
     }
 
     async fn escrow_id(&self) -> Option<ID> {
-        self.0.escrow_id.map(|id| ID(ids::encode(Kind::Escrow, id)))
+        self.0.escrow_id.map(|id| global_id(Kind::Escrow, id))
     }
 
     async fn milestone_id(&self) -> Option<ID> {
-        self.0
-            .milestone_id
-            .map(|id| ID(ids::encode(Kind::Milestone, id)))
+        self.0.milestone_id.map(|id| global_id(Kind::Milestone, id))
     }
 
     /// Which PSP carries it.

@@ -22,7 +22,6 @@ use crate::{
         spend_category, transfer,
     },
     error::{Error, Result},
-    escrow::graphql::MoneyValue,
     graphql::{
         connection::{IdCursor, PageArgs, paginate},
         context::ContextExt,
@@ -31,17 +30,10 @@ use crate::{
         mutation,
         scalars::Decimal,
     },
+    graphql::{node::global_id, scalars::MoneyValue},
     ids::{self, Kind},
     payments::graphql::PaymentNode,
 };
-
-fn gid(kind: Kind, id: Uuid) -> ID {
-    ID(ids::encode(kind, id))
-}
-
-fn money(minor: i64, currency: &str) -> MoneyValue {
-    MoneyValue::new(minor, currency)
-}
 
 // ------------------------------------------------------------------ nodes
 
@@ -50,7 +42,7 @@ pub struct CategoryNode(pub spend_category::Model);
 #[Object(name = "SpendCategory")]
 impl CategoryNode {
     async fn id(&self) -> ID {
-        gid(Kind::Category, self.0.id)
+        global_id(Kind::Category, self.0.id)
     }
     async fn code(&self) -> &str {
         &self.0.code
@@ -71,13 +63,13 @@ pub struct MerchantNode(pub merchant::Model);
 #[Object(name = "Merchant")]
 impl MerchantNode {
     async fn id(&self) -> ID {
-        gid(Kind::Merchant, self.0.id)
+        global_id(Kind::Merchant, self.0.id)
     }
     async fn name(&self) -> &str {
         &self.0.name
     }
     async fn category_id(&self) -> ID {
-        gid(Kind::Category, self.0.category_id)
+        global_id(Kind::Category, self.0.category_id)
     }
     async fn certified(&self) -> bool {
         self.0.certified
@@ -96,22 +88,22 @@ pub struct MandateNode(pub mandate::Model);
 #[Object(name = "Mandate")]
 impl MandateNode {
     async fn id(&self) -> ID {
-        gid(Kind::Mandate, self.0.id)
+        global_id(Kind::Mandate, self.0.id)
     }
     async fn status(&self) -> MandateStatus {
         self.0.status
     }
     async fn sender_id(&self) -> ID {
-        gid(Kind::User, self.0.sender_id)
+        global_id(Kind::User, self.0.sender_id)
     }
     async fn beneficiary_id(&self) -> ID {
-        gid(Kind::User, self.0.beneficiary_id)
+        global_id(Kind::User, self.0.beneficiary_id)
     }
     async fn total(&self) -> MoneyValue {
-        money(self.0.total_minor, &self.0.currency)
+        MoneyValue::new(self.0.total_minor, &self.0.currency)
     }
     async fn spent(&self) -> MoneyValue {
-        money(self.0.spent_minor, &self.0.currency)
+        MoneyValue::new(self.0.spent_minor, &self.0.currency)
     }
     /// What may still be spent (zero once the mandate has ended).
     async fn remaining(&self) -> MoneyValue {
@@ -120,16 +112,18 @@ impl MandateNode {
         } else {
             0
         };
-        money(left, &self.0.currency)
+        MoneyValue::new(left, &self.0.currency)
     }
     async fn per_purchase_limit(&self) -> Option<MoneyValue> {
         self.0
             .per_purchase_limit_minor
-            .map(|m| money(m, &self.0.currency))
+            .map(|m| MoneyValue::new(m, &self.0.currency))
     }
     /// Per UTC day.
     async fn daily_limit(&self) -> Option<MoneyValue> {
-        self.0.daily_limit_minor.map(|m| money(m, &self.0.currency))
+        self.0
+            .daily_limit_minor
+            .map(|m| MoneyValue::new(m, &self.0.currency))
     }
     async fn certified_merchants_only(&self) -> bool {
         self.0.certified_only
@@ -147,14 +141,14 @@ impl MandateNode {
         Ok(children::<mandate_category::Entity>(ctx, self.0.id)
             .await?
             .into_iter()
-            .map(|r| gid(Kind::Category, r.category_id))
+            .map(|r| global_id(Kind::Category, r.category_id))
             .collect())
     }
     async fn allowed_merchant_ids(&self, ctx: &Context<'_>) -> Result<Vec<ID>> {
         Ok(children::<mandate_merchant::Entity>(ctx, self.0.id)
             .await?
             .into_iter()
-            .map(|r| gid(Kind::Merchant, r.merchant_id))
+            .map(|r| global_id(Kind::Merchant, r.merchant_id))
             .collect())
     }
     /// Oldest first.
@@ -179,19 +173,19 @@ pub struct PurchaseNode(pub purchase::Model);
 #[Object(name = "Purchase")]
 impl PurchaseNode {
     async fn id(&self) -> ID {
-        gid(Kind::Purchase, self.0.id)
+        global_id(Kind::Purchase, self.0.id)
     }
     async fn mandate_id(&self) -> ID {
-        gid(Kind::Mandate, self.0.mandate_id)
+        global_id(Kind::Mandate, self.0.mandate_id)
     }
     async fn merchant_id(&self) -> ID {
-        gid(Kind::Merchant, self.0.merchant_id)
+        global_id(Kind::Merchant, self.0.merchant_id)
     }
     async fn beneficiary_id(&self) -> ID {
-        gid(Kind::User, self.0.beneficiary_id)
+        global_id(Kind::User, self.0.beneficiary_id)
     }
     async fn amount(&self) -> MoneyValue {
-        money(self.0.amount_minor, &self.0.currency)
+        MoneyValue::new(self.0.amount_minor, &self.0.currency)
     }
     async fn description(&self) -> Option<&str> {
         self.0.description.as_deref()
@@ -215,13 +209,13 @@ pub struct PayeeNode(pub payee::Model);
 #[Object(name = "Payee")]
 impl PayeeNode {
     async fn id(&self) -> ID {
-        gid(Kind::Payee, self.0.id)
+        global_id(Kind::Payee, self.0.id)
     }
     async fn mandate_id(&self) -> Option<ID> {
-        self.0.mandate_id.map(|id| gid(Kind::Mandate, id))
+        self.0.mandate_id.map(|id| global_id(Kind::Mandate, id))
     }
     async fn escrow_id(&self) -> Option<ID> {
-        self.0.escrow_id.map(|id| gid(Kind::Escrow, id))
+        self.0.escrow_id.map(|id| global_id(Kind::Escrow, id))
     }
     /// The payee's reference at the PSP.
     async fn reference(&self) -> &str {
@@ -231,13 +225,17 @@ impl PayeeNode {
         &self.0.name
     }
     async fn daily_limit(&self) -> Option<MoneyValue> {
-        self.0.daily_limit_minor.map(|m| money(m, &self.0.currency))
+        self.0
+            .daily_limit_minor
+            .map(|m| MoneyValue::new(m, &self.0.currency))
     }
     async fn total_limit(&self) -> Option<MoneyValue> {
-        self.0.total_limit_minor.map(|m| money(m, &self.0.currency))
+        self.0
+            .total_limit_minor
+            .map(|m| MoneyValue::new(m, &self.0.currency))
     }
     async fn paid(&self) -> MoneyValue {
-        money(self.0.paid_minor, &self.0.currency)
+        MoneyValue::new(self.0.paid_minor, &self.0.currency)
     }
     async fn enabled(&self) -> bool {
         self.0.enabled
@@ -249,13 +247,13 @@ pub struct PayoutNode(pub payout::Model);
 #[Object(name = "Payout")]
 impl PayoutNode {
     async fn id(&self) -> ID {
-        gid(Kind::Payout, self.0.id)
+        global_id(Kind::Payout, self.0.id)
     }
     async fn payee_id(&self) -> ID {
-        gid(Kind::Payee, self.0.payee_id)
+        global_id(Kind::Payee, self.0.payee_id)
     }
     async fn amount(&self) -> MoneyValue {
-        money(self.0.amount_minor, &self.0.currency)
+        MoneyValue::new(self.0.amount_minor, &self.0.currency)
     }
     async fn payment(&self, ctx: &Context<'_>) -> Result<PaymentNode> {
         Ok(PaymentNode(
@@ -274,16 +272,16 @@ pub struct TransferNode(pub transfer::Model);
 #[Object(name = "Transfer")]
 impl TransferNode {
     async fn id(&self) -> ID {
-        gid(Kind::Transfer, self.0.id)
+        global_id(Kind::Transfer, self.0.id)
     }
     async fn sender_id(&self) -> ID {
-        gid(Kind::User, self.0.sender_id)
+        global_id(Kind::User, self.0.sender_id)
     }
     async fn recipient_id(&self) -> ID {
-        gid(Kind::User, self.0.recipient_id)
+        global_id(Kind::User, self.0.recipient_id)
     }
     async fn amount(&self) -> MoneyValue {
-        money(self.0.amount_minor, &self.0.currency)
+        MoneyValue::new(self.0.amount_minor, &self.0.currency)
     }
     async fn note(&self) -> Option<&str> {
         self.0.note.as_deref()
@@ -306,7 +304,7 @@ pub struct AlertNode(pub alert::Model);
 #[Object(name = "Alert")]
 impl AlertNode {
     async fn id(&self) -> ID {
-        gid(Kind::Alert, self.0.id)
+        global_id(Kind::Alert, self.0.id)
     }
     /// The refusal: `MANDATE_EXHAUSTED`, `MERCHANT_NOT_ALLOWED`, `MANDATE_EXPIRED`,
     /// `MANDATE_REVOKED`, `LIMIT_EXCEEDED`, `PAYEE_NOT_ALLOWED`, `TRANSFER_NOT_ALLOWED`.
@@ -314,10 +312,10 @@ impl AlertNode {
         &self.0.kind
     }
     async fn sender_id(&self) -> ID {
-        gid(Kind::User, self.0.sender_id)
+        global_id(Kind::User, self.0.sender_id)
     }
     async fn mandate_id(&self) -> Option<ID> {
-        self.0.mandate_id.map(|id| gid(Kind::Mandate, id))
+        self.0.mandate_id.map(|id| global_id(Kind::Mandate, id))
     }
     async fn message(&self) -> &str {
         &self.0.message
@@ -395,22 +393,32 @@ fn decode_all(kind: Kind, list: &[ID]) -> Result<Vec<Uuid>> {
     list.iter().map(|id| ids::decode_as(kind, id)).collect()
 }
 
-/// A refusal raises an alert for `sender` (in its own transaction) and is returned.
-async fn alert_on_refusal<T>(
+/// Whether `result` is a refusal that alerts the sender. Looked at only after a
+/// failure, so a successful mutation pays for no extra query.
+fn refused<T>(result: &Result<T>) -> Option<&Error> {
+    result
+        .as_ref()
+        .err()
+        .filter(|err| rules::alerting_reason(err).is_some())
+}
+
+/// Records the alert for a refusal, in its own transaction (the refused work was
+/// rolled back); a failure to record it is logged, the refusal still answered.
+async fn alert(
     db: &TenantDb,
-    result: Result<T>,
+    err: &Error,
     sender: Uuid,
     mandate: Option<Uuid>,
     details: serde_json::Value,
-) -> Result<T> {
-    if let Err(err) = &result
-        && let Some(kind) = rules::alerting_reason(err)
-        && let Err(alert_err) =
-            rules::raise_alert(db, sender, kind, mandate, &err.to_string(), details).await
+) {
+    let Some(kind) = rules::alerting_reason(err) else {
+        return;
+    };
+    if let Err(alert_err) =
+        rules::raise_alert(db, sender, kind, mandate, &err.to_string(), details).await
     {
         tracing::error!(error = ?alert_err, "could not record a spend alert");
     }
-    result
 }
 
 // ------------------------------------------------------------------ roots
@@ -815,19 +823,18 @@ impl SpendMutation {
             },
         )
         .await;
-        let result = match rules::visible(db, &caller, mandate).await {
-            Ok(m) => {
-                let details = rules::alert_details(
-                    &[
-                        ("mandateId", Kind::Mandate, mandate),
-                        ("merchantId", Kind::Merchant, shop),
-                    ],
-                    Some(amount.0.normalize().to_string()),
-                );
-                alert_on_refusal(db, result, m.sender_id, Some(m.id), details).await
-            }
-            Err(_) => result,
-        };
+        if let Some(err) = refused(&result)
+            && let Ok(m) = rules::visible(db, &caller, mandate).await
+        {
+            let details = rules::alert_details(
+                &[
+                    ("mandateId", Kind::Mandate, mandate),
+                    ("merchantId", Kind::Merchant, shop),
+                ],
+                Some(amount.0.normalize().to_string()),
+            );
+            alert(db, err, m.sender_id, Some(m.id), details).await;
+        }
         let outcome = result?;
         Ok(PurchaseNode(db.get::<purchase::Entity>(outcome.id).await?))
     }
@@ -894,26 +901,22 @@ impl SpendMutation {
             },
         )
         .await;
-        let mandate = match db.find_by_id::<payee::Entity>(payee_uuid).await? {
-            Some(p) => match p.mandate_id {
-                Some(m) => rules::visible(db, &caller, m).await.ok(),
-                None => None,
-            },
-            None => None,
-        };
-        let result = match mandate {
-            Some(m) => {
-                let details = rules::alert_details(
-                    &[
-                        ("mandateId", Kind::Mandate, m.id),
-                        ("payeeId", Kind::Payee, payee_uuid),
-                    ],
-                    Some(amount.0.normalize().to_string()),
-                );
-                alert_on_refusal(db, result, m.sender_id, Some(m.id), details).await
-            }
-            None => result,
-        };
+        if let Some(err) = refused(&result)
+            && let Some(mandate_id) = db
+                .find_by_id::<payee::Entity>(payee_uuid)
+                .await?
+                .and_then(|p| p.mandate_id)
+            && let Ok(m) = rules::visible(db, &caller, mandate_id).await
+        {
+            let details = rules::alert_details(
+                &[
+                    ("mandateId", Kind::Mandate, m.id),
+                    ("payeeId", Kind::Payee, payee_uuid),
+                ],
+                Some(amount.0.normalize().to_string()),
+            );
+            alert(db, err, m.sender_id, Some(m.id), details).await;
+        }
         let outcome = result?;
         Ok(PayoutNode(db.get::<payout::Entity>(outcome.id).await?))
     }
@@ -984,11 +987,14 @@ impl SpendMutation {
             },
         )
         .await;
-        let details = rules::alert_details(
-            &[("recipientId", Kind::User, recipient)],
-            Some(amount.0.normalize().to_string()),
-        );
-        let outcome = alert_on_refusal(db, result, me, None, details).await?;
+        if let Some(err) = refused(&result) {
+            let details = rules::alert_details(
+                &[("recipientId", Kind::User, recipient)],
+                Some(amount.0.normalize().to_string()),
+            );
+            alert(db, err, me, None, details).await;
+        }
+        let outcome = result?;
         Ok(TransferNode(db.get::<transfer::Entity>(outcome.id).await?))
     }
 }
