@@ -1096,18 +1096,6 @@ async fn foreign_and_unrelated_escrows_are_not_found(app: TestApp) {
 }
 
 async fn escrow_pages_cost_the_same_statements_for_any_size(app: TestApp) {
-    use sequestra::{
-        audit::Origin,
-        auth::{Credential, Principal, UserPrincipal, scopes_of},
-        db::TenantDb,
-        graphql::{context::RequestContext, loaders},
-        ids::TenantId,
-    };
-    use std::sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    };
-
     let t = app.tenant("acme").await;
     let sender = t.token(Role::Sender).to_owned();
     let provider = t.token(Role::Beneficiary).to_owned();
@@ -1145,40 +1133,18 @@ async fn escrow_pages_cost_the_same_statements_for_any_size(app: TestApp) {
         }
     }
 
-    let statements = Arc::new(AtomicUsize::new(0));
-    let mut counted = app.reconnect().await;
-    let counter = statements.clone();
-    counted.set_metric_callback(move |_| {
-        counter.fetch_add(1, Ordering::SeqCst);
-    });
-    let tenant = TenantId::from_uuid(t.id);
-    let principal = Principal::User(UserPrincipal {
-        tenant_id: tenant,
-        user_id: t.user(Role::Sender).id,
-        credential: Credential::Session(uuid::Uuid::nil()),
-        roles: vec![Role::Sender],
-        scopes: scopes_of(&[Role::Sender]),
-        mfa_verified_at: None,
-        mfa_enrolment_required: false,
-    });
     let mut counts = Vec::new();
     for n in [5, 50] {
-        let context = RequestContext::new(
-            principal.clone(),
-            Some(TenantDb::new(counted.clone(), tenant)),
-            Origin::default(),
-            None,
-        );
-        let mut request = async_graphql::Request::new(format!(
-            "{{ escrows(first: {n}) {{ edges {{ node {{ id status milestones {{ id amount {{ amount }} proofs {{ id }} }} payments {{ id }} events {{ kind }} deposits {{ id }} }} }} }} }}"
-        ));
-        let fence = loaders::PollFence::default();
-        loaders::attach(&mut request.data, context.db.as_ref(), Some(&fence));
-        let request = request.data(context);
-        let before = statements.load(Ordering::SeqCst);
-        let response = fence.run(app.schema.execute(request)).await;
-        assert!(response.errors.is_empty(), "{:?}", response.errors);
-        let json = serde_json::to_value(&response.data).unwrap();
+        let (count, json) = app
+            .count_statements(
+                t.id,
+                t.user(Role::Sender).id,
+                &[Role::Sender],
+                &format!(
+                    "{{ escrows(first: {n}) {{ edges {{ node {{ id status milestones {{ id amount {{ amount }} proofs {{ id }} }} payments {{ id }} events {{ kind }} deposits {{ id }} }} }} }} }}"
+                ),
+            )
+            .await;
         let edges = json["escrows"]["edges"].as_array().unwrap();
         assert_eq!(edges.len(), n);
         assert!(
@@ -1193,7 +1159,7 @@ async fn escrow_pages_cost_the_same_statements_for_any_size(app: TestApp) {
                 .len()
                 == 1
         }));
-        counts.push(statements.load(Ordering::SeqCst) - before);
+        counts.push(count);
     }
     assert_eq!(
         counts[0], counts[1],

@@ -491,6 +491,55 @@ impl TestApp {
         db::connect(&cfg).await.expect("reconnect")
     }
 
+    /// Runs `query` on the schema as `user` with `roles` (the request fenced and
+    /// given its DataLoaders, as the HTTP edge does) over a pool of its own that
+    /// counts SQL statements; returns the count and the data. Panics on errors.
+    pub async fn count_statements(
+        &self,
+        tenant: Uuid,
+        user: Uuid,
+        roles: &[Role],
+        query: &str,
+    ) -> (usize, Value) {
+        use sequestra::{
+            auth::{Credential, Principal, UserPrincipal, scopes_of},
+            graphql::{context::RequestContext, loaders},
+        };
+        use std::sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        };
+        let statements = Arc::new(AtomicUsize::new(0));
+        let mut counted = self.reconnect().await;
+        let counter = statements.clone();
+        counted.set_metric_callback(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        let tenant = TenantId::from_uuid(tenant);
+        let principal = Principal::User(UserPrincipal {
+            tenant_id: tenant,
+            user_id: user,
+            credential: Credential::Session(Uuid::nil()),
+            roles: roles.to_vec(),
+            scopes: scopes_of(roles),
+            mfa_verified_at: None,
+            mfa_enrolment_required: false,
+        });
+        let context = RequestContext::new(
+            principal,
+            Some(TenantDb::new(counted, tenant)),
+            Origin::default(),
+            None,
+        );
+        let mut request = async_graphql::Request::new(query);
+        let fence = loaders::PollFence::default();
+        loaders::attach(&mut request.data, context.db.as_ref(), Some(&fence));
+        let response = fence.run(self.schema.execute(request.data(context))).await;
+        assert!(response.errors.is_empty(), "{:?}", response.errors);
+        let data = serde_json::to_value(&response.data).expect("data");
+        (statements.load(Ordering::SeqCst), data)
+    }
+
     pub async fn migrations_pending(&self) -> Vec<String> {
         db::pending_migrations(&self.db)
             .await
