@@ -90,6 +90,8 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// How long a WebSocket may wait before its `connection_init` (then 4408).
+    pub ws_init_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -158,7 +160,7 @@ pub enum ProofStorage {
 
 /// The built-in simulated PSP: after accepting a payout it posts signed webhooks to
 /// this server's own `/webhooks/psp`, so the whole loop runs on one machine.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SimulatedPspConfig {
     /// How long after accepting a payout it posts the settlement; `None`: never (the
     /// payment stays SENT).
@@ -169,6 +171,39 @@ pub struct SimulatedPspConfig {
     pub duplicates: bool,
     /// Also post a late `payout.sent` after the final event.
     pub out_of_order: bool,
+}
+
+/// A PSP reached over HTTP (see `payments::http_psp` for the contract).
+#[derive(Debug, Clone)]
+pub struct HttpPspConfig {
+    pub url: String,
+    /// Signs our requests (`Sequestra-Signature`, as the webhooks).
+    pub secret: SecretString,
+    /// Per request.
+    pub timeout: Duration,
+    /// Further tries after a failed request (network error, timeout, 429, 5xx).
+    pub max_retries: u32,
+    /// The first retry waits this long; each next one twice as long.
+    pub retry_base: Duration,
+}
+
+/// Which PSP carries payouts.
+#[derive(Debug, Clone)]
+pub enum PspChoice {
+    Simulated,
+    Http(HttpPspConfig),
+}
+
+/// Payouts after submission: reconciliation and the retry policy.
+#[derive(Debug, Clone)]
+pub struct PaymentsConfig {
+    pub psp: PspChoice,
+    /// A payment SENT this long without a webhook is checked with the PSP.
+    pub recheck_after: Duration,
+    /// A failed payment is retried automatically until this many tries in all.
+    pub max_attempts: i32,
+    /// The wait before retrying a failed try; doubled for each further try.
+    pub retry_backoff: Duration,
 }
 
 /// Proof files and background jobs.
@@ -194,6 +229,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub escrow: EscrowConfig,
     pub simulated_psp: SimulatedPspConfig,
+    pub payments: PaymentsConfig,
     /// Several secrets are accepted during rotation; the first one signs.
     pub webhook_secrets: Vec<SecretString>,
     pub sentry_dsn: Option<SecretString>,
@@ -310,6 +346,11 @@ impl Config {
             body_limit_bytes: parse(&get, "SEQUESTRA_BODY_LIMIT_BYTES", 1024 * 1024)?,
             request_timeout: secs(&get, "SEQUESTRA_REQUEST_TIMEOUT_SECS", 30)?,
             shutdown_grace: secs(&get, "SEQUESTRA_SHUTDOWN_GRACE_SECS", 20)?,
+            ws_init_timeout: Duration::from_millis(parse(
+                &get,
+                "SEQUESTRA_WS_INIT_TIMEOUT_MS",
+                10_000,
+            )?),
         };
 
         let graphql = GraphqlConfig {
@@ -460,6 +501,54 @@ impl Config {
             duplicates: parse(&get, "SEQUESTRA_SIM_PSP_DUPLICATES", false)?,
             out_of_order: parse(&get, "SEQUESTRA_SIM_PSP_OUT_OF_ORDER", false)?,
         };
+        let psp = match get("SEQUESTRA_PSP").as_deref() {
+            None | Some("simulated") => PspChoice::Simulated,
+            Some("http") => PspChoice::Http(HttpPspConfig {
+                url: get("SEQUESTRA_PSP_URL")
+                    .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            "SEQUESTRA_PSP_URL",
+                            "is required when SEQUESTRA_PSP=http (an http:// or https:// URL)",
+                        )
+                    })?
+                    .trim_end_matches('/')
+                    .to_owned(),
+                secret: match get("SEQUESTRA_PSP_SECRET") {
+                    Some(value) => {
+                        check_secret_strength(env, "SEQUESTRA_PSP_SECRET", &value)?;
+                        SecretString::from(value)
+                    }
+                    None => {
+                        return Err(ConfigError::new(
+                            "SEQUESTRA_PSP_SECRET",
+                            "is required when SEQUESTRA_PSP=http",
+                        ));
+                    }
+                },
+                timeout: Duration::from_millis(parse(&get, "SEQUESTRA_PSP_TIMEOUT_MS", 5_000)?),
+                max_retries: parse(&get, "SEQUESTRA_PSP_MAX_RETRIES", 3)?,
+                retry_base: Duration::from_millis(parse(&get, "SEQUESTRA_PSP_RETRY_BASE_MS", 200)?),
+            }),
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "SEQUESTRA_PSP",
+                    format!("must be `simulated` or `http`, got `{other}`"),
+                ));
+            }
+        };
+        let payments = PaymentsConfig {
+            psp,
+            recheck_after: secs(&get, "SEQUESTRA_PAYMENT_RECHECK_AFTER_SECS", 600)?,
+            max_attempts: parse(&get, "SEQUESTRA_PAYMENT_MAX_ATTEMPTS", 3)?,
+            retry_backoff: secs(&get, "SEQUESTRA_PAYMENT_RETRY_BACKOFF_SECS", 60)?,
+        };
+        if payments.max_attempts < 1 {
+            return Err(ConfigError::new(
+                "SEQUESTRA_PAYMENT_MAX_ATTEMPTS",
+                "must be at least 1",
+            ));
+        }
         let escrow = EscrowConfig {
             proof_storage,
             proof_max_bytes: parse(&get, "SEQUESTRA_PROOF_MAX_BYTES", 10 * 1024 * 1024)?,
@@ -493,6 +582,7 @@ impl Config {
             auth,
             escrow,
             simulated_psp,
+            payments,
             webhook_secrets: webhook_secret_list,
             sentry_dsn,
             migrate_on_start,

@@ -530,6 +530,7 @@ async fn seed_api_key<C: ConnectionTrait>(
         scopes: scopes_of(&[Role::Admin]),
         mfa_verified_at: None,
         mfa_enrolment_required: false,
+        expires_at: None,
     };
     let scopes = [
         Scope::UsersRead,

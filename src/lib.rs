@@ -13,6 +13,7 @@ pub mod domain;
 pub mod entity;
 pub mod error;
 pub mod escrow;
+pub mod events;
 pub mod graphql;
 pub mod http;
 pub mod idempotency;
@@ -37,6 +38,19 @@ use crate::{auth::TokenService, config::Config, http::AppState};
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// Forwards PostgreSQL notifications to the bus (none on SQLite).
+    update_listener: AbortOnDrop,
+}
+
+/// Stops a background task when the server that owns it goes away.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
 }
 
 impl Application {
@@ -77,14 +91,27 @@ impl Application {
                         .unwrap_or(std::num::NonZeroU32::MIN),
                 ),
             )),
-            psp: Arc::new(payments::SimulatedPsp::new(simulated_webhooks(
-                &config,
-                listener.local_addr()?,
-            ))),
+            psp: match &config.payments.psp {
+                config::PspChoice::Simulated => Arc::new(payments::SimulatedPsp::new(
+                    config.simulated_psp.clone(),
+                    simulated_webhooks(&config, listener.local_addr()?),
+                )),
+                config::PspChoice::Http(http) => Arc::new(
+                    payments::http_psp::HttpPsp::new(http.clone())
+                        .context("cannot set up the HTTP PSP client")?,
+                ),
+            },
             proofs: escrow::storage::from_config(&config.escrow.proof_storage)
                 .context("cannot set up proof storage")?,
             proof_max_bytes: config.escrow.proof_max_bytes,
+            payments: Arc::new(config.payments.clone()),
+            bus: events::Bus::default(),
         };
+        let update_listener = services
+            .bus
+            .listen(&services.db)
+            .await
+            .context("cannot listen for updates (LISTEN)")?;
         let schema =
             graphql::build_schema(&config.graphql, config.is_production(), services.clone());
         let state = AppState {
@@ -94,7 +121,11 @@ impl Application {
             metrics: telemetry::metrics_handle(),
             jobs: jobs::Heartbeat::default(),
         };
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            update_listener: AbortOnDrop(update_listener),
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -124,6 +155,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let _update_listener = self.update_listener;
         let grace = self.state.config.http.shutdown_grace;
         let (stop_jobs, jobs_stop) = tokio::sync::watch::channel(false);
         let jobs = self.state.config.escrow.jobs_enabled.then(|| {
@@ -184,9 +216,7 @@ fn simulated_webhooks(config: &Config, addr: SocketAddr) -> Option<payments::psp
     Some(payments::psp::Webhooks {
         url: format!("http://{}/webhooks/psp", SocketAddr::new(host, addr.port())),
         secret,
-        config: config.simulated_psp.clone(),
         client: reqwest::Client::new(),
-        counter: Default::default(),
     })
 }
 

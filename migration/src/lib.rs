@@ -12,6 +12,7 @@ mod m20261122_000006_idempotency_keys;
 mod m20261122_000007_escrow;
 mod m20261122_000008_spend;
 mod m20261122_000009_webhook_events;
+mod m20261122_000010_payment_attempts;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000007_escrow::Migration),
             Box::new(m20261122_000008_spend::Migration),
             Box::new(m20261122_000009_webhook_events::Migration),
+            Box::new(m20261122_000010_payment_attempts::Migration),
         ]
     }
 }

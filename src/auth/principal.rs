@@ -40,6 +40,9 @@ pub struct UserPrincipal {
     /// The tenant requires MFA for one of these roles and the user has none yet:
     /// everything but enrolment is refused.
     pub mfa_enrolment_required: bool,
+    /// When the credential stops working (the access token's expiry; an API key's
+    /// own, if any). A WebSocket is closed then.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -129,6 +132,7 @@ pub async fn authenticate_bearer(
         roles,
         mfa_verified_at: session.mfa_verified_at,
         mfa_enrolment_required,
+        expires_at: chrono::DateTime::from_timestamp(claims.exp, 0),
     }))
 }
 
@@ -174,6 +178,7 @@ async fn authenticate_api_key(
         scopes,
         mfa_verified_at: None,
         mfa_enrolment_required: false,
+        expires_at: found.expires_at,
     }))
 }
 

@@ -10,11 +10,15 @@ use sea_orm::{
     DatabaseTransaction, DeleteMany, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
     Select, UpdateMany,
 };
+use std::sync::{Arc, Mutex};
+
+use sea_orm::{DbBackend, Statement};
 use uuid::Uuid;
 
 use crate::{
     entity::tenant,
     error::{Error, Result},
+    events::{self, Bus, Update},
     ids::TenantId,
 };
 
@@ -31,6 +35,10 @@ pub trait TenantEntity: EntityTrait {
 pub struct Scoped<C> {
     conn: C,
     tenant: TenantId,
+    /// Where this process's subscribers listen (none: the CLI, the demo seeder).
+    bus: Option<Bus>,
+    /// Updates published in this transaction, sent when it commits.
+    outbox: Arc<Mutex<Vec<Update>>>,
 }
 
 /// The scoped handle over the pool, as resolvers get it.
@@ -40,7 +48,12 @@ pub type TenantTxn = Scoped<DatabaseTransaction>;
 
 impl TenantDb {
     pub fn new(conn: DatabaseConnection, tenant: TenantId) -> Self {
-        Self { conn, tenant }
+        Self {
+            conn,
+            tenant,
+            bus: None,
+            outbox: Arc::default(),
+        }
     }
 
     /// Starts a (write) transaction that stays bound to the same tenant.
@@ -48,6 +61,8 @@ impl TenantDb {
         Ok(Scoped {
             conn: super::begin_write(&self.conn).await?,
             tenant: self.tenant,
+            bus: self.bus.clone(),
+            outbox: Arc::default(),
         })
     }
 }
@@ -56,11 +71,57 @@ impl TenantTxn {
     /// Binds a transaction the caller opened to `tenant` (used by the command line,
     /// which acts for a tenant it has just created or named).
     pub fn bind(txn: DatabaseTransaction, tenant: TenantId) -> Self {
-        Self { conn: txn, tenant }
+        Self {
+            conn: txn,
+            tenant,
+            bus: None,
+            outbox: Arc::default(),
+        }
     }
 
+    /// Commits, and publishes what the transaction published (see `events`): on
+    /// PostgreSQL as notifications inside the transaction, delivered by its commit;
+    /// on SQLite to the local bus once committed.
     pub async fn commit(self) -> Result<()> {
-        Ok(self.conn.commit().await?)
+        let updates = std::mem::take(&mut *self.outbox.lock().expect("outbox lock"));
+        let postgres = self.conn.get_database_backend() == DbBackend::Postgres;
+        if postgres {
+            for update in &updates {
+                let payload = serde_json::to_string(update)
+                    .map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
+                self.conn
+                    .execute(Statement::from_sql_and_values(
+                        DbBackend::Postgres,
+                        "SELECT pg_notify($1, $2)",
+                        [events::CHANNEL.into(), payload.into()],
+                    ))
+                    .await?;
+            }
+        }
+        self.conn.commit().await?;
+        if !postgres && let Some(bus) = &self.bus {
+            bus.deliver(updates);
+        }
+        Ok(())
+    }
+}
+
+impl<C> Scoped<C> {
+    /// Hands this handle (and the transactions it begins) the process's bus.
+    pub fn with_bus(mut self, bus: Option<Bus>) -> Self {
+        self.bus = bus;
+        self
+    }
+
+    /// The connection without the tenant filter, for platform tables that have no
+    /// tenant (the webhook deduplication table) written in a tenant's transaction.
+    pub(crate) fn unscoped(&self) -> &C {
+        &self.conn
+    }
+
+    /// Publishes `update` when this transaction commits (nothing on rollback).
+    pub fn publish(&self, update: Update) {
+        self.outbox.lock().expect("outbox lock").push(update);
     }
 }
 

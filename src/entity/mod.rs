@@ -20,6 +20,7 @@ pub mod mfa_totp;
 pub mod milestone;
 pub mod payee;
 pub mod payment;
+pub mod payment_attempt;
 pub mod payout;
 pub mod proof;
 pub mod purchase;

@@ -29,6 +29,11 @@ pub enum PaymentStatus {
 }
 
 impl PaymentStatus {
+    /// No event moves it any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Settled | Self::Failed)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "PENDING",
@@ -70,7 +75,7 @@ pub enum PaymentPurpose {
 }
 
 /// Money leaving through the PSP.
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
 #[sea_orm(table_name = "payments")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
@@ -92,6 +97,14 @@ pub struct Model {
     pub failure_reason: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// The failed payment this one retries (a failed payment is retried once).
+    pub retry_of: Option<Uuid>,
+    /// 1 for the first try, 2 for its retry, …
+    pub attempt: i32,
+    /// When the PSP accepted it.
+    pub sent_at: Option<DateTimeUtc>,
+    /// When reconciliation last asked the PSP about it.
+    pub checked_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -144,6 +144,11 @@ async fn event<C: ConnectionTrait>(
         created_at: Set(now),
     })
     .await?;
+    txn.publish(crate::events::Update::Escrow {
+        tenant_id: txn.tenant().as_uuid(),
+        escrow_id,
+        event: kind.to_owned(),
+    });
     let subject = match milestone_id {
         Some(m) => ("milestone", m),
         None => ("escrow", escrow_id),
@@ -1443,8 +1448,9 @@ pub async fn decide_proof<C: ConnectionTrait>(
 
 // ---------------------------------------------------------------- payments, jobs
 
-/// The PSP accepted a payment: its milestone is paid.
-pub async fn payment_sent<C: ConnectionTrait>(
+/// The PSP settled a payment: its milestone is paid (a failed one stays PAYING until
+/// a retry settles).
+pub async fn payment_settled<C: ConnectionTrait>(
     txn: &Scoped<C>,
     payment: &payment::Model,
 ) -> Result<()> {

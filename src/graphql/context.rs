@@ -84,6 +84,17 @@ pub struct Services {
     /// Where proof files are kept.
     pub proofs: Arc<dyn crate::escrow::storage::ProofStore>,
     pub proof_max_bytes: usize,
+    /// Reconciliation and retry policy for payouts.
+    pub payments: Arc<crate::config::PaymentsConfig>,
+    /// Committed updates, for subscriptions.
+    pub bus: crate::events::Bus,
+}
+
+impl Services {
+    /// The scoped handle of `tenant`, publishing to this process's bus.
+    pub fn tenant_db(&self, tenant: crate::ids::TenantId) -> TenantDb {
+        TenantDb::new(self.db.clone(), tenant).with_bus(Some(self.bus.clone()))
+    }
 }
 
 pub trait ContextExt {

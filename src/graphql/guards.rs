@@ -153,6 +153,11 @@ pub mod visible {
         has_role(ctx, Role::Admin) || has_role(ctx, Role::Support)
     }
 
+    /// Who may follow payments: readers of escrows or of spending.
+    pub fn payments_read(ctx: &Context<'_>) -> bool {
+        has(ctx, Scope::EscrowRead) || has(ctx, Scope::SpendRead)
+    }
+
     pub fn payments_execute(ctx: &Context<'_>) -> bool {
         has(ctx, Scope::PaymentsExecute)
     }

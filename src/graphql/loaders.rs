@@ -23,7 +23,7 @@ use crate::{
     db::{TenantDb, TenantEntity},
     entity::{
         deposit, escrow_event, mandate_category, mandate_merchant, milestone, payee, payment,
-        proof, purchase, user_role,
+        payment_attempt, proof, purchase, user_role,
     },
     error::Error,
 };
@@ -235,6 +235,11 @@ child_of!(escrow_event::Entity, escrow_event::Column::EscrowId, |m| {
     Some(m.escrow_id)
 });
 child_of!(payment::Entity, payment::Column::EscrowId, |m| m.escrow_id);
+child_of!(
+    payment_attempt::Entity,
+    payment_attempt::Column::PaymentId,
+    |m| Some(m.payment_id)
+);
 child_of!(proof::Entity, proof::Column::MilestoneId, |m| Some(
     m.milestone_id
 ));
@@ -302,6 +307,7 @@ pub fn attach(data: &mut async_graphql::Data, db: Option<&TenantDb>, fence: Opti
             deposit::Entity,
             escrow_event::Entity,
             payment::Entity,
+            payment_attempt::Entity,
             proof::Entity,
             purchase::Entity,
             payee::Entity,

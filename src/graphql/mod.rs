@@ -19,6 +19,7 @@ use crate::{
     config::GraphqlConfig,
     escrow::graphql::{EscrowMutation, EscrowQuery},
     identity::graphql::{ApiKeysMutation, ApiKeysQuery, IdentityMutation, IdentityQuery},
+    payments::graphql::{PaymentsMutation, PaymentsSubscription},
     spend::graphql::{SpendMutation, SpendQuery},
 };
 
@@ -40,10 +41,11 @@ pub struct Mutation(
     AccountsMutation,
     EscrowMutation,
     SpendMutation,
+    PaymentsMutation,
 );
 
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(system::SystemSubscription);
+pub struct Subscription(system::SystemSubscription, PaymentsSubscription);
 
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
 

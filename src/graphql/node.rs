@@ -6,7 +6,7 @@ use async_graphql::{Context, ID, Interface, Object};
 use crate::{
     accounts::graphql::{TenantNode, UserNode},
     auth::Scope,
-    entity::{api_key, payment, proof, session, user},
+    entity::{api_key, proof, session, user},
     error::Error,
     escrow::{
         graphql::{EscrowNode, MilestoneNode, ProofNode},
@@ -98,12 +98,9 @@ async fn resolve(ctx: &Context<'_>, id: &str) -> Result<Node, Error> {
                     escrow_rules::visible(db, &caller, p.escrow_id).await?;
                     Node::Proof(ProofNode(p))
                 }
-                _ => {
-                    let p = db.get::<payment::Entity>(uuid).await?;
-                    let escrow_id = p.escrow_id.ok_or(Error::NotFound)?;
-                    escrow_rules::visible(db, &caller, escrow_id).await?;
-                    Node::Payment(PaymentNode(p))
-                }
+                _ => Node::Payment(PaymentNode(
+                    crate::payments::visible(db, &caller, uuid).await?,
+                )),
             })
         }
         // Reachable through their parents only.

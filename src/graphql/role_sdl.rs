@@ -33,6 +33,7 @@ fn principal(role: Option<Role>) -> Principal {
             scopes: scopes_of(&[role]),
             mfa_verified_at: None,
             mfa_enrolment_required: false,
+            expires_at: None,
         }),
     }
 }

@@ -21,7 +21,6 @@ use super::{AppState, RequestId};
 use crate::{
     audit::Origin,
     auth::{Principal, authenticate_bearer},
-    db::TenantDb,
     error::{Error, ErrorCode},
     graphql::{context::RequestContext, loaders},
 };
@@ -434,7 +433,7 @@ pub(super) fn request_context(
 ) -> RequestContext {
     let db = principal
         .tenant()
-        .map(|tenant| TenantDb::new(state.services.db.clone(), tenant));
+        .map(|tenant| state.services.tenant_db(tenant));
     RequestContext::new(
         principal,
         db,

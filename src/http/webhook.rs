@@ -57,7 +57,14 @@ pub async fn handler(
             return (StatusCode::BAD_REQUEST, Json(json!({ "error": message }))).into_response();
         }
     };
-    match webhook::receive(&state.services.db, state.services.psp.name(), &event).await {
+    match webhook::receive(
+        &state.services.db,
+        Some(&state.services.bus),
+        state.services.psp.name(),
+        &event,
+    )
+    .await
+    {
         Ok(received) => {
             let outcome = match received {
                 Received::Applied => "applied",

@@ -1,12 +1,15 @@
 //! `/graphql/ws`: graphql-transport-ws. Credentials come in `connection_init`
 //! (`{"Authorization": "Bearer …"}`); bad ones close the socket with 4403, as the
-//! protocol specifies (async-graphql's own pump would close with 1002).
+//! protocol specifies (async-graphql's own pump would close with 1002). A socket
+//! without `connection_init` in time is closed with 4408, and a socket whose
+//! credential expires is closed with 4403 ("Token expired"): the client reconnects
+//! with a fresh token, and every subscription is authorized again.
 
 use std::{
     net::SocketAddr,
     str::FromStr,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
 };
@@ -24,13 +27,20 @@ use axum::{
     http::{HeaderMap, header},
     response::Response,
 };
+use chrono::{DateTime, Utc};
 use futures_util::{SinkExt, StreamExt, future};
 
 use super::{AppState, RequestId, graphql::request_context};
-use crate::{auth::authenticate_bearer, error::Error, graphql::loaders};
+use crate::{
+    auth::{Principal, authenticate_bearer},
+    error::Error,
+    graphql::loaders,
+};
 
 /// graphql-transport-ws: the client's `connection_init` was refused.
 const CLOSE_FORBIDDEN: u16 = 4403;
+/// graphql-transport-ws: no `connection_init` in time.
+const CLOSE_INIT_TIMEOUT: u16 = 4408;
 
 pub async fn handler(
     State(state): State<AppState>,
@@ -53,6 +63,9 @@ pub async fn handler(
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| async move {
             let refused = Arc::new(AtomicBool::new(false));
+            // Set once `connection_init` is accepted: when its credential expires.
+            let accepted: Arc<Mutex<Option<Option<DateTime<Utc>>>>> = Arc::default();
+            let init_deadline = tokio::time::Instant::now() + state.config.http.ws_init_timeout;
             let (mut sink, stream) = socket.split();
             let input = stream
                 .take_while(|frame| future::ready(frame.is_ok()))
@@ -64,6 +77,7 @@ pub async fn handler(
                 });
             let schema = state.schema.clone();
             let init_refused = refused.clone();
+            let init_accepted = accepted.clone();
             let on_init = move |payload: serde_json::Value| async move {
                 let authorization = payload
                     .get("Authorization")
@@ -86,6 +100,11 @@ pub async fn handler(
                         return Err(async_graphql::Error::new("Forbidden"));
                     }
                 };
+                let expires_at = match &principal {
+                    Principal::User(user) => user.expires_at,
+                    Principal::Anonymous => None,
+                };
+                *init_accepted.lock().expect("ws lock") = Some(expires_at);
                 let context = request_context(&state, principal, request_id, client);
                 let mut data = Data::default();
                 loaders::attach(&mut data, context.db.as_ref(), None);
@@ -94,7 +113,45 @@ pub async fn handler(
             };
             let mut outgoing =
                 std::pin::pin!(WebSocket::new(schema, input, protocol).on_connection_init(on_init));
-            while let Some(message) = outgoing.next().await {
+            loop {
+                let accepted = *accepted.lock().expect("ws lock");
+                let deadline = match accepted {
+                    None => Some((
+                        init_deadline,
+                        CLOSE_INIT_TIMEOUT,
+                        "Connection initialisation timeout",
+                    )),
+                    Some(Some(expires_at)) => {
+                        let left = (expires_at - Utc::now()).to_std().unwrap_or_default();
+                        Some((
+                            tokio::time::Instant::now() + left,
+                            CLOSE_FORBIDDEN,
+                            "Token expired",
+                        ))
+                    }
+                    Some(None) => None,
+                };
+                let message = tokio::select! {
+                    message = outgoing.next() => message,
+                    (code, reason) = async {
+                        match deadline {
+                            Some((at, code, reason)) => {
+                                tokio::time::sleep_until(at).await;
+                                (code, reason)
+                            }
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        let _ = sink
+                            .send(Message::Close(Some(CloseFrame {
+                                code,
+                                reason: reason.into(),
+                            })))
+                            .await;
+                        break;
+                    }
+                };
+                let Some(message) = message else { break };
                 let frame = match message {
                     WsMessage::Text(text) => Message::Text(text.into()),
                     WsMessage::Close(code, reason) => {

@@ -15,7 +15,9 @@ use std::{
 };
 
 use chrono::Utc;
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{
+    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+};
 
 use crate::{
     audit::{Actor, Origin},
@@ -29,7 +31,7 @@ use crate::{
     escrow::rules::{self, Act},
     graphql::context::Services,
     ids::TenantId,
-    payments,
+    payments::{self, Move, PspStatus, Via},
 };
 
 const JOBS_LEASE: &str = "jobs";
@@ -65,6 +67,10 @@ pub struct TickReport {
     pub made_refundable: usize,
     pub payments_retried: usize,
     pub mandates_expired: usize,
+    /// SENT payments checked with the PSP (no webhook in time).
+    pub payments_rechecked: usize,
+    /// FAILED payments the policy acted on (a retry, or an alert when tries ran out).
+    pub failures_handled: usize,
 }
 
 /// Runs the jobs every `interval` until `stop` fires.
@@ -90,6 +96,8 @@ pub async fn run(
                     + report.made_refundable
                     + report.payments_retried
                     + report.mandates_expired
+                    + report.payments_rechecked
+                    + report.failures_handled
                     > 0
                 {
                     tracing::info!(?report, "background jobs did work");
@@ -131,7 +139,7 @@ pub async fn tick(services: &Services, holder: &str, ttl: Duration) -> Result<Ti
         .all(db)
         .await?;
     for esc in lapsed {
-        let tenant = TenantDb::new(db.clone(), TenantId::from_uuid(esc.tenant_id));
+        let tenant = services.tenant_db(TenantId::from_uuid(esc.tenant_id));
         let done = async {
             let txn = tenant.begin().await?;
             let effect = rules::auto_release(&txn, act, esc.id).await?;
@@ -158,7 +166,7 @@ pub async fn tick(services: &Services, holder: &str, ttl: Duration) -> Result<Ti
         .all(db)
         .await?;
     for esc in overdue {
-        let tenant = TenantDb::new(db.clone(), TenantId::from_uuid(esc.tenant_id));
+        let tenant = services.tenant_db(TenantId::from_uuid(esc.tenant_id));
         let done = async {
             let txn = tenant.begin().await?;
             let marked = rules::mark_refundable(&txn, act, esc.id).await?;
@@ -180,7 +188,7 @@ pub async fn tick(services: &Services, holder: &str, ttl: Duration) -> Result<Ti
         .all(db)
         .await?;
     for m in expiring {
-        let tenant = TenantDb::new(db.clone(), TenantId::from_uuid(m.tenant_id));
+        let tenant = services.tenant_db(TenantId::from_uuid(m.tenant_id));
         let done = async {
             let txn = tenant.begin().await?;
             let expired = crate::spend::rules::expire(&txn, act, m.id).await?;
@@ -202,9 +210,200 @@ pub async fn tick(services: &Services, holder: &str, ttl: Duration) -> Result<Ti
         .all(db)
         .await?;
     for pay in stuck {
-        let tenant = TenantDb::new(db.clone(), TenantId::from_uuid(pay.tenant_id));
+        let tenant = services.tenant_db(TenantId::from_uuid(pay.tenant_id));
         payments::dispatch(&tenant, services.psp.as_ref(), &[pay.id]).await;
         report.payments_retried += 1;
     }
+
+    report.payments_rechecked = reconcile(services, now).await?;
+    report.failures_handled = handle_failures(services, now).await?;
     Ok(report)
+}
+
+/// Reconciliation: a payment SENT this long without a webhook is checked with the
+/// PSP (again after as long, while the PSP says it is processing). Each check is
+/// claimed by a conditional UPDATE of `checked_at`, so two processes never check
+/// the same payment at once, and what the PSP says goes through the same forward-
+/// only transition as a webhook.
+async fn reconcile(services: &Services, now: chrono::DateTime<Utc>) -> Result<usize> {
+    let cutoff = now
+        - chrono::Duration::from_std(services.payments.recheck_after)
+            .unwrap_or(chrono::Duration::MAX);
+    let due = payment::Entity::find()
+        .filter(payment::Column::Status.eq(PaymentStatus::Sent.as_str()))
+        .filter(payment::Column::SentAt.lte(cutoff))
+        .filter(
+            Condition::any()
+                .add(payment::Column::CheckedAt.is_null())
+                .add(payment::Column::CheckedAt.lte(cutoff)),
+        )
+        .order_by_asc(payment::Column::SentAt)
+        .limit(BATCH)
+        .all(&services.db)
+        .await?;
+    let mut checked = 0;
+    for pay in due {
+        let tenant = services.tenant_db(TenantId::from_uuid(pay.tenant_id));
+        match recheck(services, &tenant, &pay, cutoff).await {
+            Ok(true) => checked += 1,
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(payment = %pay.id, error = %err, "payment status check failed")
+            }
+        }
+    }
+    Ok(checked)
+}
+
+async fn recheck(
+    services: &Services,
+    tenant: &TenantDb,
+    pay: &payment::Model,
+    cutoff: chrono::DateTime<Utc>,
+) -> Result<bool> {
+    let claimed = tenant
+        .update_where::<payment::Entity>(|q| {
+            q.col_expr(payment::Column::CheckedAt, Expr::value(Utc::now()))
+                .filter(payment::Column::Id.eq(pay.id))
+                .filter(payment::Column::Status.eq(PaymentStatus::Sent.as_str()))
+                .filter(
+                    Condition::any()
+                        .add(payment::Column::CheckedAt.is_null())
+                        .add(payment::Column::CheckedAt.lte(cutoff)),
+                )
+        })
+        .await?;
+    if claimed == 0 {
+        return Ok(false);
+    }
+    let Some(reference) = pay.psp_reference.as_deref() else {
+        return Ok(false);
+    };
+    // The network call happens outside any transaction.
+    let answer = services.psp.status(reference).await;
+    let txn = tenant.begin().await?;
+    let (to, failure, outcome) = match &answer {
+        Ok(PspStatus::Settled) => (Some(PaymentStatus::Settled), None, "SETTLED"),
+        Ok(PspStatus::Failed(reason)) => {
+            (Some(PaymentStatus::Failed), Some(reason.as_str()), "FAILED")
+        }
+        Ok(PspStatus::Processing) => (None, None, "PROCESSING"),
+        Ok(PspStatus::Unknown) => (None, None, "UNKNOWN"),
+        Err(_) => (None, None, "ERROR"),
+    };
+    let moved = match to {
+        Some(to) => payments::transition(
+            &txn,
+            pay.id,
+            Move {
+                to,
+                reference: None,
+                failure_reason: failure,
+                via: Via::StatusCheck,
+                detail: Some("reconciliation".to_owned()),
+            },
+        )
+        .await?
+        .is_some(),
+        None => false,
+    };
+    if !moved {
+        let detail = answer.as_ref().err().map(|e| e.to_string());
+        payments::note_attempt(&txn, pay.id, Via::StatusCheck, outcome, detail).await?;
+    }
+    txn.commit().await?;
+    if outcome == "UNKNOWN" {
+        tracing::error!(payment = %pay.id, reference, "the PSP does not know a payment it accepted");
+    }
+    Ok(true)
+}
+
+/// The retry policy: a FAILED payment is retried (a new payment, `retry_of` it)
+/// after a backoff that doubles with each try, until `max_attempts` tries in all;
+/// then its payer gets a `PAYMENT_FAILED` alert and an operator decides
+/// (`retryPayment`). `checked_at` marks a failed payment the policy has handled,
+/// claimed by a conditional UPDATE, and a payment can be retried only once (a
+/// unique index): exactly once across processes.
+async fn handle_failures(services: &Services, now: chrono::DateTime<Utc>) -> Result<usize> {
+    let failed = payment::Entity::find()
+        .filter(payment::Column::Status.eq(PaymentStatus::Failed.as_str()))
+        .filter(payment::Column::CheckedAt.is_null())
+        .order_by_asc(payment::Column::UpdatedAt)
+        .limit(BATCH)
+        .all(&services.db)
+        .await?;
+    let mut handled = 0;
+    for pay in failed {
+        let backoff = services.payments.retry_backoff
+            * 2u32.saturating_pow((pay.attempt - 1).clamp(0, 16) as u32);
+        if pay.updated_at + chrono::Duration::from_std(backoff).unwrap_or(chrono::Duration::MAX)
+            > now
+        {
+            continue;
+        }
+        let tenant = services.tenant_db(TenantId::from_uuid(pay.tenant_id));
+        match handle_failure(services, &tenant, &pay).await {
+            Ok(true) => handled += 1,
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(payment = %pay.id, error = %err, "failed payment not handled")
+            }
+        }
+    }
+    Ok(handled)
+}
+
+async fn handle_failure(
+    services: &Services,
+    tenant: &TenantDb,
+    pay: &payment::Model,
+) -> Result<bool> {
+    let origin = Origin::default();
+    let txn = tenant.begin().await?;
+    let claimed = txn
+        .update_where::<payment::Entity>(|q| {
+            q.col_expr(payment::Column::CheckedAt, Expr::value(Utc::now()))
+                .filter(payment::Column::Id.eq(pay.id))
+                .filter(payment::Column::Status.eq(PaymentStatus::Failed.as_str()))
+                .filter(payment::Column::CheckedAt.is_null())
+        })
+        .await?;
+    if claimed == 0 {
+        return Ok(false);
+    }
+    if pay.attempt < services.payments.max_attempts {
+        let retry = match payments::record_retry(&txn, pay.id, Actor::System, &origin).await {
+            Ok(retry) => retry,
+            // Someone retried it by hand meanwhile: nothing left to do.
+            Err(crate::error::Error::Conflict { .. }) => {
+                txn.commit().await?;
+                return Ok(false);
+            }
+            Err(err) => return Err(err),
+        };
+        txn.commit().await?;
+        payments::dispatch(tenant, services.psp.as_ref(), &[retry.id]).await;
+        return Ok(true);
+    }
+    let payer = payments::parties(&txn, pay).await?.payer;
+    txn.commit().await?;
+    if let Some(payer) = payer {
+        crate::spend::rules::raise_alert(
+            tenant,
+            payer,
+            "PAYMENT_FAILED",
+            None,
+            &format!(
+                "A payment failed {} times and will not be retried automatically: {}",
+                pay.attempt,
+                pay.failure_reason.as_deref().unwrap_or("failed")
+            ),
+            serde_json::json!({
+                "paymentId": crate::ids::encode(crate::ids::Kind::Payment, pay.id),
+                "attempt": pay.attempt,
+            }),
+        )
+        .await?;
+    }
+    Ok(true)
 }

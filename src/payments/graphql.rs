@@ -1,12 +1,36 @@
-//! GraphQL types for payments.
+//! GraphQL for payments: the `Payment` type with its attempt history, the three
+//! live subscriptions, and `retryPayment`.
 
-use async_graphql::{ID, Object};
+use std::sync::Arc;
+
+use async_graphql::{Context, ID, Object, Subscription};
 use chrono::{DateTime, Utc};
+use futures_util::{Stream, stream};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::{Receiver, error::RecvError};
+use uuid::Uuid;
 
 use crate::{
-    entity::payment::{self, PaymentPurpose, PaymentStatus},
-    graphql::{node::global_id, scalars::MoneyValue},
-    ids::Kind,
+    auth::Scope,
+    db::TenantDb,
+    entity::{
+        escrow,
+        payment::{self, PaymentPurpose, PaymentStatus},
+        payment_attempt,
+    },
+    error::{Error, Result},
+    escrow::{graphql::EscrowNode, rules as escrow_rules},
+    events::Update,
+    graphql::{
+        context::ContextExt,
+        guards::{HasScope, RecentMfa, visible},
+        loaders::children,
+        mutation,
+        node::global_id,
+        scalars::MoneyValue,
+    },
+    ids::{self, Kind},
+    rules::{Caller, MovesMoney},
 };
 
 /// Money leaving through the PSP.
@@ -22,6 +46,7 @@ impl PaymentNode {
         self.0.purpose
     }
 
+    /// PENDING → SENT → SETTLED | FAILED; never backwards.
     async fn status(&self) -> PaymentStatus {
         self.0.status
     }
@@ -58,11 +83,309 @@ impl PaymentNode {
         self.0.psp_reference.as_deref()
     }
 
+    /// Why the PSP failed it.
+    async fn failure_reason(&self) -> Option<&str> {
+        self.0.failure_reason.as_deref()
+    }
+
+    /// 1 for a first try; a retry counts on from the payment it retries.
+    async fn attempt(&self) -> i32 {
+        self.0.attempt
+    }
+
+    /// The failed payment this one retries.
+    async fn retry_of(&self) -> Option<ID> {
+        self.0.retry_of.map(|id| global_id(Kind::Payment, id))
+    }
+
+    /// When the PSP accepted it.
+    async fn sent_at(&self) -> Option<DateTime<Utc>> {
+        self.0.sent_at
+    }
+
+    /// Every exchange with the PSP about this payment, oldest first.
+    async fn attempts(&self, ctx: &Context<'_>) -> Result<Vec<PaymentAttemptNode>> {
+        Ok(children::<payment_attempt::Entity>(ctx, self.0.id)
+            .await?
+            .into_iter()
+            .map(PaymentAttemptNode)
+            .collect())
+    }
+
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
 
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
+    }
+}
+
+/// One exchange with the PSP: a submission, a status check, or a webhook.
+pub struct PaymentAttemptNode(pub payment_attempt::Model);
+
+#[Object(name = "PaymentAttempt")]
+impl PaymentAttemptNode {
+    /// `SUBMIT`, `STATUS_CHECK` or `WEBHOOK`.
+    async fn kind(&self) -> &str {
+        &self.0.kind
+    }
+
+    /// `ACCEPTED`, `ERROR`, `SENT`, `SETTLED`, `FAILED`, `PROCESSING` or `UNKNOWN`.
+    async fn outcome(&self) -> &str {
+        &self.0.outcome
+    }
+
+    /// The webhook event id, the PSP's error, …
+    async fn detail(&self) -> Option<&str> {
+        self.0.detail.as_deref()
+    }
+
+    async fn at(&self) -> DateTime<Utc> {
+        self.0.at
+    }
+}
+
+/// A change to an escrow: what happened, and the escrow as it is now.
+pub struct EscrowUpdate {
+    event: String,
+    escrow: escrow::Model,
+}
+
+#[Object]
+impl EscrowUpdate {
+    /// `milestone.paid`, `payment.settled`, `escrow.released`, …
+    async fn event(&self) -> &str {
+        &self.event
+    }
+
+    async fn escrow(&self) -> EscrowNode {
+        EscrowNode(self.escrow.clone())
+    }
+}
+
+fn rank(status: PaymentStatus) -> u8 {
+    match status {
+        PaymentStatus::Pending => 0,
+        PaymentStatus::Sent => 1,
+        PaymentStatus::Settled | PaymentStatus::Failed => 2,
+    }
+}
+
+/// The next update off the bus; after a lag, `None` in its place (the subscriber
+/// re-reads what it follows).
+async fn next_update(rx: &mut Receiver<Arc<Update>>) -> Option<Option<Arc<Update>>> {
+    match rx.recv().await {
+        Ok(update) => Some(Some(update)),
+        Err(RecvError::Lagged(skipped)) => {
+            tracing::warn!(skipped, "a subscriber fell behind; re-reading");
+            Some(None)
+        }
+        Err(RecvError::Closed) => None,
+    }
+}
+
+fn can_read_payments(ctx: &Context<'_>) -> bool {
+    let p = ctx.principal();
+    p.has_scope(Scope::EscrowRead) || p.has_scope(Scope::SpendRead)
+}
+
+#[derive(Default)]
+pub struct PaymentsSubscription;
+
+#[Subscription]
+impl PaymentsSubscription {
+    /// The payment now, then each move it makes, until it is SETTLED or FAILED.
+    /// Visible to its parties and the tenant's support and admins; anyone else gets
+    /// NOT_FOUND.
+    #[graphql(visible = "visible::payments_read")]
+    async fn payment_updated(
+        &self,
+        ctx: &Context<'_>,
+        payment_id: ID,
+    ) -> Result<impl Stream<Item = PaymentNode> + use<>> {
+        let id = ids::decode_as(Kind::Payment, &payment_id)?;
+        let (db, caller, rx) = follow(ctx)?;
+        let current = crate::payments::visible(&db, &caller, id).await?;
+        let state = (rx, db, Some(current), None::<u8>);
+        Ok(stream::unfold(
+            state,
+            move |(mut rx, db, mut pending, mut last)| async move {
+                loop {
+                    let candidate = match pending.take() {
+                        Some(p) => p,
+                        None => {
+                            if last.is_some_and(|r| r == 2) {
+                                return None;
+                            }
+                            match next_update(&mut rx).await? {
+                                Some(update) => match &*update {
+                                    Update::Payment { payment, .. }
+                                        if payment.id == id
+                                            && payment.tenant_id == db.tenant().as_uuid() =>
+                                    {
+                                        payment.clone()
+                                    }
+                                    _ => continue,
+                                },
+                                None => match db.find_by_id::<payment::Entity>(id).await {
+                                    Ok(Some(p)) => p,
+                                    _ => return None,
+                                },
+                            }
+                        }
+                    };
+                    // Only forward: a report already passed is not repeated.
+                    if last.is_some_and(|r| rank(candidate.status) <= r) {
+                        continue;
+                    }
+                    last = Some(rank(candidate.status));
+                    return Some((PaymentNode(candidate), (rx, db, None, last)));
+                }
+            },
+        ))
+    }
+
+    /// Every change to the escrow (its state, a milestone, a payment), with the
+    /// escrow as it is after it. Visible to its parties and the tenant's support and
+    /// admins; anyone else gets NOT_FOUND.
+    #[graphql(
+        guard = "HasScope(Scope::EscrowRead)",
+        visible = "visible::escrow_read"
+    )]
+    async fn escrow_updated(
+        &self,
+        ctx: &Context<'_>,
+        escrow_id: ID,
+    ) -> Result<impl Stream<Item = EscrowUpdate> + use<>> {
+        let id = ids::decode_as(Kind::Escrow, &escrow_id)?;
+        let (db, caller, rx) = follow(ctx)?;
+        escrow_rules::visible(&db, &caller, id).await?;
+        Ok(stream::unfold((rx, db), move |(mut rx, db)| async move {
+            loop {
+                let event = match next_update(&mut rx).await? {
+                    Some(update) => match &*update {
+                        Update::Escrow {
+                            tenant_id,
+                            escrow_id,
+                            event,
+                        } if *escrow_id == id && *tenant_id == db.tenant().as_uuid() => {
+                            event.clone()
+                        }
+                        _ => continue,
+                    },
+                    None => "resync".to_owned(),
+                };
+                // The escrow as committed now, read through the caller's tenant.
+                let escrow = db.find_by_id::<escrow::Entity>(id).await.ok()??;
+                return Some((EscrowUpdate { event, escrow }, (rx, db)));
+            }
+        }))
+    }
+
+    /// Every move of a payment the caller takes part in (payee, payer, a party of
+    /// its escrow or mandate); the tenant's support and admins get all of its
+    /// payments.
+    #[graphql(visible = "visible::payments_read")]
+    async fn my_payment_updates(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<impl Stream<Item = PaymentNode> + use<>> {
+        let (db, caller, rx) = follow(ctx)?;
+        let tenant = db.tenant().as_uuid();
+        Ok(stream::unfold(
+            (rx, caller),
+            move |(mut rx, caller)| async move {
+                loop {
+                    // A lag skips what was missed; the client re-reads by query.
+                    let Some(update) = next_update(&mut rx).await? else {
+                        continue;
+                    };
+                    if let Update::Payment { payment, parties } = &*update
+                        && payment.tenant_id == tenant
+                        && (caller.is_staff() || parties.contains(&caller.user_id))
+                    {
+                        return Some((PaymentNode(payment.clone()), (rx, caller)));
+                    }
+                }
+            },
+        ))
+    }
+}
+
+/// What a subscription follows with: the caller's scoped handle, the caller, and a
+/// receiver taken before anything is read (so no committed update falls between
+/// the read and the first event).
+fn follow(ctx: &Context<'_>) -> Result<(TenantDb, Caller, Receiver<Arc<Update>>)> {
+    if !can_read_payments(ctx) {
+        return Err(Error::NotFound);
+    }
+    let caller = ctx.caller()?;
+    let db = ctx.tenant_db()?.clone();
+    let rx = ctx.services()?.bus.subscribe();
+    Ok((db, caller, rx))
+}
+
+/// What `retryPayment` did (kept under its idempotency key).
+#[derive(Serialize, Deserialize)]
+pub struct Retried {
+    payments: Vec<Uuid>,
+}
+
+impl MovesMoney for Retried {
+    fn payments(&self) -> &[Uuid] {
+        &self.payments
+    }
+}
+
+#[derive(Default)]
+pub struct PaymentsMutation;
+
+#[Object]
+impl PaymentsMutation {
+    /// Retries a FAILED payment now, whatever the automatic policy would do: a new
+    /// payment for the same payee and amount (`retryOf` the failed one). Its payer
+    /// or an admin; needs `payments:execute` and a recent MFA step-up. A payment is
+    /// retried once: again answers `CONFLICT` (`ALREADY_RETRIED`).
+    #[graphql(
+        guard = "HasScope(Scope::PaymentsExecute).and(RecentMfa)",
+        visible = "visible::payments_execute"
+    )]
+    async fn retry_payment(
+        &self,
+        ctx: &Context<'_>,
+        payment_id: ID,
+        idempotency_key: String,
+    ) -> Result<PaymentNode> {
+        let id = ids::decode_as(Kind::Payment, &payment_id)?;
+        let input = serde_json::json!({ "payment": id });
+        let done: Retried = mutation::money_move(
+            ctx,
+            "retryPayment",
+            &idempotency_key,
+            &input,
+            move |txn, act, caller| {
+                Box::pin(async move {
+                    let failed = crate::payments::visible(txn, &caller, id).await?;
+                    let payer = crate::payments::parties(txn, &failed).await?.payer;
+                    crate::rules::require(caller.is_admin() || payer == Some(caller.user_id))?;
+                    let retry =
+                        crate::payments::record_retry(txn, failed.id, act.actor, act.origin)
+                            .await?;
+                    Ok(Retried {
+                        payments: vec![retry.id],
+                    })
+                })
+            },
+        )
+        .await?;
+        let retry = done
+            .payments
+            .first()
+            .copied()
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("a retry without its payment")))?;
+        Ok(PaymentNode(
+            ctx.tenant_db()?.get::<payment::Entity>(retry).await?,
+        ))
     }
 }

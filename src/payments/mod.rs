@@ -2,29 +2,42 @@
 //!
 //! A payment is recorded `PENDING` in the transaction that decides it (a release, a
 //! refund), so it can never be lost: if the process stops before the PSP hears of
-//! it, the retry job submits it later. Submission happens after that transaction
+//! it, the jobs submit it later. Submission happens after that transaction
 //! commits — never a network call inside a database transaction — and the PSP is
 //! asked with the payment id as its idempotency key, so a retry never pays twice.
+//!
+//! A payment only moves forward, `PENDING → SENT → SETTLED | FAILED`, through
+//! [`transition`]: one conditional UPDATE, an audit row, a line of attempt
+//! history and a published update, in the caller's transaction. A failed payment
+//! stays failed; a retry is a new payment pointing at it (`retry_of`, unique).
 
 pub mod graphql;
+pub mod http_psp;
 pub mod psp;
 pub mod webhook;
 
 use chrono::Utc;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, QueryFilter, sea_query::Expr};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, QueryFilter, QueryOrder, sea_query::Expr,
+};
 use uuid::Uuid;
 
 use crate::{
     audit::{self, Actor, Origin},
-    db::{Scoped, TenantDb},
-    entity::payment::{self, PaymentPurpose, PaymentStatus},
-    error::Result,
-    escrow,
+    db::{Scoped, TenantDb, TenantTxn},
+    entity::{
+        escrow,
+        payment::{self, PaymentPurpose, PaymentStatus},
+        payment_attempt, payout, transfer,
+    },
+    error::{Error, Result},
+    events::Update,
     ids::new_id,
     money::Money,
+    rules::Caller,
 };
 
-pub use psp::{Psp, PspPayout, SimulatedPsp};
+pub use psp::{Psp, PspPayout, PspStatus, SimulatedPsp};
 
 /// Who is paid: a user of the tenant, or an external payee by its reference.
 pub enum Payee {
@@ -73,6 +86,10 @@ pub async fn record<C: ConnectionTrait>(
             failure_reason: Set(None),
             created_at: Set(now),
             updated_at: Set(now),
+            retry_of: Set(None),
+            attempt: Set(1),
+            sent_at: Set(None),
+            checked_at: Set(None),
         })
         .await?;
     audit::record(
@@ -92,16 +109,313 @@ pub async fn record<C: ConnectionTrait>(
         },
     )
     .await?;
+    publish(txn, &model).await?;
     Ok(model)
+}
+
+/// Who takes part in a payment: who pays (when known) and everyone who may see it
+/// besides the tenant's staff.
+pub struct Parties {
+    pub payer: Option<Uuid>,
+    pub all: Vec<Uuid>,
+}
+
+pub async fn parties<C: ConnectionTrait>(db: &Scoped<C>, p: &payment::Model) -> Result<Parties> {
+    let mut all: Vec<Uuid> = p.payee_id.into_iter().collect();
+    let mut payer = None;
+    match p.purpose {
+        PaymentPurpose::EscrowRelease | PaymentPurpose::EscrowRefund => {
+            if let Some(escrow_id) = p.escrow_id {
+                let esc = db.get::<escrow::Entity>(escrow_id).await?;
+                payer = Some(esc.sender_id);
+                all.extend([esc.sender_id, esc.provider_id]);
+            }
+        }
+        PaymentPurpose::SpendPayout => {
+            if let Some(out) = db
+                .first::<payout::Entity>(|q| q.filter(payout::Column::PaymentId.eq(p.id)))
+                .await?
+            {
+                payer = Some(out.created_by);
+                all.push(out.created_by);
+                if let Some(mandate_id) = out.mandate_id {
+                    let m = db.get::<crate::entity::mandate::Entity>(mandate_id).await?;
+                    all.extend([m.sender_id, m.beneficiary_id]);
+                }
+            }
+            if let Some(escrow_id) = p.escrow_id {
+                let esc = db.get::<escrow::Entity>(escrow_id).await?;
+                all.extend([esc.sender_id, esc.provider_id]);
+            }
+        }
+        PaymentPurpose::Transfer => {
+            if let Some(t) = db
+                .first::<transfer::Entity>(|q| q.filter(transfer::Column::PaymentId.eq(p.id)))
+                .await?
+            {
+                payer = Some(t.sender_id);
+                all.extend([t.sender_id, t.recipient_id]);
+            }
+        }
+    }
+    all.sort();
+    all.dedup();
+    Ok(Parties { payer, all })
+}
+
+/// The payment, when `caller` may see it (a party, or the tenant's staff);
+/// otherwise `NOT_FOUND`, like a payment of another tenant.
+pub async fn visible<C: ConnectionTrait>(
+    db: &Scoped<C>,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<payment::Model> {
+    let p = db.get::<payment::Entity>(id).await?;
+    if caller.is_staff() || parties(db, &p).await?.all.contains(&caller.user_id) {
+        Ok(p)
+    } else {
+        Err(Error::NotFound)
+    }
+}
+
+/// Publishes `p` (and its escrow's change) when the transaction commits.
+async fn publish<C: ConnectionTrait>(txn: &Scoped<C>, p: &payment::Model) -> Result<()> {
+    let parties = parties(txn, p).await?;
+    txn.publish(Update::Payment {
+        payment: p.clone(),
+        parties: parties.all,
+    });
+    if let Some(escrow_id) = p.escrow_id {
+        txn.publish(Update::Escrow {
+            tenant_id: p.tenant_id,
+            escrow_id,
+            event: format!("payment.{}", p.status.as_str().to_ascii_lowercase()),
+        });
+    }
+    Ok(())
+}
+
+/// What told us about a payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Submit,
+    StatusCheck,
+    Webhook,
+}
+
+impl Via {
+    fn as_str(self) -> &'static str {
+        match self {
+            Via::Submit => "SUBMIT",
+            Via::StatusCheck => "STATUS_CHECK",
+            Via::Webhook => "WEBHOOK",
+        }
+    }
+}
+
+/// Adds a line to a payment's attempt history.
+pub async fn note_attempt<C: ConnectionTrait>(
+    txn: &Scoped<C>,
+    payment_id: Uuid,
+    via: Via,
+    outcome: &str,
+    detail: Option<String>,
+) -> Result<()> {
+    txn.insert(payment_attempt::ActiveModel {
+        id: Set(new_id()),
+        tenant_id: Set(txn.tenant().as_uuid()),
+        payment_id: Set(payment_id),
+        kind: Set(via.as_str().to_owned()),
+        outcome: Set(outcome.to_owned()),
+        detail: Set(detail.map(|d| d.chars().take(500).collect())),
+        at: Set(Utc::now()),
+    })
+    .await?;
+    Ok(())
+}
+
+/// The states a payment may be in to move to `to`.
+pub fn allowed_from(to: PaymentStatus) -> &'static [PaymentStatus] {
+    use PaymentStatus::*;
+    match to {
+        Pending => &[],
+        Sent => &[Pending],
+        Settled | Failed => &[Pending, Sent],
+    }
+}
+
+/// A move forward, as a PSP reported it.
+pub struct Move<'a> {
+    pub to: PaymentStatus,
+    /// The PSP's reference (set when it accepted the payment).
+    pub reference: Option<&'a str>,
+    pub failure_reason: Option<&'a str>,
+    pub via: Via,
+    /// The webhook event or other detail kept in the history.
+    pub detail: Option<String>,
+}
+
+/// Moves payment `id` forward, if it is still in a state that allows it: one
+/// conditional UPDATE, then the audit row, the attempt history, the published
+/// update and the escrow's consequence (a settled release pays its milestone).
+/// `None` when the payment had already moved on (a late or repeated report).
+pub async fn transition<C: ConnectionTrait>(
+    txn: &Scoped<C>,
+    id: Uuid,
+    m: Move<'_>,
+) -> Result<Option<payment::Model>> {
+    let now = Utc::now();
+    let to = m.to;
+    let moved = txn
+        .update_where::<payment::Entity>(|q| {
+            let mut q = q
+                .col_expr(payment::Column::Status, Expr::value(to.as_str()))
+                .col_expr(payment::Column::UpdatedAt, Expr::value(now))
+                .filter(payment::Column::Id.eq(id))
+                .filter(payment::Column::Status.is_in(allowed_from(to).iter().map(|s| s.as_str())));
+            if let Some(reference) = m.reference {
+                q = q.col_expr(payment::Column::PspReference, Expr::value(reference));
+            }
+            if to == PaymentStatus::Sent {
+                q = q.col_expr(payment::Column::SentAt, Expr::value(now));
+            }
+            if to == PaymentStatus::Failed {
+                q = q.col_expr(
+                    payment::Column::FailureReason,
+                    Expr::value(m.failure_reason.unwrap_or("failed")),
+                );
+            }
+            q
+        })
+        .await?;
+    if moved == 0 {
+        return Ok(None);
+    }
+    let p = txn.get::<payment::Entity>(id).await?;
+    let origin = Origin::default();
+    audit::record(
+        txn,
+        audit::Entry {
+            actor: Actor::System,
+            action: match to {
+                PaymentStatus::Sent => "payment.sent",
+                PaymentStatus::Settled => "payment.settled",
+                _ => "payment.failed",
+            },
+            subject: Some(("payment", p.id)),
+            details: serde_json::json!({
+                "via": m.via.as_str(),
+                "reference": p.psp_reference,
+                "failure_reason": p.failure_reason,
+                "detail": m.detail,
+            }),
+            origin: &origin,
+        },
+    )
+    .await?;
+    note_attempt(txn, p.id, m.via, to.as_str(), m.detail).await?;
+    publish(txn, &p).await?;
+    if to == PaymentStatus::Settled {
+        crate::escrow::rules::payment_settled(txn, &p).await?;
+    }
+    Ok(Some(p))
+}
+
+/// Records a retry of the failed payment `failed_id`: a new `PENDING` payment for
+/// the same payee, amount and purpose, pointing at it. A payment is retried at most
+/// once (a unique index), so two processes cannot both retry it: the second gets
+/// `CONFLICT` (`ALREADY_RETRIED`).
+pub async fn record_retry<C: ConnectionTrait>(
+    txn: &Scoped<C>,
+    failed_id: Uuid,
+    actor: Actor,
+    origin: &Origin,
+) -> Result<payment::Model> {
+    let failed = txn.get::<payment::Entity>(failed_id).await?;
+    if failed.status != PaymentStatus::Failed {
+        return Err(Error::InvalidState {
+            object: "payment",
+            state: failed.status.as_str(),
+            action: "retry it",
+        });
+    }
+    let already = txn
+        .first::<payment::Entity>(|q| q.filter(payment::Column::RetryOf.eq(failed.id)))
+        .await?;
+    if already.is_some() {
+        return Err(already_retried());
+    }
+    let now = Utc::now();
+    let retry = txn
+        .insert(payment::ActiveModel {
+            id: Set(new_id()),
+            tenant_id: Set(failed.tenant_id),
+            escrow_id: Set(failed.escrow_id),
+            milestone_id: Set(failed.milestone_id),
+            payee_id: Set(failed.payee_id),
+            payee_reference: Set(failed.payee_reference.clone()),
+            purpose: Set(failed.purpose),
+            amount_minor: Set(failed.amount_minor),
+            currency: Set(failed.currency.clone()),
+            status: Set(PaymentStatus::Pending),
+            psp: Set(failed.psp.clone()),
+            psp_reference: Set(None),
+            failure_reason: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+            retry_of: Set(Some(failed.id)),
+            attempt: Set(failed.attempt + 1),
+            sent_at: Set(None),
+            checked_at: Set(None),
+        })
+        .await
+        .map_err(|err| match err {
+            Error::Conflict { .. } => already_retried(),
+            other => other,
+        })?;
+    audit::record(
+        txn,
+        audit::Entry {
+            actor,
+            action: "payment.retried",
+            subject: Some(("payment", retry.id)),
+            details: serde_json::json!({
+                "retry_of": failed.id,
+                "attempt": retry.attempt,
+                "failure_reason": failed.failure_reason,
+            }),
+            origin,
+        },
+    )
+    .await?;
+    publish(txn, &retry).await?;
+    Ok(retry)
+}
+
+fn already_retried() -> Error {
+    Error::conflict("ALREADY_RETRIED", "this payment has already been retried")
+}
+
+/// A payment's attempt history, oldest first.
+pub async fn attempts<C: ConnectionTrait>(
+    db: &Scoped<C>,
+    payment_id: Uuid,
+) -> Result<Vec<payment_attempt::Model>> {
+    db.list::<payment_attempt::Entity>(|q| {
+        q.filter(payment_attempt::Column::PaymentId.eq(payment_id))
+            .order_by_asc(payment_attempt::Column::At)
+            .order_by_asc(payment_attempt::Column::Id)
+    })
+    .await
 }
 
 /// Submits pending payments to the PSP, one by one, after the transaction that
 /// recorded them has committed. A PSP failure leaves a payment `PENDING` for the
-/// retry job; it is logged, not returned, because the decision itself stands.
+/// jobs; it is logged, not returned, because the decision itself stands.
 pub async fn dispatch(db: &TenantDb, psp: &dyn Psp, ids: &[Uuid]) {
     for id in ids {
         if let Err(err) = dispatch_one(db, psp, *id).await {
-            tracing::warn!(payment = %id, error = ?err, "payment not yet accepted by the PSP; will retry");
+            tracing::warn!(payment = %id, error = %err, "payment not yet accepted by the PSP; will retry");
         }
     }
 }
@@ -111,7 +425,7 @@ async fn dispatch_one(db: &TenantDb, psp: &dyn Psp, id: Uuid) -> Result<()> {
     if payment.status != PaymentStatus::Pending {
         return Ok(());
     }
-    let accepted = psp
+    let submitted = psp
         .submit(&PspPayout {
             payment_id: payment.id,
             tenant_id: db.tenant().as_uuid(),
@@ -120,41 +434,39 @@ async fn dispatch_one(db: &TenantDb, psp: &dyn Psp, id: Uuid) -> Result<()> {
             amount_minor: payment.amount_minor,
             currency: payment.currency.clone(),
         })
-        .await?;
-    let txn = db.begin().await?;
-    let moved = txn
-        .update_where::<payment::Entity>(|q| {
-            q.col_expr(
-                payment::Column::Status,
-                Expr::value(PaymentStatus::Sent.as_str()),
+        .await;
+    let txn: TenantTxn = db.begin().await?;
+    match submitted {
+        Ok(accepted) => {
+            let moved = transition(
+                &txn,
+                payment.id,
+                Move {
+                    to: PaymentStatus::Sent,
+                    reference: Some(&accepted.reference),
+                    failure_reason: None,
+                    via: Via::Submit,
+                    detail: Some(format!("accepted by {}", psp.name())),
+                },
             )
-            .col_expr(
-                payment::Column::PspReference,
-                Expr::value(accepted.reference.clone()),
+            .await?;
+            if moved.is_none() {
+                // Another dispatcher (the jobs, a second replica) got there first.
+                note_attempt(&txn, payment.id, Via::Submit, "ACCEPTED", None).await?;
+            }
+            txn.commit().await
+        }
+        Err(err) => {
+            note_attempt(
+                &txn,
+                payment.id,
+                Via::Submit,
+                "ERROR",
+                Some(err.to_string()),
             )
-            .col_expr(payment::Column::UpdatedAt, Expr::value(Utc::now()))
-            .filter(payment::Column::Id.eq(payment.id))
-            .filter(payment::Column::Status.eq(PaymentStatus::Pending.as_str()))
-        })
-        .await?;
-    if moved == 0 {
-        // Another dispatcher (the retry job, a second replica) got there first.
-        return Ok(());
+            .await?;
+            txn.commit().await?;
+            Err(err)
+        }
     }
-    let origin = Origin::default();
-    audit::record(
-        &txn,
-        audit::Entry {
-            actor: Actor::System,
-            action: "payment.sent",
-            subject: Some(("payment", payment.id)),
-            details: serde_json::json!({ "psp": psp.name(), "reference": accepted.reference }),
-            origin: &origin,
-        },
-    )
-    .await?;
-    let sent = txn.get::<payment::Entity>(payment.id).await?;
-    escrow::rules::payment_sent(&txn, &sent).await?;
-    txn.commit().await?;
-    Ok(())
 }

@@ -1,10 +1,13 @@
 //! The PSP seam. The built-in simulated PSP accepts every payout at once and posts
-//! signed webhooks back to this server, so the whole loop works locally; a real
-//! adapter implements the same trait.
+//! signed webhooks back to this server, so the whole loop works locally; the HTTP
+//! adapter (`http_psp`) talks to a real one through the same trait.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use secrecy::{ExposeSecret, SecretString};
@@ -13,7 +16,7 @@ use uuid::Uuid;
 use crate::{config::SimulatedPspConfig, error::Result};
 
 /// One payout as the PSP sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct PspPayout {
     /// Also the idempotency key at the PSP: submitting twice pays once.
     pub payment_id: Uuid,
@@ -30,36 +33,104 @@ pub struct PspAccepted {
     pub reference: String,
 }
 
+/// What the PSP says of a payout when asked (reconciliation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PspStatus {
+    /// Accepted, not settled yet.
+    Processing,
+    Settled,
+    Failed(String),
+    /// The PSP does not know the reference.
+    Unknown,
+}
+
 #[async_trait::async_trait]
 pub trait Psp: Send + Sync {
-    /// A short, stable name stored with each payment (`simulated`, …).
+    /// A short, stable name stored with each payment (`simulated`, `http`).
     fn name(&self) -> &'static str;
 
     async fn submit(&self, payout: &PspPayout) -> Result<PspAccepted>;
+
+    /// Asks what became of an accepted payout.
+    async fn status(&self, reference: &str) -> Result<PspStatus>;
 }
 
 /// Accepts every payout; the reference is derived from the payment id, so
-/// resubmitting the same payment yields the same reference. With a [`Webhooks`]
-/// sender it then posts the signed events a real PSP would (settled, or failed for
-/// every Nth payout; twice, or with a late `payout.sent`, when configured).
+/// resubmitting the same payment yields the same reference. Each payout is settled,
+/// or failed for every Nth one when configured; with a [`Webhooks`] sender it posts
+/// the signed events a real PSP would (twice, or with a late `payout.sent`, when
+/// configured), and it answers status checks with the same decision.
 #[derive(Default, Clone)]
 pub struct SimulatedPsp {
+    config: SimulatedPspConfig,
     webhooks: Option<Arc<Webhooks>>,
+    decisions: Arc<Mutex<HashMap<String, PspStatus>>>,
+    counter: Arc<AtomicU64>,
 }
 
-/// Where and how the simulated PSP posts its webhooks.
+/// Where the simulated PSP posts its webhooks.
 pub struct Webhooks {
     pub url: String,
     pub secret: SecretString,
-    pub config: SimulatedPspConfig,
     pub client: reqwest::Client,
-    pub counter: AtomicU64,
 }
 
 impl SimulatedPsp {
-    pub fn new(webhooks: Option<Webhooks>) -> Self {
+    pub fn new(config: SimulatedPspConfig, webhooks: Option<Webhooks>) -> Self {
         Self {
+            config,
             webhooks: webhooks.map(Arc::new),
+            decisions: Arc::default(),
+            counter: Arc::default(),
+        }
+    }
+
+    /// Settled or failed, decided once per reference.
+    fn decide(&self, reference: &str) -> PspStatus {
+        let mut decisions = self.decisions.lock().expect("decisions lock");
+        decisions
+            .entry(reference.to_owned())
+            .or_insert_with(|| {
+                let n = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
+                if self.config.fail_every > 0 && n.is_multiple_of(self.config.fail_every) {
+                    PspStatus::Failed("simulated failure".to_owned())
+                } else {
+                    PspStatus::Settled
+                }
+            })
+            .clone()
+    }
+
+    /// The events for one accepted payout, after the configured delay.
+    async fn deliver(self, reference: String, delay: std::time::Duration) {
+        let Some(webhooks) = self.webhooks.clone() else {
+            return;
+        };
+        tokio::time::sleep(delay).await;
+        let (kind, failure) = match self.decide(&reference) {
+            PspStatus::Failed(reason) => ("payout.failed", Some(reason)),
+            _ => ("payout.settled", None),
+        };
+        let id = format!(
+            "evt_sim_{}_{}",
+            kind.trim_start_matches("payout."),
+            reference
+        );
+        let times = if self.config.duplicates { 2 } else { 1 };
+        for _ in 0..times {
+            webhooks
+                .post(&id, kind, &reference, failure.as_deref())
+                .await;
+        }
+        if self.config.out_of_order {
+            webhooks
+                .post(
+                    &format!("evt_sim_late_sent_{reference}"),
+                    "payout.sent",
+                    &reference,
+                    None,
+                )
+                .await;
         }
     }
 }
@@ -93,36 +164,6 @@ impl Webhooks {
             }
         }
     }
-
-    /// The events for one accepted payout, after the configured delay.
-    async fn deliver(self: Arc<Self>, reference: String, delay: std::time::Duration) {
-        tokio::time::sleep(delay).await;
-        let n = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
-        let fails = self.config.fail_every > 0 && n.is_multiple_of(self.config.fail_every);
-        let (kind, failure) = if fails {
-            ("payout.failed", Some("simulated failure"))
-        } else {
-            ("payout.settled", None)
-        };
-        let id = format!(
-            "evt_sim_{}_{}",
-            kind.trim_start_matches("payout."),
-            reference
-        );
-        let times = if self.config.duplicates { 2 } else { 1 };
-        for _ in 0..times {
-            self.post(&id, kind, &reference, failure).await;
-        }
-        if self.config.out_of_order {
-            self.post(
-                &format!("evt_sim_late_sent_{reference}"),
-                "payout.sent",
-                &reference,
-                None,
-            )
-            .await;
-        }
-    }
 }
 
 #[async_trait::async_trait]
@@ -133,11 +174,18 @@ impl Psp for SimulatedPsp {
 
     async fn submit(&self, payout: &PspPayout) -> Result<PspAccepted> {
         let reference = format!("sim_{}", payout.payment_id.simple());
-        if let Some(webhooks) = &self.webhooks
-            && let Some(delay) = webhooks.config.settle_after
+        if self.webhooks.is_some()
+            && let Some(delay) = self.config.settle_after
         {
-            tokio::spawn(webhooks.clone().deliver(reference.clone(), delay));
+            tokio::spawn(self.clone().deliver(reference.clone(), delay));
         }
         Ok(PspAccepted { reference })
+    }
+
+    async fn status(&self, reference: &str) -> Result<PspStatus> {
+        if !reference.starts_with("sim_") {
+            return Ok(PspStatus::Unknown);
+        }
+        Ok(self.decide(reference))
     }
 }

@@ -18,14 +18,15 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use crate::{
-    audit::{self, Actor, Origin},
     db::{self, TenantTxn},
     entity::{
         payment::{self, PaymentStatus},
         webhook_event, webhook_rejection,
     },
     error::{Error, Result},
+    events::Bus,
     ids::TenantId,
+    payments::{self, Move, Via},
 };
 
 /// The largest webhook body accepted.
@@ -161,13 +162,12 @@ impl Event {
     }
 }
 
-/// The status an event moves a payment to, and the states it may move it from.
-fn target(kind: &str) -> Option<(PaymentStatus, &'static [PaymentStatus])> {
-    use PaymentStatus::*;
+/// The status an event moves a payment to.
+fn target(kind: &str) -> Option<PaymentStatus> {
     match kind {
-        "payout.sent" => Some((Sent, &[Pending])),
-        "payout.settled" => Some((Settled, &[Pending, Sent])),
-        "payout.failed" => Some((Failed, &[Pending, Sent])),
+        "payout.sent" => Some(PaymentStatus::Sent),
+        "payout.settled" => Some(PaymentStatus::Settled),
+        "payout.failed" => Some(PaymentStatus::Failed),
         _ => None,
     }
 }
@@ -185,7 +185,7 @@ pub enum Received {
 }
 
 impl Received {
-    fn outcome(self) -> &'static str {
+    pub fn outcome(self) -> &'static str {
         match self {
             Received::Applied => "APPLIED",
             Received::Duplicate => "RECEIVED",
@@ -196,8 +196,13 @@ impl Received {
 }
 
 /// Records `event` once and applies it to its payment, in one transaction.
-pub async fn receive(db: &DatabaseConnection, psp: &str, event: &Event) -> Result<Received> {
-    let (to, from) = target(&event.kind).ok_or_else(|| Error::bad_input("unknown event type"))?;
+pub async fn receive(
+    db: &DatabaseConnection,
+    bus: Option<&Bus>,
+    psp: &str,
+    event: &Event,
+) -> Result<Received> {
+    let to = target(&event.kind).ok_or_else(|| Error::bad_input("unknown event type"))?;
     let created: DateTime<Utc> = Utc
         .timestamp_opt(event.created, 0)
         .single()
@@ -235,60 +240,31 @@ pub async fn receive(db: &DatabaseConnection, psp: &str, event: &Event) -> Resul
         txn.commit().await?;
         return Ok(Received::UnknownReference);
     };
-    // The payment's own tenant, named explicitly: this route acts for the PSP, not
-    // for a signed-in tenant, so it carries the filter itself.
-    let mut update = payment::Entity::update_many()
-        .col_expr(payment::Column::Status, Expr::value(to.as_str()))
-        .col_expr(payment::Column::UpdatedAt, Expr::value(Utc::now()))
-        .filter(payment::Column::TenantId.eq(found.tenant_id))
-        .filter(payment::Column::Id.eq(found.id))
-        .filter(payment::Column::Status.is_in(from.iter().map(|s| s.as_str())));
-    if to == PaymentStatus::Failed {
-        update = update.col_expr(
-            payment::Column::FailureReason,
-            Expr::value(
-                event
-                    .data
-                    .failure_reason
-                    .clone()
-                    .unwrap_or_else(|| "failed".to_owned()),
-            ),
-        );
-    }
-    let moved = update.exec(&txn).await?.rows_affected;
-    if moved == 0 {
-        mark(&txn, &event.id, Received::Stale, Some(&found)).await?;
-        txn.commit().await?;
-        return Ok(Received::Stale);
-    }
-    mark(&txn, &event.id, Received::Applied, Some(&found)).await?;
-    let scoped = TenantTxn::bind(txn, TenantId::from_uuid(found.tenant_id));
-    let origin = Origin::default();
-    audit::record(
+    // From here on the payment's own tenant scopes every statement: this route acts
+    // for the PSP, and the reference has named the tenant.
+    let scoped = TenantTxn::bind(txn, TenantId::from_uuid(found.tenant_id)).with_bus(bus.cloned());
+    let moved = payments::transition(
         &scoped,
-        audit::Entry {
-            actor: Actor::System,
-            action: match to {
-                PaymentStatus::Sent => "payment.sent",
-                PaymentStatus::Settled => "payment.settled",
-                _ => "payment.failed",
-            },
-            subject: Some(("payment", found.id)),
-            details: serde_json::json!({
-                "event_id": event.id,
-                "from": found.status,
-                "failure_reason": event.data.failure_reason,
-            }),
-            origin: &origin,
+        found.id,
+        Move {
+            to,
+            reference: None,
+            failure_reason: event.data.failure_reason.as_deref(),
+            via: Via::Webhook,
+            detail: Some(event.id.clone()),
         },
     )
     .await?;
-    if to == PaymentStatus::Sent {
-        let sent = scoped.get::<payment::Entity>(found.id).await?;
-        crate::escrow::rules::payment_sent(&scoped, &sent).await?;
-    }
+    // Nothing moved: the payment is already there or beyond (a late or repeated
+    // report), recorded and otherwise ignored.
+    let outcome = if moved.is_some() {
+        Received::Applied
+    } else {
+        Received::Stale
+    };
+    mark(scoped.unscoped(), &event.id, outcome, Some(&found)).await?;
     scoped.commit().await?;
-    Ok(Received::Applied)
+    Ok(outcome)
 }
 
 async fn mark<C: sea_orm::ConnectionTrait>(

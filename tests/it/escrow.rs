@@ -443,8 +443,12 @@ async fn milestones_proofs_and_releases(app: TestApp) {
             json!({ "id": m1, "k": key() }),
         )
         .await,
-        "PAID",
+        "PAYING",
     );
+    // The milestone is paid when the PSP settles its payment, not before.
+    assert_eq!(escrow(&app, &sender, &id).await["milestones"][0]["status"], "PAYING");
+    crate::webhooks::settle_escrow_payments(&app, &sender, &id).await;
+    assert_eq!(escrow(&app, &sender, &id).await["milestones"][0]["status"], "PAID");
 
     let r = call(
         &app,
@@ -454,6 +458,7 @@ async fn milestones_proofs_and_releases(app: TestApp) {
     )
     .await;
     assert_eq!(r.ok()["releaseMilestone"]["escrow"]["status"], "RELEASED");
+    crate::webhooks::settle_escrow_payments(&app, &sender, &id).await;
     let e = escrow(&app, &sender, &id).await;
     assert_eq!(e["released"]["amount"], "1000.00");
     assert_eq!(e["held"]["amount"], "0.00");
@@ -627,6 +632,7 @@ async fn delivery_inspection_disputes_and_cancellation(app: TestApp) {
     )
     .await;
     assert_eq!(r.ok()["resolveDispute"]["escrow"]["status"], "RELEASED");
+    crate::webhooks::settle_escrow_payments(&app, &sender, &id3).await;
     let e = escrow(&app, &sender, &id3).await;
     assert!(
         e["milestones"]

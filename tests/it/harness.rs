@@ -524,6 +524,7 @@ impl TestApp {
             scopes: scopes_of(roles),
             mfa_verified_at: None,
             mfa_enrolment_required: false,
+            expires_at: None,
         });
         let context = RequestContext::new(
             principal,

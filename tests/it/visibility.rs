@@ -130,6 +130,7 @@ fn restricted_everything() -> RequestContext {
             scopes: Scope::ALL.into_iter().collect(),
             mfa_verified_at: None,
             mfa_enrolment_required: true,
+            expires_at: None,
         }),
         None,
         Origin::default(),

@@ -28,6 +28,27 @@ async fn post(app: &TestApp, body: &[u8], signature: Option<String>) -> (u16, Va
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// Settles every SENT payment of an escrow the way the PSP does: a signed
+/// `payout.settled` webhook per payment, through the real route.
+pub async fn settle_escrow_payments(app: &TestApp, token: &str, escrow_id: &str) {
+    let r = app
+        .gql(
+            Some(token),
+            "query($id: ID!) { escrow(id: $id) { payments { status pspReference } } }",
+            json!({ "id": escrow_id }),
+        )
+        .await;
+    for p in r.ok()["escrow"]["payments"].as_array().unwrap() {
+        if p["status"] != "SENT" {
+            continue;
+        }
+        let reference = p["pspReference"].as_str().unwrap();
+        let body = event(&format!("evt_test_settle_{reference}"), "payout.settled", reference);
+        let (code, answer) = post(app, &body, signed(WEBHOOK_SECRETS[0], &body)).await;
+        assert_eq!((code, &answer["outcome"]), (200, &json!("applied")), "{answer}");
+    }
+}
+
 async fn first_payment_status(app: &TestApp, token: &str, escrow_id: &str) -> String {
     escrow(app, token, escrow_id).await["payments"][0]["status"]
         .as_str()
