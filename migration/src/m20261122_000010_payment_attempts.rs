@@ -4,6 +4,9 @@
 //! payment is retried at most once, whatever number of processes try). Every
 //! exchange with the PSP about a payment is kept in `payment_attempts`.
 //!
+//! Webhook events keep their failure reason, so an event that arrived before its
+//! payment's reference was stored can be applied later as it came.
+//!
 //! `retry_of` has no foreign key: SQLite cannot add a composite one to an existing
 //! table. The rule that sets it reads the failed payment through the tenant scope.
 
@@ -22,6 +25,12 @@ enum Payments {
     Attempt,
     SentAt,
     CheckedAt,
+}
+
+#[derive(DeriveIden)]
+enum WebhookEvents {
+    Table,
+    FailureReason,
 }
 
 #[derive(DeriveIden)]
@@ -72,6 +81,14 @@ impl MigrationTrait for Migration {
                 )
                 .await?;
         }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(WebhookEvents::Table)
+                    .add_column(ColumnDef::new(WebhookEvents::FailureReason).text().null())
+                    .to_owned(),
+            )
+            .await?;
         manager
             .create_index(
                 Index::create()
@@ -159,6 +176,14 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table(PaymentAttempts::Table).to_owned())
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(WebhookEvents::Table)
+                    .drop_column(WebhookEvents::FailureReason)
+                    .to_owned(),
+            )
             .await?;
         for name in ["ix_payments_status_sent_at", "uq_payments_retry_of"] {
             manager

@@ -19,6 +19,8 @@ pub struct Model {
     pub outcome: String,
     pub payment_id: Option<Uuid>,
     pub tenant_id: Option<Uuid>,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub failure_reason: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use async_graphql::{
     Response, ServerError, Value,
-    extensions::{Extension, ExtensionContext, ExtensionFactory, NextRequest},
+    extensions::{Extension, ExtensionContext, ExtensionFactory, NextRequest, NextSubscribe},
 };
+use futures_util::{StreamExt, stream::BoxStream};
 
 use crate::error::{Error, ErrorCode};
 
@@ -32,6 +33,23 @@ impl Extension for ErrorMappingExtension {
             map_error(error);
         }
         response
+    }
+
+    /// Subscriptions: every response of the stream, the same way.
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        next.run(ctx, stream)
+            .map(|mut response| {
+                for error in &mut response.errors {
+                    map_error(error);
+                }
+                response
+            })
+            .boxed()
     }
 }
 

@@ -215,6 +215,19 @@ pub async fn tick(services: &Services, holder: &str, ttl: Duration) -> Result<Ti
         report.payments_retried += 1;
     }
 
+    for pay in payments::webhook::orphaned_payments(db).await? {
+        let tenant = services.tenant_db(TenantId::from_uuid(pay.tenant_id));
+        let adopted = async {
+            let txn = tenant.begin().await?;
+            let n = payments::webhook::adopt_orphans(&txn, &pay).await?;
+            txn.commit().await?;
+            Ok::<_, crate::error::Error>(n)
+        }
+        .await;
+        if let Err(err) = adopted {
+            tracing::warn!(payment = %pay.id, error = %err, "early webhook events not applied");
+        }
+    }
     report.payments_rechecked = reconcile(services, now).await?;
     report.failures_handled = handle_failures(services, now).await?;
     Ok(report)

@@ -450,9 +450,13 @@ async fn dispatch_one(db: &TenantDb, psp: &dyn Psp, id: Uuid) -> Result<()> {
                 },
             )
             .await?;
-            if moved.is_none() {
+            match moved {
+                // Events the PSP posted before this commit are applied now.
+                Some(sent) => {
+                    webhook::adopt_orphans(&txn, &sent).await?;
+                }
                 // Another dispatcher (the jobs, a second replica) got there first.
-                note_attempt(&txn, payment.id, Via::Submit, "ACCEPTED", None).await?;
+                None => note_attempt(&txn, payment.id, Via::Submit, "ACCEPTED", None).await?,
             }
             txn.commit().await
         }

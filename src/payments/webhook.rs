@@ -10,7 +10,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use hmac::{Hmac, Mac};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
     sea_query::{Expr, OnConflict},
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -18,7 +19,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use crate::{
-    db::{self, TenantTxn},
+    db::{self, Scoped, TenantTxn},
     entity::{
         payment::{self, PaymentStatus},
         webhook_event, webhook_rejection,
@@ -218,6 +219,7 @@ pub async fn receive(
         outcome: Set("RECEIVED".to_owned()),
         payment_id: Set(None),
         tenant_id: Set(None),
+        failure_reason: Set(event.data.failure_reason.clone()),
     })
     .on_conflict(
         OnConflict::column(webhook_event::Column::Id)
@@ -265,6 +267,85 @@ pub async fn receive(
     mark(scoped.unscoped(), &event.id, outcome, Some(&found)).await?;
     scoped.commit().await?;
     Ok(outcome)
+}
+
+/// Applies the events that arrived before `payment` had its reference (a PSP can
+/// post its webhook before our own commit of `SENT` is visible): each such event,
+/// recorded `UNKNOWN_REFERENCE`, is claimed by a conditional UPDATE and applied as
+/// it came, in `txn`. Called when the reference is stored, and by the jobs for
+/// events that raced that moment.
+pub async fn adopt_orphans<C: ConnectionTrait>(
+    txn: &Scoped<C>,
+    payment: &payment::Model,
+) -> Result<usize> {
+    let Some(reference) = payment.psp_reference.as_deref() else {
+        return Ok(0);
+    };
+    let orphans = webhook_event::Entity::find()
+        .filter(webhook_event::Column::Psp.eq(payment.psp.as_str()))
+        .filter(webhook_event::Column::Reference.eq(reference))
+        .filter(webhook_event::Column::Outcome.eq(Received::UnknownReference.outcome()))
+        .order_by_asc(webhook_event::Column::CreatedAt)
+        .all(txn.unscoped())
+        .await?;
+    let mut applied = 0;
+    for orphan in orphans {
+        let claimed = webhook_event::Entity::update_many()
+            .col_expr(webhook_event::Column::Outcome, Expr::value("RECEIVED"))
+            .filter(webhook_event::Column::Id.eq(orphan.id.as_str()))
+            .filter(webhook_event::Column::Outcome.eq(Received::UnknownReference.outcome()))
+            .exec(txn.unscoped())
+            .await?
+            .rows_affected;
+        let Some(to) = target(&orphan.kind).filter(|_| claimed == 1) else {
+            continue;
+        };
+        let moved = payments::transition(
+            txn,
+            payment.id,
+            Move {
+                to,
+                reference: None,
+                failure_reason: orphan.failure_reason.as_deref(),
+                via: Via::Webhook,
+                detail: Some(orphan.id.clone()),
+            },
+        )
+        .await?;
+        let outcome = if moved.is_some() {
+            applied += 1;
+            Received::Applied
+        } else {
+            Received::Stale
+        };
+        mark(txn.unscoped(), &orphan.id, outcome, Some(payment)).await?;
+    }
+    Ok(applied)
+}
+
+/// Unknown-reference events of the last day whose payment now exists: the jobs
+/// adopt them (see [`adopt_orphans`]).
+pub async fn orphaned_payments(db: &DatabaseConnection) -> Result<Vec<payment::Model>> {
+    let since = Utc::now() - chrono::Duration::days(1);
+    let orphans = webhook_event::Entity::find()
+        .filter(webhook_event::Column::Outcome.eq(Received::UnknownReference.outcome()))
+        .filter(webhook_event::Column::ReceivedAt.gte(since))
+        .limit(100)
+        .all(db)
+        .await?;
+    let mut found = Vec::new();
+    for orphan in orphans {
+        if let Some(p) = payment::Entity::find()
+            .filter(payment::Column::Psp.eq(orphan.psp.as_str()))
+            .filter(payment::Column::PspReference.eq(orphan.reference.as_str()))
+            .one(db)
+            .await?
+            && !found.iter().any(|f: &payment::Model| f.id == p.id)
+        {
+            found.push(p);
+        }
+    }
+    Ok(found)
 }
 
 async fn mark<C: sea_orm::ConnectionTrait>(

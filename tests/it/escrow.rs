@@ -446,9 +446,15 @@ async fn milestones_proofs_and_releases(app: TestApp) {
         "PAYING",
     );
     // The milestone is paid when the PSP settles its payment, not before.
-    assert_eq!(escrow(&app, &sender, &id).await["milestones"][0]["status"], "PAYING");
+    assert_eq!(
+        escrow(&app, &sender, &id).await["milestones"][0]["status"],
+        "PAYING"
+    );
     crate::webhooks::settle_escrow_payments(&app, &sender, &id).await;
-    assert_eq!(escrow(&app, &sender, &id).await["milestones"][0]["status"], "PAID");
+    assert_eq!(
+        escrow(&app, &sender, &id).await["milestones"][0]["status"],
+        "PAID"
+    );
 
     let r = call(
         &app,

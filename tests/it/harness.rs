@@ -57,6 +57,39 @@ macro_rules! on_both_backends {
     )*};
 }
 
+/// Like `on_both_backends!`, each app started with extra `SEQUESTRA_*` settings:
+/// `on_both_backends_with!(name, &[("SEQUESTRA_…", "…")])`.
+#[macro_export]
+macro_rules! on_both_backends_with {
+    ($name:ident, $settings:expr) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let app = $crate::harness::TestApp::spawn_with(
+                    $crate::harness::Backend::Sqlite,
+                    $settings,
+                )
+                .await;
+                super::$name(app.expect("sqlite always runs")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(app) = $crate::harness::TestApp::spawn_with(
+                    $crate::harness::Backend::Postgres,
+                    $settings,
+                )
+                .await
+                {
+                    super::$name(app).await;
+                } else {
+                    $crate::harness::skipped(concat!(module_path!(), "::postgres"));
+                }
+            }
+        }
+    };
+}
+
 /// Says so on the real stderr (not the captured one) when PostgreSQL is skipped.
 pub fn skipped(test: &str) {
     skipped_because(
@@ -306,6 +339,12 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// The database this app runs on (for a second process on the same one).
+    pub fn database_url(&self) -> String {
+        use secrecy::ExposeSecret;
+        self.config_database.url.expose_secret().to_owned()
     }
 
     pub fn ws_url(&self) -> String {

@@ -12,6 +12,7 @@ mod graphql_http;
 mod idempotency;
 mod identity;
 mod mfa;
+mod payments;
 mod platform;
 mod rate_limit;
 mod schema;

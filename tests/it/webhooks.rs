@@ -43,9 +43,17 @@ pub async fn settle_escrow_payments(app: &TestApp, token: &str, escrow_id: &str)
             continue;
         }
         let reference = p["pspReference"].as_str().unwrap();
-        let body = event(&format!("evt_test_settle_{reference}"), "payout.settled", reference);
+        let body = event(
+            &format!("evt_test_settle_{reference}"),
+            "payout.settled",
+            reference,
+        );
         let (code, answer) = post(app, &body, signed(WEBHOOK_SECRETS[0], &body)).await;
-        assert_eq!((code, &answer["outcome"]), (200, &json!("applied")), "{answer}");
+        assert_eq!(
+            (code, &answer["outcome"]),
+            (200, &json!("applied")),
+            "{answer}"
+        );
     }
 }
 

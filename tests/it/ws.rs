@@ -14,10 +14,10 @@ on_both_backends!(
     bad_credentials_close_with_4403
 );
 
-type Socket =
+pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(app: &TestApp) -> Socket {
+pub async fn connect(app: &TestApp) -> Socket {
     let mut request = app.ws_url().into_client_request().unwrap();
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
@@ -31,7 +31,7 @@ async fn connect(app: &TestApp) -> Socket {
     socket
 }
 
-async fn next_json(socket: &mut Socket) -> Value {
+pub async fn next_json(socket: &mut Socket) -> Value {
     loop {
         let msg = tokio::time::timeout(std::time::Duration::from_secs(5), socket.next())
             .await
@@ -77,6 +77,35 @@ async fn heartbeat_subscription_streams(app: TestApp) {
         ))
         .await
         .unwrap();
+}
+
+/// Sends `connection_init` with `token` and waits for the ack.
+pub async fn init(socket: &mut Socket, token: &str) {
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+    socket.send(Message::text(init.to_string())).await.unwrap();
+    let ack = next_json(socket).await;
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+}
+
+pub async fn subscribe(socket: &mut Socket, id: &str, query: &str, variables: Value) {
+    let msg = json!({ "id": id, "type": "subscribe", "payload": { "query": query, "variables": variables } });
+    socket.send(Message::text(msg.to_string())).await.unwrap();
+}
+
+/// The close code the server ends the socket with (within `secs`).
+pub async fn close_code(socket: &mut Socket, secs: u64) -> (Option<CloseCode>, String) {
+    tokio::time::timeout(std::time::Duration::from_secs(secs), async {
+        while let Some(Ok(msg)) = socket.next().await {
+            if let Message::Close(frame) = msg {
+                return frame
+                    .map(|f| (Some(f.code), f.reason.to_string()))
+                    .unwrap_or((None, String::new()));
+            }
+        }
+        (None, String::new())
+    })
+    .await
+    .expect("closed in time")
 }
 
 async fn bad_credentials_close_with_4403(app: TestApp) {
