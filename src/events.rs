@@ -31,7 +31,7 @@ const CAPACITY: usize = 4096;
 pub enum Update {
     /// A payment was created or moved; `parties` are the users who may see it.
     Payment {
-        payment: payment::Model,
+        payment: Box<payment::Model>,
         parties: Vec<Uuid>,
     },
     /// Something about an escrow changed (its state, a milestone, a payment).

@@ -204,8 +204,8 @@ impl PaymentsSubscription {
         ctx: &Context<'_>,
         payment_id: ID,
     ) -> Result<impl Stream<Item = PaymentNode> + use<>> {
-        let id = ids::decode_as(Kind::Payment, &payment_id)?;
         let (db, caller, rx) = follow(ctx)?;
+        let id = ids::decode_as(Kind::Payment, &payment_id)?;
         let current = crate::payments::visible(&db, &caller, id).await?;
         let state = (rx, db, Some(current), None::<u8>);
         Ok(stream::unfold(
@@ -224,7 +224,7 @@ impl PaymentsSubscription {
                                         if payment.id == id
                                             && payment.tenant_id == db.tenant().as_uuid() =>
                                     {
-                                        payment.clone()
+                                        payment.as_ref().clone()
                                     }
                                     _ => continue,
                                 },
@@ -258,8 +258,8 @@ impl PaymentsSubscription {
         ctx: &Context<'_>,
         escrow_id: ID,
     ) -> Result<impl Stream<Item = EscrowUpdate> + use<>> {
-        let id = ids::decode_as(Kind::Escrow, &escrow_id)?;
         let (db, caller, rx) = follow(ctx)?;
+        let id = ids::decode_as(Kind::Escrow, &escrow_id)?;
         escrow_rules::visible(&db, &caller, id).await?;
         Ok(stream::unfold((rx, db), move |(mut rx, db)| async move {
             loop {
@@ -305,7 +305,7 @@ impl PaymentsSubscription {
                         && payment.tenant_id == tenant
                         && (caller.is_staff() || parties.contains(&caller.user_id))
                     {
-                        return Some((PaymentNode(payment.clone()), (rx, caller)));
+                        return Some((PaymentNode(payment.as_ref().clone()), (rx, caller)));
                     }
                 }
             },

@@ -182,7 +182,7 @@ pub async fn visible<C: ConnectionTrait>(
 async fn publish<C: ConnectionTrait>(txn: &Scoped<C>, p: &payment::Model) -> Result<()> {
     let parties = parties(txn, p).await?;
     txn.publish(Update::Payment {
-        payment: p.clone(),
+        payment: Box::new(p.clone()),
         parties: parties.all,
     });
     if let Some(escrow_id) = p.escrow_id {
