@@ -110,7 +110,15 @@ impl Role {
                 PaymentsExecute,
             ],
             // Beneficiaries are also the providers escrows pay: they prove and deliver.
-            Role::Beneficiary => &[EscrowRead, EscrowWrite, SpendRead, SpendWrite],
+            // They execute payouts from the mandates granted to them (the rules check
+            // whose mandate it is), hence payments:execute.
+            Role::Beneficiary => &[
+                EscrowRead,
+                EscrowWrite,
+                SpendRead,
+                SpendWrite,
+                PaymentsExecute,
+            ],
         }
     }
 }

@@ -345,7 +345,8 @@ pub struct PaymentsMutation;
 impl PaymentsMutation {
     /// Retries a FAILED payment now, whatever the automatic policy would do: a new
     /// payment for the same payee and amount (`retryOf` the failed one). Its payer
-    /// or an admin; needs `payments:execute` and a recent MFA step-up. A payment is
+    /// (or an admin who also holds `payments:execute`); needs `payments:execute` and
+    /// a recent MFA step-up. A payment is
     /// retried once: again answers `CONFLICT` (`ALREADY_RETRIED`).
     #[graphql(
         guard = "HasScope(Scope::PaymentsExecute).and(RecentMfa)",

@@ -54,6 +54,37 @@ pub struct NewPayment {
     pub milestone_id: Option<Uuid>,
 }
 
+/// A new `PENDING` row: its first try, or (`retry_of`) the next try of a failed one.
+fn pending_row(
+    tenant: Uuid,
+    psp_name: &str,
+    new: &payment::Model,
+    retry_of: Option<&payment::Model>,
+) -> payment::ActiveModel {
+    let now = Utc::now();
+    payment::ActiveModel {
+        id: Set(new_id()),
+        tenant_id: Set(tenant),
+        escrow_id: Set(new.escrow_id),
+        milestone_id: Set(new.milestone_id),
+        payee_id: Set(new.payee_id),
+        payee_reference: Set(new.payee_reference.clone()),
+        purpose: Set(new.purpose),
+        amount_minor: Set(new.amount_minor),
+        currency: Set(new.currency.clone()),
+        status: Set(PaymentStatus::Pending),
+        psp: Set(psp_name.to_owned()),
+        psp_reference: Set(None),
+        failure_reason: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        retry_of: Set(retry_of.map(|f| f.id)),
+        attempt: Set(retry_of.map_or(1, |f| f.attempt + 1)),
+        sent_at: Set(None),
+        checked_at: Set(None),
+    }
+}
+
 /// Records a `PENDING` payment in the caller's transaction.
 pub async fn record<C: ConnectionTrait>(
     txn: &Scoped<C>,
@@ -63,34 +94,36 @@ pub async fn record<C: ConnectionTrait>(
     origin: &Origin,
 ) -> Result<payment::Model> {
     let now = Utc::now();
+    // The shape of the row to insert, as `pending_row` takes it.
+    let shape = payment::Model {
+        id: Uuid::nil(),
+        tenant_id: txn.tenant().as_uuid(),
+        escrow_id: new.escrow_id,
+        milestone_id: new.milestone_id,
+        payee_id: match &new.payee {
+            Payee::User(id) => Some(*id),
+            Payee::External(_) => None,
+        },
+        payee_reference: match new.payee {
+            Payee::User(_) => None,
+            Payee::External(reference) => Some(reference),
+        },
+        purpose: new.purpose,
+        amount_minor: new.amount.minor(),
+        currency: new.amount.currency().code().to_owned(),
+        status: PaymentStatus::Pending,
+        psp: psp_name.to_owned(),
+        psp_reference: None,
+        failure_reason: None,
+        created_at: now,
+        updated_at: now,
+        retry_of: None,
+        attempt: 1,
+        sent_at: None,
+        checked_at: None,
+    };
     let model = txn
-        .insert(payment::ActiveModel {
-            id: Set(new_id()),
-            tenant_id: Set(txn.tenant().as_uuid()),
-            escrow_id: Set(new.escrow_id),
-            milestone_id: Set(new.milestone_id),
-            payee_id: Set(match &new.payee {
-                Payee::User(id) => Some(*id),
-                Payee::External(_) => None,
-            }),
-            payee_reference: Set(match new.payee {
-                Payee::User(_) => None,
-                Payee::External(reference) => Some(reference),
-            }),
-            purpose: Set(new.purpose),
-            amount_minor: Set(new.amount.minor()),
-            currency: Set(new.amount.currency().code().to_owned()),
-            status: Set(PaymentStatus::Pending),
-            psp: Set(psp_name.to_owned()),
-            psp_reference: Set(None),
-            failure_reason: Set(None),
-            created_at: Set(now),
-            updated_at: Set(now),
-            retry_of: Set(None),
-            attempt: Set(1),
-            sent_at: Set(None),
-            checked_at: Set(None),
-        })
+        .insert(pending_row(shape.tenant_id, psp_name, &shape, None))
         .await?;
     audit::record(
         txn,
@@ -345,29 +378,13 @@ pub async fn record_retry<C: ConnectionTrait>(
     if already.is_some() {
         return Err(already_retried());
     }
-    let now = Utc::now();
     let retry = txn
-        .insert(payment::ActiveModel {
-            id: Set(new_id()),
-            tenant_id: Set(failed.tenant_id),
-            escrow_id: Set(failed.escrow_id),
-            milestone_id: Set(failed.milestone_id),
-            payee_id: Set(failed.payee_id),
-            payee_reference: Set(failed.payee_reference.clone()),
-            purpose: Set(failed.purpose),
-            amount_minor: Set(failed.amount_minor),
-            currency: Set(failed.currency.clone()),
-            status: Set(PaymentStatus::Pending),
-            psp: Set(failed.psp.clone()),
-            psp_reference: Set(None),
-            failure_reason: Set(None),
-            created_at: Set(now),
-            updated_at: Set(now),
-            retry_of: Set(Some(failed.id)),
-            attempt: Set(failed.attempt + 1),
-            sent_at: Set(None),
-            checked_at: Set(None),
-        })
+        .insert(pending_row(
+            failed.tenant_id,
+            &failed.psp,
+            &failed,
+            Some(&failed),
+        ))
         .await
         .map_err(|err| match err {
             Error::Conflict { .. } => already_retried(),

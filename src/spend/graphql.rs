@@ -875,8 +875,10 @@ impl SpendMutation {
     /// beneficiary from the budget, an escrow's by its sender from what the escrow
     /// holds. Needs a recent MFA step-up.
     #[graphql(
-        guard = "HasScope(Scope::SpendWrite).and(RecentMfa)",
-        visible = "visible::spend_write"
+        guard = "HasScope(Scope::SpendWrite)
+            .and(HasScope(Scope::PaymentsExecute))
+            .and(RecentMfa)",
+        visible = "visible::payments_execute"
     )]
     async fn pay_payee(
         &self,

@@ -166,6 +166,15 @@ fn migrate_is_idempotent() {
 
 /// Starts `sequestra serve ARGS` on a free port against `db`; returns once /health answers.
 async fn serve(args: &[&str], db: &str) -> (tokio::process::Child, String) {
+    serve_with(args, db, &[]).await
+}
+
+/// Like `serve`, with extra `SEQUESTRA_*` settings.
+pub async fn serve_with(
+    args: &[&str],
+    db: &str,
+    settings: &[(&str, &str)],
+) -> (tokio::process::Child, String) {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -180,6 +189,7 @@ async fn serve(args: &[&str], db: &str) -> (tokio::process::Child, String) {
             "SEQUESTRA_PROOF_DIR",
             std::env::temp_dir().join(format!("sq-proofs-{port}")),
         )
+        .envs(settings.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)

@@ -550,36 +550,17 @@ async fn a_webhook_on_one_process_reaches_a_subscriber_on_another() {
         .to_owned();
 
     // The other process: the real binary, on the same database.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let listen = format!("127.0.0.1:{port}");
-    let proofs = tempfile::tempdir().unwrap();
-    let mut other = tokio::process::Command::new(env!("CARGO_BIN_EXE_sequestra"))
-        .arg("serve")
-        .env("SEQUESTRA_DATABASE_URL", app.database_url())
-        .env("SEQUESTRA_LISTEN", &listen)
-        .env("SEQUESTRA_WEBHOOK_SECRETS", WEBHOOK_SECRETS.join(","))
-        .env("SEQUESTRA_JOBS_ENABLED", "false")
-        .env("SEQUESTRA_PROOF_DIR", proofs.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let secrets = WEBHOOK_SECRETS.join(",");
+    let (mut other, listen) = crate::cli::serve_with(
+        &[],
+        &app.database_url(),
+        &[
+            ("SEQUESTRA_WEBHOOK_SECRETS", secrets.as_str()),
+            ("SEQUESTRA_JOBS_ENABLED", "false"),
+        ],
+    )
+    .await;
     let client = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..100 {
-        if let Ok(r) = client.get(format!("http://{listen}/health")).send().await
-            && r.status() == 200
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(StdDuration::from_millis(100)).await;
-    }
-    assert!(up, "the second process did not start");
 
     let body = json!({ "id": "evt_two_process", "type": "payout.settled", "created": Utc::now().timestamp(), "data": { "reference": reference, "failureReason": null } }).to_string();
     let t0 = Utc::now().timestamp();

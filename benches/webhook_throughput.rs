@@ -1,0 +1,357 @@
+//! `cargo bench --bench webhook_throughput`: PSP webhooks accepted per second on
+//! PostgreSQL through the real route (signature, dedup row, forward-only
+//! transition, audit, attempt history, NOTIFY), and the latency from posting a
+//! webhook to a WebSocket subscriber (`myPaymentUpdates`) receiving the update.
+//!
+//! 1. Throughput: `CLIENTS` concurrent clients post one signed `payout.settled` per
+//!    SENT payment until all `PAYMENTS` are settled; a subscriber is connected
+//!    throughout and must receive every one (latency under that load is printed).
+//! 2. Latency at rest: `SAMPLES` webhooks posted one at a time, each timed from the
+//!    POST to the subscriber's frame.
+//!
+//! PostgreSQL: `SEQUESTRA_BENCH_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) must be allowed to create and drop
+//! databases; a fresh one is used and dropped.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures_util::{SinkExt, StreamExt};
+use sea_orm::{ConnectionTrait, Database};
+use sequestra::{
+    Application,
+    accounts::rules as accounts,
+    audit::{Actor, Origin},
+    auth::{Role, password},
+    config::Config,
+    db::TenantDb,
+    domain::{Email, Slug},
+    entity::payment::{PaymentPurpose, PaymentStatus},
+    identity::rules::{SignInOutcome, sign_in},
+    ids::{self, Kind, TenantId},
+    money::{Currency, Money},
+    payments::{self, Move, NewPayment, Payee, Via, webhook::sign},
+};
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+const PASSWORD: &str = "bench-passphrase-long-enough";
+const SECRET: &str = "whsec-bench-0123456789abcdef0123456789";
+const CLIENTS: usize = 16;
+const PAYMENTS: usize = 4000;
+const SAMPLES: usize = 200;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run());
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let base = url.split('?').next().unwrap_or(url);
+    let prefix = base.rsplit_once('/').map(|(p, _)| p).unwrap_or(base);
+    format!("{prefix}/{name}")
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
+}
+
+/// Sent-at instants by payment global id; the subscriber turns them into latencies.
+type Clock = Arc<Mutex<HashMap<String, Instant>>>;
+
+async fn run() {
+    let admin_url = std::env::var("SEQUESTRA_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let name = format!("sequestra_bench_{}", uuid::Uuid::now_v7().simple());
+    let admin = Database::connect(&admin_url)
+        .await
+        .expect("connect to PostgreSQL");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .expect("create the bench database");
+    let url = with_database(&admin_url, &name);
+    let result = tokio::spawn(async move { bench(&url).await }).await;
+    admin
+        .execute_unprepared(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .await
+        .ok();
+    if let Err(err) = result {
+        std::panic::resume_unwind(err.into_panic());
+    }
+}
+
+async fn bench(url: &str) {
+    let proofs = tempfile::tempdir().expect("temp dir");
+    let pool = (CLIENTS + 4).to_string();
+    let proof_dir = proofs.path().display().to_string();
+    let vars = [
+        ("SEQUESTRA_DATABASE_URL", url),
+        ("SEQUESTRA_LISTEN", "127.0.0.1:0"),
+        ("SEQUESTRA_RATE_LIMIT_PER_SECOND", "1000000"),
+        ("SEQUESTRA_RATE_LIMIT_BURST", "1000000"),
+        ("SEQUESTRA_DB_MAX_CONNECTIONS", pool.as_str()),
+        ("SEQUESTRA_JOBS_ENABLED", "false"),
+        ("SEQUESTRA_SIM_PSP_SETTLE_AFTER_MS", "0"),
+        ("SEQUESTRA_WEBHOOK_SECRETS", SECRET),
+        ("SEQUESTRA_PROOF_DIR", proof_dir.as_str()),
+        ("SEQUESTRA_LOG", "warn"),
+    ];
+    let config = Config::from_lookup(|k| {
+        vars.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| (*v).to_owned())
+    })
+    .expect("config");
+    let app = Application::build(config).await.expect("app");
+    let addr = app.local_addr().expect("addr");
+    let db = app.db().clone();
+    let tokens = app.tokens().clone();
+    tokio::spawn(app.run_until(std::future::pending()));
+
+    // A tenant, an admin who follows every payment, and SENT payments to settle.
+    let txn = sea_orm::TransactionTrait::begin(&db).await.expect("begin");
+    let tenant =
+        accounts::create_tenant(&txn, &Slug::parse("bench").expect("slug"), "Bench", false)
+            .await
+            .expect("tenant");
+    txn.commit().await.expect("commit");
+    let scoped = TenantDb::new(db.clone(), TenantId::from_uuid(tenant.id));
+    let hash = password::hash(PASSWORD.to_owned().into())
+        .await
+        .expect("hash");
+    accounts::create_user(
+        &scoped,
+        Actor::System,
+        &Origin::default(),
+        &Email::parse("admin@bench.test").expect("email"),
+        hash,
+        &[Role::Admin],
+    )
+    .await
+    .expect("user");
+    let token = match sign_in(
+        &db,
+        &tokens,
+        &Origin::default(),
+        "bench",
+        "admin@bench.test",
+        PASSWORD.to_owned().into(),
+    )
+    .await
+    .expect("sign in")
+    {
+        SignInOutcome::Signed(issued) => issued.access.token,
+        SignInOutcome::MfaRequired(_) => unreachable!("no MFA here"),
+    };
+    let eur = Currency::parse("EUR").expect("EUR");
+    let total = PAYMENTS + SAMPLES;
+    let mut references = Vec::with_capacity(total);
+    let origin = Origin::default();
+    for chunk in 0..total.div_ceil(500) {
+        let txn = scoped.begin().await.expect("begin");
+        for i in chunk * 500..((chunk + 1) * 500).min(total) {
+            let p = payments::record(
+                &txn,
+                "simulated",
+                NewPayment {
+                    payee: Payee::External(format!("payee-{i}")),
+                    purpose: PaymentPurpose::Transfer,
+                    amount: Money::from_minor(100, eur),
+                    escrow_id: None,
+                    milestone_id: None,
+                },
+                Actor::System,
+                &origin,
+            )
+            .await
+            .expect("payment");
+            let reference = format!("bench_{i}");
+            payments::transition(
+                &txn,
+                p.id,
+                Move {
+                    to: PaymentStatus::Sent,
+                    reference: Some(&reference),
+                    failure_reason: None,
+                    via: Via::Submit,
+                    detail: None,
+                },
+            )
+            .await
+            .expect("sent");
+            references.push((ids::encode(Kind::Payment, p.id), reference));
+        }
+        txn.commit().await.expect("commit");
+    }
+
+    // The subscriber.
+    let clock: Clock = Arc::default();
+    let (latency_tx, mut latency_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+    let mut request = format!("ws://{addr}/graphql/ws")
+        .into_client_request()
+        .expect("ws request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("ws connect");
+    let init = serde_json::json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+    socket
+        .send(Message::text(init.to_string()))
+        .await
+        .expect("init");
+    let subscribe = serde_json::json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { myPaymentUpdates { id status } }" } });
+    socket
+        .send(Message::text(subscribe.to_string()))
+        .await
+        .expect("subscribe");
+    let watch = clock.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = socket.next().await {
+            let Message::Text(text) = msg else { continue };
+            let json: serde_json::Value = serde_json::from_str(&text).expect("json");
+            let update = &json["payload"]["data"]["myPaymentUpdates"];
+            if update["status"] != "SETTLED" {
+                continue;
+            }
+            let id = update["id"].as_str().expect("id");
+            if let Some(sent) = watch.lock().expect("clock").remove(id) {
+                let _ = latency_tx.send(sent.elapsed());
+            }
+        }
+    });
+    // Let the subscription register (the first frame after ack).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    println!(
+        "sequestra webhook benchmark ({} cores, PostgreSQL, server, load and database on this machine)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let endpoint = format!("http://{addr}/webhooks/psp");
+    let work = Arc::new(Mutex::new(references[..PAYMENTS].to_vec()));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let (client, endpoint, work, clock) = (
+            reqwest::Client::new(),
+            endpoint.clone(),
+            work.clone(),
+            clock.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let Some((gid, reference)) = work.lock().expect("work").pop() else {
+                    return latencies;
+                };
+                let t = Instant::now();
+                clock.lock().expect("clock").insert(gid, t);
+                post(&client, &endpoint, &reference).await;
+                latencies.push(t.elapsed());
+            }
+        }));
+    }
+    let mut http = Vec::new();
+    for task in tasks {
+        http.extend(task.await.expect("client"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    http.sort();
+    println!(
+        "webhooks accepted (16 clients)  {:>8.0} events/s   n={}  p50={:.2} ms  p99={:.2} ms",
+        http.len() as f64 / elapsed,
+        http.len(),
+        pct(&http, 0.5),
+        pct(&http, 0.99)
+    );
+    let mut delivered = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while delivered.len() < PAYMENTS && Instant::now() < deadline {
+        if let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(1), latency_rx.recv()).await {
+            delivered.push(d);
+        }
+    }
+    delivered.sort();
+    assert_eq!(
+        delivered.len(),
+        PAYMENTS,
+        "every settlement reaches the subscriber"
+    );
+    println!(
+        "  webhook -> subscriber, under that load:   p50={:.2} ms  p99={:.2} ms  max={:.2} ms",
+        pct(&delivered, 0.5),
+        pct(&delivered, 0.99),
+        delivered.last().expect("some").as_secs_f64() * 1000.0
+    );
+
+    // At rest: one at a time.
+    let client = reqwest::Client::new();
+    let mut at_rest = Vec::new();
+    for (gid, reference) in &references[PAYMENTS..] {
+        clock
+            .lock()
+            .expect("clock")
+            .insert(gid.clone(), Instant::now());
+        post(&client, &endpoint, reference).await;
+        let d = tokio::time::timeout(Duration::from_secs(5), latency_rx.recv())
+            .await
+            .expect("an update within 5 s")
+            .expect("subscriber alive");
+        at_rest.push(d);
+    }
+    at_rest.sort();
+    println!(
+        "webhook -> subscriber, one at a time       p50={:.2} ms  p99={:.2} ms  n={}",
+        pct(&at_rest, 0.5),
+        pct(&at_rest, 0.99),
+        at_rest.len()
+    );
+
+    // Each event moved its payment exactly once.
+    let row = db
+        .query_one(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT (SELECT count(*) FROM payments WHERE status = 'SETTLED') AS settled, \
+             (SELECT count(*) FROM webhook_events WHERE outcome = 'APPLIED') AS applied"
+                .to_owned(),
+        ))
+        .await
+        .expect("query")
+        .expect("row");
+    let settled: i64 = row.try_get("", "settled").expect("settled");
+    let applied: i64 = row.try_get("", "applied").expect("applied");
+    assert_eq!((settled, applied), (total as i64, total as i64));
+}
+
+async fn post(client: &reqwest::Client, endpoint: &str, reference: &str) {
+    let body = serde_json::json!({
+        "id": format!("evt_{reference}"),
+        "type": "payout.settled",
+        "created": chrono::Utc::now().timestamp(),
+        "data": { "reference": reference, "failureReason": null },
+    })
+    .to_string();
+    let t = chrono::Utc::now().timestamp();
+    let response = client
+        .post(endpoint)
+        .header("content-type", "application/json")
+        .header(
+            "Sequestra-Signature",
+            format!("t={t},v1={}", sign(SECRET, t, body.as_bytes())),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 200);
+    let json: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(json["outcome"], "applied", "{json}");
+}
