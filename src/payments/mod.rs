@@ -277,6 +277,10 @@ pub fn allowed_from(to: PaymentStatus) -> &'static [PaymentStatus] {
     }
 }
 
+/// The longest failure reason kept (a PSP may send any length; a NOTIFY payload is
+/// limited to 8000 bytes).
+pub const MAX_REASON_CHARS: usize = 500;
+
 /// A move forward, as a PSP reported it.
 pub struct Move<'a> {
     pub to: PaymentStatus,
@@ -313,10 +317,14 @@ pub async fn transition<C: ConnectionTrait>(
                 q = q.col_expr(payment::Column::SentAt, Expr::value(now));
             }
             if to == PaymentStatus::Failed {
-                q = q.col_expr(
-                    payment::Column::FailureReason,
-                    Expr::value(m.failure_reason.unwrap_or("failed")),
-                );
+                // Bounded: the reason travels in the update notification too.
+                let reason: String = m
+                    .failure_reason
+                    .unwrap_or("failed")
+                    .chars()
+                    .take(MAX_REASON_CHARS)
+                    .collect();
+                q = q.col_expr(payment::Column::FailureReason, Expr::value(reason));
             }
             q
         })

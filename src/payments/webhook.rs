@@ -219,7 +219,11 @@ pub async fn receive(
         outcome: Set("RECEIVED".to_owned()),
         payment_id: Set(None),
         tenant_id: Set(None),
-        failure_reason: Set(event.data.failure_reason.clone()),
+        failure_reason: Set(event
+            .data
+            .failure_reason
+            .as_ref()
+            .map(|r| r.chars().take(payments::MAX_REASON_CHARS).collect())),
     })
     .on_conflict(
         OnConflict::column(webhook_event::Column::Id)

@@ -362,7 +362,9 @@ async fn failed_payments_are_retried_once_each_then_alerted(app: TestApp) {
 
     // A person may retry past the policy: payments:execute and a step-up.
     let retry = "mutation($id: ID!, $k: String!) { retryPayment(paymentId: $id, idempotencyKey: $k) { id attempt retryOf status } }";
+    // The payee, stepped up, is not the payer.
     let provider = t.token(Role::Beneficiary);
+    enrol(&app, provider).await;
     let r = app
         .gql(Some(provider), retry, json!({ "id": second, "k": "r-1" }))
         .await;

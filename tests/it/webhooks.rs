@@ -184,7 +184,10 @@ async fn webhooks_are_signed_deduplicated_and_forward_only(app: TestApp) {
         .as_str()
         .unwrap()
         .to_owned();
-    let failed = json!({ "id": "evt_fail_2", "type": "payout.failed", "created": Utc::now().timestamp(), "data": { "reference": reference2, "failureReason": "account closed" } })
+    // A PSP's failure reason may be long: it is kept, cut to 500 characters (it
+    // also travels in the update notification, which PostgreSQL limits to 8000 bytes).
+    let reason = format!("account closed: {}", "x".repeat(20_000));
+    let failed = json!({ "id": "evt_fail_2", "type": "payout.failed", "created": Utc::now().timestamp(), "data": { "reference": reference2, "failureReason": reason } })
         .to_string()
         .into_bytes();
     let app = std::sync::Arc::new(app);
@@ -212,6 +215,18 @@ async fn webhooks_are_signed_deduplicated_and_forward_only(app: TestApp) {
         9,
         "{outcomes:?}"
     );
+    let kept = app
+        .gql(
+            Some(&sender),
+            "query($id: ID!) { escrow(id: $id) { payments { status failureReason } } }",
+            json!({ "id": id2 }),
+        )
+        .await;
+    let p = &kept.ok()["escrow"]["payments"][0];
+    assert_eq!(p["status"], "FAILED");
+    let kept_reason = p["failureReason"].as_str().unwrap();
+    assert_eq!(kept_reason.chars().count(), 500);
+    assert!(kept_reason.starts_with("account closed: x"));
     let audit = app.audit_actions(&t).await;
     assert_eq!(audit.iter().filter(|a| *a == "payment.failed").count(), 1);
     assert_eq!(audit.iter().filter(|a| *a == "payment.settled").count(), 1);
