@@ -2,21 +2,13 @@
 //! authenticated query alone and during a burst of concurrent sign-ins, through the
 //! real HTTP edge on loopback (server and client in one process, SQLite in a temp dir).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use sequestra::{
-    Application,
-    accounts::rules,
-    audit::{Actor, Origin},
-    auth::{Role, password},
-    config::Config,
-    db::TenantDb,
-    domain::{Email, Slug},
-    identity::rules::{SignInOutcome, sign_in},
-    ids::TenantId,
-};
+use common::PASSWORD;
+use sequestra::auth::Role;
 
-const PASSWORD: &str = "bench-passphrase-long-enough";
 const SIGN_INS_SEQUENTIAL: usize = 20;
 const CHEAP_SAMPLES: usize = 500;
 const BURST: usize = 64;
@@ -24,8 +16,7 @@ const BURST_CONCURRENCY: usize = 16;
 
 fn pct(samples: &mut [Duration], p: f64) -> f64 {
     samples.sort();
-    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[i].as_secs_f64() * 1000.0
+    common::pct(samples, p)
 }
 
 fn report(label: &str, mut samples: Vec<Duration>) {
@@ -58,73 +49,31 @@ async fn timed_post(
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(run());
+    common::block_on(run());
 }
 
 async fn run() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}/bench.db?mode=rwc", dir.path().display());
-    let vars = [
+    let server = common::serve(&[
         ("SEQUESTRA_DATABASE_URL", url.as_str()),
         ("SEQUESTRA_LISTEN", "127.0.0.1:0"),
         ("SEQUESTRA_RATE_LIMIT_PER_SECOND", "1000"),
         ("SEQUESTRA_RATE_LIMIT_BURST", "100000"),
         ("SEQUESTRA_CREDENTIAL_ATTEMPTS_PER_MINUTE", "100000"),
         ("SEQUESTRA_LOG", "warn"),
-    ];
-    let config = Config::from_lookup(|k| {
-        vars.iter()
-            .find(|(n, _)| *n == k)
-            .map(|(_, v)| (*v).to_owned())
-    })
-    .expect("config");
-    let app = Application::build(config).await.expect("app");
-    let addr = app.local_addr().expect("addr");
-    let db = app.db().clone();
-    let tokens = app.tokens().clone();
-    tokio::spawn(app.run_until(std::future::pending()));
+    ])
+    .await;
+    let addr = server.addr;
 
     // One tenant, a reader, and one account per concurrent signer (no lockouts).
-    let txn = sea_orm::TransactionTrait::begin(&db).await.expect("begin");
-    let tenant = rules::create_tenant(&txn, &Slug::parse("bench").expect("slug"), "Bench", false)
-        .await
-        .expect("tenant");
-    txn.commit().await.expect("commit");
-    let scoped = TenantDb::new(db.clone(), TenantId::from_uuid(tenant.id));
-    let hash = password::hash(PASSWORD.to_owned().into())
-        .await
-        .expect("hash");
-    for i in 0..=BURST_CONCURRENCY {
-        let email = Email::parse(&format!("user{i}@bench.test")).expect("email");
-        rules::create_user(
-            &scoped,
-            Actor::System,
-            &Origin::default(),
-            &email,
-            hash.clone(),
-            &[Role::Support],
-        )
-        .await
-        .expect("user");
-    }
-    let token = match sign_in(
-        &db,
-        &tokens,
-        &Origin::default(),
-        "bench",
-        "user0@bench.test",
-        PASSWORD.to_owned().into(),
-    )
-    .await
-    .expect("sign in")
-    {
-        SignInOutcome::Signed(issued) => issued.access.token,
-        SignInOutcome::MfaRequired(_) => unreachable!("no MFA here"),
-    };
+    let (_, scoped) = server.tenant().await;
+    let emails: Vec<String> = (0..=BURST_CONCURRENCY)
+        .map(|i| format!("user{i}@bench.test"))
+        .collect();
+    let users: Vec<(&str, Role)> = emails.iter().map(|e| (e.as_str(), Role::Support)).collect();
+    server.users(&scoped, &users).await;
+    let token = server.sign_in("user0@bench.test").await;
 
     let endpoint = format!("http://{addr}/graphql");
     let client = reqwest::Client::new();

@@ -7,59 +7,40 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`) must be allowed to create and drop
 //! databases; a fresh one is used and dropped.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
-use sea_orm::{ConnectionTrait, Database};
+use sea_orm::ConnectionTrait;
 use sequestra::{
-    Application,
-    accounts::rules as accounts,
     audit::{Actor, Origin},
-    auth::{Role, password},
-    config::Config,
-    db::TenantDb,
-    domain::{Email, Slug},
-    identity::rules::{SignInOutcome, sign_in},
-    ids::{self, Kind, TenantId},
+    auth::Role,
+    ids::{self, Kind},
     spend::rules::{self as spend, Act, Caller, NewMandate},
 };
 
-const PASSWORD: &str = "bench-passphrase-long-enough";
 const CLIENTS: usize = 16;
 const SECONDS: u64 = 10;
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(run());
+    common::block_on(async {
+        let pg = common::PgDatabase::create().await;
+        let url = pg.url.clone();
+        let result = tokio::spawn(async move { run(&url).await }).await;
+        pg.drop_now().await;
+        if let Err(err) = result {
+            std::panic::resume_unwind(err.into_panic());
+        }
+    });
 }
 
-fn with_database(url: &str, name: &str) -> String {
-    let base = url.split('?').next().unwrap_or(url);
-    let prefix = base.rsplit_once('/').map(|(p, _)| p).unwrap_or(base);
-    format!("{prefix}/{name}")
-}
-
-async fn run() {
-    let admin_url = std::env::var("SEQUESTRA_BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let name = format!("sequestra_bench_{}", uuid::Uuid::now_v7().simple());
-    let admin = Database::connect(&admin_url)
-        .await
-        .expect("connect to PostgreSQL");
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .expect("create the bench database");
-    let url = with_database(&admin_url, &name);
-
+async fn run(url: &str) {
     let proofs = tempfile::tempdir().expect("temp dir");
     let pool = (CLIENTS + 4).to_string();
     let proof_dir = proofs.path().display().to_string();
-    let vars = [
-        ("SEQUESTRA_DATABASE_URL", url.as_str()),
+    let server = common::serve(&[
+        ("SEQUESTRA_DATABASE_URL", url),
         ("SEQUESTRA_LISTEN", "127.0.0.1:0"),
         ("SEQUESTRA_RATE_LIMIT_PER_SECOND", "1000000"),
         ("SEQUESTRA_RATE_LIMIT_BURST", "1000000"),
@@ -67,47 +48,21 @@ async fn run() {
         ("SEQUESTRA_JOBS_ENABLED", "false"),
         ("SEQUESTRA_PROOF_DIR", proof_dir.as_str()),
         ("SEQUESTRA_LOG", "warn"),
-    ];
-    let config = Config::from_lookup(|k| {
-        vars.iter()
-            .find(|(n, _)| *n == k)
-            .map(|(_, v)| (*v).to_owned())
-    })
-    .expect("config");
-    let app = Application::build(config).await.expect("app");
-    let addr = app.local_addr().expect("addr");
-    let db = app.db().clone();
-    let tokens = app.tokens().clone();
-    tokio::spawn(app.run_until(std::future::pending()));
+    ])
+    .await;
+    let (addr, db) = (server.addr, server.db.clone());
 
     // A tenant, a sender and a beneficiary, a merchant, and one big mandate.
-    let txn = sea_orm::TransactionTrait::begin(&db).await.expect("begin");
-    let tenant =
-        accounts::create_tenant(&txn, &Slug::parse("bench").expect("slug"), "Bench", false)
-            .await
-            .expect("tenant");
-    txn.commit().await.expect("commit");
-    let scoped = TenantDb::new(db.clone(), TenantId::from_uuid(tenant.id));
-    let hash = password::hash(PASSWORD.to_owned().into())
-        .await
-        .expect("hash");
-    let mut users = Vec::new();
-    for (email, role) in [
-        ("sender@bench.test", Role::Sender),
-        ("beneficiary@bench.test", Role::Beneficiary),
-    ] {
-        let user = accounts::create_user(
+    let (_, scoped) = server.tenant().await;
+    let users = server
+        .users(
             &scoped,
-            Actor::System,
-            &Origin::default(),
-            &Email::parse(email).expect("email"),
-            hash.clone(),
-            &[role],
+            &[
+                ("sender@bench.test", Role::Sender),
+                ("beneficiary@bench.test", Role::Beneficiary),
+            ],
         )
-        .await
-        .expect("user");
-        users.push(user.id);
-    }
+        .await;
     let origin = Origin::default();
     let sender = Caller {
         user_id: users[0],
@@ -144,20 +99,7 @@ async fn run() {
     .await
     .expect("mandate");
     txn.commit().await.expect("commit");
-    let token = match sign_in(
-        &db,
-        &tokens,
-        &Origin::default(),
-        "bench",
-        "beneficiary@bench.test",
-        PASSWORD.to_owned().into(),
-    )
-    .await
-    .expect("sign in")
-    {
-        SignInOutcome::Signed(issued) => issued.access.token,
-        SignInOutcome::MfaRequired(_) => unreachable!("no MFA here"),
-    };
+    let token = server.sign_in("beneficiary@bench.test").await;
 
     let endpoint = format!("http://{addr}/graphql");
     let mandate_id = ids::encode(Kind::Mandate, mandate.id);
@@ -200,9 +142,7 @@ async fn run() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();
-    let pct = |p: f64| {
-        latencies[((latencies.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
-    };
+    let pct = |p: f64| common::pct(&latencies, p);
     println!(
         "createPurchase over HTTP        {:>8.0} purchases/s   n={}  p50={:.2} ms  p99={:.2} ms",
         latencies.len() as f64 / elapsed,
@@ -248,7 +188,7 @@ async fn run() {
             "-f",
         ])
         .arg(&script)
-        .arg(&url)
+        .arg(url)
         .output();
     match output {
         Ok(out) if out.status.success() => {
@@ -263,10 +203,4 @@ async fn run() {
         Ok(out) => println!("pgbench failed: {}", String::from_utf8_lossy(&out.stderr)),
         Err(err) => println!("pgbench not run ({err}); install postgresql-client"),
     }
-
-    drop(db);
-    admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .await
-        .ok();
 }

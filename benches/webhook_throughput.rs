@@ -13,84 +13,52 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`) must be allowed to create and drop
 //! databases; a fresh one is used and dropped.
 
+mod common;
+
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+use common::{PgDatabase, pct};
 use futures_util::{SinkExt, StreamExt};
-use sea_orm::{ConnectionTrait, Database};
+use sea_orm::ConnectionTrait;
 use sequestra::{
-    Application,
-    accounts::rules as accounts,
     audit::{Actor, Origin},
-    auth::{Role, password},
-    config::Config,
-    db::TenantDb,
-    domain::{Email, Slug},
+    auth::Role,
     entity::payment::{PaymentPurpose, PaymentStatus},
-    identity::rules::{SignInOutcome, sign_in},
-    ids::{self, Kind, TenantId},
+    ids::{self, Kind},
     money::{Currency, Money},
     payments::{self, Move, NewPayment, Payee, Via, webhook::sign},
 };
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
-const PASSWORD: &str = "bench-passphrase-long-enough";
 const SECRET: &str = "whsec-bench-0123456789abcdef0123456789";
 const CLIENTS: usize = 16;
 const PAYMENTS: usize = 4000;
 const SAMPLES: usize = 200;
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(run());
-}
-
-fn with_database(url: &str, name: &str) -> String {
-    let base = url.split('?').next().unwrap_or(url);
-    let prefix = base.rsplit_once('/').map(|(p, _)| p).unwrap_or(base);
-    format!("{prefix}/{name}")
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
+    common::block_on(async {
+        let pg = PgDatabase::create().await;
+        let url = pg.url.clone();
+        let result = tokio::spawn(async move { bench(&url).await }).await;
+        pg.drop_now().await;
+        if let Err(err) = result {
+            std::panic::resume_unwind(err.into_panic());
+        }
+    });
 }
 
 /// Sent-at instants by payment global id; the subscriber turns them into latencies.
 type Clock = Arc<Mutex<HashMap<String, Instant>>>;
 
-async fn run() {
-    let admin_url = std::env::var("SEQUESTRA_BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let name = format!("sequestra_bench_{}", uuid::Uuid::now_v7().simple());
-    let admin = Database::connect(&admin_url)
-        .await
-        .expect("connect to PostgreSQL");
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .expect("create the bench database");
-    let url = with_database(&admin_url, &name);
-    let result = tokio::spawn(async move { bench(&url).await }).await;
-    admin
-        .execute_unprepared(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
-        .await
-        .ok();
-    if let Err(err) = result {
-        std::panic::resume_unwind(err.into_panic());
-    }
-}
-
 async fn bench(url: &str) {
     let proofs = tempfile::tempdir().expect("temp dir");
     let pool = (CLIENTS + 4).to_string();
     let proof_dir = proofs.path().display().to_string();
-    let vars = [
+    let server = common::serve(&[
         ("SEQUESTRA_DATABASE_URL", url),
         ("SEQUESTRA_LISTEN", "127.0.0.1:0"),
         ("SEQUESTRA_RATE_LIMIT_PER_SECOND", "1000000"),
@@ -101,54 +69,16 @@ async fn bench(url: &str) {
         ("SEQUESTRA_WEBHOOK_SECRETS", SECRET),
         ("SEQUESTRA_PROOF_DIR", proof_dir.as_str()),
         ("SEQUESTRA_LOG", "warn"),
-    ];
-    let config = Config::from_lookup(|k| {
-        vars.iter()
-            .find(|(n, _)| *n == k)
-            .map(|(_, v)| (*v).to_owned())
-    })
-    .expect("config");
-    let app = Application::build(config).await.expect("app");
-    let addr = app.local_addr().expect("addr");
-    let db = app.db().clone();
-    let tokens = app.tokens().clone();
-    tokio::spawn(app.run_until(std::future::pending()));
+    ])
+    .await;
+    let (addr, db) = (server.addr, server.db.clone());
 
     // A tenant, an admin who follows every payment, and SENT payments to settle.
-    let txn = sea_orm::TransactionTrait::begin(&db).await.expect("begin");
-    let tenant =
-        accounts::create_tenant(&txn, &Slug::parse("bench").expect("slug"), "Bench", false)
-            .await
-            .expect("tenant");
-    txn.commit().await.expect("commit");
-    let scoped = TenantDb::new(db.clone(), TenantId::from_uuid(tenant.id));
-    let hash = password::hash(PASSWORD.to_owned().into())
-        .await
-        .expect("hash");
-    accounts::create_user(
-        &scoped,
-        Actor::System,
-        &Origin::default(),
-        &Email::parse("admin@bench.test").expect("email"),
-        hash,
-        &[Role::Admin],
-    )
-    .await
-    .expect("user");
-    let token = match sign_in(
-        &db,
-        &tokens,
-        &Origin::default(),
-        "bench",
-        "admin@bench.test",
-        PASSWORD.to_owned().into(),
-    )
-    .await
-    .expect("sign in")
-    {
-        SignInOutcome::Signed(issued) => issued.access.token,
-        SignInOutcome::MfaRequired(_) => unreachable!("no MFA here"),
-    };
+    let (_, scoped) = server.tenant().await;
+    server
+        .users(&scoped, &[("admin@bench.test", Role::Admin)])
+        .await;
+    let token = server.sign_in("admin@bench.test").await;
     let eur = Currency::parse("EUR").expect("EUR");
     let total = PAYMENTS + SAMPLES;
     let mut references = Vec::with_capacity(total);
