@@ -92,6 +92,8 @@ pub struct HttpConfig {
     pub shutdown_grace: Duration,
     /// How long a WebSocket may wait before its `connection_init` (then 4408).
     pub ws_init_timeout: Duration,
+    /// Serve GraphiQL at `/playground` (default: on in development, off in production).
+    pub playground: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -351,6 +353,11 @@ impl Config {
                 "SEQUESTRA_WS_INIT_TIMEOUT_MS",
                 10_000,
             )?),
+            playground: parse(
+                &get,
+                "SEQUESTRA_PLAYGROUND",
+                env == Environment::Development,
+            )?,
         };
 
         let graphql = GraphqlConfig {
@@ -809,6 +816,27 @@ mod tests {
     }
 
     const MFA_KEY: &str = "k1:00112233445566778899aabbccddeeff0123456789abcdef0f1e2d3c4b5a6978";
+
+    #[test]
+    fn the_playground_is_off_in_production_unless_enabled() {
+        assert!(config(&[]).unwrap().http.playground);
+        assert!(
+            !config(&[("SEQUESTRA_PLAYGROUND", "false")])
+                .unwrap()
+                .http
+                .playground
+        );
+        let production = [
+            ("SEQUESTRA_ENV", "production"),
+            ("SEQUESTRA_JWT_SECRET", STRONG),
+            ("SEQUESTRA_API_KEY_SECRET", STRONG),
+            ("SEQUESTRA_WEBHOOK_SECRETS", STRONG),
+            ("SEQUESTRA_MFA_KEYS", MFA_KEY),
+        ];
+        assert!(!config(&production).unwrap().http.playground);
+        let enabled = [&production[..], &[("SEQUESTRA_PLAYGROUND", "true")]].concat();
+        assert!(config(&enabled).unwrap().http.playground);
+    }
 
     #[test]
     fn mfa_keys_are_parsed_and_checked() {

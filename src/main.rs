@@ -26,7 +26,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the HTTP server: /graphql, /graphql/ws, /health, /ready and /metrics.
+    /// Run the HTTP server: /graphql, /graphql/ws, /webhooks/psp, /playground (unless
+    /// SEQUESTRA_PLAYGROUND=false; off in production unless enabled), /health, /ready
+    /// and /metrics.
     ///
     /// Applies pending migrations first unless --no-migrate (or
     /// SEQUESTRA_MIGRATE_ON_START=false).

@@ -1,10 +1,12 @@
-//! The axum router: `/graphql`, `/graphql/ws`, `/health`, `/ready`, `/metrics`.
+//! The axum router: `/graphql`, `/graphql/ws`, `/webhooks/psp`, `/playground`,
+//! `/health`, `/ready`, `/metrics`.
 //! One middleware per file.
 
 mod client_ip;
 mod graphql;
 mod health;
 mod metrics;
+mod playground;
 mod rate_limit;
 mod request_id;
 mod webhook;
@@ -61,8 +63,14 @@ pub fn router(state: AppState) -> Router {
     if let Some(limit) = rate_limit::layer(&state.config.http) {
         graphql_routes = graphql_routes.layer(limit);
     }
-    Router::new()
-        .merge(graphql_routes)
+    let mut router = Router::new().merge(graphql_routes);
+    if state.config.http.playground {
+        router = router
+            .route("/playground", get(playground::redirect))
+            .route("/playground/", get(playground::index))
+            .route("/playground/assets/{*path}", get(playground::asset));
+    }
+    router
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))

@@ -14,6 +14,7 @@ mod identity;
 mod mfa;
 mod payments;
 mod platform;
+mod playground;
 mod rate_limit;
 mod schema;
 mod spend;
