@@ -6,6 +6,7 @@
 //
 // SEQUESTRA_URL (http://127.0.0.1:PORT), SEQUESTRA_DEMO_CREDENTIALS (the file
 // `serve --demo --demo-credentials` wrote), SEQUESTRA_SCREENSHOT (where to save).
+import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 
@@ -16,6 +17,22 @@ const tenant = creds.tenants.find((t) => t.slug === 'acme');
 const admin = tenant.users.find((u) => u.roles.includes('ADMIN') && !u.totpSecret);
 const origin = new URL(base).origin;
 const wsOrigin = origin.replace(/^http/, 'ws');
+
+/** The RFC 6238 code (SHA-1, 6 digits, 30 s) for a base32 seed at `at` (ms). */
+function totp(seed, at) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const c of seed.replace(/=+$/, '').toUpperCase()) {
+    bits += alphabet.indexOf(c).toString(2).padStart(5, '0');
+  }
+  const key = [];
+  for (let i = 0; i + 8 <= bits.length; i += 8) key.push(parseInt(bits.slice(i, i + 8), 2));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(at / 30000)));
+  const mac = createHmac('sha1', Buffer.from(key)).update(counter).digest();
+  const offset = mac[mac.length - 1] & 0xf;
+  return String((mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, '0');
+}
 
 const problems = [];
 let page;
@@ -129,8 +146,23 @@ try {
   if (after.errors?.[0]?.extensions?.code !== 'UNAUTHENTICATED') {
     problems.push(`the token still works after sign-out: ${JSON.stringify(after)}`);
   }
+
+  // A user with MFA: the password, then the authenticator code.
+  const secure = tenant.users.find((u) => u.totpSecret);
+  await page.getByLabel('Email').fill(secure.email);
+  await page.getByLabel('Password').fill(secure.password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  // The next step's code (the server allows one step of skew): seeding the demo
+  // used the code of the step it ran in, and codes are single-use.
+  await page.getByLabel('Authenticator code').fill(totp(secure.totpSecret, Date.now() + 30000));
+  await page.getByRole('button', { name: 'Verify' }).click();
+  await page.getByTestId('signed-in').waitFor({ timeout: 15000 });
+  const mfaBanner = await page.getByTestId('signed-in').innerText();
+  if (!mfaBanner.includes(secure.email)) problems.push(`MFA sign-in banner: ${mfaBanner}`);
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByRole('button', { name: 'Sign in' }).waitFor({ timeout: 15000 });
   console.log(
-    `playground: signed in as ${admin.email}, ran a query and a subscription, token refreshed, signed out (session revoked); screenshot ${screenshot}`,
+    `playground: signed in as ${admin.email}, ran a query and a subscription, token refreshed, signed out (session revoked), signed in with MFA as ${secure.email}; screenshot ${screenshot}`,
   );
 } catch (err) {
   problems.push(`step failed: ${err.message.split('\n').slice(0, 3).join(' | ')}`);
