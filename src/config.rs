@@ -92,6 +92,8 @@ pub struct HttpConfig {
     pub shutdown_grace: Duration,
     /// How long a WebSocket may wait before its `connection_init` (then 4408).
     pub ws_init_timeout: Duration,
+    /// How often an open WebSocket's credential is checked again (revocation).
+    pub ws_recheck: Duration,
     /// Serve GraphiQL at `/playground` (default: on in development, off in production).
     pub playground: bool,
 }
@@ -353,6 +355,8 @@ impl Config {
                 "SEQUESTRA_WS_INIT_TIMEOUT_MS",
                 10_000,
             )?),
+            ws_recheck: Duration::from_millis(parse(&get, "SEQUESTRA_WS_RECHECK_MS", 30_000_u64)?)
+                .max(Duration::from_millis(100)),
             playground: parse(
                 &get,
                 "SEQUESTRA_PLAYGROUND",

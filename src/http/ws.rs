@@ -3,7 +3,10 @@
 //! protocol specifies (async-graphql's own pump would close with 1002). A socket
 //! without `connection_init` in time is closed with 4408, and a socket whose
 //! credential expires is closed with 4403 ("Token expired"): the client reconnects
-//! with a fresh token, and every subscription is authorized again.
+//! with a fresh token, and every subscription is authorized again. The credential is
+//! also checked again every `SEQUESTRA_WS_RECHECK_MS`: a socket whose session was
+//! revoked (signed out, password changed, user deactivated) or whose API key was
+//! revoked is closed with 4403 ("Session ended").
 
 use std::{
     net::SocketAddr,
@@ -42,6 +45,15 @@ const CLOSE_FORBIDDEN: u16 = 4403;
 /// graphql-transport-ws: no `connection_init` in time.
 const CLOSE_INIT_TIMEOUT: u16 = 4408;
 
+/// What an accepted `connection_init` brought.
+#[derive(Clone)]
+struct Accepted {
+    /// When the credential expires (none: an API key without expiry).
+    expires_at: Option<DateTime<Utc>>,
+    /// The credential itself, to check it again.
+    authorization: Option<String>,
+}
+
 pub async fn handler(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
@@ -63,8 +75,14 @@ pub async fn handler(
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| async move {
             let refused = Arc::new(AtomicBool::new(false));
-            // Set once `connection_init` is accepted: when its credential expires.
-            let accepted: Arc<Mutex<Option<Option<DateTime<Utc>>>>> = Arc::default();
+            // Set once `connection_init` is accepted.
+            let accepted: Arc<Mutex<Option<Accepted>>> = Arc::default();
+            let (db, tokens) = (state.services.db.clone(), state.services.tokens.clone());
+            let recheck_every = state.config.http.ws_recheck;
+            let mut recheck = tokio::time::interval_at(
+                tokio::time::Instant::now() + recheck_every,
+                recheck_every,
+            );
             let init_deadline = tokio::time::Instant::now() + state.config.http.ws_init_timeout;
             let (mut sink, stream) = socket.split();
             let input = stream
@@ -104,7 +122,10 @@ pub async fn handler(
                     Principal::User(user) => user.expires_at,
                     Principal::Anonymous => None,
                 };
-                *init_accepted.lock().expect("ws lock") = Some(expires_at);
+                *init_accepted.lock().expect("ws lock") = Some(Accepted {
+                    expires_at,
+                    authorization,
+                });
                 let context = request_context(&state, principal, request_id, client);
                 let mut data = Data::default();
                 loaders::attach(&mut data, context.db.as_ref(), None);
@@ -114,8 +135,8 @@ pub async fn handler(
             let mut outgoing =
                 std::pin::pin!(WebSocket::new(schema, input, protocol).on_connection_init(on_init));
             loop {
-                let accepted = *accepted.lock().expect("ws lock");
-                let deadline = match accepted {
+                let current = accepted.lock().expect("ws lock").clone();
+                let deadline = match current.as_ref().map(|a| a.expires_at) {
                     None => Some((
                         init_deadline,
                         CLOSE_INIT_TIMEOUT,
@@ -133,6 +154,27 @@ pub async fn handler(
                 };
                 let message = tokio::select! {
                     message = outgoing.next() => message,
+                    _ = recheck.tick(), if current.is_some() => {
+                        let Some(current) = current else { continue };
+                        let expired = current.expires_at.is_some_and(|at| at <= Utc::now());
+                        match authenticate_bearer(&db, &tokens, current.authorization.as_deref()).await {
+                            Err(Error::Unauthenticated) => {
+                                let reason = if expired { "Token expired" } else { "Session ended" };
+                                let _ = sink
+                                    .send(Message::Close(Some(CloseFrame {
+                                        code: CLOSE_FORBIDDEN,
+                                        reason: reason.into(),
+                                    })))
+                                    .await;
+                                break;
+                            }
+                            Err(err) => {
+                                tracing::warn!(error = ?err, "websocket credential re-check failed; keeping the socket");
+                            }
+                            Ok(_) => {}
+                        }
+                        continue;
+                    }
                     (code, reason) = async {
                         match deadline {
                             Some((at, code, reason)) => {

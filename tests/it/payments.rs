@@ -33,7 +33,10 @@ on_both_backends_with!(
         ("SEQUESTRA_SIM_PSP_FAIL_EVERY", "1"),
     ]
 );
-on_both_backends!(http_psp_adapter_retries_with_one_idempotency_key);
+on_both_backends!(
+    http_psp_adapter_retries_with_one_idempotency_key,
+    a_webhook_that_beat_its_reference_is_applied_by_the_jobs
+);
 
 const RELEASE: &str = "mutation($id: ID!, $k: String!) { releaseEscrow(escrowId: $id, idempotencyKey: $k) { payments { id status pspReference } } }";
 const PAYMENT: &str = "query($id: ID!) { node(id: $id) { ... on Payment { id status attempt retryOf failureReason pspReference attempts { kind outcome detail } } } }";
@@ -274,6 +277,86 @@ async fn subscribers_see_sent_then_settled_and_strangers_nothing(app: TestApp) {
             ("WEBHOOK".to_owned(), "SETTLED".to_owned())
         ]
     );
+}
+
+/// A PSP can post its webhook before our commit of SENT stores the reference: the
+/// event is kept as `unknown_reference` and applied once the reference exists (here
+/// by the jobs' sweep, the path for events that raced the SENT transaction itself).
+async fn a_webhook_that_beat_its_reference_is_applied_by_the_jobs(app: TestApp) {
+    use sea_orm::ConnectionTrait;
+    let t = app.tenant("acme").await;
+    let (escrow_id, sender) = funded_escrow(&app, &t).await;
+    let payment_id = release(&app, &sender, &escrow_id).await;
+    let p = payment(&app, &sender, &payment_id).await;
+    let reference = p["pspReference"].as_str().unwrap().to_owned();
+    let raw = sequestra::ids::decode_as(sequestra::ids::Kind::Payment, &payment_id).unwrap();
+    // As it was before the SENT commit: no reference yet.
+    let backend = app.db.get_database_backend();
+    app.db
+        .execute(sea_orm::Statement::from_sql_and_values(
+            backend,
+            match backend {
+                sea_orm::DbBackend::Postgres => {
+                    "UPDATE payments SET psp_reference = NULL WHERE id = $1"
+                }
+                _ => "UPDATE payments SET psp_reference = NULL WHERE id = ?",
+            },
+            [raw.into()],
+        ))
+        .await
+        .unwrap();
+    let body = json!({ "id": "evt_early", "type": "payout.settled", "created": Utc::now().timestamp(), "data": { "reference": reference, "failureReason": null } }).to_string();
+    let t0 = Utc::now().timestamp();
+    let answer: Value = app
+        .http
+        .post(app.url("/webhooks/psp"))
+        .header("content-type", "application/json")
+        .header(
+            "Sequestra-Signature",
+            format!(
+                "t={t0},v1={}",
+                sign(WEBHOOK_SECRETS[0], t0, body.as_bytes())
+            ),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["outcome"], "unknown_reference");
+    // The SENT commit lands (without seeing the event): the reference is stored.
+    app.db
+        .execute(sea_orm::Statement::from_sql_and_values(
+            backend,
+            match backend {
+                sea_orm::DbBackend::Postgres => {
+                    "UPDATE payments SET psp_reference = $1 WHERE id = $2"
+                }
+                _ => "UPDATE payments SET psp_reference = ? WHERE id = ?",
+            },
+            [reference.clone().into(), raw.into()],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(payment(&app, &sender, &payment_id).await["status"], "SENT");
+    let jobs = app
+        .peer(&[
+            ("SEQUESTRA_JOBS_ENABLED", "true"),
+            ("SEQUESTRA_JOBS_INTERVAL_MS", "50"),
+        ])
+        .await;
+    let p = wait_for(&app, &sender, &payment_id, |p| p["status"] == "SETTLED").await;
+    drop(jobs);
+    let webhook = p["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "WEBHOOK")
+        .cloned()
+        .unwrap();
+    assert_eq!(webhook["detail"], "evt_early");
 }
 
 async fn reconciliation_settles_a_payment_whose_webhook_never_came(app: TestApp) {
@@ -586,7 +669,8 @@ async fn a_webhook_on_one_process_reaches_a_subscriber_on_another() {
     other.kill().await.ok();
 }
 
-/// No `connection_init` in time: 4408. An expired token: 4403 "Token expired".
+/// No `connection_init` in time: 4408. A revoked session: 4403 "Session ended". An
+/// expired token: 4403 "Token expired".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sockets_close_on_init_timeout_and_token_expiry() {
     let app = TestApp::spawn_with(
@@ -594,6 +678,7 @@ async fn sockets_close_on_init_timeout_and_token_expiry() {
         &[
             ("SEQUESTRA_WS_INIT_TIMEOUT_MS", "300"),
             ("SEQUESTRA_ACCESS_TOKEN_TTL_SECS", "3"),
+            ("SEQUESTRA_WS_RECHECK_MS", "200"),
         ],
     )
     .await
@@ -603,6 +688,20 @@ async fn sockets_close_on_init_timeout_and_token_expiry() {
     assert_eq!(code, Some(CloseCode::Library(4408)), "{reason}");
 
     let t = app.tenant("acme").await;
+    let mut revoked = connect(&app).await;
+    init(&mut revoked, t.token(Role::Admin)).await;
+    let out = app
+        .gql(
+            Some(t.token(Role::Admin)),
+            "mutation { signOut }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(out.ok()["signOut"], true);
+    let (code, reason) = close_code(&mut revoked, 5).await;
+    assert_eq!(code, Some(CloseCode::Library(4403)));
+    assert_eq!(reason, "Session ended");
+
     let mut socket = connect(&app).await;
     init(&mut socket, t.token(Role::Sender)).await;
     subscribe(
