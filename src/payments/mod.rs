@@ -33,7 +33,7 @@ use crate::{
     error::{Error, Result},
     events::Update,
     ids::new_id,
-    money::Money,
+    money::{Currency, Money},
     rules::Caller,
 };
 
@@ -54,24 +54,51 @@ pub struct NewPayment {
     pub milestone_id: Option<Uuid>,
 }
 
-/// A new `PENDING` row: its first try, or (`retry_of`) the next try of a failed one.
+impl NewPayment {
+    /// The same payment again: what a retry of `p` pays.
+    fn again(p: &payment::Model) -> Result<Self> {
+        let payee = match (p.payee_id, &p.payee_reference) {
+            (Some(id), _) => Payee::User(id),
+            (None, Some(reference)) => Payee::External(reference.clone()),
+            (None, None) => {
+                return Err(Error::internal(anyhow::anyhow!(
+                    "payment {} has no payee",
+                    p.id
+                )));
+            }
+        };
+        Ok(Self {
+            payee,
+            purpose: p.purpose,
+            amount: Money::from_minor(p.amount_minor, Currency::parse(&p.currency)?),
+            escrow_id: p.escrow_id,
+            milestone_id: p.milestone_id,
+        })
+    }
+}
+
+/// A new `PENDING` row: a first try, or (`retry_of`) the next try of a failed one.
 fn pending_row(
     tenant: Uuid,
     psp_name: &str,
-    new: &payment::Model,
+    new: NewPayment,
     retry_of: Option<&payment::Model>,
 ) -> payment::ActiveModel {
     let now = Utc::now();
+    let (payee_id, payee_reference) = match new.payee {
+        Payee::User(id) => (Some(id), None),
+        Payee::External(reference) => (None, Some(reference)),
+    };
     payment::ActiveModel {
         id: Set(new_id()),
         tenant_id: Set(tenant),
         escrow_id: Set(new.escrow_id),
         milestone_id: Set(new.milestone_id),
-        payee_id: Set(new.payee_id),
-        payee_reference: Set(new.payee_reference.clone()),
+        payee_id: Set(payee_id),
+        payee_reference: Set(payee_reference),
         purpose: Set(new.purpose),
-        amount_minor: Set(new.amount_minor),
-        currency: Set(new.currency.clone()),
+        amount_minor: Set(new.amount.minor()),
+        currency: Set(new.amount.currency().code().to_owned()),
         status: Set(PaymentStatus::Pending),
         psp: Set(psp_name.to_owned()),
         psp_reference: Set(None),
@@ -93,37 +120,8 @@ pub async fn record<C: ConnectionTrait>(
     actor: Actor,
     origin: &Origin,
 ) -> Result<payment::Model> {
-    let now = Utc::now();
-    // The shape of the row to insert, as `pending_row` takes it.
-    let shape = payment::Model {
-        id: Uuid::nil(),
-        tenant_id: txn.tenant().as_uuid(),
-        escrow_id: new.escrow_id,
-        milestone_id: new.milestone_id,
-        payee_id: match &new.payee {
-            Payee::User(id) => Some(*id),
-            Payee::External(_) => None,
-        },
-        payee_reference: match new.payee {
-            Payee::User(_) => None,
-            Payee::External(reference) => Some(reference),
-        },
-        purpose: new.purpose,
-        amount_minor: new.amount.minor(),
-        currency: new.amount.currency().code().to_owned(),
-        status: PaymentStatus::Pending,
-        psp: psp_name.to_owned(),
-        psp_reference: None,
-        failure_reason: None,
-        created_at: now,
-        updated_at: now,
-        retry_of: None,
-        attempt: 1,
-        sent_at: None,
-        checked_at: None,
-    };
     let model = txn
-        .insert(pending_row(shape.tenant_id, psp_name, &shape, None))
+        .insert(pending_row(txn.tenant().as_uuid(), psp_name, new, None))
         .await?;
     audit::record(
         txn,
@@ -390,7 +388,7 @@ pub async fn record_retry<C: ConnectionTrait>(
         .insert(pending_row(
             failed.tenant_id,
             &failed.psp,
-            &failed,
+            NewPayment::again(&failed)?,
             Some(&failed),
         ))
         .await
@@ -463,6 +461,7 @@ async fn dispatch_one(db: &TenantDb, psp: &dyn Psp, id: Uuid) -> Result<()> {
     let txn: TenantTxn = db.begin().await?;
     match submitted {
         Ok(accepted) => {
+            webhook::lock_reference(txn.unscoped(), psp.name(), &accepted.reference).await?;
             let moved = transition(
                 &txn,
                 payment.id,

@@ -209,6 +209,7 @@ pub async fn receive(
         .single()
         .ok_or_else(|| Error::bad_input("bad created time"))?;
     let txn = db::begin_write(db).await?;
+    lock_reference(&txn, psp, &event.data.reference).await?;
     let inserted = webhook_event::Entity::insert(webhook_event::ActiveModel {
         id: Set(event.id.clone()),
         psp: Set(psp.to_owned()),
@@ -271,6 +272,27 @@ pub async fn receive(
     mark(scoped.unscoped(), &event.id, outcome, Some(&found)).await?;
     scoped.commit().await?;
     Ok(outcome)
+}
+
+/// Serializes, per PSP reference, the two transactions that meet there: a webhook
+/// looking its payment up, and the dispatch storing the reference (SENT) and then
+/// adopting early events. Without it, on PostgreSQL, each could miss the other's
+/// uncommitted row and an early event would wait for the jobs' sweep. A transaction-
+/// scoped advisory lock; SQLite needs none (its write transactions never overlap).
+pub async fn lock_reference<C: ConnectionTrait>(
+    conn: &C,
+    psp: &str,
+    reference: &str,
+) -> Result<()> {
+    if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        conn.execute(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            [format!("{psp}:{reference}").into()],
+        ))
+        .await?;
+    }
+    Ok(())
 }
 
 /// Applies the events that arrived before `payment` had its reference (a PSP can

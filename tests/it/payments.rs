@@ -396,13 +396,7 @@ async fn reconciliation_settles_a_payment_whose_webhook_never_came(app: TestApp)
 async fn failed_payments_are_retried_once_each_then_alerted(app: TestApp) {
     let t = app.tenant("acme").await;
     let (escrow_id, sender) = funded_escrow(&app, &t).await;
-    let first = release(&app, &sender, &escrow_id).await;
-    // Every payout fails at this PSP.
-    let p = wait_for(&app, &sender, &first, |p| p["status"] == "FAILED").await;
-    assert_eq!(p["failureReason"], "simulated failure");
-    assert_eq!(p["attempt"], 1);
-
-    // Two processes run the policy (2 tries in all, no backoff): one retry of the
+    // Two processes run the jobs (2 tries in all, no backoff): one retry of the
     // first payment, then an alert, whatever the race.
     let settings = [
         ("SEQUESTRA_JOBS_ENABLED", "true"),
@@ -414,6 +408,12 @@ async fn failed_payments_are_retried_once_each_then_alerted(app: TestApp) {
     ];
     let a = app.peer(&settings).await;
     let b = app.peer(&settings).await;
+    let first = release(&app, &sender, &escrow_id).await;
+    // Every payout fails at this PSP.
+    let p = wait_for(&app, &sender, &first, |p| p["status"] == "FAILED").await;
+    assert_eq!(p["failureReason"], "simulated failure");
+    assert_eq!(p["attempt"], 1);
+
     let alerts_query =
         "{ alerts(filter: { kind: \"PAYMENT_FAILED\" }) { edges { node { kind message } } } }";
     let mut alerts = Vec::new();
