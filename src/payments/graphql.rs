@@ -185,11 +185,6 @@ async fn next_update(rx: &mut Receiver<Arc<Update>>) -> Option<Option<Arc<Update
     }
 }
 
-fn can_read_payments(ctx: &Context<'_>) -> bool {
-    let p = ctx.principal();
-    p.has_scope(Scope::EscrowRead) || p.has_scope(Scope::SpendRead)
-}
-
 #[derive(Default)]
 pub struct PaymentsSubscription;
 
@@ -198,7 +193,10 @@ impl PaymentsSubscription {
     /// The payment now, then each move it makes, until it is SETTLED or FAILED.
     /// Visible to its parties and the tenant's support and admins; anyone else gets
     /// NOT_FOUND.
-    #[graphql(visible = "visible::payments_read")]
+    #[graphql(
+        guard = "HasScope(Scope::EscrowRead).or(HasScope(Scope::SpendRead))",
+        visible = "visible::payments_read"
+    )]
     async fn payment_updated(
         &self,
         ctx: &Context<'_>,
@@ -286,7 +284,10 @@ impl PaymentsSubscription {
     /// Every move of a payment the caller takes part in (payee, payer, a party of
     /// its escrow or mandate); the tenant's support and admins get all of its
     /// payments.
-    #[graphql(visible = "visible::payments_read")]
+    #[graphql(
+        guard = "HasScope(Scope::EscrowRead).or(HasScope(Scope::SpendRead))",
+        visible = "visible::payments_read"
+    )]
     async fn my_payment_updates(
         &self,
         ctx: &Context<'_>,
@@ -317,9 +318,6 @@ impl PaymentsSubscription {
 /// receiver taken before anything is read (so no committed update falls between
 /// the read and the first event).
 fn follow(ctx: &Context<'_>) -> Result<(TenantDb, Caller, Receiver<Arc<Update>>)> {
-    if !can_read_payments(ctx) {
-        return Err(Error::NotFound);
-    }
     let caller = ctx.caller()?;
     let db = ctx.tenant_db()?.clone();
     let rx = ctx.services()?.bus.subscribe();
