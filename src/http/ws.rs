@@ -135,8 +135,10 @@ pub async fn handler(
             let mut outgoing =
                 std::pin::pin!(WebSocket::new(schema, input, protocol).on_connection_init(on_init));
             loop {
-                let current = accepted.lock().expect("ws lock").clone();
-                let deadline = match current.as_ref().map(|a| a.expires_at) {
+                // Read per frame: whether init was accepted, and its expiry (the
+                // credential itself is cloned only when it is re-checked).
+                let expiry = accepted.lock().expect("ws lock").as_ref().map(|a| a.expires_at);
+                let deadline = match expiry {
                     None => Some((
                         init_deadline,
                         CLOSE_INIT_TIMEOUT,
@@ -154,8 +156,10 @@ pub async fn handler(
                 };
                 let message = tokio::select! {
                     message = outgoing.next() => message,
-                    _ = recheck.tick(), if current.is_some() => {
-                        let Some(current) = current else { continue };
+                    _ = recheck.tick(), if expiry.is_some() => {
+                        let Some(current) = accepted.lock().expect("ws lock").clone() else {
+                            continue;
+                        };
                         let expired = current.expires_at.is_some_and(|at| at <= Utc::now());
                         match authenticate_bearer(&db, &tokens, current.authorization.as_deref()).await {
                             Err(Error::Unauthenticated) => {

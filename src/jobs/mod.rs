@@ -21,7 +21,7 @@ use sea_orm::{
 
 use crate::{
     audit::{Actor, Origin},
-    db::TenantDb,
+    db::{TenantDb, TenantTxn},
     entity::{
         escrow::{self, EscrowStatus},
         mandate::{self, MandateStatus},
@@ -140,12 +140,9 @@ pub async fn tick(services: &Services, holder: &str, ttl: Duration) -> Result<Ti
         .await?;
     for esc in lapsed {
         let tenant = services.tenant_db(TenantId::from_uuid(esc.tenant_id));
-        let done = async {
-            let txn = tenant.begin().await?;
-            let effect = rules::auto_release(&txn, act, esc.id).await?;
-            txn.commit().await?;
-            Ok::<_, crate::error::Error>(effect)
-        }
+        let done = in_tenant(&tenant, async |txn| {
+            rules::auto_release(txn, act, esc.id).await
+        })
         .await;
         match done {
             Ok(Some(effect)) => {
@@ -167,12 +164,9 @@ pub async fn tick(services: &Services, holder: &str, ttl: Duration) -> Result<Ti
         .await?;
     for esc in overdue {
         let tenant = services.tenant_db(TenantId::from_uuid(esc.tenant_id));
-        let done = async {
-            let txn = tenant.begin().await?;
-            let marked = rules::mark_refundable(&txn, act, esc.id).await?;
-            txn.commit().await?;
-            Ok::<_, crate::error::Error>(marked)
-        }
+        let done = in_tenant(&tenant, async |txn| {
+            rules::mark_refundable(txn, act, esc.id).await
+        })
         .await;
         match done {
             Ok(true) => report.made_refundable += 1,
@@ -189,12 +183,9 @@ pub async fn tick(services: &Services, holder: &str, ttl: Duration) -> Result<Ti
         .await?;
     for m in expiring {
         let tenant = services.tenant_db(TenantId::from_uuid(m.tenant_id));
-        let done = async {
-            let txn = tenant.begin().await?;
-            let expired = crate::spend::rules::expire(&txn, act, m.id).await?;
-            txn.commit().await?;
-            Ok::<_, crate::error::Error>(expired)
-        }
+        let done = in_tenant(&tenant, async |txn| {
+            crate::spend::rules::expire(txn, act, m.id).await
+        })
         .await;
         match done {
             Ok(true) => report.mandates_expired += 1,
@@ -217,12 +208,9 @@ pub async fn tick(services: &Services, holder: &str, ttl: Duration) -> Result<Ti
 
     for pay in payments::webhook::orphaned_payments(db).await? {
         let tenant = services.tenant_db(TenantId::from_uuid(pay.tenant_id));
-        let adopted = async {
-            let txn = tenant.begin().await?;
-            let n = payments::webhook::adopt_orphans(&txn, &pay).await?;
-            txn.commit().await?;
-            Ok::<_, crate::error::Error>(n)
-        }
+        let adopted = in_tenant(&tenant, async |txn| {
+            payments::webhook::adopt_orphans(txn, &pay).await
+        })
         .await;
         if let Err(err) = adopted {
             tracing::warn!(payment = %pay.id, error = %err, "early webhook events not applied");
@@ -231,6 +219,17 @@ pub async fn tick(services: &Services, holder: &str, ttl: Duration) -> Result<Ti
     report.payments_rechecked = reconcile(services, now).await?;
     report.failures_handled = handle_failures(services, now).await?;
     Ok(report)
+}
+
+/// Runs `rule` in a write transaction of `tenant` and commits what it did.
+async fn in_tenant<T>(
+    tenant: &TenantDb,
+    rule: impl AsyncFnOnce(&TenantTxn) -> Result<T>,
+) -> Result<T> {
+    let txn = tenant.begin().await?;
+    let value = rule(&txn).await?;
+    txn.commit().await?;
+    Ok(value)
 }
 
 /// Reconciliation: a payment SENT this long without a webhook is checked with the
