@@ -139,6 +139,12 @@ pub struct AuthConfig {
     pub mfa_keys: Vec<EncryptionKey>,
     /// How recent an MFA verification must be for a sensitive mutation.
     pub step_up_window: Duration,
+    /// A session's absolute lifetime, however often it is refreshed.
+    pub session_lifetime: Duration,
+    /// A refresh token's lifetime from its issue (rotation issues a new one).
+    pub refresh_token_ttl: Duration,
+    /// When repeated password or TOTP failures lock an account.
+    pub lockout: crate::identity::rules::LockoutPolicy,
 }
 
 /// S3-compatible object storage for proof files.
@@ -465,6 +471,14 @@ impl Config {
             step_up_window: Duration::from_secs(
                 60 * parse::<u64>(&get, "SEQUESTRA_MFA_STEP_UP_MINUTES", 10)?,
             ),
+            session_lifetime: secs(&get, "SEQUESTRA_SESSION_LIFETIME_SECS", 30 * 24 * 3600)?,
+            refresh_token_ttl: secs(&get, "SEQUESTRA_REFRESH_TOKEN_TTL_SECS", 7 * 24 * 3600)?,
+            lockout: crate::identity::rules::LockoutPolicy {
+                after: positive(&get, "SEQUESTRA_LOCKOUT_AFTER_FAILURES", 5)?,
+                first_lock: chrono_secs(&get, "SEQUESTRA_LOCKOUT_FIRST_SECS", 15 * 60)?,
+                max_lock: chrono_secs(&get, "SEQUESTRA_LOCKOUT_MAX_SECS", 24 * 3600)?,
+                window: chrono_secs(&get, "SEQUESTRA_LOCKOUT_WINDOW_SECS", 24 * 3600)?,
+            },
         };
 
         let sentry_dsn = get("SEQUESTRA_SENTRY_DSN").map(SecretString::from);
@@ -640,6 +654,16 @@ fn secs(
     default: u64,
 ) -> Result<Duration, ConfigError> {
     parse(get, name, default).map(Duration::from_secs)
+}
+
+/// A positive number of seconds as a `chrono::Duration` (for rules that compute with
+/// timestamps).
+fn chrono_secs(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u32,
+) -> Result<chrono::Duration, ConfigError> {
+    positive(get, name, default).map(|s| chrono::Duration::seconds(i64::from(s)))
 }
 
 /// `kid:hex,kid:hex`: 32-byte keys as 64 hex characters, unique ids.

@@ -59,6 +59,10 @@ enum Command {
         #[arg(long, value_name = "ROLE")]
         role: Option<String>,
     },
+    /// Print the access policy of every root field as a Markdown table: the scopes it
+    /// needs, role conditions, whether an API key may call it, whether it needs a
+    /// recent MFA step-up, and which roles see it. The README's table is this output.
+    Policy,
     /// Create a tenant and its first ADMIN, printing a one-time password for them.
     ///
     /// The password is random, shown once and stored only as an argon2id hash; there is
@@ -85,6 +89,10 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Schema { role } = &cli.command {
         return print_schema(role.as_deref()).await;
+    }
+    if let Command::Policy = &cli.command {
+        print!("{}", sequestra::graphql::access::markdown());
+        return ExitCode::SUCCESS;
     }
 
     // Optional .env; real environment variables win.
@@ -118,7 +126,7 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
-        Command::Schema { .. } => unreachable!("handled before configuration"),
+        Command::Schema { .. } | Command::Policy => unreachable!("handled before configuration"),
         Command::Migrate => {
             let conn = db::connect(&config.database).await?;
             db::migrate(&conn).await?;

@@ -13,13 +13,13 @@ use super::rules;
 
 use crate::{
     audit::Actor,
-    auth::{Role, Scope, password},
+    auth::{Role, password},
     domain::{Email, Slug},
     entity::{audit_log, tenant, user},
     graphql::{
+        access,
         connection::{IdCursor, PageArgs, paginate},
         context::ContextExt,
-        guards::{Authenticated, HasScope, RecentMfa, visible},
         loaders::UserRolesLoader,
     },
     ids::{self, Kind},
@@ -90,10 +90,10 @@ impl UserNode {
 #[derive(Default)]
 pub struct AccountsQuery;
 
-#[Object]
+#[Object(guard = "access::Guard(access::Root::Query)")]
 impl AccountsQuery {
     /// The signed-in user.
-    #[graphql(guard = "Authenticated", visible = "visible::signed_in")]
+    #[graphql(visible = "access::visible::viewer")]
     async fn viewer(&self, ctx: &Context<'_>) -> async_graphql::Result<UserNode> {
         let me = ctx.user()?;
         let model = ctx.tenant_db()?.get::<user::Entity>(me.user_id).await?;
@@ -101,7 +101,7 @@ impl AccountsQuery {
     }
 
     /// The tenant's audit log, oldest first (`last: N` for the newest).
-    #[graphql(guard = "HasScope(Scope::AuditRead)", visible = "visible::audit_read")]
+    #[graphql(visible = "access::visible::audit_log")]
     async fn audit_log(
         &self,
         ctx: &Context<'_>,
@@ -129,7 +129,7 @@ impl AccountsQuery {
     }
 
     /// Users of the caller's tenant, oldest first.
-    #[graphql(guard = "HasScope(Scope::UsersRead)", visible = "visible::users_read")]
+    #[graphql(visible = "access::visible::users")]
     async fn users(
         &self,
         ctx: &Context<'_>,
@@ -225,13 +225,10 @@ pub struct CreatedTenant {
 #[derive(Default)]
 pub struct AccountsMutation;
 
-#[Object]
+#[Object(guard = "access::Guard(access::Root::Mutation)")]
 impl AccountsMutation {
     /// Creates a tenant and its first ADMIN (PLATFORM_ADMIN only).
-    #[graphql(
-        guard = "HasScope(Scope::TenantsAdmin)",
-        visible = "visible::tenants_admin"
-    )]
+    #[graphql(visible = "access::visible::create_tenant")]
     async fn create_tenant(
         &self,
         ctx: &Context<'_>,
@@ -254,10 +251,7 @@ impl AccountsMutation {
     }
 
     /// Creates a user with a random one-time password.
-    #[graphql(
-        guard = "HasScope(Scope::UsersAdmin)",
-        visible = "visible::users_admin"
-    )]
+    #[graphql(visible = "access::visible::create_user")]
     async fn create_user(
         &self,
         ctx: &Context<'_>,
@@ -285,10 +279,7 @@ impl AccountsMutation {
     }
 
     /// Replaces a user's roles (needs a recent MFA verification).
-    #[graphql(
-        guard = "HasScope(Scope::UsersAdmin).and(RecentMfa)",
-        visible = "visible::users_admin"
-    )]
+    #[graphql(visible = "access::visible::set_user_roles")]
     async fn set_user_roles(
         &self,
         ctx: &Context<'_>,
@@ -305,10 +296,7 @@ impl AccountsMutation {
     }
 
     /// Deactivates a user; all their sessions end at once.
-    #[graphql(
-        guard = "HasScope(Scope::UsersAdmin)",
-        visible = "visible::users_admin"
-    )]
+    #[graphql(visible = "access::visible::deactivate_user")]
     async fn deactivate_user(
         &self,
         ctx: &Context<'_>,
@@ -323,7 +311,7 @@ impl AccountsMutation {
     }
 
     /// Changes the caller's password; every other session of theirs ends.
-    #[graphql(guard = "Authenticated", visible = "visible::signed_in")]
+    #[graphql(visible = "access::visible::change_password")]
     async fn change_password(
         &self,
         ctx: &Context<'_>,
@@ -334,6 +322,7 @@ impl AccountsMutation {
         let me = ctx.user()?;
         rules::change_password(
             ctx.tenant_db()?,
+            ctx.services()?.tokens.lockout(),
             me.user_id,
             me.session()?,
             &ctx.request().origin,

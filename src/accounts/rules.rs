@@ -337,16 +337,36 @@ pub async fn deactivate<C: ConnectionTrait>(
 
 /// Changes the caller's password after checking the current one and the policy, and
 /// ends every other session of theirs.
+/// The current password is checked like a sign-in's: counted against the account
+/// before it is made, and a failure is audited.
 pub async fn change_password(
     db: &crate::db::TenantDb,
+    lockout: &crate::identity::rules::LockoutPolicy,
     user_id: Uuid,
     keep_session: Uuid,
     origin: &Origin,
     current: SecretString,
     new: SecretString,
 ) -> Result<u64> {
+    use crate::identity::rules::{FailureKind, audit_failed_check, counted_check};
     let who = db.get::<user::Entity>(user_id).await?;
-    if !password::verify(current, who.password_hash.clone()).await? {
+    let verified = counted_check(
+        db,
+        lockout,
+        user_id,
+        FailureKind::Password,
+        password::verify(current, who.password_hash.clone()),
+    )
+    .await?;
+    if !verified {
+        audit_failed_check(
+            db,
+            user_id,
+            origin,
+            "auth.password.failed",
+            "change_password",
+        )
+        .await?;
         return Err(Error::InvalidCredentials);
     }
     crate::auth::policy::check_password(secrecy::ExposeSecret::expose_secret(&new), &who.email)?;

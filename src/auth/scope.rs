@@ -19,6 +19,12 @@ pub enum Scope {
     /// Grant mandates and spend them.
     #[graphql(name = "SPEND_WRITE")]
     SpendWrite,
+    /// Decide proofs submitted on escrows (review without moving money).
+    #[graphql(name = "ESCROW_REVIEW")]
+    EscrowReview,
+    /// Keep the spend catalog: categories and merchants.
+    #[graphql(name = "SPEND_CATALOG")]
+    SpendCatalog,
     /// Execute or retry payouts.
     #[graphql(name = "PAYMENTS_EXECUTE")]
     PaymentsExecute,
@@ -40,11 +46,13 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub const ALL: [Scope; 10] = [
+    pub const ALL: [Scope; 12] = [
         Scope::EscrowRead,
         Scope::EscrowWrite,
+        Scope::EscrowReview,
         Scope::SpendRead,
         Scope::SpendWrite,
+        Scope::SpendCatalog,
         Scope::PaymentsExecute,
         Scope::UsersRead,
         Scope::UsersAdmin,
@@ -58,8 +66,10 @@ impl Scope {
         match self {
             Scope::EscrowRead => "escrow:read",
             Scope::EscrowWrite => "escrow:write",
+            Scope::EscrowReview => "escrow:review",
             Scope::SpendRead => "spend:read",
             Scope::SpendWrite => "spend:write",
+            Scope::SpendCatalog => "spend:catalog",
             Scope::PaymentsExecute => "payments:execute",
             Scope::UsersRead => "users:read",
             Scope::UsersAdmin => "users:admin",
@@ -96,12 +106,22 @@ impl Role {
                 EscrowRead,
                 EscrowWrite,
                 SpendRead,
+                SpendCatalog,
                 UsersRead,
                 UsersAdmin,
                 KeysAdmin,
                 AuditRead,
             ],
-            Role::Support => &[EscrowRead, SpendRead, UsersRead, AuditRead],
+            // Support reads everything, reviews proofs and keeps the spend catalog; it
+            // moves no money.
+            Role::Support => &[
+                EscrowRead,
+                EscrowReview,
+                SpendRead,
+                SpendCatalog,
+                UsersRead,
+                AuditRead,
+            ],
             Role::Sender => &[
                 EscrowRead,
                 EscrowWrite,

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::{
     config::AuthConfig,
     error::{Error, Result},
+    identity::rules::LockoutPolicy,
     ids::TenantId,
 };
 
@@ -41,6 +42,9 @@ pub struct TokenService {
     audience: String,
     ttl: chrono::Duration,
     api_key_secret: secrecy::SecretString,
+    session_lifetime: chrono::Duration,
+    refresh_token_ttl: chrono::Duration,
+    lockout: LockoutPolicy,
 }
 
 /// What an issued token is, for the response that carries it.
@@ -80,7 +84,27 @@ impl TokenService {
             ttl: chrono::Duration::from_std(cfg.access_token_ttl)
                 .unwrap_or_else(|_| chrono::Duration::minutes(15)),
             api_key_secret: cfg.api_key_secret.clone(),
+            session_lifetime: chrono::Duration::from_std(cfg.session_lifetime)
+                .unwrap_or_else(|_| chrono::Duration::days(30)),
+            refresh_token_ttl: chrono::Duration::from_std(cfg.refresh_token_ttl)
+                .unwrap_or_else(|_| chrono::Duration::days(7)),
+            lockout: cfg.lockout,
         }
+    }
+
+    /// How long a session lives at most, however often it is refreshed.
+    pub fn session_lifetime(&self) -> chrono::Duration {
+        self.session_lifetime
+    }
+
+    /// How long a refresh token lives from its issue (inside the session's lifetime).
+    pub fn refresh_token_ttl(&self) -> chrono::Duration {
+        self.refresh_token_ttl
+    }
+
+    /// When repeated credential failures lock an account.
+    pub fn lockout(&self) -> &LockoutPolicy {
+        &self.lockout
     }
 
     /// Signs an access token for `user` of `tenant` in `session` with the current key.

@@ -79,6 +79,13 @@ impl TenantTxn {
         }
     }
 
+    /// Rolls back now (rather than when dropped), so the write lock is free for what
+    /// the caller writes next outside the transaction.
+    pub async fn rollback(self) -> Result<()> {
+        self.conn.rollback().await?;
+        Ok(())
+    }
+
     /// Commits, and publishes what the transaction published (see `events`): on
     /// PostgreSQL as notifications inside the transaction, delivered by its commit;
     /// on SQLite to the local bus once committed.

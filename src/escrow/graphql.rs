@@ -14,7 +14,6 @@ use super::{
     rules::{self, Effect, Resolution},
 };
 use crate::{
-    auth::{Role, Scope},
     entity::{
         deposit,
         escrow::{self, EscrowStatus},
@@ -25,9 +24,9 @@ use crate::{
     },
     error::{Error, Result},
     graphql::{
+        access,
         connection::{IdCursor, PageArgs, paginate},
         context::ContextExt,
-        guards::{AnyRole, HasScope, RecentMfa, visible},
         loaders::children,
         mutation,
         scalars::Decimal,
@@ -500,13 +499,10 @@ fn escrow_id(id: &ID) -> Result<Uuid> {
 #[derive(Default)]
 pub struct EscrowQuery;
 
-#[Object]
+#[Object(guard = "access::Guard(access::Root::Query)")]
 impl EscrowQuery {
     /// One escrow you are a party to (support and admins: any of the tenant's).
-    #[graphql(
-        guard = "HasScope(Scope::EscrowRead)",
-        visible = "visible::escrow_read"
-    )]
+    #[graphql(visible = "access::visible::escrow")]
     async fn escrow(&self, ctx: &Context<'_>, id: ID) -> Result<EscrowNode> {
         let caller = ctx.caller()?;
         Ok(EscrowNode(
@@ -515,10 +511,7 @@ impl EscrowQuery {
     }
 
     /// Escrows you are a party to (support and admins: the tenant's), oldest first.
-    #[graphql(
-        guard = "HasScope(Scope::EscrowRead)",
-        visible = "visible::escrow_read"
-    )]
+    #[graphql(visible = "access::visible::escrows")]
     async fn escrows(
         &self,
         ctx: &Context<'_>,
@@ -568,13 +561,10 @@ impl EscrowQuery {
 #[derive(Default)]
 pub struct EscrowMutation;
 
-#[Object]
+#[Object(guard = "access::Guard(access::Root::Mutation)")]
 impl EscrowMutation {
     /// A new DRAFT escrow from you (a SENDER) to a provider.
-    #[graphql(
-        guard = "HasScope(Scope::EscrowWrite).and(AnyRole(&[Role::Sender]))",
-        visible = "visible::escrow_create"
-    )]
+    #[graphql(visible = "access::visible::create_escrow")]
     async fn create_escrow(
         &self,
         ctx: &Context<'_>,
@@ -620,10 +610,7 @@ impl EscrowMutation {
 
     /// A deposit into a DRAFT escrow you send; the one that reaches the total makes
     /// it FUNDED. A deposit above what remains is refused.
-    #[graphql(
-        guard = "HasScope(Scope::EscrowWrite)",
-        visible = "visible::escrow_write"
-    )]
+    #[graphql(visible = "access::visible::fund_escrow")]
     async fn fund_escrow(
         &self,
         ctx: &Context<'_>,
@@ -648,10 +635,7 @@ impl EscrowMutation {
 
     /// The sender withdraws a DRAFT escrow, or the provider a FUNDED one before
     /// anything was paid; deposits are refunded.
-    #[graphql(
-        guard = "HasScope(Scope::EscrowWrite)",
-        visible = "visible::escrow_write"
-    )]
+    #[graphql(visible = "access::visible::cancel_escrow")]
     async fn cancel_escrow(
         &self,
         ctx: &Context<'_>,
@@ -675,10 +659,7 @@ impl EscrowMutation {
     }
 
     /// The sender takes back an undelivered escrow once its deadline has passed.
-    #[graphql(
-        guard = "HasScope(Scope::EscrowWrite)",
-        visible = "visible::escrow_write"
-    )]
+    #[graphql(visible = "access::visible::refund_escrow")]
     async fn refund_escrow(
         &self,
         ctx: &Context<'_>,
@@ -701,10 +682,7 @@ impl EscrowMutation {
     }
 
     /// The sender pays one APPROVED milestone. Needs a recent MFA step-up.
-    #[graphql(
-        guard = "HasScope(Scope::PaymentsExecute).and(RecentMfa)",
-        visible = "visible::payments_execute"
-    )]
+    #[graphql(visible = "access::visible::release_milestone")]
     async fn release_milestone(
         &self,
         ctx: &Context<'_>,
@@ -728,10 +706,7 @@ impl EscrowMutation {
 
     /// The sender releases everything the escrow holds to the provider (milestones
     /// not approved yet are approved by this). Needs a recent MFA step-up.
-    #[graphql(
-        guard = "HasScope(Scope::PaymentsExecute).and(RecentMfa)",
-        visible = "visible::payments_execute"
-    )]
+    #[graphql(visible = "access::visible::release_escrow")]
     async fn release_escrow(
         &self,
         ctx: &Context<'_>,
@@ -754,10 +729,7 @@ impl EscrowMutation {
     }
 
     /// An admin settles a dispute. Needs a recent MFA step-up.
-    #[graphql(
-        guard = "HasScope(Scope::EscrowWrite).and(AnyRole(&[Role::Admin])).and(RecentMfa)",
-        visible = "visible::escrow_admin"
-    )]
+    #[graphql(visible = "access::visible::resolve_dispute")]
     async fn resolve_dispute(
         &self,
         ctx: &Context<'_>,
@@ -805,10 +777,7 @@ impl EscrowMutation {
     }
 
     /// The provider says the work is delivered; the inspection window starts.
-    #[graphql(
-        guard = "HasScope(Scope::EscrowWrite)",
-        visible = "visible::escrow_write"
-    )]
+    #[graphql(visible = "access::visible::mark_delivered")]
     async fn mark_delivered(
         &self,
         ctx: &Context<'_>,
@@ -827,10 +796,7 @@ impl EscrowMutation {
     }
 
     /// The sender accepts the delivery (within the inspection window).
-    #[graphql(
-        guard = "HasScope(Scope::EscrowWrite)",
-        visible = "visible::escrow_write"
-    )]
+    #[graphql(visible = "access::visible::approve_escrow")]
     async fn approve_escrow(&self, ctx: &Context<'_>, escrow_id: ID) -> Result<EscrowNode> {
         let id = self::escrow_id(&escrow_id)?;
         mutation::in_txn(ctx, move |txn, act, caller| {
@@ -841,10 +807,7 @@ impl EscrowMutation {
 
     /// The sender refuses the delivery (within the inspection window); the provider
     /// may deliver again.
-    #[graphql(
-        guard = "HasScope(Scope::EscrowWrite)",
-        visible = "visible::escrow_write"
-    )]
+    #[graphql(visible = "access::visible::reject_escrow")]
     async fn reject_escrow(
         &self,
         ctx: &Context<'_>,
@@ -863,10 +826,7 @@ impl EscrowMutation {
     }
 
     /// Either party freezes the escrow until an admin resolves the dispute.
-    #[graphql(
-        guard = "HasScope(Scope::EscrowWrite)",
-        visible = "visible::escrow_write"
-    )]
+    #[graphql(visible = "access::visible::open_dispute")]
     async fn open_dispute(
         &self,
         ctx: &Context<'_>,
@@ -887,10 +847,7 @@ impl EscrowMutation {
     /// The provider proves a milestone: a note, and/or a JPEG, PNG or PDF sent as a
     /// GraphQL multipart request. A photo taken inside the milestone's geofence and
     /// window is approved at once.
-    #[graphql(
-        guard = "HasScope(Scope::EscrowWrite)",
-        visible = "visible::escrow_write"
-    )]
+    #[graphql(visible = "access::visible::submit_proof")]
     async fn submit_proof(
         &self,
         ctx: &Context<'_>,
@@ -934,10 +891,7 @@ impl EscrowMutation {
     }
 
     /// The sender (or support, or an admin) accepts or refuses a pending proof.
-    #[graphql(
-        guard = "HasScope(Scope::EscrowWrite).or(AnyRole(&[Role::Support]).and(HasScope(Scope::EscrowRead)))",
-        visible = "visible::escrow_review"
-    )]
+    #[graphql(visible = "access::visible::decide_proof")]
     async fn decide_proof(
         &self,
         ctx: &Context<'_>,

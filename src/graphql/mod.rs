@@ -1,9 +1,9 @@
 //! Schema assembly: one root per business area, merged; limits; error mapping.
 
+pub mod access;
 pub mod connection;
 pub mod context;
 pub mod errors;
-pub mod guards;
 pub mod limits;
 pub mod loaders;
 pub mod mutation;

@@ -17,10 +17,7 @@ use crate::{
     payments::graphql::PaymentNode,
 };
 
-use super::{
-    context::ContextExt,
-    guards::{self, Authenticated},
-};
+use super::{access, context::ContextExt};
 
 /// The opaque global id of a `kind` object, as GraphQL shows it.
 pub fn global_id(kind: Kind, id: uuid::Uuid) -> ID {
@@ -44,10 +41,10 @@ pub enum Node {
 #[derive(Default)]
 pub struct NodeQuery;
 
-#[Object]
+#[Object(guard = "access::Guard(access::Root::Query)")]
 impl NodeQuery {
     /// Any object by its global id.
-    #[graphql(guard = "Authenticated", visible = "guards::visible::signed_in")]
+    #[graphql(visible = "access::visible::node")]
     async fn node(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Node>> {
         Ok(Some(resolve(ctx, &id).await?))
     }

@@ -6,12 +6,12 @@ use async_graphql::{Object, Subscription};
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
 
-use crate::error::Error;
+use crate::{error::Error, graphql::access};
 
 #[derive(Default)]
 pub struct SystemQuery;
 
-#[Object]
+#[Object(guard = "access::Guard(access::Root::Query)")]
 impl SystemQuery {
     /// The server's clock, UTC.
     async fn server_time(&self) -> DateTime<Utc> {
@@ -22,7 +22,7 @@ impl SystemQuery {
 #[derive(Default)]
 pub struct SystemSubscription;
 
-#[Subscription]
+#[Subscription(guard = "access::Guard(access::Root::Subscription)")]
 impl SystemSubscription {
     /// A heartbeat: the server's clock every `intervalSeconds` (1 to 60).
     async fn server_time(

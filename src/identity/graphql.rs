@@ -16,9 +16,9 @@ use crate::{
     entity::{session, user},
     error::Error,
     graphql::{
+        access,
         connection::{IdCursor, PageArgs, paginate},
         context::ContextExt,
-        guards::{Authenticated, HasScope, RecentMfa, SignedIn, visible},
     },
     ids::{self, Kind},
 };
@@ -165,23 +165,23 @@ impl SessionNode {
 #[derive(Default)]
 pub struct IdentityQuery;
 
-#[Object]
+#[Object(guard = "access::Guard(access::Root::Query)")]
 impl IdentityQuery {
     /// Whether the caller has MFA enabled.
-    #[graphql(guard = "SignedIn", visible = "visible::signed_in")]
+    #[graphql(visible = "access::visible::mfa_enabled")]
     async fn mfa_enabled(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
         let me = ctx.user_may_enrol()?;
         Ok(mfa::is_enabled(ctx.tenant_db()?, me.user_id).await?)
     }
 
     /// Roles whose users must have MFA in this tenant.
-    #[graphql(guard = "HasScope(Scope::UsersRead)", visible = "visible::users_read")]
+    #[graphql(visible = "access::visible::mfa_required_roles")]
     async fn mfa_required_roles(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Role>> {
         Ok(mfa::required_roles(ctx.tenant_db()?).await?)
     }
 
     /// The caller's live sessions, newest first.
-    #[graphql(guard = "Authenticated", visible = "visible::signed_in")]
+    #[graphql(visible = "access::visible::my_sessions")]
     async fn my_sessions(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<SessionNode>> {
         let me = ctx.user()?;
         let sessions = rules::live_sessions(ctx.tenant_db()?, me.user_id).await?;
@@ -198,7 +198,7 @@ impl IdentityQuery {
 #[derive(Default)]
 pub struct IdentityMutation;
 
-#[Object]
+#[Object(guard = "access::Guard(access::Root::Mutation)")]
 impl IdentityMutation {
     /// Signs in with a password. Any failure answers UNAUTHENTICATED "invalid
     /// credentials"; repeated failures lock the account for a growing time
@@ -267,7 +267,7 @@ impl IdentityMutation {
     }
 
     /// Starts a TOTP enrolment (allowed even while the tenant's policy blocks all else).
-    #[graphql(guard = "SignedIn", visible = "visible::signed_in")]
+    #[graphql(visible = "access::visible::enroll_mfa")]
     async fn enroll_mfa(&self, ctx: &Context<'_>) -> async_graphql::Result<MfaEnrolment> {
         let me = ctx.user_may_enrol()?;
         let db = ctx.tenant_db()?;
@@ -281,7 +281,7 @@ impl IdentityMutation {
     }
 
     /// Activates the enrolment with a first code; returns ten recovery codes, once.
-    #[graphql(guard = "SignedIn", visible = "visible::signed_in")]
+    #[graphql(visible = "access::visible::activate_mfa")]
     async fn activate_mfa(
         &self,
         ctx: &Context<'_>,
@@ -289,23 +289,47 @@ impl IdentityMutation {
     ) -> async_graphql::Result<RecoveryCodes> {
         ctx.take_credential_attempt()?;
         let me = ctx.user_may_enrol()?;
-        let db = ctx.tenant_db()?.begin().await?;
-        let who = db.get::<user::Entity>(me.user_id).await?;
-        let codes = mfa::activate(
-            &db,
-            &ctx.services()?.sealer,
-            &who,
-            &code,
-            &ctx.request().origin,
-        )
-        .await?;
+        let counter = ctx.tenant_db()?;
+        let services = ctx.services()?;
+        let origin = &ctx.request().origin;
+        let who = counter.get::<user::Entity>(me.user_id).await?;
+        // The code check is counted before it is made, outside the transaction that
+        // activates (so a refusal cannot roll the count back).
+        mfa::ensure_enrolling(counter, who.id).await?;
+        let lockout = services.tokens.lockout();
+        rules::reserve_attempt(counter, lockout, who.id, rules::FailureKind::Totp).await?;
+        let db = counter.begin().await?;
+        let codes = match mfa::activate(&db, &services.sealer, &who, &code, origin).await {
+            Ok(codes) => codes,
+            Err(err) => {
+                db.rollback().await?;
+                if matches!(
+                    &err,
+                    Error::BadUserInput {
+                        field: Some("code"),
+                        ..
+                    }
+                ) {
+                    rules::audit_failed_check(
+                        counter,
+                        who.id,
+                        origin,
+                        "auth.mfa.failed",
+                        "activate_mfa",
+                    )
+                    .await?;
+                }
+                return Err(err.into());
+            }
+        };
         mfa::mark_session_verified(&db, me.session()?).await?;
         db.commit().await?;
+        rules::clear_failures(counter, who.id, rules::FailureKind::Totp).await?;
         Ok(reveal(codes))
     }
 
     /// Turns MFA off; needs the password and a current code.
-    #[graphql(guard = "Authenticated", visible = "visible::signed_in")]
+    #[graphql(visible = "access::visible::disable_mfa")]
     async fn disable_mfa(
         &self,
         ctx: &Context<'_>,
@@ -315,11 +339,32 @@ impl IdentityMutation {
         ctx.take_credential_attempt()?;
         let me = ctx.user()?;
         let db = ctx.tenant_db()?;
+        let services = ctx.services()?;
+        let origin = &ctx.request().origin;
         let who = db.get::<user::Entity>(me.user_id).await?;
-        if !password::verify(SecretString::from(password), who.password_hash.clone()).await? {
+        let verified = rules::counted_check(
+            db,
+            services.tokens.lockout(),
+            who.id,
+            rules::FailureKind::Password,
+            password::verify(SecretString::from(password), who.password_hash.clone()),
+        )
+        .await?;
+        if !verified {
+            rules::audit_failed_check(db, who.id, origin, "auth.password.failed", "disable_mfa")
+                .await?;
             return Err(Error::InvalidCredentials.into());
         }
-        mfa::verify_code(db, &ctx.services()?.sealer, &who, &code).await?;
+        mfa::verify_code(
+            db,
+            services.tokens.lockout(),
+            &services.sealer,
+            &who,
+            &code,
+            origin,
+            "disable_mfa",
+        )
+        .await?;
         let txn = db.begin().await?;
         mfa::disable(&txn, who.id, &ctx.request().origin).await?;
         txn.commit().await?;
@@ -327,7 +372,7 @@ impl IdentityMutation {
     }
 
     /// Replaces the recovery codes (step-up required).
-    #[graphql(guard = "Authenticated.and(RecentMfa)", visible = "visible::signed_in")]
+    #[graphql(visible = "access::visible::regenerate_recovery_codes")]
     async fn regenerate_recovery_codes(
         &self,
         ctx: &Context<'_>,
@@ -355,7 +400,7 @@ impl IdentityMutation {
 
     /// Step-up: a current TOTP code marks this session as recently verified, which
     /// sensitive mutations require. Returns the time of the verification.
-    #[graphql(guard = "Authenticated", visible = "visible::signed_in")]
+    #[graphql(visible = "access::visible::verify_step_up")]
     async fn verify_step_up(
         &self,
         ctx: &Context<'_>,
@@ -365,16 +410,23 @@ impl IdentityMutation {
         let me = ctx.user()?;
         let db = ctx.tenant_db()?;
         let who = db.get::<user::Entity>(me.user_id).await?;
-        mfa::verify_code(db, &ctx.services()?.sealer, &who, &code).await?;
+        let services = ctx.services()?;
+        mfa::verify_code(
+            db,
+            services.tokens.lockout(),
+            &services.sealer,
+            &who,
+            &code,
+            &ctx.request().origin,
+            "step_up",
+        )
+        .await?;
         mfa::mark_session_verified(db, me.session()?).await?;
         Ok(Utc::now())
     }
 
     /// Sets the roles whose users must have MFA in this tenant (step-up required).
-    #[graphql(
-        guard = "HasScope(Scope::UsersAdmin).and(RecentMfa)",
-        visible = "visible::users_admin"
-    )]
+    #[graphql(visible = "access::visible::set_mfa_required_roles")]
     async fn set_mfa_required_roles(
         &self,
         ctx: &Context<'_>,
@@ -389,7 +441,7 @@ impl IdentityMutation {
     }
 
     /// Ends the caller's current session.
-    #[graphql(guard = "SignedIn", visible = "visible::signed_in")]
+    #[graphql(visible = "access::visible::sign_out")]
     async fn sign_out(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
         let me = ctx.user_may_enrol()?;
         revoke_audited(ctx, me.session()?, "SIGN_OUT").await?;
@@ -397,7 +449,7 @@ impl IdentityMutation {
     }
 
     /// Ends one of the caller's sessions. Anyone else's session is NOT_FOUND.
-    #[graphql(guard = "Authenticated", visible = "visible::signed_in")]
+    #[graphql(visible = "access::visible::revoke_session")]
     async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
         let me = ctx.user()?;
         let session_id = ids::decode_as(Kind::Session, &id)?;
@@ -410,7 +462,7 @@ impl IdentityMutation {
     }
 
     /// Ends every other session of the caller; returns how many.
-    #[graphql(guard = "Authenticated", visible = "visible::signed_in")]
+    #[graphql(visible = "access::visible::revoke_other_sessions")]
     async fn revoke_other_sessions(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
         let me = ctx.user()?;
         let db = ctx.tenant_db()?.begin().await?;
@@ -438,7 +490,8 @@ async fn revoke_audited(
     session_id: uuid::Uuid,
     reason: &str,
 ) -> Result<(), Error> {
-    let me = ctx.user()?;
+    // Also for a user whose MFA enrolment is pending: signing out is allowed then.
+    let me = ctx.user_may_enrol()?;
     let db = ctx.tenant_db()?.begin().await?;
     if rules::revoke(&db, session_id, reason).await? {
         audit::record(
@@ -519,10 +572,10 @@ pub struct CreatedApiKey {
 #[derive(Default)]
 pub struct ApiKeysQuery;
 
-#[Object]
+#[Object(guard = "access::Guard(access::Root::Query)")]
 impl ApiKeysQuery {
     /// The tenant's API keys, oldest first.
-    #[graphql(guard = "HasScope(Scope::KeysAdmin)", visible = "visible::keys_admin")]
+    #[graphql(visible = "access::visible::api_keys")]
     async fn api_keys(
         &self,
         ctx: &Context<'_>,
@@ -549,13 +602,10 @@ impl ApiKeysQuery {
 #[derive(Default)]
 pub struct ApiKeysMutation;
 
-#[Object]
+#[Object(guard = "access::Guard(access::Root::Mutation)")]
 impl ApiKeysMutation {
     /// Creates an API key (needs `keys:admin` and a recent MFA verification).
-    #[graphql(
-        guard = "HasScope(Scope::KeysAdmin).and(RecentMfa)",
-        visible = "visible::keys_admin"
-    )]
+    #[graphql(visible = "access::visible::create_api_key")]
     async fn create_api_key(
         &self,
         ctx: &Context<'_>,
@@ -582,7 +632,7 @@ impl ApiKeysMutation {
     }
 
     /// Revokes an API key of the tenant.
-    #[graphql(guard = "HasScope(Scope::KeysAdmin)", visible = "visible::keys_admin")]
+    #[graphql(visible = "access::visible::revoke_api_key")]
     async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ApiKeyNode> {
         let me = ctx.user()?;
         let key_id = ids::decode_as(Kind::ApiKey, &id)?;

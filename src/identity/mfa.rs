@@ -14,7 +14,7 @@ use totp_rs::{Builder, Totp};
 use uuid::Uuid;
 
 use super::rules::{
-    FailureKind, IssuedSession, clear_failures, ensure_not_locked, open_session, record_failure,
+    FailureKind, IssuedSession, LockoutPolicy, audit_failed_check, counted_check, open_session,
     sha256_hex,
 };
 use crate::{
@@ -173,7 +173,25 @@ async fn consume_code<C: ConnectionTrait>(
     Ok(claimed == 1)
 }
 
+/// CONFLICT unless `who` has a pending (not yet active) enrolment.
+pub async fn ensure_enrolling<C: ConnectionTrait>(db: &Scoped<C>, who: Uuid) -> Result<()> {
+    match db.find_by_id::<mfa_totp::Entity>(who).await? {
+        None => Err(Error::conflict("MFA_NOT_ENROLLING", "start with enrollMfa")),
+        Some(row) if row.enabled_at.is_some() => Err(Error::conflict(
+            "MFA_ALREADY_ENABLED",
+            "MFA is already enabled",
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The error of a code that does not activate the pending enrolment.
+pub fn invalid_activation_code() -> Error {
+    Error::bad_field("code", "the code is not valid for this enrolment")
+}
+
 /// Activates a pending enrolment with a first valid code; returns fresh recovery codes.
+/// The caller counts the check against the account (see `activateMfa`).
 pub async fn activate<C: ConnectionTrait>(
     db: &Scoped<C>,
     sealer: &Sealer,
@@ -181,22 +199,9 @@ pub async fn activate<C: ConnectionTrait>(
     code: &str,
     origin: &Origin,
 ) -> Result<Vec<SecretString>> {
-    let pending = db.find_by_id::<mfa_totp::Entity>(who.id).await?;
-    match pending {
-        None => return Err(Error::conflict("MFA_NOT_ENROLLING", "start with enrollMfa")),
-        Some(row) if row.enabled_at.is_some() => {
-            return Err(Error::conflict(
-                "MFA_ALREADY_ENABLED",
-                "MFA is already enabled",
-            ));
-        }
-        Some(_) => {}
-    }
+    ensure_enrolling(db, who.id).await?;
     if !consume_code(db, sealer, who, code, false).await? {
-        return Err(Error::bad_field(
-            "code",
-            "the code is not valid for this enrolment",
-        ));
+        return Err(invalid_activation_code());
     }
     let codes = replace_recovery_codes(db, who.id).await?;
     audit::record(
@@ -221,20 +226,30 @@ pub async fn is_enabled<C: ConnectionTrait>(db: &Scoped<C>, who: Uuid) -> Result
         .is_some_and(|r| r.enabled_at.is_some()))
 }
 
-/// Verifies a TOTP code of an enabled enrolment, counting failures against the account
-/// (locked after a handful in a window).
-pub async fn verify_code<C: ConnectionTrait>(
-    db: &Scoped<C>,
+/// Verifies a TOTP code of an enabled enrolment. The check is counted against the
+/// account before it is made (locked after a handful in a window, however many race)
+/// and a failure is audited with `purpose`.
+pub async fn verify_code(
+    db: &TenantDb,
+    lockout: &LockoutPolicy,
     sealer: &Sealer,
     who: &user::Model,
     code: &str,
+    origin: &Origin,
+    purpose: &'static str,
 ) -> Result<()> {
-    ensure_not_locked(db, who.id, FailureKind::Totp).await?;
-    if consume_code(db, sealer, who, code, true).await? {
-        clear_failures(db, who.id, FailureKind::Totp).await?;
+    let valid = counted_check(
+        db,
+        lockout,
+        who.id,
+        FailureKind::Totp,
+        consume_code(db, sealer, who, code, true),
+    )
+    .await?;
+    if valid {
         Ok(())
     } else {
-        record_failure(db, who.id, FailureKind::Totp).await?;
+        audit_failed_check(db, who.id, origin, "auth.mfa.failed", purpose).await?;
         Err(Error::InvalidCredentials)
     }
 }
@@ -384,20 +399,31 @@ pub async fn complete_challenge(
 
     let used_recovery = match &factor {
         SecondFactor::Code(code) => {
-            if let Err(err) = verify_code(&scoped, sealer, &who, code).await {
-                audit_mfa_failure(&scoped, who.id, origin).await?;
-                return Err(err);
-            }
+            verify_code(
+                &scoped,
+                tokens.lockout(),
+                sealer,
+                &who,
+                code,
+                origin,
+                "sign_in",
+            )
+            .await?;
             false
         }
         SecondFactor::RecoveryCode(code) => {
-            ensure_not_locked(&scoped, who.id, FailureKind::Totp).await?;
-            if !consume_recovery_code(&scoped, who.id, code).await? {
-                record_failure(&scoped, who.id, FailureKind::Totp).await?;
-                audit_mfa_failure(&scoped, who.id, origin).await?;
+            let valid = counted_check(
+                &scoped,
+                tokens.lockout(),
+                who.id,
+                FailureKind::Totp,
+                consume_recovery_code(&scoped, who.id, code),
+            )
+            .await?;
+            if !valid {
+                audit_failed_check(&scoped, who.id, origin, "auth.mfa.failed", "sign_in").await?;
                 return Err(Error::InvalidCredentials);
             }
-            clear_failures(&scoped, who.id, FailureKind::Totp).await?;
             true
         }
     };
@@ -440,20 +466,6 @@ pub async fn complete_challenge(
     .await?;
     txn.commit().await?;
     Ok(issued)
-}
-
-async fn audit_mfa_failure(db: &TenantDb, who: Uuid, origin: &Origin) -> Result<()> {
-    audit::record(
-        db,
-        audit::Entry {
-            actor: Actor::User(who),
-            action: "auth.mfa.failed",
-            subject: Some(("user", who)),
-            details: json!({}),
-            origin,
-        },
-    )
-    .await
 }
 
 /// Roles whose users must have MFA in this tenant.

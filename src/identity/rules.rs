@@ -23,13 +23,6 @@ use crate::{
     ids::{TenantId, new_id},
 };
 
-/// How long a session lives at most, however often it is refreshed.
-pub const SESSION_LIFETIME: Duration = Duration::days(30);
-/// Failures in one window before the account locks.
-pub const FAILURES_BEFORE_LOCK: i32 = 5;
-/// The window failures are counted in.
-pub const FAILURE_WINDOW: Duration = Duration::hours(1);
-
 const REFRESH_PREFIX: &str = "sq_rt_";
 
 /// What a successful sign-in or refresh hands back.
@@ -91,13 +84,18 @@ pub async fn sign_in(
         return Err(Error::InvalidCredentials);
     };
 
-    ensure_not_locked(scoped, user.id, FailureKind::Password).await?;
-    if !password::verify(secret.clone(), user.password_hash.clone()).await? {
-        record_failure(scoped, user.id, FailureKind::Password).await?;
+    let verified = counted_check(
+        scoped,
+        tokens.lockout(),
+        user.id,
+        FailureKind::Password,
+        password::verify(secret.clone(), user.password_hash.clone()),
+    )
+    .await?;
+    if !verified {
         audit_failure(scoped, Some(user.id), origin, "wrong_password").await?;
         return Err(Error::InvalidCredentials);
     }
-    clear_failures(scoped, user.id, FailureKind::Password).await?;
     if password::needs_rehash(&user.password_hash) {
         let rehashed = password::hash(secret).await?;
         crate::accounts::rules::set_password_hash(scoped, user.id, rehashed).await?;
@@ -159,7 +157,7 @@ pub(super) async fn open_session<C: ConnectionTrait>(
             tenant_id: Set(db.tenant().as_uuid()),
             user_id: Set(user),
             created_at: Set(now),
-            expires_at: Set(now + SESSION_LIFETIME),
+            expires_at: Set(now + tokens.session_lifetime()),
             last_seen_at: Set(now),
             revoked_at: Set(None),
             revoke_reason: Set(None),
@@ -237,7 +235,12 @@ pub async fn refresh(
     };
     let session = txn.get::<session::Entity>(row.session_id).await?;
     let now = Utc::now();
-    if session.revoked_at.is_some() || session.expires_at <= now {
+    // A refresh token lives `refresh_token_ttl` from its issue (each rotation issues a
+    // new one), never past the session's absolute end.
+    if session.revoked_at.is_some()
+        || session.expires_at <= now
+        || row.created_at + tokens.refresh_token_ttl() <= now
+    {
         return Err(Error::InvalidCredentials);
     }
     // Compare-and-set: of two concurrent refreshes with one token, one wins.
@@ -341,109 +344,160 @@ fn failure_row(user: Uuid, kind: FailureKind) -> Condition {
         .add(auth_failure::Column::Kind.eq(kind.as_str()))
 }
 
-/// Refuses with RATE_LIMITED while the account is locked for `kind`.
-pub(super) async fn ensure_not_locked<C: ConnectionTrait>(
-    db: &Scoped<C>,
-    user: Uuid,
-    kind: FailureKind,
-) -> Result<()> {
-    let row = db
-        .first::<auth_failure::Entity>(|q| q.filter(failure_row(user, kind)))
-        .await?;
-    let now = Utc::now();
-    if let Some(until) = row
-        .and_then(|r| r.locked_until)
-        .filter(|until| *until > now)
-    {
-        let secs = (until - now).num_seconds().max(1);
-        return Err(Error::RateLimited {
-            retry_after_secs: u64::try_from(secs).unwrap_or(1),
-        });
-    }
-    Ok(())
+/// When repeated failures lock an account, from config: after `after` failures in
+/// `window` the account locks for `first_lock`, and for twice as long at each further
+/// `after` failures (at most `max_lock`), for passwords and TOTP codes separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    pub after: u32,
+    pub first_lock: Duration,
+    pub max_lock: Duration,
+    pub window: Duration,
 }
 
-/// How long the account locks after `failures` failures in the window: none below
-/// the threshold, then 1, 2, 4 … minutes at each further multiple, at most an hour.
-/// At most 5 failures per lock means far fewer than 100 failures an hour.
-pub fn lock_duration(failures: i32) -> Option<Duration> {
-    if failures < FAILURES_BEFORE_LOCK || failures % FAILURES_BEFORE_LOCK != 0 {
-        return None;
-    }
-    let step = u32::try_from(failures / FAILURES_BEFORE_LOCK - 1)
-        .unwrap_or(0)
-        .min(6);
-    Some(Duration::minutes(i64::from(2u32.pow(step))).min(Duration::hours(1)))
-}
-
-/// Counts one failure with a single atomic statement (no read-then-write), starting a
-/// new window when the old one is over, and locks the account at the threshold.
-pub(super) async fn record_failure<C: ConnectionTrait>(
-    db: &Scoped<C>,
-    user: Uuid,
-    kind: FailureKind,
-) -> Result<()> {
-    let now = Utc::now();
-    let window_start = now - FAILURE_WINDOW;
-    // Create the row if this is the first failure ever (a duplicate insert from a
-    // concurrent failure is harmless: the update below counts both).
-    let exists = db
-        .count::<auth_failure::Entity>(|q| q.filter(failure_row(user, kind)))
-        .await?;
-    if exists == 0 {
-        let inserted = db
-            .insert(auth_failure::ActiveModel {
-                tenant_id: Set(db.tenant().as_uuid()),
-                user_id: Set(user),
-                kind: Set(kind.as_str().to_owned()),
-                window_started_at: Set(now),
-                failures: Set(0),
-                locked_until: Set(None),
-            })
-            .await;
-        match inserted {
-            Ok(_) | Err(Error::Conflict { .. }) => {}
-            Err(e) => return Err(e),
+impl Default for LockoutPolicy {
+    fn default() -> Self {
+        Self {
+            after: 5,
+            first_lock: Duration::minutes(15),
+            max_lock: Duration::hours(24),
+            window: Duration::hours(24),
         }
     }
-    // Old window: restart at 1; current window: add 1.
-    db.update_where::<auth_failure::Entity>(|q| {
-        q.col_expr(
-            auth_failure::Column::Failures,
-            Expr::case(
-                Expr::col(auth_failure::Column::WindowStartedAt).lt(window_start),
-                1,
-            )
-            .finally(Expr::col(auth_failure::Column::Failures).add(1))
-            .into(),
-        )
-        .col_expr(
-            auth_failure::Column::WindowStartedAt,
-            Expr::case(
-                Expr::col(auth_failure::Column::WindowStartedAt).lt(window_start),
-                now,
-            )
-            .finally(Expr::col(auth_failure::Column::WindowStartedAt))
-            .into(),
-        )
-        .filter(failure_row(user, kind))
-    })
-    .await?;
-    let row = db
-        .first::<auth_failure::Entity>(|q| q.filter(failure_row(user, kind)))
-        .await?
-        .ok_or(Error::NotFound)?;
-    if let Some(lock) = lock_duration(row.failures) {
-        db.update_where::<auth_failure::Entity>(|q| {
-            q.col_expr(auth_failure::Column::LockedUntil, Expr::value(now + lock))
-                .filter(failure_row(user, kind))
-        })
-        .await?;
-    }
-    Ok(())
 }
 
-pub(super) async fn clear_failures<C: ConnectionTrait>(
+impl LockoutPolicy {
+    /// How long the account locks once `failures` have been counted: none below the
+    /// threshold or between its multiples, then `first_lock`, doubled at each further
+    /// multiple, at most `max_lock`.
+    pub fn lock_for(&self, failures: i32) -> Option<Duration> {
+        let after = i32::try_from(self.after.max(1)).unwrap_or(i32::MAX);
+        if failures < after || failures % after != 0 {
+            return None;
+        }
+        let doublings = u32::try_from(failures / after - 1).unwrap_or(0).min(20);
+        let lock = self
+            .first_lock
+            .checked_mul(2i32.pow(doublings))
+            .unwrap_or(self.max_lock);
+        Some(lock.min(self.max_lock))
+    }
+}
+
+/// Reserves one credential check of `user`'s `kind` before the check is made: a single
+/// compare-and-set UPDATE counts it as a failure in advance (and locks the account
+/// when that count reaches the threshold), so however many checks race, at most the
+/// allowed number are ever made; a locked account answers `RATE_LIMITED` without a
+/// check. [`clear_failures`] takes the count back when the check succeeds. Run it on a
+/// handle outside the caller's business transaction, so a rollback cannot undo it.
+pub(crate) async fn reserve_attempt<C: ConnectionTrait>(
+    db: &Scoped<C>,
+    policy: &LockoutPolicy,
+    user: Uuid,
+    kind: FailureKind,
+) -> Result<()> {
+    // Each lost compare-and-set means another check was reserved; the lock ends the
+    // race after at most `after` of them, so this bound is never reached in practice.
+    for _ in 0..256 {
+        let now = Utc::now();
+        let Some(row) = db
+            .first::<auth_failure::Entity>(|q| q.filter(failure_row(user, kind)))
+            .await?
+        else {
+            let inserted = db
+                .insert(auth_failure::ActiveModel {
+                    tenant_id: Set(db.tenant().as_uuid()),
+                    user_id: Set(user),
+                    kind: Set(kind.as_str().to_owned()),
+                    window_started_at: Set(now),
+                    failures: Set(0),
+                    locked_until: Set(None),
+                })
+                .await;
+            match inserted {
+                // A concurrent check created it first: count against that row.
+                Ok(_) | Err(Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        if let Some(until) = row.locked_until.filter(|until| *until > now) {
+            let secs = (until - now).num_seconds().max(1);
+            return Err(Error::RateLimited {
+                retry_after_secs: u64::try_from(secs).unwrap_or(1),
+            });
+        }
+        let (failures, window_started_at) = if row.window_started_at < now - policy.window {
+            (1, now)
+        } else {
+            (row.failures.saturating_add(1), row.window_started_at)
+        };
+        let locked_until = policy.lock_for(failures).map(|lock| now + lock);
+        let claimed = db
+            .update_where::<auth_failure::Entity>(|q| {
+                q.col_expr(auth_failure::Column::Failures, Expr::value(failures))
+                    .col_expr(
+                        auth_failure::Column::WindowStartedAt,
+                        Expr::value(window_started_at),
+                    )
+                    .col_expr(auth_failure::Column::LockedUntil, Expr::value(locked_until))
+                    .filter(failure_row(user, kind))
+                    .filter(auth_failure::Column::Failures.eq(row.failures))
+            })
+            .await?;
+        if claimed == 1 {
+            return Ok(());
+        }
+    }
+    Err(Error::RateLimited {
+        retry_after_secs: 1,
+    })
+}
+
+/// One counted credential check: reserves it ([`reserve_attempt`] on `counter`, a
+/// handle outside any business transaction), runs `check`, and takes the count back
+/// when it passes. A check that fails (or errs) stays counted.
+pub(crate) async fn counted_check<C, F>(
+    counter: &Scoped<C>,
+    policy: &LockoutPolicy,
+    user: Uuid,
+    kind: FailureKind,
+    check: F,
+) -> Result<bool>
+where
+    C: ConnectionTrait,
+    F: std::future::Future<Output = Result<bool>>,
+{
+    reserve_attempt(counter, policy, user, kind).await?;
+    let passed = check.await?;
+    if passed {
+        clear_failures(counter, user, kind).await?;
+    }
+    Ok(passed)
+}
+
+/// Audits a failed credential check of a signed-in user (`what`: which secret, and
+/// `purpose`: which operation asked for it).
+pub(crate) async fn audit_failed_check<C: ConnectionTrait>(
+    db: &Scoped<C>,
+    user: Uuid,
+    origin: &Origin,
+    action: &'static str,
+    purpose: &'static str,
+) -> Result<()> {
+    audit::record(
+        db,
+        audit::Entry {
+            actor: Actor::User(user),
+            action,
+            subject: Some(("user", user)),
+            details: json!({ "purpose": purpose }),
+            origin,
+        },
+    )
+    .await
+}
+
+pub(crate) async fn clear_failures<C: ConnectionTrait>(
     db: &Scoped<C>,
     user: Uuid,
     kind: FailureKind,
@@ -458,23 +512,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn locks_grow_and_stay_under_the_asvs_ceiling() {
-        assert_eq!(lock_duration(4), None);
-        assert_eq!(lock_duration(5), Some(Duration::minutes(1)));
-        assert_eq!(lock_duration(6), None);
-        assert_eq!(lock_duration(10), Some(Duration::minutes(2)));
-        assert_eq!(lock_duration(15), Some(Duration::minutes(4)));
-        assert_eq!(lock_duration(500), Some(Duration::hours(1)));
-        // Within one hour: locks of 1+2+4+8+16+32 minutes allow at most 35 failures.
+    fn locks_start_at_fifteen_minutes_and_double() {
+        let p = LockoutPolicy::default();
+        assert_eq!(p.lock_for(4), None);
+        assert_eq!(p.lock_for(5), Some(Duration::minutes(15)));
+        assert_eq!(p.lock_for(6), None);
+        assert_eq!(p.lock_for(10), Some(Duration::minutes(30)));
+        assert_eq!(p.lock_for(15), Some(Duration::hours(1)));
+        assert_eq!(p.lock_for(500), Some(Duration::hours(24)));
+        // In a day of trying, at most 5 checks per lock: 15+30+60+120+240+480 minutes
+        // of locks leave room for fewer than 40 checks.
         let mut minutes = 0;
         let mut failures = 0;
-        while minutes < 60 {
+        while minutes < 24 * 60 {
             failures += 1;
-            if let Some(lock) = lock_duration(failures) {
+            if let Some(lock) = p.lock_for(failures) {
                 minutes += lock.num_minutes();
             }
         }
-        assert!(failures < 100, "{failures} failures in an hour");
+        assert!(failures <= 40, "{failures} checks in a day");
     }
 
     #[test]

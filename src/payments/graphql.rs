@@ -11,7 +11,6 @@ use tokio::sync::broadcast::{Receiver, error::RecvError};
 use uuid::Uuid;
 
 use crate::{
-    auth::Scope,
     db::TenantDb,
     entity::{
         escrow,
@@ -22,11 +21,7 @@ use crate::{
     escrow::{graphql::EscrowNode, rules as escrow_rules},
     events::Update,
     graphql::{
-        context::ContextExt,
-        guards::{HasScope, RecentMfa, visible},
-        loaders::children,
-        mutation,
-        node::global_id,
+        access, context::ContextExt, loaders::children, mutation, node::global_id,
         scalars::MoneyValue,
     },
     ids::{self, Kind},
@@ -188,15 +183,12 @@ async fn next_update(rx: &mut Receiver<Arc<Update>>) -> Option<Option<Arc<Update
 #[derive(Default)]
 pub struct PaymentsSubscription;
 
-#[Subscription]
+#[Subscription(guard = "access::Guard(access::Root::Subscription)")]
 impl PaymentsSubscription {
     /// The payment now, then each move it makes, until it is SETTLED or FAILED.
     /// Visible to its parties and the tenant's support and admins; anyone else gets
     /// NOT_FOUND.
-    #[graphql(
-        guard = "HasScope(Scope::EscrowRead).or(HasScope(Scope::SpendRead))",
-        visible = "visible::payments_read"
-    )]
+    #[graphql(visible = "access::visible::payment_updated")]
     async fn payment_updated(
         &self,
         ctx: &Context<'_>,
@@ -247,10 +239,7 @@ impl PaymentsSubscription {
     /// Every change to the escrow (its state, a milestone, a payment), with the
     /// escrow as it is after it. Visible to its parties and the tenant's support and
     /// admins; anyone else gets NOT_FOUND.
-    #[graphql(
-        guard = "HasScope(Scope::EscrowRead)",
-        visible = "visible::escrow_read"
-    )]
+    #[graphql(visible = "access::visible::escrow_updated")]
     async fn escrow_updated(
         &self,
         ctx: &Context<'_>,
@@ -284,10 +273,7 @@ impl PaymentsSubscription {
     /// Every move of a payment the caller takes part in (payee, payer, a party of
     /// its escrow or mandate); the tenant's support and admins get all of its
     /// payments.
-    #[graphql(
-        guard = "HasScope(Scope::EscrowRead).or(HasScope(Scope::SpendRead))",
-        visible = "visible::payments_read"
-    )]
+    #[graphql(visible = "access::visible::my_payment_updates")]
     async fn my_payment_updates(
         &self,
         ctx: &Context<'_>,
@@ -339,17 +325,14 @@ impl MovesMoney for Retried {
 #[derive(Default)]
 pub struct PaymentsMutation;
 
-#[Object]
+#[Object(guard = "access::Guard(access::Root::Mutation)")]
 impl PaymentsMutation {
     /// Retries a FAILED payment now, whatever the automatic policy would do: a new
     /// payment for the same payee and amount (`retryOf` the failed one). Its payer
     /// (or an admin who also holds `payments:execute`); needs `payments:execute` and
     /// a recent MFA step-up. A payment is
     /// retried once: again answers `CONFLICT` (`ALREADY_RETRIED`).
-    #[graphql(
-        guard = "HasScope(Scope::PaymentsExecute).and(RecentMfa)",
-        visible = "visible::payments_execute"
-    )]
+    #[graphql(visible = "access::visible::retry_payment")]
     async fn retry_payment(
         &self,
         ctx: &Context<'_>,

@@ -13,7 +13,6 @@ use uuid::Uuid;
 
 use super::rules::{self, NewMandate, NewPayee, PayeeOn};
 use crate::{
-    auth::{Role, Scope},
     db::TenantDb,
     entity::{
         alert,
@@ -23,9 +22,9 @@ use crate::{
     },
     error::{Error, Result},
     graphql::{
+        access,
         connection::{IdCursor, PageArgs, paginate},
         context::ContextExt,
-        guards::{AnyRole, HasScope, RecentMfa, visible},
         loaders::children,
         mutation,
         scalars::Decimal,
@@ -426,9 +425,9 @@ async fn alert(
 #[derive(Default)]
 pub struct SpendQuery;
 
-#[Object]
+#[Object(guard = "access::Guard(access::Root::Query)")]
 impl SpendQuery {
-    #[graphql(guard = "HasScope(Scope::SpendRead)", visible = "visible::spend_read")]
+    #[graphql(visible = "access::visible::spend_categories")]
     async fn spend_categories(
         &self,
         ctx: &Context<'_>,
@@ -451,7 +450,7 @@ impl SpendQuery {
         .await
     }
 
-    #[graphql(guard = "HasScope(Scope::SpendRead)", visible = "visible::spend_read")]
+    #[graphql(visible = "access::visible::merchants")]
     async fn merchants(
         &self,
         ctx: &Context<'_>,
@@ -475,7 +474,7 @@ impl SpendQuery {
     }
 
     /// A mandate you granted or may spend (support and admins: any of the tenant's).
-    #[graphql(guard = "HasScope(Scope::SpendRead)", visible = "visible::spend_read")]
+    #[graphql(visible = "access::visible::mandate")]
     async fn mandate(&self, ctx: &Context<'_>, id: ID) -> Result<MandateNode> {
         let caller = ctx.caller()?;
         Ok(MandateNode(
@@ -483,7 +482,7 @@ impl SpendQuery {
         ))
     }
 
-    #[graphql(guard = "HasScope(Scope::SpendRead)", visible = "visible::spend_read")]
+    #[graphql(visible = "access::visible::mandates")]
     async fn mandates(
         &self,
         ctx: &Context<'_>,
@@ -527,7 +526,7 @@ impl SpendQuery {
 
     /// Purchases under mandates you are a party to (support and admins: all), or
     /// under one mandate.
-    #[graphql(guard = "HasScope(Scope::SpendRead)", visible = "visible::spend_read")]
+    #[graphql(visible = "access::visible::purchases")]
     async fn purchases(
         &self,
         ctx: &Context<'_>,
@@ -577,7 +576,7 @@ impl SpendQuery {
     }
 
     /// Transfers you sent or received (support and admins: all).
-    #[graphql(guard = "HasScope(Scope::SpendRead)", visible = "visible::spend_read")]
+    #[graphql(visible = "access::visible::transfers")]
     async fn transfers(
         &self,
         ctx: &Context<'_>,
@@ -612,7 +611,7 @@ impl SpendQuery {
     }
 
     /// Alerts about your mandates and transfers (support and admins: all), newest last.
-    #[graphql(guard = "HasScope(Scope::SpendRead)", visible = "visible::spend_read")]
+    #[graphql(visible = "access::visible::alerts")]
     async fn alerts(
         &self,
         ctx: &Context<'_>,
@@ -650,13 +649,10 @@ impl SpendQuery {
 #[derive(Default)]
 pub struct SpendMutation;
 
-#[Object]
+#[Object(guard = "access::Guard(access::Root::Mutation)")]
 impl SpendMutation {
     /// A spend category (ADMIN or SUPPORT).
-    #[graphql(
-        guard = "AnyRole(&[Role::Admin, Role::Support])",
-        visible = "visible::spend_catalog"
-    )]
+    #[graphql(visible = "access::visible::create_spend_category")]
     async fn create_spend_category(
         &self,
         ctx: &Context<'_>,
@@ -673,10 +669,7 @@ impl SpendMutation {
         .await
     }
 
-    #[graphql(
-        guard = "AnyRole(&[Role::Admin, Role::Support])",
-        visible = "visible::spend_catalog"
-    )]
+    #[graphql(visible = "access::visible::set_spend_category_enabled")]
     async fn set_spend_category_enabled(
         &self,
         ctx: &Context<'_>,
@@ -694,10 +687,7 @@ impl SpendMutation {
         .await
     }
 
-    #[graphql(
-        guard = "AnyRole(&[Role::Admin, Role::Support])",
-        visible = "visible::spend_catalog"
-    )]
+    #[graphql(visible = "access::visible::create_merchant")]
     async fn create_merchant(
         &self,
         ctx: &Context<'_>,
@@ -718,10 +708,7 @@ impl SpendMutation {
     }
 
     /// Enables, disables, certifies or uncertifies a merchant.
-    #[graphql(
-        guard = "AnyRole(&[Role::Admin, Role::Support])",
-        visible = "visible::spend_catalog"
-    )]
+    #[graphql(visible = "access::visible::update_merchant")]
     async fn update_merchant(
         &self,
         ctx: &Context<'_>,
@@ -741,10 +728,7 @@ impl SpendMutation {
     }
 
     /// A SENDER grants a beneficiary a budget spendable only where it allows.
-    #[graphql(
-        guard = "HasScope(Scope::SpendWrite).and(AnyRole(&[Role::Sender]))",
-        visible = "visible::spend_grant"
-    )]
+    #[graphql(visible = "access::visible::grant_mandate")]
     async fn grant_mandate(
         &self,
         ctx: &Context<'_>,
@@ -778,10 +762,7 @@ impl SpendMutation {
     }
 
     /// The sender ends an ACTIVE mandate; what remained is released.
-    #[graphql(
-        guard = "HasScope(Scope::SpendWrite)",
-        visible = "visible::spend_write"
-    )]
+    #[graphql(visible = "access::visible::revoke_mandate")]
     async fn revoke_mandate(&self, ctx: &Context<'_>, mandate_id: ID) -> Result<MandateNode> {
         let id = decode(Kind::Mandate, &mandate_id)?;
         mutation::in_txn(ctx, move |txn, act, caller| {
@@ -793,10 +774,7 @@ impl SpendMutation {
     /// The beneficiary buys at a merchant under a mandate. A refusal answers CONFLICT
     /// with `reason` MANDATE_EXHAUSTED, MERCHANT_NOT_ALLOWED, MANDATE_EXPIRED,
     /// MANDATE_REVOKED or LIMIT_EXCEEDED, changes nothing, and alerts the sender.
-    #[graphql(
-        guard = "HasScope(Scope::SpendWrite)",
-        visible = "visible::spend_write"
-    )]
+    #[graphql(visible = "access::visible::create_purchase")]
     async fn create_purchase(
         &self,
         ctx: &Context<'_>,
@@ -840,10 +818,7 @@ impl SpendMutation {
     }
 
     /// The sender allows a payee on a mandate, with optional limits.
-    #[graphql(
-        guard = "HasScope(Scope::SpendWrite)",
-        visible = "visible::spend_write"
-    )]
+    #[graphql(visible = "access::visible::add_payee")]
     async fn add_payee(&self, ctx: &Context<'_>, input: AddPayeeInput) -> Result<PayeeNode> {
         let new = NewPayee {
             on: match (&input.mandate_id, &input.escrow_id) {
@@ -874,12 +849,7 @@ impl SpendMutation {
     /// Pays an allowed payee through the PSP: a mandate's payee is paid by its
     /// beneficiary from the budget, an escrow's by its sender from what the escrow
     /// holds. Needs a recent MFA step-up.
-    #[graphql(
-        guard = "HasScope(Scope::SpendWrite)
-            .and(HasScope(Scope::PaymentsExecute))
-            .and(RecentMfa)",
-        visible = "visible::payments_execute"
-    )]
+    #[graphql(visible = "access::visible::pay_payee")]
     async fn pay_payee(
         &self,
         ctx: &Context<'_>,
@@ -924,10 +894,7 @@ impl SpendMutation {
     }
 
     /// Allowlists a recipient for your transfers.
-    #[graphql(
-        guard = "HasScope(Scope::SpendWrite)",
-        visible = "visible::spend_write"
-    )]
+    #[graphql(visible = "access::visible::allow_transfer_recipient")]
     async fn allow_transfer_recipient(&self, ctx: &Context<'_>, recipient_id: ID) -> Result<bool> {
         let id = ids::decode_as(Kind::User, &recipient_id)?;
         mutation::in_txn(ctx, move |txn, act, caller| {
@@ -941,10 +908,7 @@ impl SpendMutation {
     }
 
     /// An ADMIN certifies a user: anyone of the tenant may transfer to them.
-    #[graphql(
-        guard = "AnyRole(&[Role::Admin]).and(HasScope(Scope::UsersAdmin))",
-        visible = "visible::users_admin"
-    )]
+    #[graphql(visible = "access::visible::certify_transfer_recipient")]
     async fn certify_transfer_recipient(&self, ctx: &Context<'_>, user_id: ID) -> Result<bool> {
         let id = ids::decode_as(Kind::User, &user_id)?;
         mutation::in_txn(ctx, move |txn, act, caller| {
@@ -960,10 +924,7 @@ impl SpendMutation {
     /// Sends money to another user of the tenant: only to a recipient you allowlisted
     /// or the tenant certified; any other attempt is refused (TRANSFER_NOT_ALLOWED)
     /// and raises an alert. Needs `payments:execute` and a recent MFA step-up.
-    #[graphql(
-        guard = "HasScope(Scope::PaymentsExecute).and(RecentMfa)",
-        visible = "visible::payments_execute"
-    )]
+    #[graphql(visible = "access::visible::create_transfer")]
     async fn create_transfer(
         &self,
         ctx: &Context<'_>,

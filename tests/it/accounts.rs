@@ -22,6 +22,16 @@ on_both_backends!(
 async fn admins_create_users_with_one_time_passwords(app: TestApp) {
     let acme = app.tenant("acme").await;
     let create = "mutation($e: String!, $r: [Role!]!) { createUser(input: { email: $e, roles: $r }) { user { id email roles } oneTimePassword } }";
+    // Creating a user grants roles: a step-up first.
+    let r = app
+        .gql(
+            Some(acme.token(Role::Admin)),
+            create,
+            json!({ "e": "early@acme.test", "r": ["SENDER"] }),
+        )
+        .await;
+    assert_eq!(r.code(), Some("MFA_REQUIRED"), "{}", r.body);
+    enrol(&app, acme.token(Role::Admin)).await;
     let r = app
         .gql(
             Some(acme.token(Role::Admin)),
@@ -112,13 +122,23 @@ async fn deactivation_ends_every_session(app: TestApp) {
     let acme = app.tenant("acme").await;
     let target = acme.user(Role::Beneficiary).clone();
     let second = app.sign_in("acme", &target.email, &target.password).await;
-    let r = app
-        .gql(
-            Some(acme.token(Role::Admin)),
-            "mutation($u: ID!) { deactivateUser(userId: $u) { isActive } }",
-            json!({ "u": ids::encode(Kind::User, target.id) }),
-        )
-        .await;
+    let deactivate = |token: String| {
+        let app = &app;
+        let target = ids::encode(Kind::User, target.id);
+        async move {
+            app.gql(
+                Some(&token),
+                "mutation($u: ID!) { deactivateUser(userId: $u) { isActive } }",
+                json!({ "u": target }),
+            )
+            .await
+        }
+    };
+    // Deactivation takes access away: a step-up first.
+    let r = deactivate(acme.token(Role::Admin).to_owned()).await;
+    assert_eq!(r.code(), Some("MFA_REQUIRED"), "{}", r.body);
+    enrol(&app, acme.token(Role::Admin)).await;
+    let r = deactivate(acme.token(Role::Admin).to_owned()).await;
     assert_eq!(r.ok()["deactivateUser"]["isActive"], false);
     for token in [&target.token, &second] {
         assert_eq!(
@@ -282,6 +302,19 @@ async fn platform_admins_create_tenants_and_read_none(app: TestApp) {
         .await;
 
     let create = "mutation($s: String!, $e: String!) { createTenant(input: { slug: $s, name: \"Initech\", adminEmail: $e }) { tenant { slug } adminEmail oneTimePassword } }";
+    let r = app
+        .gql(
+            Some(&root),
+            create,
+            json!({ "s": "early", "e": "boss@early.test" }),
+        )
+        .await;
+    assert_eq!(
+        r.code(),
+        Some("MFA_REQUIRED"),
+        "a new tenant's admin is a grant"
+    );
+    enrol(&app, &root).await;
     let r = app
         .gql(
             Some(&root),

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod access;
 mod accounts;
 mod api_keys;
 mod cli;

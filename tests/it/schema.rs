@@ -24,3 +24,33 @@ fn schema_command_prints_the_same_sdl() {
         sequestra::graphql::sdl()
     );
 }
+
+/// The README lists every root field's access policy, as `sequestra policy` prints it
+/// from the declaration; this fails when they differ.
+#[test]
+fn readme_policy_table_matches_the_declaration() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+    let readme = std::fs::read_to_string(path).expect("README.md");
+    let (begin, end) = ("<!-- policy:begin -->\n", "<!-- policy:end -->");
+    let start = readme
+        .find(begin)
+        .expect("README has a policy:begin marker")
+        + begin.len();
+    let stop = readme[start..]
+        .find(end)
+        .expect("README has a policy:end marker")
+        + start;
+    assert!(
+        readme[start..stop] == sequestra::graphql::access::markdown(),
+        "the README's policy table is stale: replace it with `cargo run -q -- policy`"
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sequestra"))
+        .arg("policy")
+        .output()
+        .expect("run sequestra policy");
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        sequestra::graphql::access::markdown()
+    );
+}

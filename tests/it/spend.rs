@@ -661,6 +661,7 @@ async fn payees_and_restricted_transfers(app: TestApp) {
         reason(&call(&app, &sender, TRANSFER, support.clone()).await),
         "TRANSFER_NOT_ALLOWED"
     );
+    crate::mfa::enrol(&app, t.token(Role::Admin)).await;
     call(
         &app,
         t.token(Role::Admin),
