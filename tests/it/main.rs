@@ -7,6 +7,7 @@ mod access;
 mod accounts;
 mod api_keys;
 mod cli;
+mod credentials;
 mod dataloader;
 mod escrow;
 mod graphql_http;
