@@ -11,17 +11,15 @@
 //! The expected decision is computed here, from the declaration's data, by a second
 //! implementation of the rule (not the guard's own function).
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, io::Write};
 
 use async_graphql::parser::types::{BaseType, Type, TypeKind, TypeSystemDefinition};
 use futures_util::SinkExt;
 use sea_orm::{EntityTrait, PaginatorTrait};
 use sequestra::{
-    accounts::rules::{self as account_rules, BootstrapBy},
-    audit::{Actor, Origin},
+    audit::Origin,
     auth::{Credential, PLATFORM_ADMIN_SCOPES, Role, Scope, UserPrincipal, scopes_of},
     db::TenantDb,
-    domain::{Email, Slug},
     graphql::access::{FieldPolicy, Need, POLICIES, Root},
     ids::TenantId,
 };
@@ -309,22 +307,7 @@ async fn callers(app: &TestApp) -> Vec<Caller> {
     }
 
     // The platform administrator, plain and stepped up.
-    let by = || BootstrapBy {
-        actor: Actor::System,
-        origin: Origin::default(),
-    };
-    let platform = account_rules::bootstrap(
-        &app.db,
-        &Slug::parse("platform").unwrap(),
-        "Platform",
-        &Email::parse("root@platform.test").unwrap(),
-        true,
-        by(),
-    )
-    .await
-    .expect("platform tenant");
-    let otp = secrecy::ExposeSecret::expose_secret(&platform.one_time_password).to_owned();
-    let root_plain = app.sign_in("platform", "root@platform.test", &otp).await;
+    let (platform_tenant, platform_root, root_plain) = app.platform().await;
     out.push(
         user_caller(
             app,
@@ -338,10 +321,6 @@ async fn callers(app: &TestApp) -> Vec<Caller> {
     );
     // A second platform administrator (a user of its own, so one's session-ending
     // calls do not end the other's), stepped up by enrolling MFA.
-    let platform_tenant = crate::harness::TestTenant {
-        id: platform.tenant.id,
-        users: Default::default(),
-    };
     let second_root = app
         .add_user(&platform_tenant, "root2@platform.test", &[Role::Admin])
         .await;
@@ -386,8 +365,8 @@ async fn callers(app: &TestApp) -> Vec<Caller> {
         let caller = if scope == Scope::TenantsAdmin {
             key_caller(
                 app,
-                TenantId::from_uuid(platform.tenant.id),
-                platform.admin.id,
+                TenantId::from_uuid(platform_tenant.id),
+                platform_root.id,
                 &[Role::Admin],
                 PLATFORM_ADMIN_SCOPES.into_iter().collect(),
                 scope,
@@ -597,12 +576,20 @@ async fn every_field_answers_every_caller_as_declared(app: TestApp) {
         }
     }
 
-    eprintln!(
-        "access matrix: {cells} (field, caller) cells checked: {} root fields x {} callers, plus {} introspections",
+    // Past the test harness's output capture (it also takes `io::stderr()`), so
+    // `scripts/test` shows the count on every run.
+    let line = format!(
+        "access matrix: {cells} (field, caller) cells checked: {} root fields x {} callers, plus {} introspections\n",
         calls.len(),
         callers.len(),
         callers.len()
     );
+    match std::fs::OpenOptions::new().append(true).open("/dev/stderr") {
+        Ok(mut tty) => {
+            let _ = tty.write_all(line.as_bytes());
+        }
+        Err(_) => eprint!("{line}"),
+    }
     assert!(
         failures.is_empty(),
         "{} disagreements with the declaration:\n{}",

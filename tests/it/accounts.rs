@@ -263,27 +263,17 @@ async fn platform_admins_create_tenants_and_read_none(app: TestApp) {
         domain::{Email, Slug},
     };
     let acme = app.tenant("acme").await;
-    let by = || BootstrapBy {
-        actor: Actor::System,
-        origin: Origin::default(),
-    };
-    let platform = rules::bootstrap(
-        &app.db,
-        &Slug::parse("platform").unwrap(),
-        "Platform",
-        &Email::parse("root@platform.test").unwrap(),
-        true,
-        by(),
-    )
-    .await
-    .unwrap();
+    let (_platform, _root_user, root) = app.platform().await;
     let again = rules::bootstrap(
         &app.db,
         &Slug::parse("platform2").unwrap(),
         "P2",
         &Email::parse("x@p.test").unwrap(),
         true,
-        by(),
+        BootstrapBy {
+            actor: Actor::System,
+            origin: Origin::default(),
+        },
     )
     .await;
     assert!(matches!(
@@ -293,13 +283,6 @@ async fn platform_admins_create_tenants_and_read_none(app: TestApp) {
             ..
         })
     ));
-    let root = app
-        .sign_in(
-            "platform",
-            "root@platform.test",
-            secrecy::ExposeSecret::expose_secret(&platform.one_time_password),
-        )
-        .await;
 
     let create = "mutation($s: String!, $e: String!) { createTenant(input: { slug: $s, name: \"Initech\", adminEmail: $e }) { tenant { slug } adminEmail oneTimePassword } }";
     let r = app

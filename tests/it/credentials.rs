@@ -32,6 +32,15 @@ on_both_backends_with!(
 
 const SIGN_IN: &str = "mutation($t: String!, $e: String!, $p: String!) { signIn(input: { tenant: $t, email: $e, password: $p }) { accessToken refreshToken mfaChallenge } }";
 
+async fn sign_in(app: &TestApp, email: &str, password: &str) -> crate::harness::GqlResponse {
+    app.gql(
+        None,
+        SIGN_IN,
+        json!({ "t": "acme", "e": email, "p": password }),
+    )
+    .await
+}
+
 fn count(actions: &[String], action: &str) -> usize {
     actions.iter().filter(|a| *a == action).count()
 }
@@ -95,13 +104,7 @@ async fn fifty_racing_wrong_passwords_check_five(app: TestApp) {
     assert_eq!(audited, checked, "{codes:?}");
     assert_eq!(checked, 5, "at most the threshold is checked: {codes:?}");
     // Locked: the right password is refused too, without a check.
-    let r = app
-        .gql(
-            None,
-            SIGN_IN,
-            json!({ "t": "acme", "e": target.email, "p": target.password }),
-        )
-        .await;
+    let r = sign_in(&app, &target.email, &target.password).await;
     assert_eq!(r.code(), Some("RATE_LIMITED"), "{}", r.body);
     assert_eq!(
         count(&app.audit_actions(&acme).await, "auth.sign_in.failed"),
@@ -116,13 +119,7 @@ async fn fifty_racing_wrong_codes_check_five(app: TestApp) {
     let (totp, _, _) = enrol(&app, &user.token).await;
     let mut challenges = Vec::new();
     for _ in 0..50 {
-        let r = app
-            .gql(
-                None,
-                SIGN_IN,
-                json!({ "t": "acme", "e": user.email, "p": user.password }),
-            )
-            .await;
+        let r = sign_in(&app, &user.email, &user.password).await;
         challenges.push(
             r.ok()["signIn"]["mfaChallenge"]
                 .as_str()
@@ -208,13 +205,7 @@ async fn password_change_and_mfa_removal_count_and_audit(app: TestApp) {
         )
         .await;
     assert_eq!(r.code(), Some("RATE_LIMITED"), "{}", r.body);
-    let r = app
-        .gql(
-            None,
-            SIGN_IN,
-            json!({ "t": "acme", "e": me.email, "p": me.password }),
-        )
-        .await;
+    let r = sign_in(&app, &me.email, &me.password).await;
     assert_eq!(r.code(), Some("RATE_LIMITED"), "{}", r.body);
     // Nothing was changed by the refused attempts: MFA is still on.
     let r = app.gql(Some(&me.token), "{ mfaEnabled }", json!({})).await;
@@ -239,13 +230,7 @@ async fn refresh_tokens_live_seven_days_inside_the_session(app: TestApp) {
     let acme = app.tenant("acme").await;
     let me = acme.user(Role::Sender).clone();
     let started = tokio::time::Instant::now();
-    let r = app
-        .gql(
-            None,
-            SIGN_IN,
-            json!({ "t": "acme", "e": me.email, "p": me.password }),
-        )
-        .await;
+    let r = sign_in(&app, &me.email, &me.password).await;
     let mut token = r.ok()["signIn"]["refreshToken"]
         .as_str()
         .unwrap()
@@ -268,13 +253,7 @@ async fn refresh_tokens_live_seven_days_inside_the_session(app: TestApp) {
     );
 
     // A fresh session whose refresh token waits past its 2 s.
-    let r = app
-        .gql(
-            None,
-            SIGN_IN,
-            json!({ "t": "acme", "e": me.email, "p": me.password }),
-        )
-        .await;
+    let r = sign_in(&app, &me.email, &me.password).await;
     let token = r.ok()["signIn"]["refreshToken"]
         .as_str()
         .unwrap()

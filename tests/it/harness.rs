@@ -448,6 +448,38 @@ impl TestApp {
         }
     }
 
+    /// Bootstraps the platform tenant (slug `platform`) through the real rule; returns
+    /// it (without users in `users`), its first ADMIN (a PLATFORM_ADMIN) and a token
+    /// of theirs from signing in with the one-time password.
+    pub async fn platform(&self) -> (TestTenant, sequestra::entity::user::Model, String) {
+        let made = rules::bootstrap(
+            &self.db,
+            &Slug::parse("platform").unwrap(),
+            "Platform",
+            &Email::parse("root@platform.test").unwrap(),
+            true,
+            rules::BootstrapBy {
+                actor: Actor::System,
+                origin: Origin::default(),
+            },
+        )
+        .await
+        .expect("bootstrap the platform tenant");
+        use secrecy::ExposeSecret;
+        let token = self
+            .sign_in(
+                "platform",
+                "root@platform.test",
+                made.one_time_password.expose_secret(),
+            )
+            .await;
+        let tenant = TestTenant {
+            id: made.tenant.id,
+            users: HashMap::new(),
+        };
+        (tenant, made.admin, token)
+    }
+
     /// Adds one more user with `roles` to `tenant`.
     pub async fn add_user(&self, tenant: &TestTenant, email: &str, roles: &[Role]) -> TestUser {
         let tenant_id = TenantId::from_uuid(tenant.id);
