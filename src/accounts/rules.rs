@@ -233,6 +233,8 @@ pub async fn set_roles<C: ConnectionTrait>(
     if roles.is_empty() {
         return Err(Error::bad_field("roles", "a user needs at least one role"));
     }
+    // The tenant's admin set is decided on under the tenant's lock.
+    db.lock_tenant().await?;
     let target = db.get::<user::Entity>(user_id).await?;
     let before = roles_of(db, user_id).await?;
     let mut after: Vec<Role> = roles.to_vec();
@@ -289,7 +291,8 @@ async fn ensure_another_admin<C: ConnectionTrait>(db: &Scoped<C>, leaving: Uuid)
     ))
 }
 
-/// Deactivates a user and ends all their sessions at once.
+/// Deactivates a user and ends all their sessions at once. Run it in a transaction:
+/// "at least one active ADMIN" holds under concurrency through the tenant's lock.
 pub async fn deactivate<C: ConnectionTrait>(
     db: &Scoped<C>,
     actor: Uuid,
@@ -302,6 +305,8 @@ pub async fn deactivate<C: ConnectionTrait>(
             "you cannot deactivate yourself",
         ));
     }
+    // The tenant's admin set is decided on under the tenant's lock.
+    db.lock_tenant().await?;
     let target = db.get::<user::Entity>(user_id).await?;
     let is_admin = db
         .count::<user_role::Entity>(|q| {

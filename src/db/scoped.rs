@@ -154,6 +154,20 @@ impl<C: ConnectionTrait> Scoped<C> {
             .await?)
     }
 
+    /// The row with this id in this tenant, locked for the rest of the transaction
+    /// (`SELECT … FOR UPDATE` on PostgreSQL), so a rule that decides on its state is
+    /// alone with it until it commits. On SQLite a write transaction already holds
+    /// the database's write lock. Outside a transaction it is a plain read.
+    pub async fn get_for_update<E: TenantEntity>(&self, id: Uuid) -> Result<E::Model> {
+        let query = self.select::<E>().filter(E::ID.eq(id));
+        let query = if self.conn.get_database_backend() == DbBackend::Postgres {
+            sea_orm::QuerySelect::lock_exclusive(query)
+        } else {
+            query
+        };
+        query.one(&self.conn).await?.ok_or(Error::NotFound)
+    }
+
     /// Rows of this tenant; `query` adds filters, order and limits to a select that
     /// already carries the tenant predicate (filters only ever narrow it).
     pub async fn list<E: TenantEntity>(
@@ -214,6 +228,20 @@ impl<C: ConnectionTrait> Scoped<C> {
     }
 
     /// This tenant's own record.
+    /// Locks this tenant's row for the rest of the transaction (PostgreSQL; SQLite's
+    /// write transactions are serialized already): rules that keep a tenant-wide
+    /// invariant, such as "at least one active ADMIN", take it before they read the
+    /// rows the invariant is about, so two such changes never decide on the same view.
+    pub async fn lock_tenant(&self) -> Result<()> {
+        if self.conn.get_database_backend() == DbBackend::Postgres {
+            sea_orm::QuerySelect::lock_exclusive(tenant::Entity::find_by_id(self.tenant.as_uuid()))
+                .one(&self.conn)
+                .await?
+                .ok_or(Error::NotFound)?;
+        }
+        Ok(())
+    }
+
     pub async fn tenant_record(&self) -> Result<tenant::Model> {
         tenant::Entity::find_by_id(self.tenant.as_uuid())
             .one(&self.conn)

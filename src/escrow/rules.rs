@@ -92,6 +92,37 @@ pub async fn visible<C: ConnectionTrait>(
     }
 }
 
+/// The escrow a rule is about to change, locked for the rest of its transaction
+/// (see `Scoped::get_for_update`), when the caller may see it. Every rule that
+/// decides on an escrow's state starts here, so two decisions on one escrow (a
+/// dispute and a release, say) never interleave: the second sees the first's result.
+pub async fn locked<C: ConnectionTrait>(
+    txn: &Scoped<C>,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<escrow::Model> {
+    let esc = txn.get_for_update::<escrow::Entity>(id).await?;
+    if can_see(caller, &esc) {
+        Ok(esc)
+    } else {
+        Err(Error::NotFound)
+    }
+}
+
+/// A milestone and its escrow (locked, as [`locked`]), when the caller may see the
+/// escrow.
+pub async fn locked_milestone<C: ConnectionTrait>(
+    txn: &Scoped<C>,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<(escrow::Model, milestone::Model)> {
+    let escrow_id = txn.get::<milestone::Entity>(id).await?.escrow_id;
+    let esc = locked(txn, caller, escrow_id).await?;
+    // Read after the lock, so its state is the one the rule decides on.
+    let m = txn.get::<milestone::Entity>(id).await?;
+    Ok((esc, m))
+}
+
 /// A milestone and its escrow, when the caller may see the escrow.
 pub async fn visible_milestone<C: ConnectionTrait>(
     db: &Scoped<C>,
@@ -473,7 +504,7 @@ pub async fn fund<C: ConnectionTrait>(
     escrow_id: Uuid,
     amount: Decimal,
 ) -> Result<Effect> {
-    let esc = visible(txn, caller, escrow_id).await?;
+    let esc = locked(txn, caller, escrow_id).await?;
     require(esc.sender_id == caller.user_id)?;
     machine::check_escrow(esc.status, EscrowStatus::Funded, "fund")?;
     let money = Money::parse_positive(amount, currency_of(&esc)?)?;
@@ -761,7 +792,7 @@ pub async fn release_milestone<C: ConnectionTrait>(
     caller: &Caller,
     milestone_id: Uuid,
 ) -> Result<Effect> {
-    let (esc, m) = visible_milestone(txn, caller, milestone_id).await?;
+    let (esc, m) = locked_milestone(txn, caller, milestone_id).await?;
     require(esc.sender_id == caller.user_id)?;
     if !matches!(esc.status, EscrowStatus::Funded | EscrowStatus::Releasable) {
         return Err(Error::InvalidState {
@@ -788,7 +819,7 @@ pub async fn release<C: ConnectionTrait>(
     caller: &Caller,
     escrow_id: Uuid,
 ) -> Result<Effect> {
-    let esc = visible(txn, caller, escrow_id).await?;
+    let esc = locked(txn, caller, escrow_id).await?;
     require(esc.sender_id == caller.user_id)?;
     // A dispute freezes the money: only its resolution moves it.
     if !matches!(esc.status, EscrowStatus::Funded | EscrowStatus::Releasable) {
@@ -816,7 +847,7 @@ pub async fn cancel<C: ConnectionTrait>(
     escrow_id: Uuid,
     reason: Option<String>,
 ) -> Result<Effect> {
-    let esc = visible(txn, caller, escrow_id).await?;
+    let esc = locked(txn, caller, escrow_id).await?;
     machine::check_escrow(esc.status, EscrowStatus::Cancelled, "cancel")?;
     match esc.status {
         EscrowStatus::Draft => require(esc.sender_id == caller.user_id)?,
@@ -858,9 +889,16 @@ pub async fn refund<C: ConnectionTrait>(
     caller: &Caller,
     escrow_id: Uuid,
 ) -> Result<Effect> {
-    let esc = visible(txn, caller, escrow_id).await?;
+    let esc = locked(txn, caller, escrow_id).await?;
     require(esc.sender_id == caller.user_id)?;
-    machine::check_escrow(esc.status, EscrowStatus::Refunded, "refund")?;
+    // A DISPUTED escrow moves money only through the dispute's resolution.
+    if esc.status != EscrowStatus::Funded {
+        return Err(Error::InvalidState {
+            object: "escrow",
+            state: esc.status.as_str(),
+            action: "refund",
+        });
+    }
     if esc.refundable_at.is_none() {
         return Err(Error::conflict(
             "NOT_REFUNDABLE",
@@ -897,7 +935,7 @@ pub async fn pay_external<C: ConnectionTrait>(
     reference: &str,
     amount: Decimal,
 ) -> Result<Effect> {
-    let esc = visible(txn, caller, escrow_id).await?;
+    let esc = locked(txn, caller, escrow_id).await?;
     require(esc.sender_id == caller.user_id)?;
     if !matches!(esc.status, EscrowStatus::Funded | EscrowStatus::Releasable) {
         return Err(Error::InvalidState {
@@ -955,7 +993,7 @@ pub async fn mark_delivered<C: ConnectionTrait>(
     escrow_id: Uuid,
     note: Option<String>,
 ) -> Result<escrow::Model> {
-    let esc = visible(txn, caller, escrow_id).await?;
+    let esc = locked(txn, caller, escrow_id).await?;
     require(esc.provider_id == caller.user_id)?;
     if !matches!(esc.status, EscrowStatus::Funded | EscrowStatus::Releasable) {
         return Err(Error::InvalidState {
@@ -1041,7 +1079,7 @@ pub async fn approve<C: ConnectionTrait>(
     caller: &Caller,
     escrow_id: Uuid,
 ) -> Result<escrow::Model> {
-    let esc = visible(txn, caller, escrow_id).await?;
+    let esc = locked(txn, caller, escrow_id).await?;
     require(esc.sender_id == caller.user_id)?;
     within_inspection(&esc, "approve it")?;
     approve_all(txn, act, esc.id, "approval").await?;
@@ -1057,7 +1095,7 @@ pub async fn reject<C: ConnectionTrait>(
     escrow_id: Uuid,
     reason: String,
 ) -> Result<escrow::Model> {
-    let esc = visible(txn, caller, escrow_id).await?;
+    let esc = locked(txn, caller, escrow_id).await?;
     require(esc.sender_id == caller.user_id)?;
     within_inspection(&esc, "reject it")?;
     let reason = text("reason", &reason, 2000)?;
@@ -1107,7 +1145,7 @@ pub async fn open_dispute<C: ConnectionTrait>(
     escrow_id: Uuid,
     reason: String,
 ) -> Result<escrow::Model> {
-    let esc = visible(txn, caller, escrow_id).await?;
+    let esc = locked(txn, caller, escrow_id).await?;
     require(esc.sender_id == caller.user_id || esc.provider_id == caller.user_id)?;
     machine::check_escrow(esc.status, EscrowStatus::Disputed, "open a dispute")?;
     let reason = text("reason", &reason, 2000)?;
@@ -1149,7 +1187,7 @@ pub async fn resolve_dispute<C: ConnectionTrait>(
     note: Option<String>,
 ) -> Result<Effect> {
     require(caller.is_admin())?;
-    let esc = visible(txn, caller, escrow_id).await?;
+    let esc = locked(txn, caller, escrow_id).await?;
     if esc.status != EscrowStatus::Disputed {
         return Err(Error::InvalidState {
             object: "escrow",
@@ -1236,7 +1274,7 @@ pub async fn submit_proof<C: ConnectionTrait>(
     note: Option<String>,
     file: Option<StoredFile>,
 ) -> Result<proof::Model> {
-    let (esc, m) = visible_milestone(txn, caller, milestone_id).await?;
+    let (esc, m) = locked_milestone(txn, caller, milestone_id).await?;
     require(esc.provider_id == caller.user_id)?;
     if esc.status != EscrowStatus::Funded {
         return Err(Error::InvalidState {
@@ -1380,7 +1418,7 @@ pub async fn decide_proof<C: ConnectionTrait>(
     note: Option<String>,
 ) -> Result<proof::Model> {
     let p = txn.get::<proof::Entity>(proof_id).await?;
-    let (esc, m) = visible_milestone(txn, caller, p.milestone_id).await?;
+    let (esc, m) = locked_milestone(txn, caller, p.milestone_id).await?;
     require(esc.sender_id == caller.user_id || caller.is_staff())?;
     if esc.status != EscrowStatus::Funded {
         return Err(Error::InvalidState {
@@ -1457,6 +1495,8 @@ pub async fn payment_settled<C: ConnectionTrait>(
     let (Some(escrow_id), Some(milestone_id)) = (payment.escrow_id, payment.milestone_id) else {
         return Ok(());
     };
+    // Escrow first, then its milestone: the order every escrow rule locks in.
+    txn.get_for_update::<escrow::Entity>(escrow_id).await?;
     let m = txn.get::<milestone::Entity>(milestone_id).await?;
     if m.status != MilestoneStatus::Paying {
         return Ok(());

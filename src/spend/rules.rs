@@ -776,7 +776,7 @@ pub async fn add_payee<C: ConnectionTrait>(
             (Some(m.id), None, m.currency)
         }
         PayeeOn::Escrow(id) => {
-            let esc = crate::escrow::rules::visible(txn, caller, id).await?;
+            let esc = crate::escrow::rules::locked(txn, caller, id).await?;
             require(esc.sender_id == caller.user_id)?;
             (None, Some(esc.id), esc.currency)
         }
@@ -858,7 +858,7 @@ pub async fn payout<C: ConnectionTrait>(
             Some(m)
         }
         (None, Some(escrow_id)) => {
-            let esc = crate::escrow::rules::visible(txn, caller, escrow_id).await?;
+            let esc = crate::escrow::rules::locked(txn, caller, escrow_id).await?;
             require(esc.sender_id == caller.user_id)?;
             None
         }

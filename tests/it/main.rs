@@ -13,6 +13,7 @@ mod escrow;
 mod graphql_http;
 mod idempotency;
 mod identity;
+mod invariants;
 mod mfa;
 mod payments;
 mod platform;

@@ -1,0 +1,195 @@
+//! Invariants under concurrency: two decisions on one escrow never both win, a
+//! DISPUTED escrow moves money only through its resolution, and a tenant always keeps
+//! an active ADMIN, however its admins race. Each race runs 20 times per backend.
+
+use chrono::Duration;
+use sea_orm::ConnectionTrait;
+use sequestra::auth::Role;
+use serde_json::{Value, json};
+
+use crate::escrow::{create_escrow, fund};
+use crate::harness::{GqlResponse, TestApp};
+use crate::mfa::enrol;
+use crate::{on_both_backends, on_both_backends_with};
+
+on_both_backends!(
+    a_dispute_racing_a_release_has_one_winner,
+    a_disputed_escrow_cannot_be_refunded,
+);
+// Twenty admins enrol MFA from one test client: past the per-address limiter.
+on_both_backends_with!(
+    admins_deactivating_each_other_leave_one,
+    &[("SEQUESTRA_CREDENTIAL_ATTEMPTS_PER_MINUTE", "100000")]
+);
+
+const RUNS: usize = 20;
+
+fn key() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+const DISPUTE: &str =
+    "mutation($id: ID!) { openDispute(escrowId: $id, reason: \"not what we agreed\") { status } }";
+const RELEASE: &str = "mutation($id: ID!, $k: String!) { releaseEscrow(escrowId: $id, idempotencyKey: $k) { escrow { status } } }";
+const REFUND: &str = "mutation($id: ID!, $k: String!) { refundEscrow(escrowId: $id, idempotencyKey: $k) { escrow { status } } }";
+const STATE: &str =
+    "query($id: ID!) { escrow(id: $id) { status payments { id } events { kind } } }";
+
+fn won(r: &GqlResponse) -> bool {
+    r.body.get("errors").is_none()
+}
+
+async fn a_dispute_racing_a_release_has_one_winner(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let sender = t.token(Role::Sender).to_owned();
+    let provider = t.token(Role::Beneficiary).to_owned();
+    enrol(&app, &sender).await;
+    let (mut disputes, mut releases) = (0, 0);
+    for run in 0..RUNS {
+        let e = create_escrow(
+            &app,
+            &t,
+            "10.00",
+            json!([{ "title": "all", "amount": "10.00" }]),
+            None,
+            Duration::days(7),
+        )
+        .await;
+        let id = e["id"].as_str().unwrap().to_owned();
+        fund(&app, &sender, &id, "10.00", &key()).await.ok();
+        let (dispute, release) = tokio::join!(
+            app.gql(Some(&provider), DISPUTE, json!({ "id": id })),
+            app.gql(Some(&sender), RELEASE, json!({ "id": id, "k": key() })),
+        );
+        let state = app.gql(Some(&sender), STATE, json!({ "id": id })).await;
+        let state = &state.ok()["escrow"];
+        assert!(
+            won(&dispute) != won(&release),
+            "run {run}: exactly one wins: dispute {} release {} state {state}",
+            dispute.body,
+            release.body
+        );
+        let loser = if won(&dispute) { &release } else { &dispute };
+        assert_eq!(loser.code(), Some("CONFLICT"), "run {run}: {}", loser.body);
+        let payments = state["payments"].as_array().unwrap().len();
+        if won(&dispute) {
+            disputes += 1;
+            assert_eq!(state["status"], "DISPUTED", "run {run}: {state}");
+            assert_eq!(payments, 0, "run {run}: a disputed escrow paid: {state}");
+        } else {
+            releases += 1;
+            assert_eq!(state["status"], "RELEASED", "run {run}: {state}");
+            assert_eq!(payments, 1, "run {run}: {state}");
+            let kinds = state["events"].to_string();
+            assert!(!kinds.contains("escrow.disputed"), "run {run}: {kinds}");
+        }
+    }
+    assert_eq!(disputes + releases, RUNS);
+}
+
+/// The deadline passed (the escrow became refundable), then the provider disputed:
+/// the sender's refund must wait for the dispute's resolution.
+async fn a_disputed_escrow_cannot_be_refunded(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let sender = t.token(Role::Sender).to_owned();
+    let provider = t.token(Role::Beneficiary).to_owned();
+    let e = create_escrow(&app, &t, "40.00", json!([]), None, Duration::days(7)).await;
+    let id = e["id"].as_str().unwrap().to_owned();
+    fund(&app, &sender, &id, "40.00", &key()).await.ok();
+    // What the deadline job does once the deadline has passed without a delivery.
+    let (_, uuid) = sequestra::ids::decode(&id).unwrap();
+    let marked = app
+        .db
+        .execute(sea_orm::Statement::from_sql_and_values(
+            app.db.get_database_backend(),
+            match app.db.get_database_backend() {
+                sea_orm::DbBackend::Postgres => {
+                    "UPDATE escrows SET refundable_at = $1 WHERE id = $2"
+                }
+                _ => "UPDATE escrows SET refundable_at = ? WHERE id = ?",
+            },
+            [chrono::Utc::now().into(), uuid.into()],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(marked.rows_affected(), 1);
+    let r = app.gql(Some(&provider), DISPUTE, json!({ "id": id })).await;
+    assert_eq!(r.ok()["openDispute"]["status"], "DISPUTED");
+    let r = app
+        .gql(Some(&sender), REFUND, json!({ "id": id, "k": key() }))
+        .await;
+    assert_eq!(r.code(), Some("CONFLICT"), "{}", r.body);
+    assert_eq!(r.body["errors"][0]["extensions"]["reason"], "INVALID_STATE");
+    let state = app.gql(Some(&sender), STATE, json!({ "id": id })).await;
+    assert_eq!(state.ok()["escrow"]["status"], "DISPUTED");
+    assert_eq!(
+        state.ok()["escrow"]["payments"].as_array().unwrap().len(),
+        0
+    );
+}
+
+const DEACTIVATE: &str = "mutation($u: ID!) { deactivateUser(userId: $u) { isActive } }";
+
+async fn is_active(app: &TestApp, token: &str, id: uuid::Uuid) -> bool {
+    let r = app
+        .gql(
+            Some(token),
+            "query($id: ID!) { node(id: $id) { ... on User { isActive } } }",
+            json!({ "id": sequestra::ids::encode(sequestra::ids::Kind::User, id) }),
+        )
+        .await;
+    r.ok()["node"]["isActive"].as_bool().unwrap()
+}
+
+/// The tenant's only two active ADMINs deactivate each other at the same moment:
+/// one wins, the other gets LAST_ADMIN; the survivor then races a newly added admin.
+async fn admins_deactivating_each_other_leave_one(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let mut survivor = t.user(Role::Admin).clone();
+    enrol(&app, &survivor.token).await;
+    let watcher = t.token(Role::Support).to_owned();
+    for run in 0..RUNS {
+        let other = app
+            .add_user(&t, &format!("admin{run}@acme.test"), &[Role::Admin])
+            .await;
+        enrol(&app, &other.token).await;
+        let gid = |id| sequestra::ids::encode(sequestra::ids::Kind::User, id);
+        let (a, b): (GqlResponse, GqlResponse) = tokio::join!(
+            app.gql(
+                Some(&survivor.token),
+                DEACTIVATE,
+                json!({ "u": gid(other.id) })
+            ),
+            app.gql(
+                Some(&other.token),
+                DEACTIVATE,
+                json!({ "u": gid(survivor.id) })
+            ),
+        );
+        let results: Vec<&Value> = vec![&a.body, &b.body];
+        assert!(
+            won(&a) != won(&b),
+            "run {run}: exactly one deactivation wins: {results:?}"
+        );
+        let loser = if won(&a) { &b } else { &a };
+        // The loser either saw the other's deactivation as LAST_ADMIN, or was itself
+        // already deactivated (its session ended with it).
+        assert!(
+            loser.body["errors"][0]["extensions"]["reason"] == "LAST_ADMIN"
+                || loser.code() == Some("UNAUTHENTICATED"),
+            "run {run}: {}",
+            loser.body
+        );
+        let (alive_a, alive_b) = (
+            is_active(&app, &watcher, survivor.id).await,
+            is_active(&app, &watcher, other.id).await,
+        );
+        assert!(
+            alive_a != alive_b,
+            "run {run}: exactly one active ADMIN remains"
+        );
+        if alive_b {
+            survivor = other;
+        }
+    }
+}
