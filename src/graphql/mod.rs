@@ -70,6 +70,7 @@ pub fn build_schema(
         .limit_recursive_depth(64)
         .limit_directives(16)
         .extension(limits::AliasLimit(cfg.max_aliases))
+        .extension(limits::NoNulText)
         .extension(errors::ErrorMapping)
         .data(cfg.clone())
         .data(services);

@@ -147,6 +147,18 @@ impl Event {
     pub fn parse(body: &[u8]) -> std::result::Result<Self, &'static str> {
         let event: Event =
             serde_json::from_slice(body).map_err(|_| "the body is not a webhook event")?;
+        // No text of an event may carry NUL (PostgreSQL cannot store it): the same
+        // rule as every GraphQL text input.
+        let texts = [&event.id, &event.kind, &event.data.reference];
+        if texts.iter().any(|t| t.contains('\0'))
+            || event
+                .data
+                .failure_reason
+                .as_ref()
+                .is_some_and(|r| r.contains('\0'))
+        {
+            return Err("the event's text must not contain NUL characters");
+        }
         if event.id.is_empty() || event.id.len() > 255 {
             return Err("`id` must be 1 to 255 characters");
         }

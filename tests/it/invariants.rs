@@ -15,6 +15,7 @@ use crate::{on_both_backends, on_both_backends_with};
 on_both_backends!(
     a_dispute_racing_a_release_has_one_winner,
     a_disputed_escrow_cannot_be_refunded,
+    nul_in_text_is_refused_at_the_edge,
 );
 // Twenty admins enrol MFA from one test client: past the per-address limiter.
 on_both_backends_with!(
@@ -191,5 +192,90 @@ async fn admins_deactivating_each_other_leave_one(app: TestApp) {
         if alive_b {
             survivor = other;
         }
+    }
+}
+
+/// A NUL character in any text input is the caller's mistake, refused before anything
+/// runs, on both backends alike (PostgreSQL cannot store one): in a variable, in a
+/// literal of the document, and in a signed webhook.
+async fn nul_in_text_is_refused_at_the_edge(app: TestApp) {
+    use crate::harness::WEBHOOK_SECRETS;
+    use crate::webhooks::{post, signed};
+    let t = app.tenant("acme").await;
+    let admin = t.token(Role::Admin).to_owned();
+    let sender = t.token(Role::Sender).to_owned();
+    let provider = t.token(Role::Beneficiary).to_owned();
+    let e = create_escrow(&app, &t, "10.00", json!([]), None, Duration::days(7)).await;
+    let escrow_id = e["id"].as_str().unwrap().to_owned();
+    let nul = "bad\u{0}text";
+    // (who, document taking `$v: String!`, the same with `{}` where a literal goes)
+    let cases: Vec<(Option<&str>, &str)> = vec![
+        (
+            None,
+            "mutation($v: String!) { signIn(input: { tenant: $v, email: \"a@b.test\", password: \"long enough passphrase\" }) { accessToken } }",
+        ),
+        (
+            Some(&admin),
+            "query($v: String!) { auditLog(action: $v) { edges { cursor } } }",
+        ),
+        (
+            Some(&sender),
+            "query($v: String!) { alerts(filter: { kind: $v }) { edges { cursor } } }",
+        ),
+        (
+            Some(&admin),
+            "mutation($v: String!) { createSpendCategory(code: \"TOOLS\", label: $v) { id } }",
+        ),
+        (
+            Some(&admin),
+            "mutation($v: String!) { createMerchant(name: $v, categoryId: \"cat_0\") { id } }",
+        ),
+        (
+            Some(&provider),
+            "mutation($v: String!, $id: ID!) { openDispute(escrowId: $id, reason: $v) { status } }",
+        ),
+    ];
+    let audit_before = app.audit_actions(&t).await.len();
+    for (token, document) in &cases {
+        let r = app
+            .gql(*token, document, json!({ "v": nul, "id": escrow_id }))
+            .await;
+        assert_eq!(r.code(), Some("BAD_USER_INPUT"), "{document}: {}", r.body);
+        // The same text as a literal of the document (GraphQL's `\u0000` escape).
+        let literal = document
+            .replacen("$v: String!", "$unused: String", 1)
+            .replace("$v", "\"bad\\u0000text\"");
+        let r = app.gql(*token, &literal, json!({ "id": escrow_id })).await;
+        assert_eq!(r.code(), Some("BAD_USER_INPUT"), "{literal}: {}", r.body);
+    }
+    // Nested in an input object, as a variable.
+    let r = app
+        .gql(
+            Some(&sender),
+            "mutation($i: CreateEscrowInput!) { createEscrow(input: $i, idempotencyKey: \"k-nul\") { escrow { id } } }",
+            json!({ "i": {
+                "providerId": crate::escrow::user_gid(t.user(Role::Beneficiary).id),
+                "amount": "5.00", "currency": "EUR", "description": nul,
+                "deadline": (chrono::Utc::now() + Duration::days(3)).to_rfc3339(),
+                "milestones": []
+            } }),
+        )
+        .await;
+    assert_eq!(r.code(), Some("BAD_USER_INPUT"), "{}", r.body);
+    assert_eq!(
+        app.audit_actions(&t).await.len(),
+        audit_before,
+        "nothing was written"
+    );
+
+    // A correctly signed webhook whose id or reference carries NUL: 400.
+    for (id, reference) in [("evt\u{0}1", "ref-1"), ("evt-2", "ref\u{0}2")] {
+        let body =
+            json!({ "id": id, "type": "payout.settled", "created": chrono::Utc::now().timestamp(),
+            "data": { "reference": reference, "failureReason": null } })
+            .to_string()
+            .into_bytes();
+        let (status, answer) = post(&app, &body, signed(WEBHOOK_SECRETS[0], &body)).await;
+        assert_eq!(status, 400, "{answer}");
     }
 }

@@ -14,7 +14,7 @@ use crate::on_both_backends;
 
 on_both_backends!(webhooks_are_signed_deduplicated_and_forward_only);
 
-async fn post(app: &TestApp, body: &[u8], signature: Option<String>) -> (u16, Value) {
+pub(crate) async fn post(app: &TestApp, body: &[u8], signature: Option<String>) -> (u16, Value) {
     let mut request = app
         .http
         .post(app.url("/webhooks/psp"))
@@ -64,7 +64,7 @@ async fn first_payment_status(app: &TestApp, token: &str, escrow_id: &str) -> St
         .to_owned()
 }
 
-fn signed(secret: &str, body: &[u8]) -> Option<String> {
+pub(crate) fn signed(secret: &str, body: &[u8]) -> Option<String> {
     let t = Utc::now().timestamp();
     Some(format!("t={t},v1={}", sign(secret, t, body)))
 }
