@@ -73,13 +73,21 @@ fn expected(policy: &FieldPolicy, caller: &Caller, assume_step_up: bool) -> Opti
     None
 }
 
+/// An argument position that takes an id (see `Shape::id_slots`).
+pub(crate) struct IdSlot {
+    pub root: Root,
+    pub field: String,
+    /// The argument, and for an input object the field inside it.
+    pub path: Vec<String>,
+}
+
 /// The schema's shape, from the committed SDL's source: the code.
-struct Shape {
+pub(crate) struct Shape {
     doc: async_graphql::parser::types::ServiceDocument,
 }
 
 impl Shape {
-    fn load() -> Self {
+    pub(crate) fn load() -> Self {
         let doc = async_graphql::parser::parse_schema(sequestra::graphql::sdl()).expect("SDL");
         Shape { doc }
     }
@@ -91,50 +99,142 @@ impl Shape {
         })
     }
 
+    fn root_type(&self, root: Root) -> &async_graphql::parser::types::ObjectType {
+        match self.kind(root.as_str()) {
+            Some(TypeKind::Object(obj)) => obj,
+            _ => panic!("no {} root", root.as_str()),
+        }
+    }
+
     /// Root fields: (root, name, document that calls it with placeholder arguments).
-    fn root_calls(&self) -> Vec<(Root, String, String)> {
+    pub(crate) fn root_calls(&self) -> Vec<(Root, String, String)> {
         let mut out = Vec::new();
-        for (root, type_name, keyword) in [
-            (Root::Query, "Query", "query"),
-            (Root::Mutation, "Mutation", "mutation"),
-            (Root::Subscription, "Subscription", "subscription"),
-        ] {
-            let Some(TypeKind::Object(obj)) = self.kind(type_name) else {
-                panic!("no {type_name} root");
-            };
-            for field in &obj.fields {
-                let f = &field.node;
-                let args: Vec<String> = f
-                    .arguments
-                    .iter()
-                    .filter(|a| !a.node.ty.node.nullable && a.node.default_value.is_none())
-                    .map(|a| {
-                        format!(
-                            "{}: {}",
-                            a.node.name.node,
-                            self.placeholder(&a.node.ty.node)
-                        )
-                    })
-                    .collect();
-                let args = if args.is_empty() {
-                    String::new()
-                } else {
-                    format!("({})", args.join(", "))
-                };
-                let selection = match self.kind(base_name(&f.ty.node)) {
-                    Some(TypeKind::Object(_) | TypeKind::Interface(_) | TypeKind::Union(_)) => {
-                        " { __typename }"
-                    }
-                    _ => "",
-                };
-                out.push((
-                    root,
-                    f.name.node.to_string(),
-                    format!("{keyword} {{ {}{args}{selection} }}", f.name.node),
-                ));
+        for root in [Root::Query, Root::Mutation, Root::Subscription] {
+            for field in &self.root_type(root).fields {
+                let name = field.node.name.node.to_string();
+                let document = self.document(root, &name, None);
+                out.push((root, name, document));
             }
         }
         out
+    }
+
+    /// Every place a root field takes an id: an `ID` argument, or an `ID` field of an
+    /// input-object argument (alone or in a list).
+    pub(crate) fn id_slots(&self) -> Vec<IdSlot> {
+        let mut out = Vec::new();
+        for root in [Root::Query, Root::Mutation, Root::Subscription] {
+            for field in &self.root_type(root).fields {
+                for arg in &field.node.arguments {
+                    let ty = &arg.node.ty.node;
+                    let name = arg.node.name.node.to_string();
+                    if base_name(ty) == "ID" {
+                        out.push(IdSlot {
+                            root,
+                            field: field.node.name.node.to_string(),
+                            path: vec![name.clone()],
+                        });
+                    } else if let Some(TypeKind::InputObject(input)) = self.kind(base_name(ty)) {
+                        for f in input
+                            .fields
+                            .iter()
+                            .filter(|f| base_name(&f.node.ty.node) == "ID")
+                        {
+                            out.push(IdSlot {
+                                root,
+                                field: field.node.name.node.to_string(),
+                                path: vec![name.clone(), f.node.name.node.to_string()],
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// A document calling `root.field` with placeholder arguments, and `id` in `slot`.
+    pub(crate) fn document(
+        &self,
+        root: Root,
+        field: &str,
+        slot: Option<(&IdSlot, &str)>,
+    ) -> String {
+        let keyword = match root {
+            Root::Query => "query",
+            Root::Mutation => "mutation",
+            Root::Subscription => "subscription",
+        };
+        let f = &self
+            .root_type(root)
+            .fields
+            .iter()
+            .find(|f| f.node.name.node == field)
+            .unwrap_or_else(|| panic!("no field {field}"))
+            .node;
+        let args: Vec<String> = f
+            .arguments
+            .iter()
+            .filter_map(|a| {
+                let name = a.node.name.node.as_str();
+                let ty = &a.node.ty.node;
+                match slot {
+                    Some((slot, id)) if slot.path[0] == name => Some(format!(
+                        "{name}: {}",
+                        self.value_with(ty, slot.path.get(1).map(String::as_str), id)
+                    )),
+                    _ if !ty.nullable && a.node.default_value.is_none() => {
+                        Some(format!("{name}: {}", self.placeholder(ty)))
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        let args = if args.is_empty() {
+            String::new()
+        } else {
+            format!("({})", args.join(", "))
+        };
+        let selection = match self.kind(base_name(&f.ty.node)) {
+            Some(TypeKind::Object(_) | TypeKind::Interface(_) | TypeKind::Union(_)) => {
+                " { __typename }"
+            }
+            _ => "",
+        };
+        format!("{keyword} {{ {field}{args}{selection} }}")
+    }
+
+    /// `id` as a value of `ty` (an ID, a list of them, or an input object whose field
+    /// `inner` is the id and whose other required fields are placeholders).
+    fn value_with(&self, ty: &Type, inner: Option<&str>, id: &str) -> String {
+        let one = |ty: &Type| match inner {
+            None => format!("\"{id}\""),
+            Some(inner) => match self.kind(base_name(ty)) {
+                Some(TypeKind::InputObject(input)) => {
+                    let fields: Vec<String> = input
+                        .fields
+                        .iter()
+                        .filter_map(|f| {
+                            let name = f.node.name.node.as_str();
+                            let fty = &f.node.ty.node;
+                            if name == inner {
+                                Some(format!("{name}: {}", self.value_with(fty, None, id)))
+                            } else if !fty.nullable && f.node.default_value.is_none() {
+                                Some(format!("{name}: {}", self.placeholder(fty)))
+                            } else {
+                                None
+                            }
+                        })
+                        .collect();
+                    format!("{{ {} }}", fields.join(", "))
+                }
+                _ => panic!("{inner} of a non-input type"),
+            },
+        };
+        match &ty.base {
+            BaseType::List(inner_ty) => format!("[{}]", one(inner_ty)),
+            BaseType::Named(_) => one(ty),
+        }
     }
 
     /// A valid value of type `ty` that names nothing that exists (lists are empty, so
@@ -397,7 +497,11 @@ async fn audit_rows(app: &TestApp) -> u64 {
 
 /// The first message of a subscription over `/graphql/ws`: `Some(code)` for an error,
 /// `None` for data or for nothing within a moment (a stream waiting for events).
-async fn subscribe(app: &TestApp, token: Option<&str>, document: &str) -> Option<String> {
+pub(crate) async fn subscribe(
+    app: &TestApp,
+    token: Option<&str>,
+    document: &str,
+) -> Option<String> {
     let mut socket = crate::ws::connect(app).await;
     let payload = match token {
         Some(t) => json!({ "Authorization": format!("Bearer {t}") }),

@@ -22,6 +22,7 @@ mod rate_limit;
 mod schema;
 mod spend;
 mod tenancy;
+mod tenancy_matrix;
 mod visibility;
 mod webhooks;
 mod ws;
