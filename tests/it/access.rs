@@ -11,7 +11,7 @@
 //! The expected decision is computed here, from the declaration's data, by a second
 //! implementation of the rule (not the guard's own function).
 
-use std::{collections::BTreeSet, io::Write};
+use std::collections::BTreeSet;
 
 use async_graphql::parser::types::{BaseType, Type, TypeKind, TypeSystemDefinition};
 use futures_util::SinkExt;
@@ -688,12 +688,7 @@ async fn every_field_answers_every_caller_as_declared(app: TestApp) {
         callers.len(),
         callers.len()
     );
-    match std::fs::OpenOptions::new().append(true).open("/dev/stderr") {
-        Ok(mut tty) => {
-            let _ = tty.write_all(line.as_bytes());
-        }
-        Err(_) => eprint!("{line}"),
-    }
+    crate::harness::report(line.trim_end());
     assert!(
         failures.is_empty(),
         "{} disagreements with the declaration:\n{}",

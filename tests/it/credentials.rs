@@ -1,5 +1,5 @@
-//! Credential checks under attack: racing wrong passwords and codes are checked at
-//! most the lock threshold, every check counts and is audited whatever asked for it,
+//! Credential checks under attack: racing wrong passwords (spread over two server
+//! processes) and codes are checked at most the lock threshold, every check counts and is audited whatever asked for it,
 //! and refresh tokens and sessions end when configured.
 
 use sequestra::auth::Role;
@@ -45,11 +45,13 @@ fn count(actions: &[String], action: &str) -> usize {
     actions.iter().filter(|a| *a == action).count()
 }
 
-/// Sends `n` requests at once (each its own HTTP request), returns their bodies.
-async fn race(app: &TestApp, requests: Vec<(Option<String>, String, Value)>) -> Vec<Value> {
+/// Sends the requests at once (each its own HTTP request), spread over `servers` in
+/// turn (processes on one database), and returns their bodies.
+async fn race(servers: &[&TestApp], requests: Vec<(Option<String>, String, Value)>) -> Vec<Value> {
     let mut racers = Vec::new();
-    for (token, query, variables) in requests {
-        let (http, url) = (app.http.clone(), app.url("/graphql"));
+    for (i, (token, query, variables)) in requests.into_iter().enumerate() {
+        let server = servers[i % servers.len()];
+        let (http, url) = (server.http.clone(), server.url("/graphql"));
         racers.push(tokio::spawn(async move {
             let mut request = http
                 .post(url)
@@ -82,8 +84,10 @@ fn codes(bodies: &[Value]) -> Vec<String> {
 async fn fifty_racing_wrong_passwords_check_five(app: TestApp) {
     let acme = app.tenant("acme").await;
     let target = acme.user(Role::Support).clone();
+    // Two server processes on the one database, as two replicas.
+    let peer = app.peer(NO_ADDRESS_LIMIT).await;
     let bodies = race(
-        &app,
+        &[&app, &peer],
         (0..50)
             .map(|i| {
                 (
@@ -95,6 +99,7 @@ async fn fifty_racing_wrong_passwords_check_five(app: TestApp) {
             .collect(),
     )
     .await;
+    peer.stop().await;
     let codes = codes(&bodies);
     let checked = codes.iter().filter(|c| *c == "UNAUTHENTICATED").count();
     let refused = codes.iter().filter(|c| *c == "RATE_LIMITED").count();
@@ -135,8 +140,9 @@ async fn fifty_racing_wrong_codes_check_five(app: TestApp) {
         "000000"
     };
     let verify = "mutation($c: String!, $code: String) { verifyMfa(input: { challenge: $c, code: $code }) { accessToken } }";
+    // One process: a peer has MFA keys of its own and could not read this seed.
     let bodies = race(
-        &app,
+        &[&app],
         challenges
             .iter()
             .map(|c| (None, verify.to_owned(), json!({ "c": c, "code": wrong })))

@@ -98,6 +98,17 @@ pub fn skipped(test: &str) {
     );
 }
 
+/// Prints `line` on the process's standard error past the test harness's output
+/// capture (which also takes `io::stderr()`), so `scripts/test` shows it on every run:
+/// a figure a test measured, say. Written through file descriptor 2 itself, so it
+/// shares the offset of whatever CI redirected it to.
+pub fn report(line: &str) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fd 2 is open for the whole process; ManuallyDrop never closes it.
+    let mut stderr = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(2) });
+    let _ = stderr.write_all(format!("{line}\n").as_bytes());
+}
+
 /// Says on the real stderr that `test` did not run, and why.
 pub fn skipped_because(test: &str, why: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");

@@ -6,8 +6,6 @@
 //! reason and data), and B's rows must be byte-for-byte unchanged afterwards. A new
 //! id-taking field is covered without editing this test.
 
-use std::io::Write;
-
 use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, JsonValue, Statement};
 use sequestra::{
     auth::Role,
@@ -240,12 +238,7 @@ async fn foreign_ids_answer_exactly_like_missing_ones(app: TestApp) {
         "tenancy matrix: {probes} (field argument, id, role) probes over {} id-taking arguments, {not_found} answered NOT_FOUND\n",
         slots.len()
     );
-    match std::fs::OpenOptions::new().append(true).open("/dev/stderr") {
-        Ok(mut tty) => {
-            let _ = tty.write_all(line.as_bytes());
-        }
-        Err(_) => eprint!("{line}"),
-    }
+    crate::harness::report(line.trim_end());
     assert!(
         failures.is_empty(),
         "{} foreign ids told apart from missing ones:\n{}",
