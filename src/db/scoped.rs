@@ -218,6 +218,31 @@ impl<C: ConnectionTrait> Scoped<C> {
         Ok(query(update).exec(&self.conn).await?.rows_affected)
     }
 
+    /// The one way a state moves (escrows, milestones, mandates, payments): a single
+    /// `UPDATE … SET <status> = to … WHERE id = $id AND tenant_id = $t AND <status> IN
+    /// (from)`, never a read, a decision in Rust, and a blind write. `set` adds further
+    /// column changes (and conditions) to the same statement. Returns whether this call
+    /// moved the row: `false` means it was not in an allowed state (another writer
+    /// moved it first), which the caller turns into its typed answer.
+    pub async fn transition<E: TenantEntity>(
+        &self,
+        id: Uuid,
+        status: E::Column,
+        from: &[&str],
+        to: &str,
+        set: impl FnOnce(UpdateMany<E>) -> UpdateMany<E>,
+    ) -> Result<bool> {
+        let moved = self
+            .update_where::<E>(|q| {
+                set(q
+                    .col_expr(status, sea_orm::sea_query::Expr::value(to))
+                    .filter(E::ID.eq(id))
+                    .filter(status.is_in(from.iter().copied())))
+            })
+            .await?;
+        Ok(moved == 1)
+    }
+
     /// A DELETE limited to this tenant. Returns the number of rows deleted.
     pub async fn delete_where<E: TenantEntity>(
         &self,

@@ -217,15 +217,15 @@ async fn move_escrow<C: ConnectionTrait>(
 ) -> Result<escrow::Model> {
     machine::check_escrow(esc.status, to, action)?;
     let moved = txn
-        .update_where::<escrow::Entity>(|q| {
-            set(q
-                .col_expr(escrow::Column::Status, Expr::value(to.as_str()))
-                .col_expr(escrow::Column::UpdatedAt, Expr::value(Utc::now())))
-            .filter(escrow::Column::Id.eq(esc.id))
-            .filter(escrow::Column::Status.eq(esc.status.as_str()))
-        })
+        .transition::<escrow::Entity>(
+            esc.id,
+            escrow::Column::Status,
+            &[esc.status.as_str()],
+            to.as_str(),
+            |q| set(q.col_expr(escrow::Column::UpdatedAt, Expr::value(Utc::now()))),
+        )
         .await?;
-    if moved == 0 {
+    if !moved {
         let now = txn.get::<escrow::Entity>(esc.id).await?;
         return Err(Error::InvalidState {
             object: "escrow",
@@ -258,14 +258,15 @@ async fn move_milestone<C: ConnectionTrait>(
 ) -> Result<milestone::Model> {
     machine::check_milestone(m.status, to, action)?;
     let moved = txn
-        .update_where::<milestone::Entity>(|q| {
-            q.col_expr(milestone::Column::Status, Expr::value(to.as_str()))
-                .col_expr(milestone::Column::UpdatedAt, Expr::value(Utc::now()))
-                .filter(milestone::Column::Id.eq(m.id))
-                .filter(milestone::Column::Status.eq(m.status.as_str()))
-        })
+        .transition::<milestone::Entity>(
+            m.id,
+            milestone::Column::Status,
+            &[m.status.as_str()],
+            to.as_str(),
+            |q| q.col_expr(milestone::Column::UpdatedAt, Expr::value(Utc::now())),
+        )
         .await?;
-    if moved == 0 {
+    if !moved {
         let now = txn.get::<milestone::Entity>(m.id).await?;
         return Err(Error::InvalidState {
             object: "milestone",
@@ -1441,19 +1442,19 @@ pub async fn decide_proof<C: ConnectionTrait>(
     };
     let now = Utc::now();
     let decided = txn
-        .update_where::<proof::Entity>(|q| {
-            q.col_expr(
-                proof::Column::Status,
-                Expr::value(if accept { "ACCEPTED" } else { "REJECTED" }),
-            )
-            .col_expr(proof::Column::DecidedBy, Expr::value(caller.user_id))
-            .col_expr(proof::Column::DecisionNote, Expr::value(note.clone()))
-            .col_expr(proof::Column::DecidedAt, Expr::value(now))
-            .filter(proof::Column::Id.eq(p.id))
-            .filter(proof::Column::Status.eq("PENDING"))
-        })
+        .transition::<proof::Entity>(
+            p.id,
+            proof::Column::Status,
+            &["PENDING"],
+            if accept { "ACCEPTED" } else { "REJECTED" },
+            |q| {
+                q.col_expr(proof::Column::DecidedBy, Expr::value(caller.user_id))
+                    .col_expr(proof::Column::DecisionNote, Expr::value(note.clone()))
+                    .col_expr(proof::Column::DecidedAt, Expr::value(now))
+            },
+        )
         .await?;
-    if decided == 0 {
+    if !decided {
         return Err(Error::conflict(
             "ALREADY_DECIDED",
             "this proof was already decided",

@@ -301,13 +301,10 @@ pub async fn transition<C: ConnectionTrait>(
 ) -> Result<Option<payment::Model>> {
     let now = Utc::now();
     let to = m.to;
+    let from: Vec<&str> = allowed_from(to).iter().map(|s| s.as_str()).collect();
     let moved = txn
-        .update_where::<payment::Entity>(|q| {
-            let mut q = q
-                .col_expr(payment::Column::Status, Expr::value(to.as_str()))
-                .col_expr(payment::Column::UpdatedAt, Expr::value(now))
-                .filter(payment::Column::Id.eq(id))
-                .filter(payment::Column::Status.is_in(allowed_from(to).iter().map(|s| s.as_str())));
+        .transition::<payment::Entity>(id, payment::Column::Status, &from, to.as_str(), |q| {
+            let mut q = q.col_expr(payment::Column::UpdatedAt, Expr::value(now));
             if let Some(reference) = m.reference {
                 q = q.col_expr(payment::Column::PspReference, Expr::value(reference));
             }
@@ -327,7 +324,7 @@ pub async fn transition<C: ConnectionTrait>(
             q
         })
         .await?;
-    if moved == 0 {
+    if !moved {
         return Ok(None);
     }
     let p = txn.get::<payment::Entity>(id).await?;

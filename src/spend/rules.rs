@@ -452,21 +452,24 @@ async fn end<C: ConnectionTrait>(
 ) -> Result<bool> {
     let now = Utc::now();
     let ended = txn
-        .update_where::<mandate::Entity>(|q| {
-            let q = q
-                .col_expr(mandate::Column::Status, Expr::value(to.as_str()))
-                .col_expr(mandate::Column::EndedAt, Expr::value(now))
-                .col_expr(mandate::Column::UpdatedAt, Expr::value(now))
-                .filter(mandate::Column::Id.eq(m.id))
-                .filter(mandate::Column::Status.eq(MandateStatus::Active.as_str()));
-            if to == MandateStatus::Expired {
-                q.filter(mandate::Column::ExpiresAt.lte(now))
-            } else {
-                q
-            }
-        })
+        .transition::<mandate::Entity>(
+            m.id,
+            mandate::Column::Status,
+            &[MandateStatus::Active.as_str()],
+            to.as_str(),
+            |q| {
+                let q = q
+                    .col_expr(mandate::Column::EndedAt, Expr::value(now))
+                    .col_expr(mandate::Column::UpdatedAt, Expr::value(now));
+                if to == MandateStatus::Expired {
+                    q.filter(mandate::Column::ExpiresAt.lte(now))
+                } else {
+                    q
+                }
+            },
+        )
         .await?;
-    if ended == 0 {
+    if !ended {
         return Ok(false);
     }
     let m = txn.get::<mandate::Entity>(m.id).await?;

@@ -279,3 +279,48 @@ async fn nul_in_text_is_refused_at_the_edge(app: TestApp) {
         assert_eq!(status, 400, "{answer}");
     }
 }
+
+/// A state column is written only through `Scoped::transition` (one conditional
+/// UPDATE on the expected previous states): any other `col_expr(…::Column::Status …)`
+/// in the code fails here, so a new transition cannot be written as read, decide,
+/// write.
+#[test]
+fn state_columns_are_written_only_through_transition() {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    walk(&root, &mut files);
+    assert!(files.len() > 30, "{} source files", files.len());
+    let mut offenders = Vec::new();
+    for file in files {
+        if file.ends_with("db/scoped.rs") {
+            continue; // the helper itself
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        // `col_expr(` then, past whitespace, `<entity>::Column::Status`.
+        for (at, _) in text.match_indices("col_expr(") {
+            let rest = text[at + "col_expr(".len()..].trim_start();
+            let path: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            if path.ends_with("::Column::Status") {
+                let line = text[..at].lines().count() + 1;
+                offenders.push(format!("{}:{line}", file.display()));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "state written outside Scoped::transition: {offenders:?}"
+    );
+}
