@@ -13,6 +13,9 @@ pub enum ErrorCode {
     Conflict,
     RateLimited,
     MfaRequired,
+    /// The document would cost more than the server's limits allow (refused before
+    /// it is validated or run).
+    QueryTooComplex,
     Internal,
 }
 
@@ -26,6 +29,7 @@ impl ErrorCode {
             Self::Conflict => "CONFLICT",
             Self::RateLimited => "RATE_LIMITED",
             Self::MfaRequired => "MFA_REQUIRED",
+            Self::QueryTooComplex => "QUERY_TOO_COMPLEX",
             Self::Internal => "INTERNAL",
         }
     }
@@ -74,6 +78,9 @@ pub enum Error {
     /// The tenant requires MFA for one of the caller's roles and the caller has none.
     #[error("your role requires MFA: enrol with enrollMfa and activateMfa first")]
     MfaEnrolmentRequired,
+    /// A document over the server's cost limits.
+    #[error("{0}")]
+    TooComplex(String),
     /// Anything unexpected. The detail is logged, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -91,6 +98,7 @@ impl Error {
             Self::Conflict { .. } | Self::InvalidState { .. } => ErrorCode::Conflict,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::MfaRequired | Self::MfaEnrolmentRequired => ErrorCode::MfaRequired,
+            Self::TooComplex(_) => ErrorCode::QueryTooComplex,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use async_graphql::{
     ServerError, ServerResult, Variables,
-    extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery},
+    extensions::{
+        Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest,
+    },
     parser::types::{ExecutableDocument, Selection, SelectionSet},
 };
 
@@ -175,4 +177,150 @@ fn nul_in_selection(set: &SelectionSet) -> Option<String> {
         Selection::FragmentSpread(spread) => directives_have_nul(&spread.node.directives)
             .then(|| format!("...{}", spread.node.fragment_name.node)),
     })
+}
+
+/// The number of fields a document asks for once every fragment is expanded, computed
+/// before the document is checked, validated or run, in time linear in its size: each
+/// fragment's count is computed once (memoized), so a chain of fragments that each
+/// spread the next twice costs a few microseconds to measure, not the exponential
+/// work of expanding it. Over the limit: `QUERY_TOO_COMPLEX`.
+pub struct FieldBudget(pub usize);
+
+impl ExtensionFactory for FieldBudget {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(FieldBudgetExtension(self.0 as u64))
+    }
+}
+
+struct FieldBudgetExtension(u64);
+
+#[async_trait::async_trait]
+impl Extension for FieldBudgetExtension {
+    /// Before async-graphql's own parse-time checks (its depth and directive limits
+    /// walk every fragment spread without memoizing, which is the exponential work a
+    /// fragment chain asks for): parse once, measure, refuse or hand the parsed
+    /// document on so it is not parsed again.
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        mut request: async_graphql::Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<async_graphql::Request> {
+        // A document that does not parse is left to the normal path, which says why.
+        if let Ok(document) = request.parsed_query() {
+            let fields = expanded_fields(document);
+            if fields > self.0 {
+                let message = if fields == u64::MAX {
+                    format!(
+                        "the document expands to more fields than can be counted; at most {} are allowed",
+                        self.0
+                    )
+                } else {
+                    format!(
+                        "the document expands to {fields} fields; at most {} are allowed",
+                        self.0
+                    )
+                };
+                let mut error =
+                    async_graphql::Error::from(crate::error::Error::TooComplex(message))
+                        .into_server_error(async_graphql::Pos::default());
+                // About the whole document: no location (GraphQL's start at 1:1).
+                error.locations.clear();
+                return Err(error);
+            }
+        }
+        next.run(ctx, request).await
+    }
+}
+
+/// Fields of every operation with fragments expanded (saturating; a fragment cycle,
+/// which validation refuses anyway, counts as unbounded).
+pub fn expanded_fields(document: &ExecutableDocument) -> u64 {
+    use std::collections::HashMap;
+
+    enum Memo {
+        InProgress,
+        Done(u64),
+    }
+
+    fn fragment(
+        document: &ExecutableDocument,
+        name: &str,
+        memo: &mut HashMap<String, Memo>,
+    ) -> u64 {
+        match memo.get(name) {
+            Some(Memo::Done(n)) => return *n,
+            Some(Memo::InProgress) => return u64::MAX,
+            None => {}
+        }
+        let Some(def) = document
+            .fragments
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, f)| f)
+        else {
+            return 0; // unknown: validation names it
+        };
+        memo.insert(name.to_owned(), Memo::InProgress);
+        let n = set(document, &def.node.selection_set.node, memo);
+        memo.insert(name.to_owned(), Memo::Done(n));
+        n
+    }
+
+    fn set(
+        document: &ExecutableDocument,
+        selection: &SelectionSet,
+        memo: &mut HashMap<String, Memo>,
+    ) -> u64 {
+        selection.items.iter().fold(0u64, |sum, item| {
+            let n = match &item.node {
+                Selection::Field(field) => {
+                    1u64.saturating_add(set(document, &field.node.selection_set.node, memo))
+                }
+                Selection::InlineFragment(inline) => {
+                    set(document, &inline.node.selection_set.node, memo)
+                }
+                Selection::FragmentSpread(spread) => {
+                    fragment(document, spread.node.fragment_name.node.as_str(), memo)
+                }
+            };
+            sum.saturating_add(n)
+        })
+    }
+
+    let mut memo = HashMap::new();
+    document.operations.iter().fold(0u64, |sum, (_, op)| {
+        sum.saturating_add(set(document, &op.node.selection_set.node, &mut memo))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expanded_fields;
+
+    /// `query { ...F0 } fragment F0 { ...F1 ...F1 } … fragment Fn { serverTime }`.
+    fn bomb(levels: usize) -> String {
+        let mut doc = String::from("query { ...F0 }");
+        for i in 0..levels {
+            doc.push_str(&format!(
+                " fragment F{i} on Query {{ ...F{} ...F{} }}",
+                i + 1,
+                i + 1
+            ));
+        }
+        doc.push_str(&format!(" fragment F{levels} on Query {{ serverTime }}"));
+        doc
+    }
+
+    #[test]
+    fn fragment_chains_are_counted_without_expanding_them() {
+        let count = |doc: &str| expanded_fields(&async_graphql::parser::parse_query(doc).unwrap());
+        assert_eq!(count("{ a b { c } }"), 3);
+        assert_eq!(count("{ ...F ...F } fragment F on Query { a b }"), 4);
+        assert_eq!(count(&bomb(10)), 1 << 10);
+        assert_eq!(count(&bomb(60)), 1 << 60);
+        assert_eq!(count(&bomb(100)), u64::MAX, "saturates");
+        let cycle = "{ ...A } fragment A on Query { ...B } fragment B on Query { ...A }";
+        assert_eq!(count(cycle), u64::MAX);
+    }
 }

@@ -71,6 +71,7 @@ pub fn build_schema(
         .limit_directives(16)
         .extension(limits::AliasLimit(cfg.max_aliases))
         .extension(limits::NoNulText)
+        .extension(limits::FieldBudget(cfg.max_complexity))
         .extension(errors::ErrorMapping)
         .data(cfg.clone())
         .data(services);

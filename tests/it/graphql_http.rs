@@ -12,6 +12,7 @@ on_both_backends!(
     limits_refuse_deep_and_aliased_documents,
     invalid_tokens_are_refused,
     guards_answer_unauthenticated_and_forbidden,
+    fragment_bombs_are_refused_before_any_work,
 );
 
 async fn post_and_get_answer_typename(app: TestApp) {
@@ -192,4 +193,70 @@ async fn guards_answer_unauthenticated_and_forbidden(app: TestApp) {
         r.ok()["viewer"],
         json!({ "email": "sender@acme.test", "roles": ["SENDER"], "tenant": { "slug": "acme" } })
     );
+}
+
+/// `query { ...F0 } fragment F0 on Query { ...F1 ...F1 } … fragment Fn { serverTime }`:
+/// a kilobyte that expands to 2^n fields.
+fn fragment_bomb(levels: usize) -> String {
+    let mut doc = String::from("query { ...F0 }");
+    for i in 0..levels {
+        doc.push_str(&format!(
+            " fragment F{i} on Query {{ ...F{} ...F{} }}",
+            i + 1,
+            i + 1
+        ));
+    }
+    doc.push_str(&format!(" fragment F{levels} on Query {{ serverTime }}"));
+    doc
+}
+
+/// Refused with QUERY_TOO_COMPLEX as soon as it is parsed (the expansion is counted
+/// with each fragment measured once), in milliseconds, while `/health` keeps answering.
+/// Before, 24 levels cost 2.4–2.9 s of CPU and two at once stalled the server.
+async fn fragment_bombs_are_refused_before_any_work(app: TestApp) {
+    use std::time::{Duration, Instant};
+    for levels in [24, 30, 60] {
+        let document = fragment_bomb(levels);
+        let started = Instant::now();
+        let r = app.gql(None, &document, json!({})).await;
+        let took = started.elapsed();
+        assert_eq!(r.code(), Some("QUERY_TOO_COMPLEX"), "{levels}: {}", r.body);
+        assert!(r.body.get("data").is_none_or(Value::is_null));
+        assert!(r.body["errors"][0].get("locations").is_none(), "{}", r.body);
+        assert!(
+            took < Duration::from_millis(50),
+            "{levels} levels took {took:?}"
+        );
+    }
+    // Two bombs at once, and a health check in between.
+    let bombs: Vec<_> = [24, 60]
+        .into_iter()
+        .map(|levels| {
+            let (http, url, document) =
+                (app.http.clone(), app.url("/graphql"), fragment_bomb(levels));
+            tokio::spawn(async move {
+                let body: Value = http
+                    .post(url)
+                    .json(&json!({ "query": document }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                body["errors"][0]["extensions"]["code"].clone()
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let health = app.http.get(app.url("/health")).send().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(health.status(), 200);
+    assert!(took < Duration::from_millis(100), "/health took {took:?}");
+    for bomb in bombs {
+        assert_eq!(bomb.await.unwrap(), "QUERY_TOO_COMPLEX");
+    }
+    // An ordinary document of the same shape but small still runs.
+    let r = app.gql(None, &fragment_bomb(3), json!({})).await;
+    assert!(r.ok()["serverTime"].is_string(), "{}", r.body);
 }
