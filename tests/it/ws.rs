@@ -11,7 +11,8 @@ use crate::on_both_backends;
 
 on_both_backends!(
     heartbeat_subscription_streams,
-    bad_credentials_close_with_4403
+    bad_credentials_close_with_4403,
+    protocol_violations_close_with_the_protocols_codes,
 );
 
 pub type Socket =
@@ -123,4 +124,97 @@ async fn bad_credentials_close_with_4403(app: TestApp) {
     .await
     .expect("closed within 5 s");
     assert_eq!(closed, Some(CloseCode::Library(4403)));
+}
+
+/// graphql-transport-ws (the graphql-ws project's PROTOCOL.md): `subscribe` before the
+/// acknowledgement closes with 4401; an id reused while its operation runs with 4409
+/// (a completed one may be reused); a message that is not JSON, of an unknown type,
+/// a `subscribe` without an id, or a `connection_init` whose payload is not an object,
+/// with 4400 and a reason within RFC 6455's 123 bytes.
+async fn protocol_violations_close_with_the_protocols_codes(app: TestApp) {
+    let acme = app.tenant("acme").await;
+    let token = acme.token(sequestra::auth::Role::Sender).to_owned();
+    const TICKS: &str = "subscription { serverTime(intervalSeconds: 1) }";
+
+    let mut socket = connect(&app).await;
+    subscribe(&mut socket, "1", TICKS, json!({})).await;
+    let (code, reason) = close_code(&mut socket, 5).await;
+    assert_eq!(code, Some(CloseCode::Library(4401)), "{reason}");
+    assert_eq!(reason, "Unauthorized");
+
+    let mut socket = connect(&app).await;
+    init(&mut socket, &token).await;
+    subscribe(&mut socket, "a", TICKS, json!({})).await;
+    assert_eq!(next_json(&mut socket).await["type"], "next");
+    // Completed by the client: the id is free again.
+    socket
+        .send(Message::text(
+            json!({ "id": "a", "type": "complete" }).to_string(),
+        ))
+        .await
+        .unwrap();
+    subscribe(&mut socket, "a", TICKS, json!({})).await;
+    // The server answers the first `complete`, then the new operation streams.
+    let mut msg = next_json(&mut socket).await;
+    if msg["type"] == "complete" {
+        msg = next_json(&mut socket).await;
+    }
+    assert_eq!(
+        (msg["type"].as_str(), msg["id"].as_str()),
+        (Some("next"), Some("a")),
+        "{msg}"
+    );
+    // A query completes by itself: its id is free again too.
+    for _ in 0..2 {
+        subscribe(&mut socket, "q", "{ serverTime }", json!({})).await;
+        loop {
+            let msg = next_json(&mut socket).await;
+            if msg["id"] == "q" && msg["type"] == "complete" {
+                break;
+            }
+        }
+    }
+    // Reusing the id of the subscription still running: closed.
+    subscribe(&mut socket, "a", TICKS, json!({})).await;
+    let (code, reason) = close_code(&mut socket, 5).await;
+    assert_eq!(code, Some(CloseCode::Library(4409)), "{reason}");
+    assert_eq!(reason, "Subscriber for a already exists");
+
+    let long_id = "x".repeat(300);
+    let mut socket = connect(&app).await;
+    init(&mut socket, &token).await;
+    subscribe(&mut socket, &long_id, TICKS, json!({})).await;
+    assert_eq!(next_json(&mut socket).await["type"], "next");
+    subscribe(&mut socket, &long_id, TICKS, json!({})).await;
+    let (code, reason) = close_code(&mut socket, 5).await;
+    assert_eq!(code, Some(CloseCode::Library(4409)));
+    assert!(reason.len() <= 123, "{} bytes", reason.len());
+
+    for (message, why) in [
+        ("{not json".to_owned(), "not JSON"),
+        (
+            json!({ "type": "start", "id": "1" }).to_string(),
+            "unknown type",
+        ),
+        (
+            json!({ "type": "subscribe", "payload": { "query": "{ serverTime }" } }).to_string(),
+            "no id",
+        ),
+    ] {
+        let mut socket = connect(&app).await;
+        init(&mut socket, &token).await;
+        socket.send(Message::text(message)).await.unwrap();
+        let (code, reason) = close_code(&mut socket, 5).await;
+        assert_eq!(code, Some(CloseCode::Library(4400)), "{why}: {reason}");
+        assert!(reason.contains(why), "{reason}");
+    }
+    let mut socket = connect(&app).await;
+    socket
+        .send(Message::text(
+            json!({ "type": "connection_init", "payload": "Bearer x" }).to_string(),
+        ))
+        .await
+        .unwrap();
+    let (code, reason) = close_code(&mut socket, 5).await;
+    assert_eq!(code, Some(CloseCode::Library(4400)), "{reason}");
 }
