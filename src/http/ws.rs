@@ -177,6 +177,15 @@ impl Gate {
     }
 }
 
+/// A close frame with `code` and `reason`.
+fn close_frame(code: u16, reason: impl Into<String>) -> Message {
+    let reason: String = reason.into();
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
 /// An operation the server ended (`complete`, or `error` before it ran) frees its id.
 fn note_outgoing(active: &Mutex<Ids>, text: &str) {
     if !(text.contains("\"complete\"") || text.contains("\"error\"")) {
@@ -306,12 +315,7 @@ pub async fn handler(
                 let message = tokio::select! {
                     biased;
                     Some((code, reason)) = close_rx.recv() => {
-                        let _ = sink
-                            .send(Message::Close(Some(CloseFrame {
-                                code,
-                                reason: reason.into(),
-                            })))
-                            .await;
+                        let _ = sink.send(close_frame(code, reason)).await;
                         break;
                     }
                     message = outgoing.next() => message,
@@ -323,12 +327,7 @@ pub async fn handler(
                         match authenticate_bearer(&db, &tokens, current.authorization.as_deref()).await {
                             Err(Error::Unauthenticated) => {
                                 let reason = if expired { "Token expired" } else { "Session ended" };
-                                let _ = sink
-                                    .send(Message::Close(Some(CloseFrame {
-                                        code: CLOSE_FORBIDDEN,
-                                        reason: reason.into(),
-                                    })))
-                                    .await;
+                                let _ = sink.send(close_frame(CLOSE_FORBIDDEN, reason)).await;
                                 break;
                             }
                             Err(err) => {
@@ -347,24 +346,14 @@ pub async fn handler(
                             None => std::future::pending().await,
                         }
                     } => {
-                        let _ = sink
-                            .send(Message::Close(Some(CloseFrame {
-                                code,
-                                reason: reason.into(),
-                            })))
-                            .await;
+                        let _ = sink.send(close_frame(code, reason)).await;
                         break;
                     }
                 };
                 let Some(message) = message else {
                     // The input ended because the gate refused a message: its close.
                     if let Ok((code, reason)) = close_rx.try_recv() {
-                        let _ = sink
-                            .send(Message::Close(Some(CloseFrame {
-                                code,
-                                reason: reason.into(),
-                            })))
-                            .await;
+                        let _ = sink.send(close_frame(code, reason)).await;
                     }
                     break;
                 };
@@ -379,10 +368,7 @@ pub async fn handler(
                         } else {
                             code
                         };
-                        Message::Close(Some(CloseFrame {
-                            code,
-                            reason: reason.into(),
-                        }))
+                        close_frame(code, reason)
                     }
                 };
                 if sink.send(frame).await.is_err() {
