@@ -1,104 +1,115 @@
-//! A limit on aliases per document, so one request cannot repeat a field (a sign-in,
-//! say) hundreds of times. Depth and complexity limits are async-graphql's own.
+//! Checks on a document made once, when the request is prepared: before async-graphql
+//! runs its own parse-time checks (its depth and directive limits walk every fragment
+//! spread without memoizing, which is exactly the exponential work a chain of
+//! fragments asks for), before validation, before anything resolves. The document is
+//! parsed here once and handed on, so it is not parsed again. Over HTTP and WebSocket
+//! alike:
+//! - **fields after fragment expansion**, each fragment measured once (time linear in
+//!   the document): over the budget → `QUERY_TOO_COMPLEX`;
+//! - **aliases**, so one request cannot repeat a field (a sign-in, say) hundreds of
+//!   times → `BAD_USER_INPUT`;
+//! - **NUL characters** in any string of the document or the variables (PostgreSQL
+//!   cannot store one, and no name, reason or filter of ours needs one) →
+//!   `BAD_USER_INPUT`, naming where.
+//!
+//! Depth and complexity limits are async-graphql's own, after these.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use async_graphql::{
-    ServerError, ServerResult, Variables,
-    extensions::{
-        Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest,
-    },
-    parser::types::{ExecutableDocument, Selection, SelectionSet},
+    Positioned, ServerError, ServerResult,
+    extensions::{Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest},
+    parser::types::{Directive, ExecutableDocument, Selection, SelectionSet},
 };
+use async_graphql_value::{ConstValue, Value};
 
-pub struct AliasLimit(pub usize);
+pub struct DocumentLimits {
+    pub max_aliases: usize,
+    /// Fields a document may ask for once its fragments are expanded.
+    pub max_fields: usize,
+}
 
-impl ExtensionFactory for AliasLimit {
+impl ExtensionFactory for DocumentLimits {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(AliasLimitExtension(self.0))
+        Arc::new(DocumentLimitsExtension {
+            max_aliases: self.max_aliases,
+            max_fields: self.max_fields as u64,
+        })
     }
 }
 
-struct AliasLimitExtension(usize);
+struct DocumentLimitsExtension {
+    max_aliases: usize,
+    max_fields: u64,
+}
 
 #[async_trait::async_trait]
-impl Extension for AliasLimitExtension {
-    async fn parse_query(
+impl Extension for DocumentLimitsExtension {
+    async fn prepare_request(
         &self,
         ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
-        let mut aliases = 0;
-        for (_, operation) in document.operations.iter() {
-            aliases += count_aliases(&operation.node.selection_set.node);
+        mut request: async_graphql::Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<async_graphql::Request> {
+        let bad = |message: String| Err(ServerError::new(message, None));
+        for (name, value) in request.variables.iter() {
+            if const_has_nul(value) {
+                return bad(nul_message(&format!("variable `${name}`")));
+            }
         }
-        for fragment in document.fragments.values() {
-            aliases += count_aliases(&fragment.node.selection_set.node);
+        // A document that does not parse is left to the normal path, which says why.
+        let Ok(document) = request.parsed_query() else {
+            return next.run(ctx, request).await;
+        };
+        let fields = expanded_fields(document);
+        if fields > self.max_fields {
+            return Err(too_complex(fields, self.max_fields));
         }
-        if aliases > self.0 {
-            return Err(ServerError::new(
-                format!(
-                    "the document has {aliases} aliases; at most {} are allowed",
-                    self.0
-                ),
-                None,
+        let walk = Walk::of(document);
+        if walk.aliases > self.max_aliases {
+            return bad(format!(
+                "the document has {} aliases; at most {} are allowed",
+                walk.aliases, self.max_aliases
             ));
         }
-        Ok(document)
-    }
-}
-
-fn count_aliases(set: &SelectionSet) -> usize {
-    set.items
-        .iter()
-        .map(|item| match &item.node {
-            Selection::Field(field) => {
-                usize::from(field.node.alias.is_some())
-                    + count_aliases(&field.node.selection_set.node)
-            }
-            Selection::InlineFragment(fragment) => count_aliases(&fragment.node.selection_set.node),
-            Selection::FragmentSpread(_) => 0,
-        })
-        .sum()
-}
-
-/// Text in a request never carries a NUL character (`\u0000`): PostgreSQL cannot store
-/// one in text, and no name, reason or filter of ours needs one. Checked once, here,
-/// for every string in the document (arguments and directive arguments, variable
-/// defaults) and in the variables, over HTTP and WebSocket alike, before anything
-/// runs: BAD_USER_INPUT, naming where it was found.
-pub struct NoNulText;
-
-impl ExtensionFactory for NoNulText {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(NoNulText)
-    }
-}
-
-#[async_trait::async_trait]
-impl Extension for NoNulText {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let refuse = |place: String| {
-            Err(ServerError::new(
-                format!("{place} contains a NUL character, which no text input accepts"),
-                None,
-            ))
-        };
-        for (name, value) in variables.iter() {
-            if const_has_nul(value) {
-                return refuse(format!("variable `${name}`"));
-            }
+        if let Some(place) = walk.nul_at {
+            return bad(nul_message(&place));
         }
-        let document = next.run(ctx, query, variables).await?;
+        next.run(ctx, request).await
+    }
+}
+
+fn nul_message(place: &str) -> String {
+    format!("{place} contains a NUL character, which no text input accepts")
+}
+
+/// `QUERY_TOO_COMPLEX`, about the whole document (so no location: GraphQL's start at
+/// 1:1).
+fn too_complex(fields: u64, max: u64) -> ServerError {
+    let message = if fields == u64::MAX {
+        format!(
+            "the document expands to more fields than can be counted; at most {max} are allowed"
+        )
+    } else {
+        format!("the document expands to {fields} fields; at most {max} are allowed")
+    };
+    let mut error = async_graphql::Error::from(crate::error::Error::TooComplex(message))
+        .into_server_error(async_graphql::Pos::default());
+    error.locations.clear();
+    error
+}
+
+/// One pass over every operation and fragment definition (each once, spreads not
+/// followed): the aliases, and where the first NUL is.
+#[derive(Default)]
+struct Walk {
+    aliases: usize,
+    nul_at: Option<String>,
+}
+
+impl Walk {
+    fn of(document: &ExecutableDocument) -> Self {
+        let mut walk = Walk::default();
         for (_, operation) in document.operations.iter() {
             for var in &operation.node.variable_definitions {
                 if var
@@ -107,137 +118,87 @@ impl Extension for NoNulText {
                     .as_ref()
                     .is_some_and(|v| const_has_nul(&v.node))
                 {
-                    return refuse(format!("the default of `${}`", var.node.name.node));
+                    walk.nul(|| format!("the default of `${}`", var.node.name.node));
                 }
             }
-            if let Some(field) = nul_in_selection(&operation.node.selection_set.node) {
-                return refuse(format!("an argument of `{field}`"));
+            walk.directives(&operation.node.directives, || "the operation".to_owned());
+            walk.set(&operation.node.selection_set.node);
+        }
+        for (name, fragment) in document.fragments.iter() {
+            walk.directives(&fragment.node.directives, || format!("fragment {name}"));
+            walk.set(&fragment.node.selection_set.node);
+        }
+        walk
+    }
+
+    fn nul(&mut self, place: impl FnOnce() -> String) {
+        if self.nul_at.is_none() {
+            self.nul_at = Some(place());
+        }
+    }
+
+    fn directives(&mut self, directives: &[Positioned<Directive>], place: impl Fn() -> String) {
+        for d in directives {
+            if d.node.arguments.iter().any(|(_, v)| value_has_nul(&v.node)) {
+                self.nul(&place);
             }
         }
-        for fragment in document.fragments.values() {
-            if let Some(field) = nul_in_selection(&fragment.node.selection_set.node) {
-                return refuse(format!("an argument of `{field}`"));
+    }
+
+    fn set(&mut self, set: &SelectionSet) {
+        for item in &set.items {
+            match &item.node {
+                Selection::Field(field) => {
+                    let f = &field.node;
+                    self.aliases += usize::from(f.alias.is_some());
+                    if f.arguments.iter().any(|(_, v)| value_has_nul(&v.node)) {
+                        self.nul(|| format!("an argument of `{}`", f.name.node));
+                    }
+                    self.directives(&f.directives, || {
+                        format!("a directive of `{}`", f.name.node)
+                    });
+                    self.set(&f.selection_set.node);
+                }
+                Selection::InlineFragment(inline) => {
+                    self.directives(&inline.node.directives, || "an inline fragment".to_owned());
+                    self.set(&inline.node.selection_set.node);
+                }
+                Selection::FragmentSpread(spread) => {
+                    self.directives(&spread.node.directives, || {
+                        format!("...{}", spread.node.fragment_name.node)
+                    });
+                }
             }
         }
-        Ok(document)
     }
 }
 
-fn const_has_nul(value: &async_graphql::Value) -> bool {
-    use async_graphql::Value as V;
+fn const_has_nul(value: &ConstValue) -> bool {
     match value {
-        V::String(s) => s.contains('\0'),
-        V::List(items) => items.iter().any(const_has_nul),
-        V::Object(map) => map
+        ConstValue::String(s) => s.contains('\0'),
+        ConstValue::List(items) => items.iter().any(const_has_nul),
+        ConstValue::Object(map) => map
             .iter()
             .any(|(k, v)| k.contains('\0') || const_has_nul(v)),
         _ => false,
     }
 }
 
-/// Whether a document value (which may name variables, checked on their own) carries
-/// a NUL. A macro, because the parser's non-constant value type is not exported.
-macro_rules! value_has_nul {
-    ($value:expr) => {
-        $value
-            .clone()
-            .into_const_with(|_| Ok::<_, std::convert::Infallible>(async_graphql::Value::Null))
-            .is_ok_and(|v| const_has_nul(&v))
-    };
-}
-
-fn directives_have_nul(
-    directives: &[async_graphql::Positioned<async_graphql::parser::types::Directive>],
-) -> bool {
-    directives
-        .iter()
-        .any(|d| d.node.arguments.iter().any(|(_, v)| value_has_nul!(v.node)))
-}
-
-/// The name of the first field whose arguments (or a directive's) carry a NUL.
-fn nul_in_selection(set: &SelectionSet) -> Option<String> {
-    set.items.iter().find_map(|item| match &item.node {
-        Selection::Field(field) => {
-            let f = &field.node;
-            if f.arguments.iter().any(|(_, v)| value_has_nul!(v.node))
-                || directives_have_nul(&f.directives)
-            {
-                Some(f.name.node.to_string())
-            } else {
-                nul_in_selection(&f.selection_set.node)
-            }
-        }
-        Selection::InlineFragment(fragment) => {
-            if directives_have_nul(&fragment.node.directives) {
-                Some("an inline fragment".to_owned())
-            } else {
-                nul_in_selection(&fragment.node.selection_set.node)
-            }
-        }
-        Selection::FragmentSpread(spread) => directives_have_nul(&spread.node.directives)
-            .then(|| format!("...{}", spread.node.fragment_name.node)),
-    })
-}
-
-/// The number of fields a document asks for once every fragment is expanded, computed
-/// before the document is checked, validated or run, in time linear in its size: each
-/// fragment's count is computed once (memoized), so a chain of fragments that each
-/// spread the next twice costs a few microseconds to measure, not the exponential
-/// work of expanding it. Over the limit: `QUERY_TOO_COMPLEX`.
-pub struct FieldBudget(pub usize);
-
-impl ExtensionFactory for FieldBudget {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(FieldBudgetExtension(self.0 as u64))
-    }
-}
-
-struct FieldBudgetExtension(u64);
-
-#[async_trait::async_trait]
-impl Extension for FieldBudgetExtension {
-    /// Before async-graphql's own parse-time checks (its depth and directive limits
-    /// walk every fragment spread without memoizing, which is the exponential work a
-    /// fragment chain asks for): parse once, measure, refuse or hand the parsed
-    /// document on so it is not parsed again.
-    async fn prepare_request(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        mut request: async_graphql::Request,
-        next: NextPrepareRequest<'_>,
-    ) -> ServerResult<async_graphql::Request> {
-        // A document that does not parse is left to the normal path, which says why.
-        if let Ok(document) = request.parsed_query() {
-            let fields = expanded_fields(document);
-            if fields > self.0 {
-                let message = if fields == u64::MAX {
-                    format!(
-                        "the document expands to more fields than can be counted; at most {} are allowed",
-                        self.0
-                    )
-                } else {
-                    format!(
-                        "the document expands to {fields} fields; at most {} are allowed",
-                        self.0
-                    )
-                };
-                let mut error =
-                    async_graphql::Error::from(crate::error::Error::TooComplex(message))
-                        .into_server_error(async_graphql::Pos::default());
-                // About the whole document: no location (GraphQL's start at 1:1).
-                error.locations.clear();
-                return Err(error);
-            }
-        }
-        next.run(ctx, request).await
+/// A document value (variables in it are checked on their own).
+fn value_has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::List(items) => items.iter().any(value_has_nul),
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| k.contains('\0') || value_has_nul(v)),
+        _ => false,
     }
 }
 
 /// Fields of every operation with fragments expanded (saturating; a fragment cycle,
-/// which validation refuses anyway, counts as unbounded).
+/// which validation refuses anyway, counts as unbounded), each fragment counted once.
 pub fn expanded_fields(document: &ExecutableDocument) -> u64 {
-    use std::collections::HashMap;
-
     enum Memo {
         InProgress,
         Done(u64),
@@ -296,7 +257,11 @@ pub fn expanded_fields(document: &ExecutableDocument) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::expanded_fields;
+    use super::{Walk, expanded_fields};
+
+    fn parse(doc: &str) -> async_graphql::parser::types::ExecutableDocument {
+        async_graphql::parser::parse_query(doc).unwrap()
+    }
 
     /// `query { ...F0 } fragment F0 { ...F1 ...F1 } … fragment Fn { serverTime }`.
     fn bomb(levels: usize) -> String {
@@ -314,7 +279,7 @@ mod tests {
 
     #[test]
     fn fragment_chains_are_counted_without_expanding_them() {
-        let count = |doc: &str| expanded_fields(&async_graphql::parser::parse_query(doc).unwrap());
+        let count = |doc: &str| expanded_fields(&parse(doc));
         assert_eq!(count("{ a b { c } }"), 3);
         assert_eq!(count("{ ...F ...F } fragment F on Query { a b }"), 4);
         assert_eq!(count(&bomb(10)), 1 << 10);
@@ -322,5 +287,15 @@ mod tests {
         assert_eq!(count(&bomb(100)), u64::MAX, "saturates");
         let cycle = "{ ...A } fragment A on Query { ...B } fragment B on Query { ...A }";
         assert_eq!(count(cycle), u64::MAX);
+    }
+
+    #[test]
+    fn one_walk_counts_aliases_and_finds_nul() {
+        let walk = Walk::of(&parse(
+            r#"{ a: f(x: "ok") b: g { c: h(y: ["x", "n\u0000l"]) } ...F } fragment F on Q { d: i }"#,
+        ));
+        assert_eq!(walk.aliases, 4);
+        assert_eq!(walk.nul_at.as_deref(), Some("an argument of `h`"));
+        assert!(Walk::of(&parse("{ a }")).nul_at.is_none());
     }
 }

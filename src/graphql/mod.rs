@@ -69,9 +69,10 @@ pub fn build_schema(
         .limit_complexity(cfg.max_complexity)
         .limit_recursive_depth(64)
         .limit_directives(16)
-        .extension(limits::AliasLimit(cfg.max_aliases))
-        .extension(limits::NoNulText)
-        .extension(limits::FieldBudget(cfg.max_complexity))
+        .extension(limits::DocumentLimits {
+            max_aliases: cfg.max_aliases,
+            max_fields: cfg.max_complexity,
+        })
         .extension(errors::ErrorMapping)
         .data(cfg.clone())
         .data(services);
