@@ -342,6 +342,7 @@ pub async fn deactivate<C: ConnectionTrait>(
 
 /// Changes the caller's password after checking the current one and the policy, and
 /// ends every other session of theirs.
+///
 /// The current password is checked like a sign-in's: counted against the account
 /// before it is made, and a failure is audited.
 pub async fn change_password(

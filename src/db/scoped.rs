@@ -159,13 +159,20 @@ impl<C: ConnectionTrait> Scoped<C> {
     /// alone with it until it commits. On SQLite a write transaction already holds
     /// the database's write lock. Outside a transaction it is a plain read.
     pub async fn get_for_update<E: TenantEntity>(&self, id: Uuid) -> Result<E::Model> {
-        let query = self.select::<E>().filter(E::ID.eq(id));
-        let query = if self.conn.get_database_backend() == DbBackend::Postgres {
+        self.for_update(self.select::<E>().filter(E::ID.eq(id)))
+            .one(&self.conn)
+            .await?
+            .ok_or(Error::NotFound)
+    }
+
+    /// `query … FOR UPDATE` on PostgreSQL; SQLite has no row locks (its write
+    /// transactions hold the database's).
+    fn for_update<E: EntityTrait>(&self, query: Select<E>) -> Select<E> {
+        if self.conn.get_database_backend() == DbBackend::Postgres {
             sea_orm::QuerySelect::lock_exclusive(query)
         } else {
             query
-        };
-        query.one(&self.conn).await?.ok_or(Error::NotFound)
+        }
     }
 
     /// Rows of this tenant; `query` adds filters, order and limits to a select that
@@ -252,14 +259,13 @@ impl<C: ConnectionTrait> Scoped<C> {
         Ok(query(delete).exec(&self.conn).await?.rows_affected)
     }
 
-    /// This tenant's own record.
     /// Locks this tenant's row for the rest of the transaction (PostgreSQL; SQLite's
     /// write transactions are serialized already): rules that keep a tenant-wide
     /// invariant, such as "at least one active ADMIN", take it before they read the
     /// rows the invariant is about, so two such changes never decide on the same view.
     pub async fn lock_tenant(&self) -> Result<()> {
         if self.conn.get_database_backend() == DbBackend::Postgres {
-            sea_orm::QuerySelect::lock_exclusive(tenant::Entity::find_by_id(self.tenant.as_uuid()))
+            self.for_update(tenant::Entity::find_by_id(self.tenant.as_uuid()))
                 .one(&self.conn)
                 .await?
                 .ok_or(Error::NotFound)?;
@@ -267,6 +273,7 @@ impl<C: ConnectionTrait> Scoped<C> {
         Ok(())
     }
 
+    /// This tenant's own record.
     pub async fn tenant_record(&self) -> Result<tenant::Model> {
         tenant::Entity::find_by_id(self.tenant.as_uuid())
             .one(&self.conn)

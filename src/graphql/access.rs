@@ -352,27 +352,35 @@ policies! {
 /// The callers the README table shows a column for: each business role, and the
 /// platform administrator.
 pub fn role_principals() -> Vec<(&'static str, Principal)> {
-    let user = |roles: Vec<Role>, scopes| {
-        Principal::User(UserPrincipal {
-            tenant_id: crate::ids::TenantId::from_uuid(uuid::Uuid::nil()),
-            user_id: uuid::Uuid::nil(),
-            credential: Credential::Session(uuid::Uuid::nil()),
-            roles,
-            scopes,
-            mfa_verified_at: None,
-            mfa_enrolment_required: false,
-            expires_at: None,
-        })
-    };
     let mut out: Vec<(&'static str, Principal)> = Role::ALL
         .into_iter()
-        .map(|r| (r.as_str(), user(vec![r], scopes_of(&[r]))))
+        .map(|r| (r.as_str(), role_principal(r)))
         .collect();
     out.push((
         "PLATFORM_ADMIN",
-        user(vec![Admin], PLATFORM_ADMIN_SCOPES.into_iter().collect()),
+        principal_of(vec![Admin], PLATFORM_ADMIN_SCOPES.into_iter().collect()),
     ));
     out
+}
+
+/// A signed-in user holding just `role` with its default scopes: what schema-shaped
+/// output (the README table, `sequestra schema --role`) is computed for.
+pub fn role_principal(role: Role) -> Principal {
+    principal_of(vec![role], scopes_of(&[role]))
+}
+
+fn principal_of(roles: Vec<Role>, scopes: std::collections::BTreeSet<Scope>) -> Principal {
+    let nil = uuid::Uuid::nil();
+    Principal::User(UserPrincipal {
+        tenant_id: crate::ids::TenantId::from_uuid(nil),
+        user_id: nil,
+        credential: Credential::Session(nil),
+        roles,
+        scopes,
+        mfa_verified_at: None,
+        mfa_enrolment_required: false,
+        expires_at: None,
+    })
 }
 
 fn need_text(need: Need) -> String {

@@ -4,13 +4,11 @@
 use std::fmt::Write;
 
 use serde_json::Value;
-use uuid::Uuid;
 
 use super::context::RequestContext;
 use crate::{
     audit::Origin,
-    auth::{Credential, Principal, Role, UserPrincipal, scopes_of},
-    ids::TenantId,
+    auth::{Principal, Role},
 };
 
 const INTROSPECTION: &str = r#"{ __schema {
@@ -23,19 +21,7 @@ fragment T on __Type { kind name ofType { kind name ofType { kind name ofType { 
 
 /// The principal introspection runs as: `None` is anonymous.
 fn principal(role: Option<Role>) -> Principal {
-    match role {
-        None => Principal::Anonymous,
-        Some(role) => Principal::User(UserPrincipal {
-            tenant_id: TenantId::from_uuid(Uuid::nil()),
-            user_id: Uuid::nil(),
-            credential: Credential::Session(Uuid::nil()),
-            roles: vec![role],
-            scopes: scopes_of(&[role]),
-            mfa_verified_at: None,
-            mfa_enrolment_required: false,
-            expires_at: None,
-        }),
-    }
+    role.map_or(Principal::Anonymous, super::access::role_principal)
 }
 
 /// The SDL `role` (or an anonymous caller) sees, types sorted by name.

@@ -299,28 +299,13 @@ impl IdentityMutation {
         let lockout = services.tokens.lockout();
         rules::reserve_attempt(counter, lockout, who.id, rules::FailureKind::Totp).await?;
         let db = counter.begin().await?;
-        let codes = match mfa::activate(&db, &services.sealer, &who, &code, origin).await {
-            Ok(codes) => codes,
-            Err(err) => {
-                db.rollback().await?;
-                if matches!(
-                    &err,
-                    Error::BadUserInput {
-                        field: Some("code"),
-                        ..
-                    }
-                ) {
-                    rules::audit_failed_check(
-                        counter,
-                        who.id,
-                        origin,
-                        "auth.mfa.failed",
-                        "activate_mfa",
-                    )
-                    .await?;
-                }
-                return Err(err.into());
-            }
+        let Some(codes) = mfa::activate(&db, &services.sealer, &who, &code, origin).await? else {
+            db.rollback().await?;
+            rules::audit_failed_check(counter, who.id, origin, "auth.mfa.failed", "activate_mfa")
+                .await?;
+            return Err(
+                Error::bad_field("code", "the code is not valid for this enrolment").into(),
+            );
         };
         mfa::mark_session_verified(&db, me.session()?).await?;
         db.commit().await?;

@@ -72,7 +72,9 @@ pub async fn enrol_activated<C: ConnectionTrait>(
 ) -> Result<SecretString> {
     let (enrolment, totp) = enrol(db, sealer, who).await?;
     let code = totp.generate(now_secs()).to_string();
-    activate(db, sealer, who, &code, origin).await?;
+    activate(db, sealer, who, &code, origin)
+        .await?
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("a fresh code did not activate")))?;
     Ok(enrolment.secret_base32)
 }
 
@@ -185,23 +187,19 @@ pub async fn ensure_enrolling<C: ConnectionTrait>(db: &Scoped<C>, who: Uuid) -> 
     }
 }
 
-/// The error of a code that does not activate the pending enrolment.
-pub fn invalid_activation_code() -> Error {
-    Error::bad_field("code", "the code is not valid for this enrolment")
-}
-
-/// Activates a pending enrolment with a first valid code; returns fresh recovery codes.
-/// The caller counts the check against the account (see `activateMfa`).
+/// Activates a pending enrolment with a first valid code; returns fresh recovery codes,
+/// or `None` when the code does not match (nothing changed). The caller counts the
+/// check against the account (see `activateMfa`).
 pub async fn activate<C: ConnectionTrait>(
     db: &Scoped<C>,
     sealer: &Sealer,
     who: &user::Model,
     code: &str,
     origin: &Origin,
-) -> Result<Vec<SecretString>> {
+) -> Result<Option<Vec<SecretString>>> {
     ensure_enrolling(db, who.id).await?;
     if !consume_code(db, sealer, who, code, false).await? {
-        return Err(invalid_activation_code());
+        return Ok(None);
     }
     let codes = replace_recovery_codes(db, who.id).await?;
     audit::record(
@@ -215,7 +213,7 @@ pub async fn activate<C: ConnectionTrait>(
         },
     )
     .await?;
-    Ok(codes)
+    Ok(Some(codes))
 }
 
 /// True when `who` has an active TOTP enrolment.

@@ -6,6 +6,7 @@ use sequestra::auth::Role;
 use serde_json::{Value, json};
 
 use crate::harness::{TestApp, TestTenant};
+use crate::identity::{SIGN_IN, sign_in};
 use crate::mfa::{code_at, enrol};
 use crate::on_both_backends_with;
 
@@ -29,17 +30,6 @@ on_both_backends_with!(
         ("SEQUESTRA_SESSION_LIFETIME_SECS", "4"),
     ]
 );
-
-const SIGN_IN: &str = "mutation($t: String!, $e: String!, $p: String!) { signIn(input: { tenant: $t, email: $e, password: $p }) { accessToken refreshToken mfaChallenge } }";
-
-async fn sign_in(app: &TestApp, email: &str, password: &str) -> crate::harness::GqlResponse {
-    app.gql(
-        None,
-        SIGN_IN,
-        json!({ "t": "acme", "e": email, "p": password }),
-    )
-    .await
-}
 
 fn count(actions: &[String], action: &str) -> usize {
     actions.iter().filter(|a| *a == action).count()
@@ -93,7 +83,7 @@ async fn fifty_racing_wrong_passwords_check_five(app: TestApp) {
                 (
                     None,
                     SIGN_IN.to_owned(),
-                    json!({ "t": "acme", "e": target.email, "p": format!("wrong guess {i}") }),
+                    json!({ "input": { "tenant": "acme", "email": target.email, "password": format!("wrong guess {i}") } }),
                 )
             })
             .collect(),
@@ -109,7 +99,7 @@ async fn fifty_racing_wrong_passwords_check_five(app: TestApp) {
     assert_eq!(audited, checked, "{codes:?}");
     assert_eq!(checked, 5, "at most the threshold is checked: {codes:?}");
     // Locked: the right password is refused too, without a check.
-    let r = sign_in(&app, &target.email, &target.password).await;
+    let r = sign_in(&app, "acme", &target.email, &target.password).await;
     assert_eq!(r.code(), Some("RATE_LIMITED"), "{}", r.body);
     assert_eq!(
         count(&app.audit_actions(&acme).await, "auth.sign_in.failed"),
@@ -124,7 +114,7 @@ async fn fifty_racing_wrong_codes_check_five(app: TestApp) {
     let (totp, _, _) = enrol(&app, &user.token).await;
     let mut challenges = Vec::new();
     for _ in 0..50 {
-        let r = sign_in(&app, &user.email, &user.password).await;
+        let r = sign_in(&app, "acme", &user.email, &user.password).await;
         challenges.push(
             r.ok()["signIn"]["mfaChallenge"]
                 .as_str()
@@ -211,7 +201,7 @@ async fn password_change_and_mfa_removal_count_and_audit(app: TestApp) {
         )
         .await;
     assert_eq!(r.code(), Some("RATE_LIMITED"), "{}", r.body);
-    let r = sign_in(&app, &me.email, &me.password).await;
+    let r = sign_in(&app, "acme", &me.email, &me.password).await;
     assert_eq!(r.code(), Some("RATE_LIMITED"), "{}", r.body);
     // Nothing was changed by the refused attempts: MFA is still on.
     let r = app.gql(Some(&me.token), "{ mfaEnabled }", json!({})).await;
@@ -236,7 +226,7 @@ async fn refresh_tokens_live_seven_days_inside_the_session(app: TestApp) {
     let acme = app.tenant("acme").await;
     let me = acme.user(Role::Sender).clone();
     let started = tokio::time::Instant::now();
-    let r = sign_in(&app, &me.email, &me.password).await;
+    let r = sign_in(&app, "acme", &me.email, &me.password).await;
     let mut token = r.ok()["signIn"]["refreshToken"]
         .as_str()
         .unwrap()
@@ -259,7 +249,7 @@ async fn refresh_tokens_live_seven_days_inside_the_session(app: TestApp) {
     );
 
     // A fresh session whose refresh token waits past its 2 s.
-    let r = sign_in(&app, &me.email, &me.password).await;
+    let r = sign_in(&app, "acme", &me.email, &me.password).await;
     let token = r.ok()["signIn"]["refreshToken"]
         .as_str()
         .unwrap()

@@ -16,10 +16,10 @@ on_both_backends!(
     concurrent_failures_are_all_counted,
 );
 
-const SIGN_IN: &str = "mutation($input: SignInInput!) { signIn(input: $input) { accessToken refreshToken expiresAt } }";
+pub(crate) const SIGN_IN: &str = "mutation($input: SignInInput!) { signIn(input: $input) { accessToken refreshToken expiresAt mfaChallenge } }";
 const REFRESH: &str = "mutation($t: String!) { refreshSession(input: { refreshToken: $t }) { accessToken refreshToken } }";
 
-async fn sign_in(
+pub(crate) async fn sign_in(
     app: &TestApp,
     tenant: &str,
     email: &str,

@@ -76,11 +76,6 @@ fn kinds_for(slot: &IdSlot) -> Vec<Kind> {
     }
 }
 
-fn uuid_param(backend: DbBackend, id: uuid::Uuid) -> sea_orm::Value {
-    let _ = backend;
-    id.into()
-}
-
 /// One id of tenant `tenant` per kind (kinds it has no row of are left out).
 async fn ids_of(app: &TestApp, tenant: uuid::Uuid) -> Vec<(Kind, String)> {
     let backend = app.db.get_database_backend();
@@ -97,7 +92,7 @@ async fn ids_of(app: &TestApp, tenant: uuid::Uuid) -> Vec<(Kind, String)> {
             .query_one(Statement::from_sql_and_values(
                 backend,
                 sql,
-                [uuid_param(backend, tenant)],
+                [tenant.into()],
             ))
             .await
             .unwrap();
@@ -136,7 +131,7 @@ async fn snapshot(app: &TestApp, tenant: uuid::Uuid) -> Vec<(String, Vec<JsonVal
         let rows = JsonValue::find_by_statement(Statement::from_sql_and_values(
             backend,
             sql,
-            [uuid_param(backend, tenant)],
+            [tenant.into()],
         ))
         .all(&app.db)
         .await
