@@ -26,8 +26,8 @@ const SECONDS: u64 = 10;
 fn main() {
     common::block_on(async {
         let pg = common::PgDatabase::create().await;
-        let url = pg.url.clone();
-        let result = tokio::spawn(async move { run(&url).await }).await;
+        let (url, owner) = (pg.url.clone(), pg.owner_url.clone());
+        let result = tokio::spawn(async move { run(&url, &owner).await }).await;
         pg.drop_now().await;
         if let Err(err) = result {
             std::panic::resume_unwind(err.into_panic());
@@ -35,12 +35,13 @@ fn main() {
     });
 }
 
-async fn run(url: &str) {
+async fn run(url: &str, owner: &str) {
     let proofs = tempfile::tempdir().expect("temp dir");
     let pool = (CLIENTS + 4).to_string();
     let proof_dir = proofs.path().display().to_string();
     let server = common::serve(&[
         ("SEQUESTRA_DATABASE_URL", url),
+        ("SEQUESTRA_DATABASE_OWNER_URL", owner),
         ("SEQUESTRA_LISTEN", "127.0.0.1:0"),
         ("SEQUESTRA_RATE_LIMIT_PER_SECOND", "1000000"),
         ("SEQUESTRA_RATE_LIMIT_BURST", "1000000"),

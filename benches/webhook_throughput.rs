@@ -42,8 +42,8 @@ const SAMPLES: usize = 200;
 fn main() {
     common::block_on(async {
         let pg = PgDatabase::create().await;
-        let url = pg.url.clone();
-        let result = tokio::spawn(async move { bench(&url).await }).await;
+        let (url, owner) = (pg.url.clone(), pg.owner_url.clone());
+        let result = tokio::spawn(async move { bench(&url, &owner).await }).await;
         pg.drop_now().await;
         if let Err(err) = result {
             std::panic::resume_unwind(err.into_panic());
@@ -54,12 +54,13 @@ fn main() {
 /// Sent-at instants by payment global id; the subscriber turns them into latencies.
 type Clock = Arc<Mutex<HashMap<String, Instant>>>;
 
-async fn bench(url: &str) {
+async fn bench(url: &str, owner: &str) {
     let proofs = tempfile::tempdir().expect("temp dir");
     let pool = (CLIENTS + 4).to_string();
     let proof_dir = proofs.path().display().to_string();
     let server = common::serve(&[
         ("SEQUESTRA_DATABASE_URL", url),
+        ("SEQUESTRA_DATABASE_OWNER_URL", owner),
         ("SEQUESTRA_LISTEN", "127.0.0.1:0"),
         ("SEQUESTRA_RATE_LIMIT_PER_SECOND", "1000000"),
         ("SEQUESTRA_RATE_LIMIT_BURST", "1000000"),

@@ -58,6 +58,9 @@ impl fmt::Debug for SigningKey {
 pub struct DatabaseConfig {
     /// May carry a password, hence secret; use [`DatabaseConfig::redacted_url`] for logs.
     pub url: SecretString,
+    /// PostgreSQL: the role that owns the tables, which runs the migrations and grants
+    /// the server's role (`url`) what it needs. Unset: the server's own URL migrates.
+    pub owner_url: Option<SecretString>,
     pub max_connections: u32,
     pub min_connections: u32,
     pub connect_timeout: Duration,
@@ -296,6 +299,7 @@ impl Config {
             url: SecretString::from(
                 get("SEQUESTRA_DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
             ),
+            owner_url: get("SEQUESTRA_DATABASE_OWNER_URL").map(SecretString::from),
             max_connections: parse(&get, "SEQUESTRA_DB_MAX_CONNECTIONS", 10)?,
             min_connections: parse(&get, "SEQUESTRA_DB_MIN_CONNECTIONS", 1)?,
             connect_timeout: secs(&get, "SEQUESTRA_DB_CONNECT_TIMEOUT_SECS", 5)?,
@@ -315,6 +319,14 @@ impl Config {
             return Err(ConfigError::new(
                 "SEQUESTRA_DATABASE_URL",
                 "must start with sqlite:, postgres:// or postgresql://",
+            ));
+        }
+        if let Some(owner) = &database.owner_url
+            && !(url.starts_with("postgres") && owner.expose_secret().starts_with("postgres"))
+        {
+            return Err(ConfigError::new(
+                "SEQUESTRA_DATABASE_OWNER_URL",
+                "is for PostgreSQL only: both it and SEQUESTRA_DATABASE_URL must be postgres:// URLs",
             ));
         }
         if database.max_connections == 0 || database.min_connections > database.max_connections {

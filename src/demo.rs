@@ -22,7 +22,7 @@ use crate::{
     error::{Error, Result},
     escrow::storage::ProofStore,
     identity::{api_keys, mfa},
-    ids::TenantId,
+    ids::{TenantId, new_id},
 };
 
 pub const DEMO_TENANTS: [(&str, &str); 2] =
@@ -105,17 +105,22 @@ pub async fn seed(
     for (slug, name) in DEMO_TENANTS {
         let mut users = Vec::new();
         let txn = crate::db::begin_write(db).await?;
-        let tenant = if refresh {
-            existing
+        let (scoped, tenant) = if refresh {
+            let tenant = existing
                 .iter()
                 .find(|t| t.slug == slug)
                 .cloned()
-                .ok_or(Error::NotFound)?
+                .ok_or(Error::NotFound)?;
+            (
+                Scoped::bind(txn, TenantId::from_uuid(tenant.id)).await?,
+                tenant,
+            )
         } else {
             let parsed = Slug::parse(slug)?;
-            rules::create_tenant(&txn, &parsed, name, false).await?
+            let scoped = Scoped::bind(txn, TenantId::from_uuid(new_id())).await?;
+            let tenant = rules::create_tenant(&scoped, &parsed, name, false).await?;
+            (scoped, tenant)
         };
-        let scoped = Scoped::bind(txn, TenantId::from_uuid(tenant.id));
         for role in Role::ALL {
             let email = Email::parse(&demo_email(role, slug))?;
             let secret = password::generate();

@@ -57,15 +57,8 @@ impl Application {
     /// Connects to the database (migrating it when configured to), builds the schema
     /// and binds the listener. Nothing is served until [`Application::run_until`].
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = db::connect(&config.database).await.with_context(|| {
-            format!(
-                "cannot open the database at {}",
-                config.database.redacted_url()
-            )
-        })?;
-        if config.migrate_on_start {
-            db::migrate(&db).await.context("cannot apply migrations")?;
-        } else {
+        let db = db::open(&config.database, config.migrate_on_start).await?;
+        if !config.migrate_on_start {
             let pending = db::pending_migrations(&db).await?;
             if !pending.is_empty() {
                 tracing::warn!(?pending, "migrations are pending; /ready reports not ready");

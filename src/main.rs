@@ -128,8 +128,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Schema { .. } | Command::Policy => unreachable!("handled before configuration"),
         Command::Migrate => {
-            let conn = db::connect(&config.database).await?;
-            db::migrate(&conn).await?;
+            db::open(&config.database, true).await?;
             println!("migrations applied to {}", config.database.redacted_url());
             Ok(())
         }
@@ -141,8 +140,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         } => {
             let slug = domain::Slug::parse(&tenant)?;
             let email = domain::Email::parse(&admin_email)?;
-            let conn = db::connect(&config.database).await?;
-            db::migrate(&conn).await?;
+            let conn = db::open(&config.database, true).await?;
             let name = name.unwrap_or_else(|| slug.to_string());
             let by = rules::BootstrapBy {
                 actor: sequestra::audit::Actor::System,

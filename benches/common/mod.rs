@@ -41,8 +41,14 @@ pub fn pct(sorted: &[Duration], p: f64) -> f64 {
 pub struct PgDatabase {
     admin: DatabaseConnection,
     name: String,
+    /// The server's role (no superuser, no BYPASSRLS: row-level security holds, as in
+    /// a deployment).
     pub url: String,
+    /// The owner, who migrates.
+    pub owner_url: String,
 }
+
+const BENCH_ROLE: &str = "sequestra_server_bench";
 
 impl PgDatabase {
     pub async fn create() -> Self {
@@ -58,8 +64,25 @@ impl PgDatabase {
             .expect("create the bench database");
         let base = admin_url.split('?').next().unwrap_or(&admin_url);
         let prefix = base.rsplit_once('/').map(|(p, _)| p).unwrap_or(base);
-        let url = format!("{prefix}/{name}");
-        Self { admin, name, url }
+        let owner_url = format!("{prefix}/{name}");
+        admin
+            .execute_unprepared(&format!(
+                "DO $$ BEGIN \
+                   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{BENCH_ROLE}') THEN \
+                     CREATE ROLE {BENCH_ROLE} LOGIN PASSWORD '{BENCH_ROLE}'; \
+                   END IF; END $$"
+            ))
+            .await
+            .expect("create the bench server role");
+        let (scheme, rest) = owner_url.split_once("://").expect("scheme");
+        let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        let url = format!("{scheme}://{BENCH_ROLE}:{BENCH_ROLE}@{host}");
+        Self {
+            admin,
+            name,
+            url,
+            owner_url,
+        }
     }
 
     pub async fn drop_now(self) {
@@ -104,6 +127,9 @@ impl Server {
         let txn = sea_orm::TransactionTrait::begin(&self.db)
             .await
             .expect("begin");
+        let txn = sequestra::db::TenantTxn::bind(txn, TenantId::from_uuid(uuid::Uuid::now_v7()))
+            .await
+            .expect("enter the new tenant");
         let tenant =
             accounts::create_tenant(&txn, &Slug::parse("bench").expect("slug"), "Bench", false)
                 .await

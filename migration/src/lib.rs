@@ -13,6 +13,7 @@ mod m20261122_000007_escrow;
 mod m20261122_000008_spend;
 mod m20261122_000009_webhook_events;
 mod m20261122_000010_payment_attempts;
+mod m20261130_000011_row_level_security;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000008_spend::Migration),
             Box::new(m20261122_000009_webhook_events::Migration),
             Box::new(m20261122_000010_payment_attempts::Migration),
+            Box::new(m20261130_000011_row_level_security::Migration),
         ]
     }
 }

@@ -20,9 +20,10 @@ use crate::{
     ids::{TenantId, new_id},
 };
 
-/// Creates a tenant. Platform-level: the tenants table is not tenant-owned.
+/// Creates the tenant `db` is bound to (a fresh id): row-level security admits a
+/// new `tenants` row only from inside its own wall.
 pub async fn create_tenant<C: ConnectionTrait>(
-    conn: &C,
+    db: &Scoped<C>,
     slug: &Slug,
     name: &str,
     platform: bool,
@@ -34,6 +35,7 @@ pub async fn create_tenant<C: ConnectionTrait>(
             "a tenant name is 1 to 200 characters",
         ));
     }
+    let conn = db.unscoped();
     let exists = tenant::Entity::find()
         .filter(tenant::Column::Slug.eq(slug.as_str()))
         .one(conn)
@@ -45,7 +47,7 @@ pub async fn create_tenant<C: ConnectionTrait>(
         ));
     }
     Ok(tenant::ActiveModel {
-        id: Set(new_id()),
+        id: Set(db.tenant().as_uuid()),
         slug: Set(slug.as_str().to_owned()),
         name: Set(name.to_owned()),
         created_at: Set(Utc::now()),
@@ -161,8 +163,8 @@ pub async fn bootstrap(
             "the platform tenant already exists",
         ));
     }
-    let tenant = create_tenant(&txn, slug, name, platform).await?;
-    let scoped = Scoped::bind(txn, TenantId::from_uuid(tenant.id));
+    let scoped = Scoped::bind(txn, TenantId::from_uuid(new_id())).await?;
+    let tenant = create_tenant(&scoped, slug, name, platform).await?;
     let admin = create_user(
         &scoped,
         by.actor,

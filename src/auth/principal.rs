@@ -4,12 +4,14 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
+};
 use uuid::Uuid;
 
 use crate::{
     accounts::rules::roles_of,
-    db::TenantDb,
+    db::{Lookup, Scoped, TenantDb, TenantTxn, wall},
     entity::{api_key, session, user},
     error::{Error, Result},
     identity::{mfa, rules::is_live},
@@ -108,27 +110,30 @@ pub async fn authenticate_bearer(
     }
     let claims = tokens.verify(token)?;
     let tenant = TenantId::from_uuid(claims.tid);
-    let scoped = TenantDb::new(db.clone(), tenant);
+    // The five reads share one transaction: one row-level security setting for all.
+    let txn = TenantDb::new(db.clone(), tenant).begin_read().await?;
     // A revoked or expired session ends its access tokens at once.
-    let session = scoped
+    let session = txn
         .find_by_id::<session::Entity>(claims.sid)
         .await?
         .filter(|s| s.user_id == claims.sub && is_live(s, chrono::Utc::now()))
         .ok_or(Error::Unauthenticated)?;
-    let user = scoped
+    let user = txn
         .find_by_id::<user::Entity>(claims.sub)
         .await?
         .filter(|u| u.is_active)
         .ok_or(Error::Unauthenticated)?;
-    let roles = roles_of(&scoped, user.id).await?;
-    let required = mfa::required_roles(&scoped).await?;
+    let roles = roles_of(&txn, user.id).await?;
+    let required = mfa::required_roles(&txn).await?;
     let mfa_enrolment_required =
-        roles.iter().any(|r| required.contains(r)) && !mfa::is_enabled(&scoped, user.id).await?;
+        roles.iter().any(|r| required.contains(r)) && !mfa::is_enabled(&txn, user.id).await?;
+    let scopes = effective_scopes(&txn, &roles).await?;
+    txn.commit().await?;
     Ok(Principal::User(UserPrincipal {
         tenant_id: tenant,
         user_id: user.id,
         credential: Credential::Session(session.id),
-        scopes: effective_scopes(&scoped, &roles).await?,
+        scopes,
         roles,
         mfa_verified_at: session.mfa_verified_at,
         mfa_enrolment_required,
@@ -148,23 +153,29 @@ async fn authenticate_api_key(
     key: &str,
 ) -> Result<Principal> {
     let now = chrono::Utc::now();
-    // The edge looks the key up by its keyed hash before any tenant is known; the
-    // row then names the tenant every further read is scoped to.
+    // The edge looks the key up by its keyed hash before any tenant is known (the
+    // one read row-level security lets through for it); the row then names the
+    // tenant every further read is scoped to.
+    let hash = tokens.api_key_hash(key);
+    let txn = db.begin().await?;
+    wall::allow(&txn, Lookup::ApiKeyHash(&hash)).await?;
     let found = api_key::Entity::find()
-        .filter(api_key::Column::KeyHash.eq(tokens.api_key_hash(key)))
-        .one(db)
+        .filter(api_key::Column::KeyHash.eq(hash.as_str()))
+        .one(&txn)
         .await?
         .filter(|k| k.revoked_at.is_none() && k.expires_at.is_none_or(|at| at > now))
         .ok_or(Error::Unauthenticated)?;
     let tenant = TenantId::from_uuid(found.tenant_id);
-    let scoped = TenantDb::new(db.clone(), tenant);
-    let creator = scoped
+    let txn = TenantTxn::bind(txn, tenant).await?;
+    let creator = txn
         .find_by_id::<user::Entity>(found.created_by)
         .await?
         .filter(|u| u.is_active)
         .ok_or(Error::Unauthenticated)?;
-    let roles = roles_of(&scoped, creator.id).await?;
-    let allowed = effective_scopes(&scoped, &roles).await?;
+    let roles = roles_of(&txn, creator.id).await?;
+    let allowed = effective_scopes(&txn, &roles).await?;
+    txn.commit().await?;
+    let scoped = TenantDb::new(db.clone(), tenant);
     let scopes = crate::identity::api_keys::scopes_of_key(&found)
         .into_iter()
         .filter(|s| allowed.contains(s))
@@ -184,7 +195,10 @@ async fn authenticate_api_key(
 
 /// The scopes `roles` grant in this tenant: the roles' defaults in a business tenant;
 /// in the platform tenant, an ADMIN is a PLATFORM_ADMIN with platform scopes only.
-async fn effective_scopes(db: &TenantDb, roles: &[Role]) -> Result<BTreeSet<Scope>> {
+async fn effective_scopes<C: ConnectionTrait>(
+    db: &Scoped<C>,
+    roles: &[Role],
+) -> Result<BTreeSet<Scope>> {
     if db.tenant_record().await?.is_platform {
         Ok(if roles.contains(&Role::Admin) {
             PLATFORM_ADMIN_SCOPES.into_iter().collect()

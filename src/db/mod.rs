@@ -1,8 +1,10 @@
 //! Connection setup, migrations and the tenant-scoped access layer.
 
 mod scoped;
+pub mod wall;
 
 pub use scoped::{Scoped, TenantDb, TenantEntity, TenantTxn};
+pub use wall::{Lookup, TenantPool};
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
@@ -62,18 +64,117 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
     Ok(txn)
 }
 
+/// Opens the server's pool and, with `migrate`, brings the schema to head: through
+/// the owner's URL when one is configured (the server's role then owns no table and
+/// is granted what it uses), else through the server's own. On PostgreSQL it warns
+/// when the server's role is not held by row-level security (a superuser, BYPASSRLS).
+pub async fn open(cfg: &DatabaseConfig, migrate: bool) -> anyhow::Result<DatabaseConnection> {
+    use anyhow::Context;
+    let db = connect(cfg)
+        .await
+        .with_context(|| format!("cannot open the database at {}", cfg.redacted_url()))?;
+    if migrate {
+        match &cfg.owner_url {
+            None => self::migrate(&db)
+                .await
+                .context("cannot apply migrations")?,
+            Some(owner_url) => {
+                let mut options = ConnectOptions::new(owner_url.expose_secret().to_owned());
+                options.max_connections(1).sqlx_logging(false);
+                let owner = Database::connect(options).await.context(
+                    "cannot open the database as its owner (SEQUESTRA_DATABASE_OWNER_URL)",
+                )?;
+                self::migrate(&owner)
+                    .await
+                    .context("cannot apply migrations")?;
+                grant_server_role(&owner, &current_role(&db).await?)
+                    .await
+                    .context("cannot grant the server's role its privileges")?;
+                owner.close().await.ok();
+            }
+        }
+    }
+    if db.get_database_backend() == DbBackend::Postgres {
+        let unbound = db
+            .query_one(sea_orm::Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT rolsuper OR rolbypassrls AS unbound FROM pg_roles WHERE rolname = current_user",
+            ))
+            .await?
+            .map(|row| row.try_get::<bool>("", "unbound"))
+            .transpose()?
+            .unwrap_or(false);
+        if unbound {
+            tracing::warn!(
+                "the database role is a superuser or has BYPASSRLS: row-level security does \
+                 not hold for it (README, \"Database roles\")"
+            );
+        }
+    }
+    Ok(db)
+}
+
+async fn current_role(db: &DatabaseConnection) -> Result<String, DbErr> {
+    let row = db
+        .query_one(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT current_user AS name",
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("no current_user".into()))?;
+    row.try_get("", "name")
+}
+
+/// What the server's role may do, granted by the owner after each migration: read
+/// and write rows (row-level security decides which), read the migration history.
+async fn grant_server_role(owner: &DatabaseConnection, role: &str) -> Result<(), DbErr> {
+    if current_role(owner).await? == role {
+        return Ok(());
+    }
+    let role = format!("\"{}\"", role.replace('"', "\"\""));
+    owner
+        .execute_unprepared(&format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};\n\
+             REVOKE INSERT, UPDATE, DELETE ON seaql_migrations FROM {role};\n\
+             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role};"
+        ))
+        .await?;
+    Ok(())
+}
+
 /// Applies every pending migration.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     Migrator::up(db, None).await
 }
 
-/// Names of migrations not yet applied; empty when the schema is at head.
+/// Names of migrations not yet applied; empty when the schema is at head. Reads the
+/// history only (sea-orm-migration's own check creates its table first, which the
+/// server's role may not: it owns nothing on PostgreSQL); no history is no migration.
 pub async fn pending_migrations(db: &DatabaseConnection) -> Result<Vec<String>, DbErr> {
-    Ok(Migrator::get_pending_migrations(db)
-        .await?
+    let applied: Vec<String> = match db
+        .query_all(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT version FROM seaql_migrations",
+        ))
+        .await
+    {
+        Ok(rows) => rows
+            .iter()
+            .map(|row| row.try_get::<String>("", "version"))
+            .collect::<Result<_, _>>()?,
+        Err(err) if is_missing_table(&err) => Vec::new(),
+        Err(err) => return Err(err),
+    };
+    Ok(Migrator::migrations()
         .iter()
         .map(|m| m.name().to_owned())
+        .filter(|name| !applied.contains(name))
         .collect())
+}
+
+fn is_missing_table(err: &DbErr) -> bool {
+    let text = err.to_string();
+    text.contains("does not exist") || text.contains("no such table")
 }
 
 /// A cheap round trip to prove the database answers.

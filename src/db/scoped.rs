@@ -13,6 +13,8 @@ use sea_orm::{
 use std::sync::{Arc, Mutex};
 
 use sea_orm::{DbBackend, Statement};
+
+use super::wall::{self, TenantPool};
 use uuid::Uuid;
 
 use crate::{
@@ -42,41 +44,58 @@ pub struct Scoped<C> {
 }
 
 /// The scoped handle over the pool, as resolvers get it.
-pub type TenantDb = Scoped<DatabaseConnection>;
+pub type TenantDb = Scoped<TenantPool>;
 /// The scoped handle inside a transaction; rules take `&Scoped<impl ConnectionTrait>`.
 pub type TenantTxn = Scoped<DatabaseTransaction>;
 
 impl TenantDb {
     pub fn new(conn: DatabaseConnection, tenant: TenantId) -> Self {
         Self {
-            conn,
+            conn: TenantPool::new(conn, tenant.as_uuid()),
             tenant,
             bus: None,
             outbox: Arc::default(),
         }
     }
 
-    /// Starts a (write) transaction that stays bound to the same tenant.
+    /// Starts a (write) transaction that stays bound to the same tenant, inside its
+    /// row-level security wall.
     pub async fn begin(&self) -> Result<TenantTxn> {
-        Ok(Scoped {
-            conn: super::begin_write(&self.conn).await?,
+        let txn = super::begin_write(self.conn.pool()).await?;
+        wall::enter(&txn, self.tenant.as_uuid()).await?;
+        Ok(self.in_txn(txn))
+    }
+
+    /// Starts a transaction for several reads in a row (one wall setting for all of
+    /// them instead of one per statement); it takes no write lock on SQLite.
+    pub async fn begin_read(&self) -> Result<TenantTxn> {
+        let txn = sea_orm::TransactionTrait::begin(self.conn.pool()).await?;
+        wall::enter(&txn, self.tenant.as_uuid()).await?;
+        Ok(self.in_txn(txn))
+    }
+
+    fn in_txn(&self, txn: DatabaseTransaction) -> TenantTxn {
+        Scoped {
+            conn: txn,
             tenant: self.tenant,
             bus: self.bus.clone(),
             outbox: Arc::default(),
-        })
+        }
     }
 }
 
 impl TenantTxn {
-    /// Binds a transaction the caller opened to `tenant` (used by the command line,
-    /// which acts for a tenant it has just created or named).
-    pub fn bind(txn: DatabaseTransaction, tenant: TenantId) -> Self {
-        Self {
+    /// Binds a transaction the caller opened to `tenant` and puts it inside the
+    /// tenant's row-level security wall (used where the tenant is learnt inside the
+    /// transaction: a new tenant, a webhook's payment).
+    pub async fn bind(txn: DatabaseTransaction, tenant: TenantId) -> Result<Self> {
+        wall::enter(&txn, tenant.as_uuid()).await?;
+        Ok(Self {
             conn: txn,
             tenant,
             bus: None,
             outbox: Arc::default(),
-        }
+        })
     }
 
     /// Rolls back now (rather than when dropped), so the write lock is free for what

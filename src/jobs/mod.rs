@@ -26,6 +26,7 @@ use crate::{
         escrow::{self, EscrowStatus},
         mandate::{self, MandateStatus},
         payment::{self, PaymentStatus},
+        tenant,
     },
     error::Result,
     escrow::rules::{self, Act},
@@ -127,85 +128,7 @@ pub async fn tick(services: &Services, holder: &str, ttl: Duration) -> Result<Ti
         psp: services.psp.name(),
     };
 
-    // Jobs span tenants: find the rows here, then act through each row's tenant.
-    let lapsed = escrow::Entity::find()
-        .filter(escrow::Column::Status.is_in([
-            EscrowStatus::Funded.as_str(),
-            EscrowStatus::Releasable.as_str(),
-        ]))
-        .filter(escrow::Column::DeliveredAt.is_not_null())
-        .filter(escrow::Column::InspectionEndsAt.lte(now))
-        .limit(BATCH)
-        .all(db)
-        .await?;
-    for esc in lapsed {
-        let tenant = services.tenant_db(TenantId::from_uuid(esc.tenant_id));
-        let done = in_tenant(&tenant, async |txn| {
-            rules::auto_release(txn, act, esc.id).await
-        })
-        .await;
-        match done {
-            Ok(Some(effect)) => {
-                report.released += 1;
-                payments::dispatch(&tenant, services.psp.as_ref(), &effect.payments).await;
-            }
-            Ok(None) => {}
-            Err(err) => tracing::warn!(escrow = %esc.id, error = ?err, "auto-release failed"),
-        }
-    }
-
-    let overdue = escrow::Entity::find()
-        .filter(escrow::Column::Status.eq(EscrowStatus::Funded.as_str()))
-        .filter(escrow::Column::DeliveredAt.is_null())
-        .filter(escrow::Column::RefundableAt.is_null())
-        .filter(escrow::Column::Deadline.lte(now))
-        .limit(BATCH)
-        .all(db)
-        .await?;
-    for esc in overdue {
-        let tenant = services.tenant_db(TenantId::from_uuid(esc.tenant_id));
-        let done = in_tenant(&tenant, async |txn| {
-            rules::mark_refundable(txn, act, esc.id).await
-        })
-        .await;
-        match done {
-            Ok(true) => report.made_refundable += 1,
-            Ok(false) => {}
-            Err(err) => tracing::warn!(escrow = %esc.id, error = ?err, "deadline mark failed"),
-        }
-    }
-
-    let expiring = mandate::Entity::find()
-        .filter(mandate::Column::Status.eq(MandateStatus::Active.as_str()))
-        .filter(mandate::Column::ExpiresAt.lte(now))
-        .limit(BATCH)
-        .all(db)
-        .await?;
-    for m in expiring {
-        let tenant = services.tenant_db(TenantId::from_uuid(m.tenant_id));
-        let done = in_tenant(&tenant, async |txn| {
-            crate::spend::rules::expire(txn, act, m.id).await
-        })
-        .await;
-        match done {
-            Ok(true) => report.mandates_expired += 1,
-            Ok(false) => {}
-            Err(err) => tracing::warn!(mandate = %m.id, error = ?err, "mandate expiry failed"),
-        }
-    }
-
-    let stuck = payment::Entity::find()
-        .filter(payment::Column::Status.eq(PaymentStatus::Pending.as_str()))
-        .filter(Condition::all().add(payment::Column::CreatedAt.lte(now - PAYMENT_RETRY_AFTER)))
-        .limit(BATCH)
-        .all(db)
-        .await?;
-    for pay in stuck {
-        let tenant = services.tenant_db(TenantId::from_uuid(pay.tenant_id));
-        payments::dispatch(&tenant, services.psp.as_ref(), &[pay.id]).await;
-        report.payments_retried += 1;
-    }
-
+    // Early webhook events first: a payment they settle needs no status check.
     for pay in payments::webhook::orphaned_payments(db).await? {
         let tenant = services.tenant_db(TenantId::from_uuid(pay.tenant_id));
         let adopted = in_tenant(&tenant, async |txn| {
@@ -216,9 +139,105 @@ pub async fn tick(services: &Services, holder: &str, ttl: Duration) -> Result<Ti
             tracing::warn!(payment = %pay.id, error = %err, "early webhook events not applied");
         }
     }
-    report.payments_rechecked = reconcile(services, now).await?;
-    report.failures_handled = handle_failures(services, now).await?;
+    // Jobs span tenants: each tenant's rows are found and changed inside its own
+    // wall (row-level security admits no other way), one tenant after another.
+    for tenant in tenant::Entity::find().all(db).await? {
+        let tenant = services.tenant_db(TenantId::from_uuid(tenant.id));
+        sweep(services, &tenant, act, now, &mut report).await?;
+    }
     Ok(report)
+}
+
+/// One tenant's share of a tick.
+async fn sweep(
+    services: &Services,
+    tenant: &TenantDb,
+    act: Act<'_>,
+    now: chrono::DateTime<Utc>,
+    report: &mut TickReport,
+) -> Result<()> {
+    let lapsed = tenant
+        .list::<escrow::Entity>(|q| {
+            q.filter(escrow::Column::Status.is_in([
+                EscrowStatus::Funded.as_str(),
+                EscrowStatus::Releasable.as_str(),
+            ]))
+            .filter(escrow::Column::DeliveredAt.is_not_null())
+            .filter(escrow::Column::InspectionEndsAt.lte(now))
+            .limit(BATCH)
+        })
+        .await?;
+    for esc in lapsed {
+        let done = in_tenant(tenant, async |txn| {
+            rules::auto_release(txn, act, esc.id).await
+        })
+        .await;
+        match done {
+            Ok(Some(effect)) => {
+                report.released += 1;
+                payments::dispatch(tenant, services.psp.as_ref(), &effect.payments).await;
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(escrow = %esc.id, error = ?err, "auto-release failed"),
+        }
+    }
+
+    let overdue = tenant
+        .list::<escrow::Entity>(|q| {
+            q.filter(escrow::Column::Status.eq(EscrowStatus::Funded.as_str()))
+                .filter(escrow::Column::DeliveredAt.is_null())
+                .filter(escrow::Column::RefundableAt.is_null())
+                .filter(escrow::Column::Deadline.lte(now))
+                .limit(BATCH)
+        })
+        .await?;
+    for esc in overdue {
+        let done = in_tenant(tenant, async |txn| {
+            rules::mark_refundable(txn, act, esc.id).await
+        })
+        .await;
+        match done {
+            Ok(true) => report.made_refundable += 1,
+            Ok(false) => {}
+            Err(err) => tracing::warn!(escrow = %esc.id, error = ?err, "deadline mark failed"),
+        }
+    }
+
+    let expiring = tenant
+        .list::<mandate::Entity>(|q| {
+            q.filter(mandate::Column::Status.eq(MandateStatus::Active.as_str()))
+                .filter(mandate::Column::ExpiresAt.lte(now))
+                .limit(BATCH)
+        })
+        .await?;
+    for m in expiring {
+        let done = in_tenant(tenant, async |txn| {
+            crate::spend::rules::expire(txn, act, m.id).await
+        })
+        .await;
+        match done {
+            Ok(true) => report.mandates_expired += 1,
+            Ok(false) => {}
+            Err(err) => tracing::warn!(mandate = %m.id, error = ?err, "mandate expiry failed"),
+        }
+    }
+
+    let stuck = tenant
+        .list::<payment::Entity>(|q| {
+            q.filter(payment::Column::Status.eq(PaymentStatus::Pending.as_str()))
+                .filter(
+                    Condition::all().add(payment::Column::CreatedAt.lte(now - PAYMENT_RETRY_AFTER)),
+                )
+                .limit(BATCH)
+        })
+        .await?;
+    for pay in stuck {
+        payments::dispatch(tenant, services.psp.as_ref(), &[pay.id]).await;
+        report.payments_retried += 1;
+    }
+    report.payments_rechecked += reconcile(services, tenant, now).await?;
+    report.failures_handled += handle_failures(services, tenant, now).await?;
+    Ok(())
 }
 
 /// Runs `rule` in a write transaction of `tenant` and commits what it did.
@@ -237,26 +256,30 @@ async fn in_tenant<T>(
 /// claimed by a conditional UPDATE of `checked_at`, so two processes never check
 /// the same payment at once, and what the PSP says goes through the same forward-
 /// only transition as a webhook.
-async fn reconcile(services: &Services, now: chrono::DateTime<Utc>) -> Result<usize> {
+async fn reconcile(
+    services: &Services,
+    tenant: &TenantDb,
+    now: chrono::DateTime<Utc>,
+) -> Result<usize> {
     let cutoff = now
         - chrono::Duration::from_std(services.payments.recheck_after)
             .unwrap_or(chrono::Duration::MAX);
-    let due = payment::Entity::find()
-        .filter(payment::Column::Status.eq(PaymentStatus::Sent.as_str()))
-        .filter(payment::Column::SentAt.lte(cutoff))
-        .filter(
-            Condition::any()
-                .add(payment::Column::CheckedAt.is_null())
-                .add(payment::Column::CheckedAt.lte(cutoff)),
-        )
-        .order_by_asc(payment::Column::SentAt)
-        .limit(BATCH)
-        .all(&services.db)
+    let due = tenant
+        .list::<payment::Entity>(|q| {
+            q.filter(payment::Column::Status.eq(PaymentStatus::Sent.as_str()))
+                .filter(payment::Column::SentAt.lte(cutoff))
+                .filter(
+                    Condition::any()
+                        .add(payment::Column::CheckedAt.is_null())
+                        .add(payment::Column::CheckedAt.lte(cutoff)),
+                )
+                .order_by_asc(payment::Column::SentAt)
+                .limit(BATCH)
+        })
         .await?;
     let mut checked = 0;
     for pay in due {
-        let tenant = services.tenant_db(TenantId::from_uuid(pay.tenant_id));
-        match recheck(services, &tenant, &pay, cutoff).await {
+        match recheck(services, tenant, &pay, cutoff).await {
             Ok(true) => checked += 1,
             Ok(false) => {}
             Err(err) => {
@@ -336,13 +359,18 @@ async fn recheck(
 /// (`retryPayment`). `checked_at` marks a failed payment the policy has handled,
 /// claimed by a conditional UPDATE, and a payment can be retried only once (a
 /// unique index): exactly once across processes.
-async fn handle_failures(services: &Services, now: chrono::DateTime<Utc>) -> Result<usize> {
-    let failed = payment::Entity::find()
-        .filter(payment::Column::Status.eq(PaymentStatus::Failed.as_str()))
-        .filter(payment::Column::CheckedAt.is_null())
-        .order_by_asc(payment::Column::UpdatedAt)
-        .limit(BATCH)
-        .all(&services.db)
+async fn handle_failures(
+    services: &Services,
+    tenant: &TenantDb,
+    now: chrono::DateTime<Utc>,
+) -> Result<usize> {
+    let failed = tenant
+        .list::<payment::Entity>(|q| {
+            q.filter(payment::Column::Status.eq(PaymentStatus::Failed.as_str()))
+                .filter(payment::Column::CheckedAt.is_null())
+                .order_by_asc(payment::Column::UpdatedAt)
+                .limit(BATCH)
+        })
         .await?;
     let mut handled = 0;
     for pay in failed {
@@ -353,8 +381,7 @@ async fn handle_failures(services: &Services, now: chrono::DateTime<Utc>) -> Res
         {
             continue;
         }
-        let tenant = services.tenant_db(TenantId::from_uuid(pay.tenant_id));
-        match handle_failure(services, &tenant, &pay).await {
+        match handle_failure(services, tenant, &pay).await {
             Ok(true) => handled += 1,
             Ok(false) => {}
             Err(err) => {

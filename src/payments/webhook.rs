@@ -248,7 +248,9 @@ pub async fn receive(
     if inserted == 0 {
         return Ok(Received::Duplicate);
     }
-    // The PSP's reference names the payment, whichever tenant it belongs to.
+    // The PSP's reference names the payment, whichever tenant it belongs to: the one
+    // read row-level security lets through before the tenant is known.
+    db::wall::allow(&txn, db::Lookup::PspReference(&event.data.reference)).await?;
     let found = payment::Entity::find()
         .filter(payment::Column::Psp.eq(psp))
         .filter(payment::Column::PspReference.eq(event.data.reference.as_str()))
@@ -261,7 +263,9 @@ pub async fn receive(
     };
     // From here on the payment's own tenant scopes every statement: this route acts
     // for the PSP, and the reference has named the tenant.
-    let scoped = TenantTxn::bind(txn, TenantId::from_uuid(found.tenant_id)).with_bus(bus.cloned());
+    let scoped = TenantTxn::bind(txn, TenantId::from_uuid(found.tenant_id))
+        .await?
+        .with_bus(bus.cloned());
     let moved = payments::transition(
         &scoped,
         found.id,
@@ -372,17 +376,21 @@ pub async fn orphaned_payments(db: &DatabaseConnection) -> Result<Vec<payment::M
         .all(db)
         .await?;
     let mut found = Vec::new();
+    // Each lookup goes through the one read row-level security allows by reference.
+    let txn = sea_orm::TransactionTrait::begin(db).await?;
     for orphan in orphans {
+        db::wall::allow(&txn, db::Lookup::PspReference(&orphan.reference)).await?;
         if let Some(p) = payment::Entity::find()
             .filter(payment::Column::Psp.eq(orphan.psp.as_str()))
             .filter(payment::Column::PspReference.eq(orphan.reference.as_str()))
-            .one(db)
+            .one(&txn)
             .await?
             && !found.iter().any(|f: &payment::Model| f.id == p.id)
         {
             found.push(p);
         }
     }
+    txn.commit().await?;
     Ok(found)
 }
 

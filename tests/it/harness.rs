@@ -147,6 +147,35 @@ impl Drop for PgDatabase {
     }
 }
 
+/// The role the server connects as in PostgreSQL tests: it logs in, owns nothing, and
+/// is neither a superuser nor BYPASSRLS (the defaults of CREATE ROLE).
+pub const SERVER_ROLE: &str = "sequestra_server_test";
+const SERVER_ROLE_PASSWORD: &str = "server-role-test-password";
+
+/// Creates [`SERVER_ROLE`] once per cluster (concurrent tests may race to it).
+async fn ensure_server_role(admin: &DatabaseConnection) {
+    let created = admin
+        .execute_unprepared(&format!(
+            "DO $$ BEGIN \
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{SERVER_ROLE}') THEN \
+                 CREATE ROLE {SERVER_ROLE} LOGIN PASSWORD '{SERVER_ROLE_PASSWORD}'; \
+               END IF; \
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+        ))
+        .await;
+    created.expect("create the server's test role");
+}
+
+/// `url` with its user and password replaced.
+fn with_user(url: &str, user: &str, password: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    format!("{scheme}://{user}:{password}@{host}{path}")
+}
+
 fn with_database(url: &str, name: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
@@ -216,7 +245,11 @@ impl GqlResponse {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
+    /// The database as its owner sees it (on PostgreSQL a superuser, outside
+    /// row-level security), for tests that set up or inspect rows directly.
     pub db: DatabaseConnection,
+    /// The server's own pool (on PostgreSQL its unprivileged role).
+    pub server_db: DatabaseConnection,
     pub tokens: TokenService,
     pub schema: sequestra::graphql::AppSchema,
     config_database: sequestra::config::DatabaseConfig,
@@ -259,15 +292,20 @@ impl TestApp {
                 let admin = Database::connect(&admin_url)
                     .await
                     .expect("connect to SEQUESTRA_TEST_DATABASE_URL");
+                ensure_server_role(&admin).await;
                 admin
                     .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
                     .await
                     .expect("create test database");
                 admin.close().await.ok();
+                // As a deployment runs: the server as a role that owns no table and
+                // is held by row-level security, the migrations as the owner.
+                let owner_url = with_database(&admin_url, &name);
                 vars.insert(
                     "SEQUESTRA_DATABASE_URL".into(),
-                    with_database(&admin_url, &name),
+                    with_user(&owner_url, SERVER_ROLE, SERVER_ROLE_PASSWORD),
                 );
+                vars.insert("SEQUESTRA_DATABASE_OWNER_URL".into(), owner_url);
                 pg = Some(PgDatabase { admin_url, name });
             }
         }
@@ -304,6 +342,12 @@ impl TestApp {
             "SEQUESTRA_DATABASE_URL".into(),
             self.config_database.url.expose_secret().to_owned(),
         );
+        if let Some(owner) = &self.config_database.owner_url {
+            vars.insert(
+                "SEQUESTRA_DATABASE_OWNER_URL".into(),
+                owner.expose_secret().to_owned(),
+            );
+        }
         vars.insert("SEQUESTRA_LISTEN".into(), "127.0.0.1:0".into());
         vars.insert("SEQUESTRA_DB_MAX_CONNECTIONS".into(), "8".into());
         vars.insert("SEQUESTRA_SHUTDOWN_GRACE_SECS".into(), "1".into());
@@ -327,7 +371,16 @@ impl TestApp {
         let config_database = config.database.clone();
         let app = Application::build(config).await.expect("build application");
         let addr = app.local_addr().expect("local addr");
-        let db = app.db().clone();
+        let server_db = app.db().clone();
+        let db = match &config_database.owner_url {
+            Some(owner) => {
+                use secrecy::ExposeSecret;
+                Database::connect(owner.expose_secret())
+                    .await
+                    .expect("connect as the owner")
+            }
+            None => server_db.clone(),
+        };
         let tokens = app.tokens().clone();
         let schema = app.schema().clone();
         let (tx, rx) = oneshot::channel::<()>();
@@ -338,6 +391,7 @@ impl TestApp {
             addr,
             http: reqwest::Client::new(),
             db,
+            server_db,
             tokens,
             schema,
             config_database,
@@ -352,10 +406,19 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// The database this app runs on (for a second process on the same one).
+    /// The database this app runs on (for a second process on the same one): the
+    /// server's URL and, on PostgreSQL, the owner's.
     pub fn database_url(&self) -> String {
         use secrecy::ExposeSecret;
         self.config_database.url.expose_secret().to_owned()
+    }
+
+    pub fn database_owner_url(&self) -> Option<String> {
+        use secrecy::ExposeSecret;
+        self.config_database
+            .owner_url
+            .as_ref()
+            .map(|u| u.expose_secret().to_owned())
     }
 
     pub fn ws_url(&self) -> String {
@@ -421,6 +484,9 @@ impl TestApp {
         let txn = sea_orm::TransactionTrait::begin(&self.db)
             .await
             .expect("begin");
+        let txn = sequestra::db::TenantTxn::bind(txn, TenantId::from_uuid(Uuid::now_v7()))
+            .await
+            .expect("enter the new tenant");
         let tenant = rules::create_tenant(&txn, &Slug::parse(slug).unwrap(), slug, false)
             .await
             .expect("create tenant");

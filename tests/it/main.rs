@@ -19,6 +19,7 @@ mod payments;
 mod platform;
 mod playground;
 mod rate_limit;
+mod row_security;
 mod schema;
 mod spend;
 mod tenancy;

@@ -636,15 +636,15 @@ async fn a_webhook_on_one_process_reaches_a_subscriber_on_another() {
 
     // The other process: the real binary, on the same database.
     let secrets = WEBHOOK_SECRETS.join(",");
-    let (mut other, listen) = crate::cli::serve_with(
-        &[],
-        &app.database_url(),
-        &[
-            ("SEQUESTRA_WEBHOOK_SECRETS", secrets.as_str()),
-            ("SEQUESTRA_JOBS_ENABLED", "false"),
-        ],
-    )
-    .await;
+    let owner = app.database_owner_url();
+    let mut settings = vec![
+        ("SEQUESTRA_WEBHOOK_SECRETS", secrets.as_str()),
+        ("SEQUESTRA_JOBS_ENABLED", "false"),
+    ];
+    if let Some(owner) = &owner {
+        settings.push(("SEQUESTRA_DATABASE_OWNER_URL", owner.as_str()));
+    }
+    let (mut other, listen) = crate::cli::serve_with(&[], &app.database_url(), &settings).await;
     let client = reqwest::Client::new();
 
     let body = json!({ "id": "evt_two_process", "type": "payout.settled", "created": Utc::now().timestamp(), "data": { "reference": reference, "failureReason": null } }).to_string();
