@@ -106,6 +106,8 @@ pub struct GraphqlConfig {
     pub max_depth: usize,
     pub max_complexity: usize,
     pub max_aliases: usize,
+    /// Fields weighed by the page sizes their connections ask for.
+    pub max_cost: u64,
     /// Upper bound for `first`/`last` on every connection.
     pub max_page_size: u64,
 }
@@ -386,6 +388,7 @@ impl Config {
             max_depth: parse(&get, "SEQUESTRA_GRAPHQL_MAX_DEPTH", 16)?,
             max_complexity: parse(&get, "SEQUESTRA_GRAPHQL_MAX_COMPLEXITY", 1000)?,
             max_aliases: parse(&get, "SEQUESTRA_GRAPHQL_MAX_ALIASES", 30)?,
+            max_cost: parse(&get, "SEQUESTRA_GRAPHQL_MAX_COST", 5000)?,
             max_page_size: parse(&get, "SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE", 100)?,
         };
 

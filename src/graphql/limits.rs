@@ -17,34 +17,33 @@
 use std::{collections::HashMap, sync::Arc};
 
 use async_graphql::{
-    Positioned, ServerError, ServerResult,
+    Positioned, ServerError, ServerResult, Variables,
     extensions::{Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest},
-    parser::types::{Directive, ExecutableDocument, Selection, SelectionSet},
+    parser::types::{Directive, ExecutableDocument, Field, OperationType, Selection, SelectionSet},
+    registry::{MetaTypeName, Registry},
 };
 use async_graphql_value::{ConstValue, Value};
 
+#[derive(Clone, Copy)]
 pub struct DocumentLimits {
     pub max_aliases: usize,
     /// Fields a document may ask for once its fragments are expanded.
-    pub max_fields: usize,
+    pub max_fields: u64,
+    /// The same fields weighed by the pages they ask for ([`Measure::cost`]).
+    pub max_cost: u64,
+    /// A connection's page when the document names none, and the largest one.
+    pub default_page: u64,
+    pub max_page: u64,
 }
 
 impl ExtensionFactory for DocumentLimits {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(DocumentLimitsExtension {
-            max_aliases: self.max_aliases,
-            max_fields: self.max_fields as u64,
-        })
+        Arc::new(*self)
     }
 }
 
-struct DocumentLimitsExtension {
-    max_aliases: usize,
-    max_fields: u64,
-}
-
 #[async_trait::async_trait]
-impl Extension for DocumentLimitsExtension {
+impl Extension for DocumentLimits {
     async fn prepare_request(
         &self,
         ctx: &ExtensionContext<'_>,
@@ -58,12 +57,30 @@ impl Extension for DocumentLimitsExtension {
             }
         }
         // A document that does not parse is left to the normal path, which says why.
+        // (The variables step aside while the document is borrowed, then come back.)
+        let variables = std::mem::take(&mut request.variables);
         let Ok(document) = request.parsed_query() else {
+            request.variables = variables;
             return next.run(ctx, request).await;
         };
-        let fields = expanded_fields(document);
-        if fields > self.max_fields {
-            return Err(too_complex(fields, self.max_fields));
+        let measured = measure(
+            document,
+            &Weights {
+                registry: Some(&ctx.schema_env.registry),
+                variables: Some(&variables),
+                default_page: self.default_page,
+                max_page: self.max_page,
+            },
+        );
+        if measured.fields > self.max_fields {
+            return Err(too_complex(measured.fields, self.max_fields, "fields"));
+        }
+        if measured.cost > self.max_cost {
+            return Err(too_complex(
+                measured.cost,
+                self.max_cost,
+                "fields once connections are weighed by their page size",
+            ));
         }
         let walk = Walk::of(document);
         if walk.aliases > self.max_aliases {
@@ -75,6 +92,7 @@ impl Extension for DocumentLimitsExtension {
         if let Some(place) = walk.nul_at {
             return bad(nul_message(&place));
         }
+        request.variables = variables;
         next.run(ctx, request).await
     }
 }
@@ -85,13 +103,11 @@ fn nul_message(place: &str) -> String {
 
 /// `QUERY_TOO_COMPLEX`, about the whole document (so no location: GraphQL's start at
 /// 1:1).
-fn too_complex(fields: u64, max: u64) -> ServerError {
-    let message = if fields == u64::MAX {
-        format!(
-            "the document expands to more fields than can be counted; at most {max} are allowed"
-        )
+fn too_complex(measured: u64, max: u64, what: &str) -> ServerError {
+    let message = if measured == u64::MAX {
+        format!("the document expands to more {what} than can be counted; at most {max} are allowed")
     } else {
-        format!("the document expands to {fields} fields; at most {max} are allowed")
+        format!("the document expands to {measured} {what}; at most {max} are allowed")
     };
     let mut error = async_graphql::Error::from(crate::error::Error::TooComplex(message))
         .into_server_error(async_graphql::Pos::default());
@@ -196,68 +212,175 @@ fn value_has_nul(value: &Value) -> bool {
     }
 }
 
-/// Fields of every operation with fragments expanded (saturating; a fragment cycle,
-/// which validation refuses anyway, counts as unbounded), each fragment counted once.
-pub fn expanded_fields(document: &ExecutableDocument) -> u64 {
+/// What a document asks for once its fragments are expanded (saturating; a fragment
+/// cycle, which validation refuses anyway, counts as unbounded).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Measure {
+    /// Fields, each counted once per place it appears.
+    pub fields: u64,
+    /// Fields weighed by list size: what a connection field asks for is counted once
+    /// per item of the page it asks for (`first`/`last`, else the default page size,
+    /// never more than the largest page).
+    pub cost: u64,
+}
+
+impl Measure {
+    const UNBOUNDED: Measure = Measure {
+        fields: u64::MAX,
+        cost: u64::MAX,
+    };
+
+    fn plus(self, other: Measure) -> Measure {
+        Measure {
+            fields: self.fields.saturating_add(other.fields),
+            cost: self.cost.saturating_add(other.cost),
+        }
+    }
+}
+
+/// What weighing needs beyond the document: the schema's types (which fields are
+/// connections), the request's variables (`first: $n`), and the page sizes.
+pub struct Weights<'a> {
+    pub registry: Option<&'a Registry>,
+    pub variables: Option<&'a Variables>,
+    pub default_page: u64,
+    pub max_page: u64,
+}
+
+impl Weights<'_> {
+    /// Fields only: every multiplier is 1.
+    pub const UNWEIGHTED: Weights<'static> = Weights {
+        registry: None,
+        variables: None,
+        default_page: 1,
+        max_page: 1,
+    };
+
+    /// The field's type (named, without list or non-null) on `parent`, if known.
+    fn field_type(&self, parent: Option<&str>, field: &str) -> Option<&str> {
+        let meta = self.registry?.types.get(parent?)?.field_by_name(field)?;
+        Some(MetaTypeName::concrete_typename(&meta.ty))
+    }
+
+    /// How many times a field's selection is produced per occurrence of the field.
+    fn multiplier(&self, field: &Field, ty: Option<&str>) -> u64 {
+        if !ty.is_some_and(|t| t.ends_with("Connection")) {
+            return 1;
+        }
+        let argument = |name: &str| {
+            field.get_argument(name).and_then(|v| match &v.node {
+                Value::Number(n) => n.as_u64(),
+                Value::Variable(var) => self
+                    .variables
+                    .and_then(|vars| vars.get(var))
+                    .and_then(|v| match v {
+                        ConstValue::Number(n) => n.as_u64(),
+                        _ => None,
+                    }),
+                _ => None,
+            })
+        };
+        argument("first")
+            .or_else(|| argument("last"))
+            .unwrap_or(self.default_page)
+            .min(self.max_page)
+            .max(1)
+    }
+}
+
+/// Measures every operation of `document`, each fragment once (time linear in the
+/// document's size, however often its fragments are spread).
+pub fn measure(document: &ExecutableDocument, weights: &Weights<'_>) -> Measure {
     enum Memo {
         InProgress,
-        Done(u64),
+        Done(Measure),
     }
 
-    fn fragment(
-        document: &ExecutableDocument,
-        name: &str,
-        memo: &mut HashMap<String, Memo>,
-    ) -> u64 {
-        match memo.get(name) {
-            Some(Memo::Done(n)) => return *n,
-            Some(Memo::InProgress) => return u64::MAX,
-            None => {}
-        }
-        let Some(def) = document
-            .fragments
-            .iter()
-            .find(|(n, _)| n.as_str() == name)
-            .map(|(_, f)| f)
-        else {
-            return 0; // unknown: validation names it
-        };
-        memo.insert(name.to_owned(), Memo::InProgress);
-        let n = set(document, &def.node.selection_set.node, memo);
-        memo.insert(name.to_owned(), Memo::Done(n));
-        n
+    struct Walker<'a, 'w> {
+        document: &'a ExecutableDocument,
+        weights: &'a Weights<'w>,
+        memo: HashMap<&'a str, Memo>,
     }
 
-    fn set(
-        document: &ExecutableDocument,
-        selection: &SelectionSet,
-        memo: &mut HashMap<String, Memo>,
-    ) -> u64 {
-        selection.items.iter().fold(0u64, |sum, item| {
-            let n = match &item.node {
-                Selection::Field(field) => {
-                    1u64.saturating_add(set(document, &field.node.selection_set.node, memo))
-                }
-                Selection::InlineFragment(inline) => {
-                    set(document, &inline.node.selection_set.node, memo)
-                }
-                Selection::FragmentSpread(spread) => {
-                    fragment(document, spread.node.fragment_name.node.as_str(), memo)
-                }
+    impl<'a> Walker<'a, '_> {
+        fn fragment(&mut self, name: &'a str) -> Measure {
+            match self.memo.get(name) {
+                Some(Memo::Done(m)) => return *m,
+                Some(Memo::InProgress) => return Measure::UNBOUNDED,
+                None => {}
+            }
+            let Some(def) = self
+                .document
+                .fragments
+                .iter()
+                .find(|(n, _)| n.as_str() == name)
+                .map(|(_, f)| f)
+            else {
+                return Measure::default(); // unknown: validation names it
             };
-            sum.saturating_add(n)
-        })
+            self.memo.insert(name, Memo::InProgress);
+            let on = def.node.type_condition.node.on.node.as_str();
+            let m = self.set(&def.node.selection_set.node, Some(on));
+            self.memo.insert(name, Memo::Done(m));
+            m
+        }
+
+        fn set(&mut self, selection: &'a SelectionSet, parent: Option<&'a str>) -> Measure {
+            selection.items.iter().fold(Measure::default(), |sum, item| {
+                let m = match &item.node {
+                    Selection::Field(field) => {
+                        let f = &field.node;
+                        let ty = self.weights.field_type(parent, f.name.node.as_str());
+                        let children = self.set(&f.selection_set.node, ty);
+                        let times = self.weights.multiplier(f, ty);
+                        Measure {
+                            fields: 1u64.saturating_add(children.fields),
+                            cost: 1u64.saturating_add(children.cost.saturating_mul(times)),
+                        }
+                    }
+                    Selection::InlineFragment(inline) => {
+                        let on = inline
+                            .node
+                            .type_condition
+                            .as_ref()
+                            .map(|c| c.node.on.node.as_str())
+                            .or(parent);
+                        self.set(&inline.node.selection_set.node, on)
+                    }
+                    Selection::FragmentSpread(spread) => {
+                        self.fragment(spread.node.fragment_name.node.as_str())
+                    }
+                };
+                sum.plus(m)
+            })
+        }
     }
 
-    let mut memo = HashMap::new();
-    document.operations.iter().fold(0u64, |sum, (_, op)| {
-        sum.saturating_add(set(document, &op.node.selection_set.node, &mut memo))
-    })
+    let mut walker = Walker {
+        document,
+        weights,
+        memo: HashMap::new(),
+    };
+    document
+        .operations
+        .iter()
+        .fold(Measure::default(), |sum, (_, op)| {
+            let root = weights.registry.and_then(|r| match op.node.ty {
+                OperationType::Query => Some(r.query_type.as_str()),
+                OperationType::Mutation => r.mutation_type.as_deref(),
+                OperationType::Subscription => r.subscription_type.as_deref(),
+            });
+            sum.plus(walker.set(&op.node.selection_set.node, root))
+        })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Walk, expanded_fields};
+    use super::{Walk, Weights, measure};
+
+    fn expanded_fields(document: &async_graphql::parser::types::ExecutableDocument) -> u64 {
+        measure(document, &Weights::UNWEIGHTED).fields
+    }
 
     fn parse(doc: &str) -> async_graphql::parser::types::ExecutableDocument {
         async_graphql::parser::parse_query(doc).unwrap()

@@ -71,7 +71,10 @@ pub fn build_schema(
         .limit_directives(16)
         .extension(limits::DocumentLimits {
             max_aliases: cfg.max_aliases,
-            max_fields: cfg.max_complexity,
+            max_fields: cfg.max_complexity as u64,
+            max_cost: cfg.max_cost,
+            default_page: connection::DEFAULT_PAGE_SIZE as u64,
+            max_page: cfg.max_page_size,
         })
         .extension(errors::ErrorMapping)
         .data(cfg.clone())

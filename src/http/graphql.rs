@@ -395,13 +395,16 @@ async fn execute(
     } else {
         StatusCode::OK
     };
-    // A request that never executed has no `data` entry at all.
-    let body = serde_json::to_value(&response).and_then(|mut value| {
-        if not_executed && let Some(map) = value.as_object_mut() {
-            map.remove("data");
-        }
-        serde_json::to_vec(&value)
-    });
+    // Serialized straight from the response, whose objects keep the order the
+    // document asked for (a `serde_json::Value` on the way would sort them). A request
+    // that never executed has no `data` entry at all.
+    let body = if not_executed {
+        serde_json::to_vec(&RequestErrors {
+            errors: &response.errors,
+        })
+    } else {
+        serde_json::to_vec(&response)
+    };
     let body = match body {
         Ok(body) => body,
         Err(err) => {
@@ -422,6 +425,12 @@ async fn execute(
     http.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     http
+}
+
+/// The body of a request error: its errors, and no `data` entry.
+#[derive(serde::Serialize)]
+struct RequestErrors<'a> {
+    errors: &'a [async_graphql::ServerError],
 }
 
 /// The per-request context: principal, its tenant-scoped handle, origin.

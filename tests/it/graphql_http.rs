@@ -13,6 +13,8 @@ on_both_backends!(
     invalid_tokens_are_refused,
     guards_answer_unauthenticated_and_forbidden,
     fragment_bombs_are_refused_before_any_work,
+    responses_are_shaped_as_the_spec_says,
+    page_sizes_weigh_in_the_cost,
 );
 
 async fn post_and_get_answer_typename(app: TestApp) {
@@ -259,4 +261,109 @@ async fn fragment_bombs_are_refused_before_any_work(app: TestApp) {
     // An ordinary document of the same shape but small still runs.
     let r = app.gql(None, &fragment_bomb(3), json!({})).await;
     assert!(r.ok()["serverTime"].is_string(), "{}", r.body);
+}
+
+/// GraphQL spec §7 and GraphQL-over-HTTP: fields come back in the order the document
+/// asked for them; a nullable field whose resolver failed is present as `null` next to
+/// its error; variables that cannot be coerced are a request error (no `data`).
+async fn responses_are_shaped_as_the_spec_says(app: TestApp) {
+    let acme = app.tenant("acme").await;
+    let admin = acme.token(sequestra::auth::Role::Admin);
+    let raw = |query: &'static str, variables: Value| {
+        let request = app
+            .http
+            .post(app.url("/graphql"))
+            .header("accept", "application/graphql-response+json")
+            .bearer_auth(admin)
+            .json(&json!({ "query": query, "variables": variables }));
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status(), response.text().await.unwrap())
+        }
+    };
+
+    // Order as requested, at every level, whatever the alphabet says.
+    let (status, body) = raw(
+        "{ zeta: __typename alpha: __typename viewer { roles id email } mid: serverTime }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let at = |needle: &str| body.find(needle).unwrap_or_else(|| panic!("{needle} in {body}"));
+    assert!(at("\"zeta\"") < at("\"alpha\""), "{body}");
+    assert!(at("\"alpha\"") < at("\"viewer\"") && at("\"viewer\"") < at("\"mid\""), "{body}");
+    assert!(at("\"roles\"") < at("\"id\"") && at("\"id\"") < at("\"email\""), "{body}");
+
+    // A nullable field that errored is there, as null, beside its error.
+    let (status, body) = raw(
+        "{ first: __typename gone: node(id: \"usr_00000000000000000000000000000000\") { id } last: __typename }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let parsed: Value = serde_json::from_str(&body).unwrap();
+    let data = parsed["data"].as_object().expect("data");
+    assert!(data.contains_key("gone"), "{body}");
+    assert!(data["gone"].is_null());
+    assert_eq!(parsed["errors"][0]["path"], json!(["gone"]), "{body}");
+    assert!(at_order(&body, &["\"first\"", "\"gone\"", "\"last\""]), "{body}");
+
+    // A variable of the wrong type never executes: 400, no `data` entry.
+    let (status, body) = raw(
+        "query($id: ID!) { node(id: $id) { id } }",
+        json!({ "id": { "not": "an id" } }),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let parsed: Value = serde_json::from_str(&body).unwrap();
+    assert!(parsed.get("data").is_none(), "{body}");
+    assert_eq!(parsed["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{body}");
+    let (status, body) = raw("query($n: Int!) { users(first: $n) { totalCount } }", json!({})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(serde_json::from_str::<Value>(&body).unwrap().get("data").is_none(), "{body}");
+}
+
+fn at_order(body: &str, needles: &[&str]) -> bool {
+    let positions: Vec<_> = needles.iter().map(|n| body.find(n)).collect();
+    positions.iter().all(Option::is_some) && positions.windows(2).all(|w| w[0] < w[1])
+}
+
+/// A connection's selection counts once per item of the page it asks for: twenty
+/// aliased pages of 100 escrows with their milestones, proofs, payments and events are
+/// refused before anything runs; the same with pages of 10 fits.
+async fn page_sizes_weigh_in_the_cost(app: TestApp) {
+    let acme = app.tenant("acme").await;
+    let admin = acme.token(sequestra::auth::Role::Admin);
+    let doc = |page: &str| {
+        let mut doc = String::from(if page == "$n" { "query($n: Int) {" } else { "{" });
+        for i in 0..20 {
+            doc.push_str(&format!(
+                " e{i}: escrows(first: {page}) {{ edges {{ node {{ milestones {{ proofs {{ id }} }} payments {{ id }} events {{ kind }} }} }} }}"
+            ));
+        }
+        doc.push_str(" }");
+        doc
+    };
+    let started = std::time::Instant::now();
+    let big = app.gql(Some(admin), &doc("100"), json!({})).await;
+    assert_eq!(big.code(), Some("QUERY_TOO_COMPLEX"), "{}", big.body);
+    assert!(
+        big.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("18020"),
+        "{}",
+        big.body
+    );
+    let by_variable = app.gql(Some(admin), &doc("$n"), json!({ "n": 100 })).await;
+    assert_eq!(by_variable.code(), Some("QUERY_TOO_COMPLEX"), "{}", by_variable.body);
+    let refused_in = started.elapsed();
+    let small = app.gql(Some(admin), &doc("10"), json!({})).await;
+    small.ok();
+    // No page named: the default page (20) is what is weighed.
+    let default = app.gql(Some(admin), &doc("$n"), json!({})).await;
+    default.ok();
+    crate::harness::report(&format!(
+        "cost: 20 aliased escrow pages of 100 (18020 weighed fields) refused twice in {refused_in:?}"
+    ));
 }
