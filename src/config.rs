@@ -97,6 +97,10 @@ pub struct HttpConfig {
     pub ws_init_timeout: Duration,
     /// How often an open WebSocket's credential is checked again (revocation).
     pub ws_recheck: Duration,
+    /// Operations running at once on one WebSocket, and over all of one user's (or
+    /// one API key's creator's) sockets in this process.
+    pub ws_max_operations_per_socket: usize,
+    pub ws_max_operations_per_user: usize,
     /// Serve GraphiQL at `/playground` (default: on in development, off in production).
     pub playground: bool,
 }
@@ -377,6 +381,12 @@ impl Config {
             )?),
             ws_recheck: Duration::from_millis(parse(&get, "SEQUESTRA_WS_RECHECK_MS", 30_000_u64)?)
                 .max(Duration::from_millis(100)),
+            ws_max_operations_per_socket: parse(
+                &get,
+                "SEQUESTRA_WS_MAX_OPERATIONS_PER_SOCKET",
+                20,
+            )?,
+            ws_max_operations_per_user: parse(&get, "SEQUESTRA_WS_MAX_OPERATIONS_PER_USER", 50)?,
             playground: parse(
                 &get,
                 "SEQUESTRA_PLAYGROUND",

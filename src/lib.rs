@@ -108,6 +108,8 @@ impl Application {
         let schema =
             graphql::build_schema(&config.graphql, config.is_production(), services.clone());
         let state = AppState {
+            rate_limiter: http::rate_limit::shared(&config.http),
+            ws_operations: http::ws::PerUser::default(),
             config: Arc::new(config),
             services,
             schema,
@@ -136,6 +138,11 @@ impl Application {
 
     pub fn schema(&self) -> &graphql::AppSchema {
         &self.state.schema
+    }
+
+    /// Operations running over each user's WebSockets (the per-user cap's tally).
+    pub fn ws_operations(&self) -> &http::ws::PerUser {
+        &self.state.ws_operations
     }
 
     pub fn tokens(&self) -> &TokenService {

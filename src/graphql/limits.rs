@@ -105,7 +105,9 @@ fn nul_message(place: &str) -> String {
 /// 1:1).
 fn too_complex(measured: u64, max: u64, what: &str) -> ServerError {
     let message = if measured == u64::MAX {
-        format!("the document expands to more {what} than can be counted; at most {max} are allowed")
+        format!(
+            "the document expands to more {what} than can be counted; at most {max} are allowed"
+        )
     } else {
         format!("the document expands to {measured} {what}; at most {max} are allowed")
     };
@@ -270,13 +272,14 @@ impl Weights<'_> {
         let argument = |name: &str| {
             field.get_argument(name).and_then(|v| match &v.node {
                 Value::Number(n) => n.as_u64(),
-                Value::Variable(var) => self
-                    .variables
-                    .and_then(|vars| vars.get(var))
-                    .and_then(|v| match v {
-                        ConstValue::Number(n) => n.as_u64(),
-                        _ => None,
-                    }),
+                Value::Variable(var) => {
+                    self.variables
+                        .and_then(|vars| vars.get(var))
+                        .and_then(|v| match v {
+                            ConstValue::Number(n) => n.as_u64(),
+                            _ => None,
+                        })
+                }
                 _ => None,
             })
         };
@@ -326,33 +329,36 @@ pub fn measure(document: &ExecutableDocument, weights: &Weights<'_>) -> Measure 
         }
 
         fn set(&mut self, selection: &'a SelectionSet, parent: Option<&'a str>) -> Measure {
-            selection.items.iter().fold(Measure::default(), |sum, item| {
-                let m = match &item.node {
-                    Selection::Field(field) => {
-                        let f = &field.node;
-                        let ty = self.weights.field_type(parent, f.name.node.as_str());
-                        let children = self.set(&f.selection_set.node, ty);
-                        let times = self.weights.multiplier(f, ty);
-                        Measure {
-                            fields: 1u64.saturating_add(children.fields),
-                            cost: 1u64.saturating_add(children.cost.saturating_mul(times)),
+            selection
+                .items
+                .iter()
+                .fold(Measure::default(), |sum, item| {
+                    let m = match &item.node {
+                        Selection::Field(field) => {
+                            let f = &field.node;
+                            let ty = self.weights.field_type(parent, f.name.node.as_str());
+                            let children = self.set(&f.selection_set.node, ty);
+                            let times = self.weights.multiplier(f, ty);
+                            Measure {
+                                fields: 1u64.saturating_add(children.fields),
+                                cost: 1u64.saturating_add(children.cost.saturating_mul(times)),
+                            }
                         }
-                    }
-                    Selection::InlineFragment(inline) => {
-                        let on = inline
-                            .node
-                            .type_condition
-                            .as_ref()
-                            .map(|c| c.node.on.node.as_str())
-                            .or(parent);
-                        self.set(&inline.node.selection_set.node, on)
-                    }
-                    Selection::FragmentSpread(spread) => {
-                        self.fragment(spread.node.fragment_name.node.as_str())
-                    }
-                };
-                sum.plus(m)
-            })
+                        Selection::InlineFragment(inline) => {
+                            let on = inline
+                                .node
+                                .type_condition
+                                .as_ref()
+                                .map(|c| c.node.on.node.as_str())
+                                .or(parent);
+                            self.set(&inline.node.selection_set.node, on)
+                        }
+                        Selection::FragmentSpread(spread) => {
+                            self.fragment(spread.node.fragment_name.node.as_str())
+                        }
+                    };
+                    sum.plus(m)
+                })
         }
     }
 

@@ -7,10 +7,10 @@ mod graphql;
 mod health;
 mod metrics;
 mod playground;
-mod rate_limit;
+pub mod rate_limit;
 mod request_id;
 mod webhook;
-mod ws;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -35,6 +35,10 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// When the background jobs last completed a tick.
     pub jobs: crate::jobs::Heartbeat,
+    /// The per-client rate limiter, shared by HTTP and WebSocket (none: unlimited).
+    pub rate_limiter: Option<rate_limit::Shared>,
+    /// Operations running over each user's WebSockets in this process.
+    pub ws_operations: ws::PerUser,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -60,8 +64,8 @@ pub fn router(state: AppState) -> Router {
                 crate::payments::webhook::MAX_BODY_BYTES,
             )),
         );
-    if let Some(limit) = rate_limit::layer(&state.config.http) {
-        graphql_routes = graphql_routes.layer(limit);
+    if let Some(limiter) = &state.rate_limiter {
+        graphql_routes = graphql_routes.layer(rate_limit::layer(limiter));
     }
     let mut router = Router::new().merge(graphql_routes);
     if state.config.http.playground {

@@ -1,5 +1,7 @@
 //! Per client address on the GraphQL routes (tower-governor), keyed on the resolved
 //! client address; over the limit: 429 with a GraphQL error body and `Retry-After`.
+//! The same limiter counts every operation a WebSocket starts (`ws.rs`), so a socket
+//! is no way around it.
 
 use std::sync::Arc;
 
@@ -15,10 +17,30 @@ use super::client_ip::ClientIpKey;
 use crate::config::HttpConfig;
 
 pub type Layer = GovernorLayer<ClientIpKey, NoOpMiddleware<QuantaInstant>, Body>;
+/// The limiter's configuration and state, shared by the HTTP layer and the WebSocket.
+pub type Shared =
+    Arc<tower_governor::governor::GovernorConfig<ClientIpKey, NoOpMiddleware<QuantaInstant>>>;
 
-/// The layer, and a background task that forgets idle clients every minute so the
+/// The HTTP layer over the shared limiter.
+pub fn layer(shared: &Shared) -> Layer {
+    GovernorLayer::new(shared.clone()).error_handler(too_many_requests)
+}
+
+/// Counts one operation of `client` (a WebSocket `subscribe`): `Err(seconds to wait)`
+/// over the limit.
+pub fn check(shared: &Shared, client: std::net::IpAddr) -> Result<(), u64> {
+    shared.limiter().check_key(&client).map_err(|not_until| {
+        use governor::clock::{Clock, DefaultClock};
+        not_until
+            .wait_time_from(DefaultClock::default().now())
+            .as_secs()
+            .max(1)
+    })
+}
+
+/// The limiter, and a background task that forgets idle clients every minute so the
 /// map of addresses stays small. `None` only for settings governor cannot express.
-pub fn layer(http: &HttpConfig) -> Option<Layer> {
+pub fn shared(http: &HttpConfig) -> Option<Shared> {
     let period_ms = (1000 / u64::from(http.rate_limit_per_second)).max(1);
     let config = GovernorConfigBuilder::default()
         .per_millisecond(period_ms)
@@ -35,7 +57,7 @@ pub fn layer(http: &HttpConfig) -> Option<Layer> {
             limiter.retain_recent();
         }
     });
-    Some(GovernorLayer::new(config).error_handler(too_many_requests))
+    Some(Arc::new(config))
 }
 
 fn too_many_requests(err: GovernorError) -> axum::response::Response {

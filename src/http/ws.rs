@@ -10,10 +10,24 @@
 //!
 //! What the client sends is held to graphql-transport-ws before async-graphql's pump
 //! sees it (see [`Gate`]): 4400 for an invalid message, 4401 for `subscribe` before
-//! the acknowledgement, 4409 for a running operation's id reused.
+//! the acknowledgement, 4409 for a running operation's id reused. Every `subscribe`
+//! counts against the client address's rate limit (the one HTTP requests count
+//! against) and against caps on operations running at once per socket and per user;
+//! over either, that operation gets an `error` message with `RATE_LIMITED` and the
+//! socket stays open. A request error (a document that does not validate, variables
+//! that do not coerce, a document over the limits) is answered with an `error`
+//! message and no `complete`, as the protocol says (async-graphql's pump would send
+//! `next` and `complete`).
+//!
+//! A client hands the socket a fresh token before the old one expires with a `ping`
+//! whose payload carries it (`{"type":"ping","payload":{"Authorization":"Bearer …"}}`):
+//! the token must be valid and of the same user; the socket then lives to the new
+//! token's expiry and answers `pong` with `{"expiresAt": …}`. Any other credential
+//! there closes the socket with 4403.
 
 use std::{
-    net::SocketAddr,
+    collections::{HashMap, HashSet},
+    net::{IpAddr, SocketAddr},
     str::FromStr,
     sync::{
         Arc, Mutex,
@@ -36,6 +50,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use futures_util::{SinkExt, StreamExt, future};
+use uuid::Uuid;
 
 use super::{AppState, RequestId, graphql::request_context};
 use crate::{
@@ -62,6 +77,64 @@ struct Accepted {
     expires_at: Option<DateTime<Utc>>,
     /// The credential itself, to check it again.
     authorization: Option<String>,
+    /// Whose socket it is (none: anonymous).
+    user: Option<Uuid>,
+}
+
+/// Operations running over each user's WebSockets in this process.
+#[derive(Clone, Default)]
+pub struct PerUser(Arc<Mutex<HashMap<Uuid, usize>>>);
+
+impl PerUser {
+    /// Counts one more operation of `user` unless they already run `max`.
+    fn try_add(&self, user: Uuid, max: usize) -> bool {
+        let mut counts = self.0.lock().expect("ws lock");
+        let count = counts.entry(user).or_default();
+        if *count >= max {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    fn remove(&self, user: Uuid, n: usize) {
+        let mut counts = self.0.lock().expect("ws lock");
+        if let Some(count) = counts.get_mut(&user) {
+            *count = count.saturating_sub(n);
+            if *count == 0 {
+                counts.remove(&user);
+            }
+        }
+    }
+
+    /// Operations `user` runs now (for tests and metrics).
+    pub fn running(&self, user: Uuid) -> usize {
+        self.0
+            .lock()
+            .expect("ws lock")
+            .get(&user)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// What the gate asks the socket's loop to do.
+enum Control {
+    /// Send this text frame (an answer the pump does not give).
+    Reply(String),
+    /// Check this credential, of the same user, and live to its expiry.
+    Renew(Option<String>),
+    /// Close with this code and reason.
+    Close(u16, String),
+}
+
+/// The limits a socket's operations are held to.
+struct OperationLimits {
+    rate: Option<super::rate_limit::Shared>,
+    client: IpAddr,
+    per_socket: usize,
+    per_user: usize,
+    users: PerUser,
 }
 
 /// The protocol's own rules on what the client sends (graphql-transport-ws, as the
@@ -75,17 +148,57 @@ struct Gate {
     /// Ids of operations still running (added on `subscribe`, removed on either
     /// side's `complete` and on the server's `error`).
     active: Arc<Mutex<Ids>>,
-    close: tokio::sync::mpsc::UnboundedSender<(u16, String)>,
+    limits: OperationLimits,
+    control: tokio::sync::mpsc::UnboundedSender<Control>,
+    /// Set once a close was asked for: nothing more reaches the pump.
+    closed: AtomicBool,
 }
 
 /// The operation ids a socket uses.
 #[derive(Default)]
 struct Ids {
     /// Running: a `subscribe` with one of these is a duplicate.
-    running: std::collections::HashSet<String>,
+    running: HashSet<String>,
     /// Completed by the client; the pump still answers each with a `complete` of its
     /// own, which must not end a new operation that reused the id meanwhile.
-    completing: std::collections::HashSet<String>,
+    completing: HashSet<String>,
+    /// Answered with `error` (a request error): the pump's `complete` after it is not
+    /// sent.
+    errored: HashSet<String>,
+    /// Whose operations these are, counted in the process-wide tally.
+    owner: Option<(Uuid, PerUser)>,
+}
+
+impl Ids {
+    /// `id` stopped running: its place in the per-user tally is freed.
+    fn end(&mut self, id: &str) -> bool {
+        let ended = self.running.remove(id);
+        if ended && let Some((user, users)) = &self.owner {
+            users.remove(*user, 1);
+        }
+        ended
+    }
+}
+
+impl Drop for Ids {
+    fn drop(&mut self) {
+        if let Some((user, users)) = &self.owner {
+            users.remove(*user, self.running.len());
+        }
+    }
+}
+
+/// An `error` message for operation `id`: `RATE_LIMITED`, with `retryAfter` seconds.
+fn rate_limited(id: &str, message: &str, retry_after: u64) -> String {
+    serde_json::json!({
+        "id": id,
+        "type": "error",
+        "payload": [{
+            "message": message,
+            "extensions": { "code": "RATE_LIMITED", "retryAfter": retry_after },
+        }],
+    })
+    .to_string()
 }
 
 /// A close reason fits RFC 6455's 123 bytes.
@@ -101,22 +214,29 @@ fn close_reason(text: String) -> String {
 }
 
 impl Gate {
-    /// Whether `data` may go on to the pump; when not, the close is requested and the
-    /// input ends.
+    /// Whether `data` goes on to the pump. When not, the gate has either answered it
+    /// itself or asked for the socket to close (after which nothing passes).
     fn admit(&self, data: &[u8]) -> bool {
+        if self.closed.load(Ordering::SeqCst) {
+            return false;
+        }
         if !self.strict {
             return true;
         }
         match self.check(data) {
-            Ok(()) => true,
+            Ok(pass) => pass,
             Err((code, reason)) => {
-                let _ = self.close.send((code, close_reason(reason)));
+                self.closed.store(true, Ordering::SeqCst);
+                let _ = self
+                    .control
+                    .send(Control::Close(code, close_reason(reason)));
                 false
             }
         }
     }
 
-    fn check(&self, data: &[u8]) -> Result<(), (u16, String)> {
+    /// `Ok(true)`: pass it on; `Ok(false)`: answered here; `Err`: close.
+    fn check(&self, data: &[u8]) -> Result<bool, (u16, String)> {
         let invalid = |why: &str| {
             (
                 CLOSE_BAD_REQUEST,
@@ -136,45 +256,100 @@ impl Gate {
                 .filter(|i| !i.is_empty())
                 .ok_or_else(|| invalid("no id"))
         };
+        let payload = message.get("payload");
         match kind {
-            "connection_init" => match message.get("payload") {
-                None | Some(serde_json::Value::Null | serde_json::Value::Object(_)) => Ok(()),
+            "connection_init" => match payload {
+                None | Some(serde_json::Value::Null | serde_json::Value::Object(_)) => Ok(true),
                 Some(_) => Err(invalid("the connection_init payload must be an object")),
             },
-            "ping" | "pong" => Ok(()),
+            "ping" => match payload.and_then(authorization_in) {
+                // A fresh credential for this socket: the loop checks it and answers
+                // the `pong` itself once it holds.
+                Some(authorization) if self.accepted.lock().expect("ws lock").is_some() => {
+                    let _ = self.control.send(Control::Renew(authorization));
+                    Ok(false)
+                }
+                _ => Ok(true),
+            },
+            "pong" => Ok(true),
             "subscribe" => {
                 let id = id()?;
-                if !message.get("payload").is_some_and(|p| p.is_object()) {
+                if !payload.is_some_and(|p| p.is_object()) {
                     return Err(invalid("subscribe needs a payload object"));
                 }
-                if self.accepted.lock().expect("ws lock").is_none() {
-                    return Err((CLOSE_UNAUTHORIZED, "Unauthorized".to_owned()));
-                }
-                if !self
-                    .active
+                let Some(user) = self
+                    .accepted
                     .lock()
                     .expect("ws lock")
-                    .running
-                    .insert(id.to_owned())
-                {
+                    .as_ref()
+                    .map(|a| a.user)
+                else {
+                    return Err((CLOSE_UNAUTHORIZED, "Unauthorized".to_owned()));
+                };
+                let mut ids = self.active.lock().expect("ws lock");
+                if ids.running.contains(id) {
                     return Err((
                         CLOSE_DUPLICATE_ID,
                         format!("Subscriber for {id} already exists"),
                     ));
                 }
-                Ok(())
+                let limits = &self.limits;
+                let refuse = |message: &str, wait: u64| {
+                    let _ = self
+                        .control
+                        .send(Control::Reply(rate_limited(id, message, wait)));
+                    Ok(false)
+                };
+                if let Some(rate) = &limits.rate
+                    && let Err(wait) = super::rate_limit::check(rate, limits.client)
+                {
+                    return refuse("too many requests; retry later", wait);
+                }
+                if ids.running.len() >= limits.per_socket {
+                    return refuse(
+                        &format!(
+                            "at most {} operations run at once on one socket",
+                            limits.per_socket
+                        ),
+                        1,
+                    );
+                }
+                if let Some(user) = user {
+                    if !limits.users.try_add(user, limits.per_user) {
+                        return refuse(
+                            &format!(
+                                "at most {} operations run at once for one user",
+                                limits.per_user
+                            ),
+                            1,
+                        );
+                    }
+                    ids.owner
+                        .get_or_insert_with(|| (user, limits.users.clone()));
+                }
+                ids.running.insert(id.to_owned());
+                Ok(true)
             }
             "complete" => {
                 let id = id()?;
                 let mut ids = self.active.lock().expect("ws lock");
-                if ids.running.remove(id) {
+                if ids.end(id) {
                     ids.completing.insert(id.to_owned());
                 }
-                Ok(())
+                Ok(true)
             }
             other => Err(invalid(&format!("unknown type `{other}`"))),
         }
     }
+}
+
+/// The credential a `connection_init` or `ping` payload carries: `None` when it
+/// names none, `Some(None)` when the key is there but not a string.
+fn authorization_in(payload: &serde_json::Value) -> Option<Option<String>> {
+    let value = payload
+        .get("Authorization")
+        .or_else(|| payload.get("authorization"))?;
+    Some(value.as_str().map(str::to_owned))
 }
 
 /// A close frame with `code` and `reason`.
@@ -186,21 +361,91 @@ fn close_frame(code: u16, reason: impl Into<String>) -> Message {
     }))
 }
 
-/// An operation the server ended (`complete`, or `error` before it ran) frees its id.
-fn note_outgoing(active: &Mutex<Ids>, text: &str) {
-    if !(text.contains("\"complete\"") || text.contains("\"error\"")) {
-        return;
+/// What the pump sends, as the protocol wants it sent: an operation the server ended
+/// (`complete`, or `error`) frees its id; a `next` that carries a request error (no
+/// data, errors without a path: the operation never ran) becomes `error`, and the
+/// `complete` after it is dropped. `None`: send nothing.
+fn shape_outgoing(active: &Mutex<Ids>, text: String) -> Option<String> {
+    let interesting = text.contains("\"complete\"")
+        || text.contains("\"error\"")
+        || (text.contains("\"next\"") && text.contains("\"errors\""));
+    if !interesting {
+        return Some(text);
     }
-    if let Ok(message) = serde_json::from_str::<serde_json::Value>(text)
-        && matches!(message["type"].as_str(), Some("complete" | "error"))
-        && let Some(id) = message["id"].as_str()
-    {
-        let mut ids = active.lock().expect("ws lock");
-        // The answer to the client's own `complete` frees nothing more.
-        if !ids.completing.remove(id) {
-            ids.running.remove(id);
+    let Ok(message) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Some(text);
+    };
+    let Some(id) = message["id"].as_str() else {
+        return Some(text);
+    };
+    let mut ids = active.lock().expect("ws lock");
+    match message["type"].as_str() {
+        Some("next") => {
+            let payload = &message["payload"];
+            let errors = payload["errors"].as_array();
+            let not_run = payload.get("data").is_none_or(serde_json::Value::is_null)
+                && errors
+                    .is_some_and(|e| !e.is_empty() && e.iter().all(|e| e.get("path").is_none()));
+            if !not_run {
+                return Some(text);
+            }
+            ids.end(id);
+            ids.errored.insert(id.to_owned());
+            Some(
+                serde_json::json!({ "id": id, "type": "error", "payload": payload["errors"] })
+                    .to_string(),
+            )
         }
+        Some("complete") => {
+            if ids.errored.remove(id) {
+                return None;
+            }
+            // The answer to the client's own `complete` frees nothing more.
+            if !ids.completing.remove(id) {
+                ids.end(id);
+            }
+            Some(text)
+        }
+        Some("error") => {
+            ids.end(id);
+            Some(text)
+        }
+        _ => Some(text),
     }
+}
+
+/// A fresh credential for an open socket: valid, of the socket's user; the socket
+/// then expires with it. `Ok(new expiry)`, or `Err(close reason)`.
+async fn renew(
+    db: &sea_orm::DatabaseConnection,
+    tokens: &crate::auth::TokenService,
+    accepted: &Mutex<Option<Accepted>>,
+    authorization: Option<String>,
+) -> Result<Option<DateTime<Utc>>, &'static str> {
+    let user = accepted
+        .lock()
+        .expect("ws lock")
+        .as_ref()
+        .and_then(|a| a.user);
+    let principal = authenticate_bearer(db, tokens, authorization.as_deref())
+        .await
+        .map_err(|err| {
+            if !matches!(err, Error::Unauthenticated) {
+                tracing::error!(error = ?err, "websocket credential renewal failed");
+            }
+            "Forbidden"
+        })?;
+    let Principal::User(renewed) = principal else {
+        return Err("Forbidden");
+    };
+    if Some(renewed.user_id) != user {
+        return Err("Forbidden: a renewed credential must be the same user's");
+    }
+    if let Some(current) = accepted.lock().expect("ws lock").as_mut() {
+        current.expires_at = renewed.expires_at;
+        current.authorization = authorization;
+    }
+    Ok(renewed.expires_at)
 }
 
 pub async fn handler(
@@ -234,12 +479,20 @@ pub async fn handler(
             );
             let init_deadline = tokio::time::Instant::now() + state.config.http.ws_init_timeout;
             let (mut sink, stream) = socket.split();
-            let (close_tx, mut close_rx) = tokio::sync::mpsc::unbounded_channel();
+            let (control_tx, mut control_rx) = tokio::sync::mpsc::unbounded_channel();
             let gate = Gate {
                 strict: protocol == WebSocketProtocols::GraphQLWS,
                 accepted: accepted.clone(),
                 active: Arc::default(),
-                close: close_tx,
+                limits: OperationLimits {
+                    rate: state.rate_limiter.clone(),
+                    client,
+                    per_socket: state.config.http.ws_max_operations_per_socket,
+                    per_user: state.config.http.ws_max_operations_per_user,
+                    users: state.ws_operations.clone(),
+                },
+                control: control_tx,
+                closed: AtomicBool::new(false),
             };
             let active = gate.active.clone();
             let input = stream
@@ -250,16 +503,12 @@ pub async fn handler(
                         _ => None,
                     })
                 })
-                .take_while(move |data| future::ready(gate.admit(data)));
+                .filter(move |data| future::ready(gate.admit(data)));
             let schema = state.schema.clone();
             let init_refused = refused.clone();
             let init_accepted = accepted.clone();
             let on_init = move |payload: serde_json::Value| async move {
-                let authorization = payload
-                    .get("Authorization")
-                    .or_else(|| payload.get("authorization"))
-                    .and_then(|v| v.as_str())
-                    .map(str::to_owned);
+                let authorization = authorization_in(&payload).flatten();
                 let principal = match authenticate_bearer(
                     &state.services.db,
                     &state.services.tokens,
@@ -276,13 +525,14 @@ pub async fn handler(
                         return Err(async_graphql::Error::new("Forbidden"));
                     }
                 };
-                let expires_at = match &principal {
-                    Principal::User(user) => user.expires_at,
-                    Principal::Anonymous => None,
+                let (expires_at, user) = match &principal {
+                    Principal::User(user) => (user.expires_at, Some(user.user_id)),
+                    Principal::Anonymous => (None, None),
                 };
                 *init_accepted.lock().expect("ws lock") = Some(Accepted {
                     expires_at,
                     authorization,
+                    user,
                 });
                 let context = request_context(&state, principal, request_id, client);
                 let mut data = Data::default();
@@ -314,10 +564,36 @@ pub async fn handler(
                 };
                 let message = tokio::select! {
                     biased;
-                    Some((code, reason)) = close_rx.recv() => {
-                        let _ = sink.send(close_frame(code, reason)).await;
-                        break;
-                    }
+                    Some(control) = control_rx.recv() => match control {
+                        Control::Close(code, reason) => {
+                            let _ = sink.send(close_frame(code, reason)).await;
+                            break;
+                        }
+                        Control::Reply(text) => {
+                            if sink.send(Message::Text(text.into())).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                        Control::Renew(authorization) => {
+                            match renew(&db, &tokens, &accepted, authorization).await {
+                                Ok(expires_at) => {
+                                    let pong = serde_json::json!({
+                                        "type": "pong",
+                                        "payload": { "expiresAt": expires_at },
+                                    });
+                                    if sink.send(Message::Text(pong.to_string().into())).await.is_err() {
+                                        break;
+                                    }
+                                    continue;
+                                }
+                                Err(reason) => {
+                                    let _ = sink.send(close_frame(CLOSE_FORBIDDEN, reason)).await;
+                                    break;
+                                }
+                            }
+                        }
+                    },
                     message = outgoing.next() => message,
                     _ = recheck.tick(), if expiry.is_some() => {
                         let Some(current) = accepted.lock().expect("ws lock").clone() else {
@@ -351,17 +627,17 @@ pub async fn handler(
                     }
                 };
                 let Some(message) = message else {
-                    // The input ended because the gate refused a message: its close.
-                    if let Ok((code, reason)) = close_rx.try_recv() {
+                    // The input ended: if the gate asked for a close meanwhile, send it.
+                    if let Ok(Control::Close(code, reason)) = control_rx.try_recv() {
                         let _ = sink.send(close_frame(code, reason)).await;
                     }
                     break;
                 };
                 let frame = match message {
-                    WsMessage::Text(text) => {
-                        note_outgoing(&active, &text);
-                        Message::Text(text.into())
-                    }
+                    WsMessage::Text(text) => match shape_outgoing(&active, text) {
+                        Some(text) => Message::Text(text.into()),
+                        None => continue,
+                    },
                     WsMessage::Close(code, reason) => {
                         let code = if refused.load(Ordering::SeqCst) {
                             CLOSE_FORBIDDEN

@@ -289,10 +289,19 @@ async fn responses_are_shaped_as_the_spec_says(app: TestApp) {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let at = |needle: &str| body.find(needle).unwrap_or_else(|| panic!("{needle} in {body}"));
+    let at = |needle: &str| {
+        body.find(needle)
+            .unwrap_or_else(|| panic!("{needle} in {body}"))
+    };
     assert!(at("\"zeta\"") < at("\"alpha\""), "{body}");
-    assert!(at("\"alpha\"") < at("\"viewer\"") && at("\"viewer\"") < at("\"mid\""), "{body}");
-    assert!(at("\"roles\"") < at("\"id\"") && at("\"id\"") < at("\"email\""), "{body}");
+    assert!(
+        at("\"alpha\"") < at("\"viewer\"") && at("\"viewer\"") < at("\"mid\""),
+        "{body}"
+    );
+    assert!(
+        at("\"roles\"") < at("\"id\"") && at("\"id\"") < at("\"email\""),
+        "{body}"
+    );
 
     // A nullable field that errored is there, as null, beside its error.
     let (status, body) = raw(
@@ -306,7 +315,10 @@ async fn responses_are_shaped_as_the_spec_says(app: TestApp) {
     assert!(data.contains_key("gone"), "{body}");
     assert!(data["gone"].is_null());
     assert_eq!(parsed["errors"][0]["path"], json!(["gone"]), "{body}");
-    assert!(at_order(&body, &["\"first\"", "\"gone\"", "\"last\""]), "{body}");
+    assert!(
+        at_order(&body, &["\"first\"", "\"gone\"", "\"last\""]),
+        "{body}"
+    );
 
     // A variable of the wrong type never executes: 400, no `data` entry.
     let (status, body) = raw(
@@ -317,10 +329,23 @@ async fn responses_are_shaped_as_the_spec_says(app: TestApp) {
     assert_eq!(status, 400, "{body}");
     let parsed: Value = serde_json::from_str(&body).unwrap();
     assert!(parsed.get("data").is_none(), "{body}");
-    assert_eq!(parsed["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{body}");
-    let (status, body) = raw("query($n: Int!) { users(first: $n) { totalCount } }", json!({})).await;
+    assert_eq!(
+        parsed["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{body}"
+    );
+    let (status, body) = raw(
+        "query($n: Int!) { users(first: $n) { totalCount } }",
+        json!({}),
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
-    assert!(serde_json::from_str::<Value>(&body).unwrap().get("data").is_none(), "{body}");
+    assert!(
+        serde_json::from_str::<Value>(&body)
+            .unwrap()
+            .get("data")
+            .is_none(),
+        "{body}"
+    );
 }
 
 fn at_order(body: &str, needles: &[&str]) -> bool {
@@ -335,7 +360,11 @@ async fn page_sizes_weigh_in_the_cost(app: TestApp) {
     let acme = app.tenant("acme").await;
     let admin = acme.token(sequestra::auth::Role::Admin);
     let doc = |page: &str| {
-        let mut doc = String::from(if page == "$n" { "query($n: Int) {" } else { "{" });
+        let mut doc = String::from(if page == "$n" {
+            "query($n: Int) {"
+        } else {
+            "{"
+        });
         for i in 0..20 {
             doc.push_str(&format!(
                 " e{i}: escrows(first: {page}) {{ edges {{ node {{ milestones {{ proofs {{ id }} }} payments {{ id }} events {{ kind }} }} }} }}"
@@ -356,7 +385,12 @@ async fn page_sizes_weigh_in_the_cost(app: TestApp) {
         big.body
     );
     let by_variable = app.gql(Some(admin), &doc("$n"), json!({ "n": 100 })).await;
-    assert_eq!(by_variable.code(), Some("QUERY_TOO_COMPLEX"), "{}", by_variable.body);
+    assert_eq!(
+        by_variable.code(),
+        Some("QUERY_TOO_COMPLEX"),
+        "{}",
+        by_variable.body
+    );
     let refused_in = started.elapsed();
     let small = app.gql(Some(admin), &doc("10"), json!({})).await;
     small.ok();

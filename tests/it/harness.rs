@@ -250,6 +250,7 @@ pub struct TestApp {
     pub db: DatabaseConnection,
     /// The server's own pool (on PostgreSQL its unprivileged role).
     pub server_db: DatabaseConnection,
+    ws_operations: sequestra::http::ws::PerUser,
     pub tokens: TokenService,
     pub schema: sequestra::graphql::AppSchema,
     config_database: sequestra::config::DatabaseConfig,
@@ -382,6 +383,7 @@ impl TestApp {
             None => server_db.clone(),
         };
         let tokens = app.tokens().clone();
+        let ws_operations = app.ws_operations().clone();
         let schema = app.schema().clone();
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async move {
@@ -393,6 +395,7 @@ impl TestApp {
             db,
             server_db,
             tokens,
+            ws_operations,
             schema,
             config_database,
             shutdown: Some(tx),
@@ -400,6 +403,11 @@ impl TestApp {
             _dir: dir,
             _pg: pg,
         }
+    }
+
+    /// Operations the app counts as running over each user's WebSockets.
+    pub fn ws_operations(&self) -> &sequestra::http::ws::PerUser {
+        &self.ws_operations
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -117,3 +117,100 @@ async fn credential_checks_are_limited_per_client_address() {
         Some("RATE_LIMITED")
     );
 }
+
+/// Operations over a WebSocket count against the same per-address limit as HTTP: 400
+/// queries sent at once over one socket with a limit of 50 per second (burst 50) get
+/// about 50 answers and `RATE_LIMITED` errors for the rest; an address that spent its
+/// budget on HTTP is limited on its socket too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_operations_count_against_the_same_limit() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            ("SEQUESTRA_RATE_LIMIT_PER_SECOND", "50"),
+            ("SEQUESTRA_RATE_LIMIT_BURST", "50"),
+            ("SEQUESTRA_WS_MAX_OPERATIONS_PER_SOCKET", "1000"),
+            ("SEQUESTRA_WS_MAX_OPERATIONS_PER_USER", "1000"),
+        ],
+    )
+    .await
+    .unwrap();
+    let acme = app.tenant("acme").await;
+    let mut socket = crate::ws::connect(&app).await;
+    crate::ws::init(&mut socket, acme.token(sequestra::auth::Role::Sender)).await;
+
+    // One budget: HTTP spends it, the socket finds it spent.
+    let mut statuses = 0;
+    loop {
+        statuses += 1;
+        let http = app
+            .http
+            .post(app.url("/graphql"))
+            .json(&json!({ "query": "{ __typename }" }))
+            .send()
+            .await
+            .unwrap();
+        if http.status() == 429 {
+            break;
+        }
+        assert!(statuses < 200, "HTTP never limited");
+    }
+    for i in 0..10 {
+        let msg = json!({ "id": format!("h{i}"), "type": "subscribe", "payload": { "query": "{ __typename }" } });
+        socket.feed(Message::text(msg.to_string())).await.unwrap();
+    }
+    socket.flush().await.unwrap();
+    let mut spent = 0;
+    let mut seen = 0;
+    while seen < 10 {
+        let msg = crate::ws::next_json(&mut socket).await;
+        match msg["type"].as_str() {
+            Some("error") => {
+                spent += 1;
+                seen += 1;
+            }
+            Some("next") => seen += 1,
+            _ => {}
+        }
+    }
+    assert!(
+        spent >= 5,
+        "{spent} of 10 socket operations limited after HTTP spent the budget"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    let started = std::time::Instant::now();
+    for i in 0..400 {
+        let msg = json!({ "id": i.to_string(), "type": "subscribe", "payload": { "query": "{ __typename }" } });
+        socket.feed(Message::text(msg.to_string())).await.unwrap();
+    }
+    socket.flush().await.unwrap();
+    let (mut answered, mut limited) = (0, 0);
+    while answered + limited < 400 {
+        let msg = crate::ws::next_json(&mut socket).await;
+        match msg["type"].as_str() {
+            Some("next") => answered += 1,
+            Some("error") => {
+                assert_eq!(
+                    msg["payload"][0]["extensions"]["code"], "RATE_LIMITED",
+                    "{msg}"
+                );
+                assert!(msg["payload"][0]["extensions"]["retryAfter"].as_u64() >= Some(1));
+                limited += 1;
+            }
+            _ => {}
+        }
+    }
+    let elapsed = started.elapsed();
+    let allowed = 50 + (elapsed.as_secs_f64() * 50.0).ceil() as usize;
+    assert!(
+        answered <= allowed,
+        "{answered} answered in {elapsed:?} (at most {allowed})"
+    );
+    assert!(limited >= 400 - allowed, "{limited} limited");
+    crate::harness::report(&format!(
+        "ws rate limit: 400 operations over one socket at 50/s: {answered} answered, {limited} RATE_LIMITED in {elapsed:?}"
+    ));
+}

@@ -13,6 +13,16 @@ on_both_backends!(
     heartbeat_subscription_streams,
     bad_credentials_close_with_4403,
     protocol_violations_close_with_the_protocols_codes,
+    request_errors_are_error_messages_without_complete,
+    a_ping_renews_the_sockets_credential,
+);
+
+crate::on_both_backends_with!(
+    operations_are_capped_per_socket_and_per_user,
+    &[
+        ("SEQUESTRA_WS_MAX_OPERATIONS_PER_SOCKET", "2"),
+        ("SEQUESTRA_WS_MAX_OPERATIONS_PER_USER", "3"),
+    ]
 );
 
 pub type Socket =
@@ -217,4 +227,216 @@ async fn protocol_violations_close_with_the_protocols_codes(app: TestApp) {
         .unwrap();
     let (code, reason) = close_code(&mut socket, 5).await;
     assert_eq!(code, Some(CloseCode::Library(4400)), "{reason}");
+}
+
+/// The next text message, or `None` when none comes within `ms`.
+async fn maybe_json(socket: &mut Socket, ms: u64) -> Option<Value> {
+    tokio::time::timeout(std::time::Duration::from_millis(ms), next_json(socket))
+        .await
+        .ok()
+}
+
+/// graphql-transport-ws: "Operation execution error(s) in response to the Subscribe
+/// message. This can occur before execution starts, usually due to validation
+/// errors" is an `error` message, and the operation is over: no `complete` follows.
+async fn request_errors_are_error_messages_without_complete(app: TestApp) {
+    let acme = app.tenant("acme").await;
+    let mut socket = connect(&app).await;
+    init(&mut socket, acme.token(sequestra::auth::Role::Sender)).await;
+    subscribe(
+        &mut socket,
+        "bad",
+        "subscription { noSuchField }",
+        json!({}),
+    )
+    .await;
+    let msg = next_json(&mut socket).await;
+    assert_eq!(msg["type"], "error", "{msg}");
+    assert_eq!(msg["id"], "bad");
+    let errors = msg["payload"].as_array().expect("payload is the errors");
+    assert_eq!(errors[0]["extensions"]["code"], "BAD_USER_INPUT", "{msg}");
+    // Variables that do not coerce: the same.
+    subscribe(
+        &mut socket,
+        "vars",
+        "subscription($s: Int!) { serverTime(intervalSeconds: $s) }",
+        json!({ "s": "soon" }),
+    )
+    .await;
+    let msg = next_json(&mut socket).await;
+    assert_eq!(
+        (msg["type"].as_str(), msg["id"].as_str()),
+        (Some("error"), Some("vars")),
+        "{msg}"
+    );
+    // The document limits hold over the socket as over HTTP: a fragment bomb is
+    // refused before it runs.
+    let mut bomb = String::from("subscription { ...F0 }");
+    for i in 0..30 {
+        bomb.push_str(&format!(
+            " fragment F{i} on Subscription {{ ...F{} ...F{} }}",
+            i + 1,
+            i + 1
+        ));
+    }
+    bomb.push_str(" fragment F30 on Subscription { serverTime }");
+    let msg = json!({ "id": "bomb", "type": "subscribe", "payload": { "query": bomb } });
+    socket.send(Message::text(msg.to_string())).await.unwrap();
+    let msg = next_json(&mut socket).await;
+    assert_eq!(
+        (msg["type"].as_str(), msg["id"].as_str()),
+        (Some("error"), Some("bomb")),
+        "{msg}"
+    );
+    assert_eq!(
+        msg["payload"][0]["extensions"]["code"], "QUERY_TOO_COMPLEX",
+        "{msg}"
+    );
+    assert!(
+        maybe_json(&mut socket, 300).await.is_none(),
+        "nothing after an error"
+    );
+    // The id is free again, and a good operation on it runs.
+    subscribe(
+        &mut socket,
+        "bad",
+        "subscription { serverTime(intervalSeconds: 1) }",
+        json!({}),
+    )
+    .await;
+    let msg = next_json(&mut socket).await;
+    assert_eq!(
+        (msg["type"].as_str(), msg["id"].as_str()),
+        (Some("next"), Some("bad")),
+        "{msg}"
+    );
+}
+
+/// Operations running at once: at most 2 on one socket, 3 for one user over all
+/// their sockets; over either, that operation gets an `error` (RATE_LIMITED) and the
+/// socket stays open; a completed operation frees its place.
+async fn operations_are_capped_per_socket_and_per_user(app: TestApp) {
+    let acme = app.tenant("acme").await;
+    let token = acme.token(sequestra::auth::Role::Sender);
+    let user = acme.user(sequestra::auth::Role::Sender).id;
+    let ticking = "subscription { serverTime(intervalSeconds: 60) }";
+    let mut a = connect(&app).await;
+    init(&mut a, token).await;
+    subscribe(&mut a, "a1", ticking, json!({})).await;
+    subscribe(&mut a, "a2", ticking, json!({})).await;
+    subscribe(&mut a, "a3", ticking, json!({})).await;
+    let msg = past_ticks(&mut a).await;
+    assert_eq!(
+        (msg["type"].as_str(), msg["id"].as_str()),
+        (Some("error"), Some("a3")),
+        "{msg}"
+    );
+    assert_eq!(msg["payload"][0]["extensions"]["code"], "RATE_LIMITED");
+    assert!(
+        msg["payload"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("one socket")
+    );
+
+    let mut b = connect(&app).await;
+    init(&mut b, token).await;
+    subscribe(&mut b, "b1", ticking, json!({})).await;
+    subscribe(&mut b, "b2", ticking, json!({})).await;
+    let msg = past_ticks(&mut b).await;
+    assert_eq!(
+        (msg["type"].as_str(), msg["id"].as_str()),
+        (Some("error"), Some("b2")),
+        "{msg}"
+    );
+    assert!(
+        msg["payload"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("one user")
+    );
+    assert_eq!(app_running(&app, user).await, 3);
+
+    // One of a's ends: b may start one more; closing a frees its other.
+    a.send(Message::text(
+        json!({ "id": "a1", "type": "complete" }).to_string(),
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    subscribe(&mut b, "b3", ticking, json!({})).await;
+    let msg = past_ticks_of_others(&mut b, "b3").await;
+    assert_eq!(
+        (msg["type"].as_str(), msg["id"].as_str()),
+        (Some("next"), Some("b3")),
+        "{msg}"
+    );
+    drop(a);
+    let mut freed = false;
+    for _ in 0..50 {
+        if app_running(&app, user).await == 2 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(freed, "a closed socket frees its operations");
+}
+
+/// The first message that is not a `next` (the serverTime subscriptions tick once
+/// at start).
+async fn past_ticks(socket: &mut Socket) -> Value {
+    loop {
+        let msg = next_json(socket).await;
+        if msg["type"] != "next" {
+            return msg;
+        }
+    }
+}
+
+/// The first message that is not a `next` of another operation than `id`.
+async fn past_ticks_of_others(socket: &mut Socket, id: &str) -> Value {
+    loop {
+        let msg = next_json(socket).await;
+        if msg["type"] != "next" || msg["id"] == id {
+            return msg;
+        }
+    }
+}
+
+/// How many operations the app counts as running for `user` now.
+async fn app_running(app: &TestApp, user: uuid::Uuid) -> usize {
+    app.ws_operations().running(user)
+}
+
+/// A `ping` carrying a fresh token of the same user renews the socket (answered with
+/// a `pong` naming the new expiry); another user's token closes it with 4403.
+async fn a_ping_renews_the_sockets_credential(app: TestApp) {
+    let acme = app.tenant("acme").await;
+    let sender = acme.user(sequestra::auth::Role::Sender).clone();
+    let mut socket = connect(&app).await;
+    init(&mut socket, &sender.token).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let fresh = app.sign_in("acme", &sender.email, &sender.password).await;
+    let ping = json!({ "type": "ping", "payload": { "Authorization": format!("Bearer {fresh}") } });
+    socket.send(Message::text(ping.to_string())).await.unwrap();
+    let pong = next_json(&mut socket).await;
+    assert_eq!(pong["type"], "pong", "{pong}");
+    let renewed =
+        chrono::DateTime::parse_from_rfc3339(pong["payload"]["expiresAt"].as_str().unwrap())
+            .unwrap();
+    let first = app.tokens.verify(&sender.token).unwrap().exp;
+    assert!(renewed.timestamp() > first, "the new expiry is later");
+    // A plain ping is still answered by the protocol's pong.
+    socket
+        .send(Message::text(json!({ "type": "ping" }).to_string()))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "pong");
+    // Someone else's token is refused, and the socket closes.
+    let other = acme.token(sequestra::auth::Role::Admin);
+    let ping = json!({ "type": "ping", "payload": { "Authorization": format!("Bearer {other}") } });
+    socket.send(Message::text(ping.to_string())).await.unwrap();
+    let (code, reason) = close_code(&mut socket, 5).await;
+    assert_eq!(code, Some(CloseCode::Library(4403)), "{reason}");
 }
