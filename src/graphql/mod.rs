@@ -10,6 +10,7 @@ pub mod mutation;
 pub mod node;
 pub mod role_sdl;
 pub mod scalars;
+pub mod shape;
 pub mod system;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
@@ -77,6 +78,7 @@ pub fn build_schema(
             max_page: cfg.max_page_size,
         })
         .extension(errors::ErrorMapping)
+        .extension(shape::ResponseShape)
         .data(cfg.clone())
         .data(services);
     if production {

@@ -320,6 +320,18 @@ async fn responses_are_shaped_as_the_spec_says(app: TestApp) {
         "{body}"
     );
 
+    // A non-null field that errored makes its parent null, up to `data` itself at the
+    // root (§6.4.4): the request ran, so it is a 200 with `data: null`.
+    let (status, body) = raw(
+        "{ first: __typename escrow(id: \"esc_00000000000000000000000000000000\") { id } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let parsed: Value = serde_json::from_str(&body).unwrap();
+    assert!(parsed.get("data").is_some_and(Value::is_null), "{body}");
+    assert_eq!(parsed["errors"][0]["path"], json!(["escrow"]), "{body}");
+
     // A variable of the wrong type never executes: 400, no `data` entry.
     let (status, body) = raw(
         "query($id: ID!) { node(id: $id) { id } }",
