@@ -112,6 +112,8 @@ pub struct GraphqlConfig {
     pub max_aliases: usize,
     /// Fields weighed by the page sizes their connections ask for.
     pub max_cost: u64,
+    /// A document's text (the query string), in bytes.
+    pub max_document_bytes: usize,
     /// Upper bound for `first`/`last` on every connection.
     pub max_page_size: u64,
 }
@@ -399,6 +401,7 @@ impl Config {
             max_complexity: parse(&get, "SEQUESTRA_GRAPHQL_MAX_COMPLEXITY", 1000)?,
             max_aliases: parse(&get, "SEQUESTRA_GRAPHQL_MAX_ALIASES", 30)?,
             max_cost: parse(&get, "SEQUESTRA_GRAPHQL_MAX_COST", 5000)?,
+            max_document_bytes: parse(&get, "SEQUESTRA_GRAPHQL_MAX_DOCUMENT_BYTES", 65_536)?,
             max_page_size: parse(&get, "SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE", 100)?,
         };
 

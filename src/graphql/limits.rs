@@ -4,8 +4,11 @@
 //! fragments asks for), before validation, before anything resolves. The document is
 //! parsed here once and handed on, so it is not parsed again. Over HTTP and WebSocket
 //! alike:
+//! - **the document's size**: more bytes than allowed → `QUERY_TOO_COMPLEX` before it
+//!   is parsed (parsing is linear in it);
 //! - **fields after fragment expansion**, each fragment measured once (time linear in
-//!   the document): over the budget → `QUERY_TOO_COMPLEX`;
+//!   the document), plain and weighed by page sizes: over either budget →
+//!   `QUERY_TOO_COMPLEX`;
 //! - **aliases**, so one request cannot repeat a field (a sign-in, say) hundreds of
 //!   times → `BAD_USER_INPUT`;
 //! - **NUL characters** in any string of the document or the variables (PostgreSQL
@@ -26,6 +29,8 @@ use async_graphql_value::{ConstValue, Value};
 
 #[derive(Clone, Copy)]
 pub struct DocumentLimits {
+    /// The document's text, before it is parsed (tokens are at most this many).
+    pub max_bytes: usize,
     pub max_aliases: usize,
     /// Fields a document may ask for once its fragments are expanded.
     pub max_fields: u64,
@@ -51,6 +56,13 @@ impl Extension for DocumentLimits {
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<async_graphql::Request> {
         let bad = |message: String| Err(ServerError::new(message, None));
+        if request.query.len() > self.max_bytes {
+            return Err(too_complex(
+                request.query.len() as u64,
+                self.max_bytes as u64,
+                "bytes of document text",
+            ));
+        }
         for (name, value) in request.variables.iter() {
             if const_has_nul(value) {
                 return bad(nul_message(&format!("variable `${name}`")));
@@ -426,5 +438,157 @@ mod tests {
         assert_eq!(walk.aliases, 4);
         assert_eq!(walk.nul_at.as_deref(), Some("an argument of `h`"));
         assert!(Walk::of(&parse("{ a }")).nul_at.is_none());
+    }
+
+    /// Random documents through the whole front of the schema the server runs (its
+    /// limits, parser, validation; resolvers that need the database answer with an
+    /// error): none panics, none takes long, and every one the walk measures over a
+    /// budget is refused with QUERY_TOO_COMPLEX. A fixed number of cases, so a bounded
+    /// time in CI (`PROPTEST_CASES` raises it for a longer local run).
+    mod generated {
+        use super::super::{Measure, Weights, measure};
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Item {
+            Field {
+                name: &'static str,
+                alias: Option<u8>,
+                first: Option<u16>,
+                children: Vec<Item>,
+            },
+            Spread(u8),
+            Inline(Vec<Item>),
+        }
+
+        const FIELDS: &[&str] = &[
+            "serverTime",
+            "viewer",
+            "escrows",
+            "users",
+            "edges",
+            "node",
+            "id",
+            "email",
+            "milestones",
+            "proofs",
+            "payments",
+            "events",
+            "__typename",
+            "tenant",
+            "slug",
+            "noSuchField",
+        ];
+
+        fn item() -> impl Strategy<Value = Item> {
+            let leaf = prop_oneof![
+                (0..FIELDS.len(), proptest::option::of(0u8..40)).prop_map(|(f, alias)| {
+                    Item::Field {
+                        name: FIELDS[f],
+                        alias,
+                        first: None,
+                        children: vec![],
+                    }
+                }),
+                (0u8..8).prop_map(Item::Spread),
+            ];
+            leaf.prop_recursive(6, 64, 6, |inner| {
+                prop_oneof![
+                    (
+                        0..FIELDS.len(),
+                        proptest::option::of(0u8..40),
+                        proptest::option::of(0u16..300),
+                        proptest::collection::vec(inner.clone(), 1..6),
+                    )
+                        .prop_map(|(f, alias, first, children)| Item::Field {
+                            name: FIELDS[f],
+                            alias,
+                            first,
+                            children,
+                        }),
+                    proptest::collection::vec(inner, 1..6).prop_map(Item::Inline),
+                ]
+            })
+        }
+
+        fn render(items: &[Item], out: &mut String) {
+            out.push_str("{ ");
+            for item in items {
+                match item {
+                    Item::Field {
+                        name,
+                        alias,
+                        first,
+                        children,
+                    } => {
+                        if let Some(a) = alias {
+                            out.push_str(&format!("a{a}: "));
+                        }
+                        out.push_str(name);
+                        if let Some(n) = first {
+                            out.push_str(&format!("(first: {n})"));
+                        }
+                        out.push(' ');
+                        if !children.is_empty() {
+                            render(children, out);
+                        }
+                    }
+                    Item::Spread(f) => out.push_str(&format!("...F{f} ")),
+                    Item::Inline(children) => {
+                        out.push_str("... on Query ");
+                        render(children, out);
+                    }
+                }
+            }
+            out.push_str("} ");
+        }
+
+        fn document() -> impl Strategy<Value = String> {
+            (
+                proptest::collection::vec(item(), 1..6),
+                proptest::collection::vec(proptest::collection::vec(item(), 1..4), 0..8),
+            )
+                .prop_map(|(operation, fragments)| {
+                    let mut doc = String::from("query ");
+                    render(&operation, &mut doc);
+                    for (i, body) in fragments.iter().enumerate() {
+                        doc.push_str(&format!("fragment F{i} on Query "));
+                        render(body, &mut doc);
+                    }
+                    doc
+                })
+        }
+
+        fn schema() -> crate::graphql::AppSchema {
+            let config = crate::config::Config::from_lookup(|_| None).expect("defaults");
+            crate::graphql::with_limits(&config.graphql, true).finish()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn no_document_panics_stalls_or_passes_a_budget(doc in document()) {
+                let schema = schema();
+                let config = crate::config::Config::from_lookup(|_| None).expect("defaults");
+                let limits = &config.graphql;
+                // Fields need no types (the schema's registry, which weighs pages, is
+                // async-graphql's own; the page weights have their HTTP test).
+                let measured = async_graphql::parser::parse_query(&doc)
+                    .ok()
+                    .map(|d| measure(&d, &Weights::UNWEIGHTED));
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let started = std::time::Instant::now();
+                let response = runtime.block_on(schema.execute(doc.as_str()));
+                let took = started.elapsed();
+                prop_assert!(took < std::time::Duration::from_secs(2), "{took:?} for {doc}");
+                if let Some(Measure { fields, .. }) = measured
+                    && fields > limits.max_complexity as u64
+                {
+                    let code = response.errors.first().and_then(|e| e.extensions.as_ref()).and_then(|x| x.get("code")).cloned();
+                    prop_assert_eq!(code, Some(async_graphql::Value::from("QUERY_TOO_COMPLEX")), "{}", doc);
+                }
+            }
+        }
     }
 }

@@ -65,12 +65,22 @@ pub fn build_schema(
     production: bool,
     services: context::Services,
 ) -> AppSchema {
+    with_limits(cfg, production).data(services).finish()
+}
+
+/// The schema's builder with every limit and extension the server runs with (what
+/// happens to a document before any resolver needs the services).
+fn with_limits(
+    cfg: &GraphqlConfig,
+    production: bool,
+) -> SchemaBuilder<Query, Mutation, Subscription> {
     let mut builder = builder()
         .limit_depth(cfg.max_depth)
         .limit_complexity(cfg.max_complexity)
         .limit_recursive_depth(64)
         .limit_directives(16)
         .extension(limits::DocumentLimits {
+            max_bytes: cfg.max_document_bytes,
             max_aliases: cfg.max_aliases,
             max_fields: cfg.max_complexity as u64,
             max_cost: cfg.max_cost,
@@ -79,12 +89,11 @@ pub fn build_schema(
         })
         .extension(errors::ErrorMapping)
         .extension(shape::ResponseShape)
-        .data(cfg.clone())
-        .data(services);
+        .data(cfg.clone());
     if production {
         builder = builder.disable_suggestions();
     }
-    builder.finish()
+    builder
 }
 
 /// The full SDL, as committed in `schema.graphql`.
