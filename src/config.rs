@@ -154,6 +154,9 @@ pub struct AuthConfig {
     pub session_lifetime: Duration,
     /// A refresh token's lifetime from its issue (rotation issues a new one).
     pub refresh_token_ttl: Duration,
+    /// How long an authenticated principal is reused without reading the database
+    /// again (changes drop it at once; this bounds what no notification reported).
+    pub principal_cache_ttl: Duration,
     /// When repeated password or TOTP failures lock an account.
     pub lockout: crate::identity::rules::LockoutPolicy,
 }
@@ -501,6 +504,7 @@ impl Config {
             ),
             session_lifetime: secs(&get, "SEQUESTRA_SESSION_LIFETIME_SECS", 30 * 24 * 3600)?,
             refresh_token_ttl: secs(&get, "SEQUESTRA_REFRESH_TOKEN_TTL_SECS", 7 * 24 * 3600)?,
+            principal_cache_ttl: secs(&get, "SEQUESTRA_PRINCIPAL_CACHE_SECS", 300)?,
             lockout: crate::identity::rules::LockoutPolicy {
                 after: positive(&get, "SEQUESTRA_LOCKOUT_AFTER_FAILURES", 5)?,
                 first_lock: chrono_secs(&get, "SEQUESTRA_LOCKOUT_FIRST_SECS", 15 * 60)?,

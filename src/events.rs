@@ -40,6 +40,10 @@ pub enum Update {
         escrow_id: Uuid,
         event: String,
     },
+    /// Something a principal is built from changed in this tenant (a session, a user,
+    /// roles, MFA, an API key): every process drops the tenant's cached principals.
+    /// `None`: updates may have been missed (the listener reconnected), drop them all.
+    Access { tenant_id: Option<Uuid> },
 }
 
 impl Update {
@@ -47,6 +51,7 @@ impl Update {
         match self {
             Update::Payment { payment, .. } => payment.tenant_id,
             Update::Escrow { tenant_id, .. } => *tenant_id,
+            Update::Access { tenant_id } => tenant_id.unwrap_or_default(),
         }
     }
 }
@@ -70,9 +75,13 @@ impl Bus {
         self.tx.subscribe()
     }
 
-    /// Hands committed updates to this process's subscribers.
+    /// Hands committed updates to this process's subscribers (and applies a change of
+    /// access to this process's cached principals first).
     pub fn deliver(&self, updates: impl IntoIterator<Item = Update>) {
         for update in updates {
+            if let Update::Access { tenant_id } = update {
+                crate::auth::cache::invalidate_local(tenant_id);
+            }
             // No receiver is not an error: nobody is subscribed.
             let _ = self.tx.send(Arc::new(update));
         }
@@ -106,7 +115,10 @@ impl Bus {
                         }
                     }
                     Ok(None) => {
-                        tracing::warn!("update listener lost its connection; reconnecting")
+                        tracing::warn!("update listener lost its connection; reconnecting");
+                        // What was missed meanwhile is unknown: no cached principal
+                        // is trusted any more.
+                        bus.deliver([Update::Access { tenant_id: None }]);
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, "update listener failed; retrying");

@@ -68,13 +68,21 @@ impl Application {
     }
 
     /// Like [`Application::build`], over an already opened (and migrated) database.
-    pub async fn with_database(config: Config, db: DatabaseConnection) -> anyhow::Result<Self> {
+    pub async fn with_database(config: Config, mut db: DatabaseConnection) -> anyhow::Result<Self> {
+        // Every statement the server's pool runs is counted (tests assert how many an
+        // operation costs; see `Services::statements`).
+        let statements = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = statements.clone();
+        db.set_metric_callback(move |_| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
         let listener = TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.http.listen))?;
         let tokens = TokenService::new(&config.auth);
         let services = graphql::context::Services {
             db,
+            statements,
             tokens,
             sealer: auth::crypto::Sealer::new(config.auth.mfa_keys.clone()),
             step_up_window: config.auth.step_up_window,
@@ -138,6 +146,11 @@ impl Application {
 
     pub fn schema(&self) -> &graphql::AppSchema {
         &self.state.schema
+    }
+
+    /// Statements the server's pool has run since it started.
+    pub fn statements(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.state.services.statements.clone()
     }
 
     /// Operations running over each user's WebSockets (the per-user cap's tally).

@@ -1,5 +1,6 @@
 //! Principals, roles, passwords and access tokens.
 
+pub mod cache;
 pub mod crypto;
 pub mod password;
 pub mod policy;

@@ -9,6 +9,9 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use std::time::Duration;
+
+use super::cache;
 use crate::{
     accounts::rules::roles_of,
     db::{Lookup, Scoped, TenantDb, TenantTxn, wall},
@@ -89,8 +92,10 @@ impl Principal {
 
 /// Turns an `Authorization` value into a principal: `None` is anonymous; anything
 /// present must be a valid bearer token of an active user, or the call is refused.
-/// Roles are read from the database on every request, so a removed role or a
-/// deactivated user takes effect at once.
+/// The principal is read from the database once and then reused from the process's
+/// cache (`auth::cache`), which every change of sessions, users, roles, MFA or keys
+/// empties for its tenant at commit: a removed role or a deactivated user still takes
+/// effect on the next request.
 pub async fn authenticate_bearer(
     db: &DatabaseConnection,
     tokens: &TokenService,
@@ -110,6 +115,19 @@ pub async fn authenticate_bearer(
     }
     let claims = tokens.verify(token)?;
     let tenant = TenantId::from_uuid(claims.tid);
+    let expires_at = chrono::DateTime::from_timestamp(claims.exp, 0);
+    let cache = tokens.principals();
+    let key = cache::Key::Session(claims.sid);
+    if let Some(hit) = cache.get(&key, Duration::MAX)
+        && hit.principal.tenant_id == tenant
+        && hit.principal.user_id == claims.sub
+    {
+        return Ok(Principal::User(UserPrincipal {
+            expires_at,
+            ..hit.principal
+        }));
+    }
+    let generation = cache.generation();
     // The five reads share one transaction: one row-level security setting for all.
     let txn = TenantDb::new(db.clone(), tenant).begin_read().await?;
     // A revoked or expired session ends its access tokens at once.
@@ -129,7 +147,7 @@ pub async fn authenticate_bearer(
         roles.iter().any(|r| required.contains(r)) && !mfa::is_enabled(&txn, user.id).await?;
     let scopes = effective_scopes(&txn, &roles).await?;
     txn.commit().await?;
-    Ok(Principal::User(UserPrincipal {
+    let principal = UserPrincipal {
         tenant_id: tenant,
         user_id: user.id,
         credential: Credential::Session(session.id),
@@ -137,8 +155,10 @@ pub async fn authenticate_bearer(
         roles,
         mfa_verified_at: session.mfa_verified_at,
         mfa_enrolment_required,
-        expires_at: chrono::DateTime::from_timestamp(claims.exp, 0),
-    }))
+        expires_at,
+    };
+    cache.put(key, principal.clone(), Some(session.expires_at), generation);
+    Ok(Principal::User(principal))
 }
 
 /// Every API key starts with this.
@@ -153,10 +173,22 @@ async fn authenticate_api_key(
     key: &str,
 ) -> Result<Principal> {
     let now = chrono::Utc::now();
+    let hash = tokens.api_key_hash(key);
+    let cache = tokens.principals();
+    let cache_key = cache::Key::ApiKey(hash.clone());
+    if let Some(hit) = cache.get(&cache_key, crate::identity::api_keys::TOUCH_EVERY_STD) {
+        if hit.touch_due
+            && let Credential::ApiKey(id) = hit.principal.credential
+        {
+            let scoped = TenantDb::new(db.clone(), hit.principal.tenant_id);
+            crate::identity::api_keys::touch(&scoped, id, now).await?;
+        }
+        return Ok(Principal::User(hit.principal));
+    }
+    let generation = cache.generation();
     // The edge looks the key up by its keyed hash before any tenant is known (the
     // one read row-level security lets through for it); the row then names the
     // tenant every further read is scoped to.
-    let hash = tokens.api_key_hash(key);
     let txn = db.begin().await?;
     wall::allow(&txn, Lookup::ApiKeyHash(&hash)).await?;
     let found = api_key::Entity::find()
@@ -181,7 +213,7 @@ async fn authenticate_api_key(
         .filter(|s| allowed.contains(s))
         .collect();
     crate::identity::api_keys::touch(&scoped, found.id, now).await?;
-    Ok(Principal::User(UserPrincipal {
+    let principal = UserPrincipal {
         tenant_id: tenant,
         user_id: creator.id,
         credential: Credential::ApiKey(found.id),
@@ -190,7 +222,9 @@ async fn authenticate_api_key(
         mfa_verified_at: None,
         mfa_enrolment_required: false,
         expires_at: found.expires_at,
-    }))
+    };
+    cache.put(cache_key, principal.clone(), found.expires_at, generation);
+    Ok(Principal::User(principal))
 }
 
 /// The scopes `roles` grant in this tenant: the roles' defaults in a business tenant;

@@ -45,6 +45,8 @@ pub struct TokenService {
     session_lifetime: chrono::Duration,
     refresh_token_ttl: chrono::Duration,
     lockout: LockoutPolicy,
+    /// Principals this process authenticated recently (`auth::cache`).
+    principals: std::sync::Arc<super::cache::PrincipalCache>,
 }
 
 /// What an issued token is, for the response that carries it.
@@ -89,7 +91,13 @@ impl TokenService {
             refresh_token_ttl: chrono::Duration::from_std(cfg.refresh_token_ttl)
                 .unwrap_or_else(|_| chrono::Duration::days(7)),
             lockout: cfg.lockout,
+            principals: super::cache::PrincipalCache::new(cfg.principal_cache_ttl),
         }
+    }
+
+    /// Principals authenticated recently, reused until a change drops them.
+    pub fn principals(&self) -> &super::cache::PrincipalCache {
+        &self.principals
     }
 
     /// How long a session lives at most, however often it is refreshed.

@@ -30,6 +30,10 @@ pub trait TenantEntity: EntityTrait {
     const TENANT: Self::Column;
     /// The column `get` looks rows up by.
     const ID: Self::Column;
+    /// Whether a principal is built from these rows (sessions, users, roles, MFA, API
+    /// keys): a write through the scoped layer then tells every process to drop the
+    /// tenant's cached principals ([`crate::auth::cache`]), when it commits.
+    const GUARDS_ACCESS: bool = false;
 }
 
 /// A connection (or transaction) bound to one tenant.
@@ -41,6 +45,9 @@ pub struct Scoped<C> {
     bus: Option<Bus>,
     /// Updates published in this transaction, sent when it commits.
     outbox: Arc<Mutex<Vec<Update>>>,
+    /// Over the pool, each statement commits on its own: what it publishes goes out
+    /// at once.
+    autocommit: bool,
 }
 
 /// The scoped handle over the pool, as resolvers get it.
@@ -55,6 +62,7 @@ impl TenantDb {
             tenant,
             bus: None,
             outbox: Arc::default(),
+            autocommit: true,
         }
     }
 
@@ -80,6 +88,7 @@ impl TenantDb {
             tenant: self.tenant,
             bus: self.bus.clone(),
             outbox: Arc::default(),
+            autocommit: false,
         }
     }
 }
@@ -95,6 +104,7 @@ impl TenantTxn {
             tenant,
             bus: None,
             outbox: Arc::default(),
+            autocommit: false,
         })
     }
 
@@ -125,6 +135,13 @@ impl TenantTxn {
             }
         }
         self.conn.commit().await?;
+        // A change of access takes effect in this process before the commit returns
+        // (other processes: when their LISTEN delivers it).
+        for update in &updates {
+            if let Update::Access { tenant_id } = update {
+                crate::auth::cache::invalidate_local(*tenant_id);
+            }
+        }
         if !postgres && let Some(bus) = &self.bus {
             bus.deliver(updates);
         }
@@ -231,12 +248,58 @@ impl<C: ConnectionTrait> Scoped<C> {
             <A::Entity as TenantEntity>::TENANT,
             self.tenant.as_uuid().into(),
         );
-        Ok(model.insert(&self.conn).await?)
+        let inserted = model.insert(&self.conn).await?;
+        self.changed::<A::Entity>(1).await?;
+        Ok(inserted)
+    }
+
+    /// After a write of `rows` rows of `E`: when principals are built from `E`, every
+    /// process drops this tenant's cached ones (at commit; at once over the pool).
+    async fn changed<E: TenantEntity>(&self, rows: u64) -> Result<()> {
+        if !E::GUARDS_ACCESS || rows == 0 {
+            return Ok(());
+        }
+        let update = Update::Access {
+            tenant_id: Some(self.tenant.as_uuid()),
+        };
+        if !self.autocommit {
+            let mut outbox = self.outbox.lock().expect("outbox lock");
+            if !outbox.iter().any(|u| matches!(u, Update::Access { .. })) {
+                outbox.push(update);
+            }
+            return Ok(());
+        }
+        if self.conn.get_database_backend() == DbBackend::Postgres {
+            let payload =
+                serde_json::to_string(&update).map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
+            self.conn
+                .execute(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT pg_notify($1, $2)",
+                    [events::CHANNEL.into(), payload.into()],
+                ))
+                .await?;
+        }
+        crate::auth::cache::invalidate_local(Some(self.tenant.as_uuid()));
+        Ok(())
     }
 
     /// An UPDATE limited to this tenant; `query` sets values and narrows further.
     /// Returns the number of rows changed.
     pub async fn update_where<E: TenantEntity>(
+        &self,
+        query: impl FnOnce(UpdateMany<E>) -> UpdateMany<E>,
+    ) -> Result<u64> {
+        let update = E::update_many().filter(E::TENANT.eq(self.tenant.as_uuid()));
+        let rows = query(update).exec(&self.conn).await?.rows_affected;
+        self.changed::<E>(rows).await?;
+        Ok(rows)
+    }
+
+    /// An UPDATE of bookkeeping columns no principal is built from (an API key's
+    /// `last_used_at`): like [`Scoped::update_where`], without dropping cached
+    /// principals.
+    pub async fn update_bookkeeping<E: TenantEntity>(
         &self,
         query: impl FnOnce(UpdateMany<E>) -> UpdateMany<E>,
     ) -> Result<u64> {
@@ -275,7 +338,9 @@ impl<C: ConnectionTrait> Scoped<C> {
         query: impl FnOnce(DeleteMany<E>) -> DeleteMany<E>,
     ) -> Result<u64> {
         let delete = E::delete_many().filter(E::TENANT.eq(self.tenant.as_uuid()));
-        Ok(query(delete).exec(&self.conn).await?.rows_affected)
+        let rows = query(delete).exec(&self.conn).await?.rows_affected;
+        self.changed::<E>(rows).await?;
+        Ok(rows)
     }
 
     /// Locks this tenant's row for the rest of the transaction (PostgreSQL; SQLite's

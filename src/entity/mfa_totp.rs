@@ -31,4 +31,5 @@ impl ActiveModelBehavior for ActiveModel {}
 impl crate::db::TenantEntity for Entity {
     const TENANT: Column = Column::TenantId;
     const ID: Column = Column::UserId;
+    const GUARDS_ACCESS: bool = true;
 }

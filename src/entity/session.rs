@@ -27,4 +27,5 @@ impl ActiveModelBehavior for ActiveModel {}
 impl crate::db::TenantEntity for Entity {
     const TENANT: Column = Column::TenantId;
     const ID: Column = Column::Id;
+    const GUARDS_ACCESS: bool = true;
 }

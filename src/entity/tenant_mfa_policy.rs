@@ -21,4 +21,5 @@ impl ActiveModelBehavior for ActiveModel {}
 impl crate::db::TenantEntity for Entity {
     const TENANT: Column = Column::TenantId;
     const ID: Column = Column::TenantId;
+    const GUARDS_ACCESS: bool = true;
 }

@@ -21,6 +21,8 @@ use crate::{
 
 /// `lastUsedAt` is written at most this often per key.
 const TOUCH_EVERY: Duration = Duration::minutes(1);
+/// The same, for the principal cache's clock.
+pub const TOUCH_EVERY_STD: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub struct CreatedKey {
     pub model: api_key::Model,
@@ -139,7 +141,7 @@ pub async fn revoke<C: ConnectionTrait>(
 
 /// Records use, at most once a minute per key (one conditional UPDATE).
 pub async fn touch<C: ConnectionTrait>(db: &Scoped<C>, id: Uuid, now: DateTime<Utc>) -> Result<()> {
-    db.update_where::<api_key::Entity>(|q| {
+    db.update_bookkeeping::<api_key::Entity>(|q| {
         q.col_expr(api_key::Column::LastUsedAt, Expr::value(now))
             .filter(api_key::Column::Id.eq(id))
             .filter(

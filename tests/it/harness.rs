@@ -251,6 +251,7 @@ pub struct TestApp {
     /// The server's own pool (on PostgreSQL its unprivileged role).
     pub server_db: DatabaseConnection,
     ws_operations: sequestra::http::ws::PerUser,
+    statements: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub tokens: TokenService,
     pub schema: sequestra::graphql::AppSchema,
     config_database: sequestra::config::DatabaseConfig,
@@ -384,6 +385,7 @@ impl TestApp {
         };
         let tokens = app.tokens().clone();
         let ws_operations = app.ws_operations().clone();
+        let statements = app.statements();
         let schema = app.schema().clone();
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async move {
@@ -396,6 +398,7 @@ impl TestApp {
             server_db,
             tokens,
             ws_operations,
+            statements,
             schema,
             config_database,
             shutdown: Some(tx),
@@ -403,6 +406,11 @@ impl TestApp {
             _dir: dir,
             _pg: pg,
         }
+    }
+
+    /// Statements the server's own pool has run so far.
+    pub fn statements(&self) -> u64 {
+        self.statements.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Operations the app counts as running over each user's WebSockets.

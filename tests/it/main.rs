@@ -18,6 +18,7 @@ mod mfa;
 mod payments;
 mod platform;
 mod playground;
+mod principal_cache;
 mod rate_limit;
 mod row_security;
 mod schema;
