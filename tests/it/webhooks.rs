@@ -69,7 +69,7 @@ pub(crate) fn signed(secret: &str, body: &[u8]) -> Option<String> {
     Some(format!("t={t},v1={}", sign(secret, t, body)))
 }
 
-fn event(id: &str, kind: &str, reference: &str) -> Vec<u8> {
+pub(crate) fn event(id: &str, kind: &str, reference: &str) -> Vec<u8> {
     json!({ "id": id, "type": kind, "created": Utc::now().timestamp(), "data": { "reference": reference, "failureReason": null } })
         .to_string()
         .into_bytes()
