@@ -93,6 +93,19 @@ impl TenantDb {
     }
 }
 
+/// `pg_notify` of `update` on the updates channel: delivered to every process that
+/// LISTENs when the statement's transaction commits.
+async fn notify<C: ConnectionTrait>(conn: &C, update: &Update) -> Result<()> {
+    let payload = serde_json::to_string(update).map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
+    conn.execute(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_notify($1, $2)",
+        [events::CHANNEL.into(), payload.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
 impl TenantTxn {
     /// Binds a transaction the caller opened to `tenant` and puts it inside the
     /// tenant's row-level security wall (used where the tenant is learnt inside the
@@ -123,15 +136,7 @@ impl TenantTxn {
         let postgres = self.conn.get_database_backend() == DbBackend::Postgres;
         if postgres {
             for update in &updates {
-                let payload = serde_json::to_string(update)
-                    .map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
-                self.conn
-                    .execute(Statement::from_sql_and_values(
-                        DbBackend::Postgres,
-                        "SELECT pg_notify($1, $2)",
-                        [events::CHANNEL.into(), payload.into()],
-                    ))
-                    .await?;
+                notify(&self.conn, update).await?;
             }
         }
         self.conn.commit().await?;
@@ -270,15 +275,7 @@ impl<C: ConnectionTrait> Scoped<C> {
             return Ok(());
         }
         if self.conn.get_database_backend() == DbBackend::Postgres {
-            let payload =
-                serde_json::to_string(&update).map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
-            self.conn
-                .execute(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    "SELECT pg_notify($1, $2)",
-                    [events::CHANNEL.into(), payload.into()],
-                ))
-                .await?;
+            notify(&self.conn, &update).await?;
         }
         crate::auth::cache::invalidate_local(Some(self.tenant.as_uuid()));
         Ok(())

@@ -226,6 +226,22 @@ fn value_has_nul(value: &Value) -> bool {
     }
 }
 
+/// `query { ...F0 } fragment F0 on Query { ...F1 ...F1 } … fragment Fn on Query {
+/// serverTime }`: about a kilobyte at 24 levels that expands to 2^n fields, the shape
+/// these limits were built against (the tests and the `document_limits` bench send it).
+pub fn fragment_chain(levels: usize) -> String {
+    let mut doc = String::from("query { ...F0 }");
+    for i in 0..levels {
+        doc.push_str(&format!(
+            " fragment F{i} on Query {{ ...F{} ...F{} }}",
+            i + 1,
+            i + 1
+        ));
+    }
+    doc.push_str(&format!(" fragment F{levels} on Query {{ serverTime }}"));
+    doc
+}
+
 /// What a document asks for once its fragments are expanded (saturating; a fragment
 /// cycle, which validation refuses anyway, counts as unbounded).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -404,19 +420,7 @@ mod tests {
         async_graphql::parser::parse_query(doc).unwrap()
     }
 
-    /// `query { ...F0 } fragment F0 { ...F1 ...F1 } … fragment Fn { serverTime }`.
-    fn bomb(levels: usize) -> String {
-        let mut doc = String::from("query { ...F0 }");
-        for i in 0..levels {
-            doc.push_str(&format!(
-                " fragment F{i} on Query {{ ...F{} ...F{} }}",
-                i + 1,
-                i + 1
-            ));
-        }
-        doc.push_str(&format!(" fragment F{levels} on Query {{ serverTime }}"));
-        doc
-    }
+    use super::fragment_chain as bomb;
 
     #[test]
     fn fragment_chains_are_counted_without_expanding_them() {

@@ -1,5 +1,6 @@
 //! GraphQL over HTTP: media types, status codes, GET rules, error codes and limits.
 
+use sequestra::graphql::limits::fragment_chain as fragment_bomb;
 use serde_json::{Value, json};
 
 use crate::harness::TestApp;
@@ -195,21 +196,6 @@ async fn guards_answer_unauthenticated_and_forbidden(app: TestApp) {
         r.ok()["viewer"],
         json!({ "email": "sender@acme.test", "roles": ["SENDER"], "tenant": { "slug": "acme" } })
     );
-}
-
-/// `query { ...F0 } fragment F0 on Query { ...F1 ...F1 } … fragment Fn { serverTime }`:
-/// a kilobyte that expands to 2^n fields.
-fn fragment_bomb(levels: usize) -> String {
-    let mut doc = String::from("query { ...F0 }");
-    for i in 0..levels {
-        doc.push_str(&format!(
-            " fragment F{i} on Query {{ ...F{} ...F{} }}",
-            i + 1,
-            i + 1
-        ));
-    }
-    doc.push_str(&format!(" fragment F{levels} on Query {{ serverTime }}"));
-    doc
 }
 
 /// Refused with QUERY_TOO_COMPLEX as soon as it is parsed (the expansion is counted
