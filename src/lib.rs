@@ -115,7 +115,7 @@ impl Application {
             .context("cannot listen for updates (LISTEN)")?;
         let schema =
             graphql::build_schema(&config.graphql, config.is_production(), services.clone());
-        let state = AppState {
+        let state = AppState::new(http::Shared {
             rate_limiter: http::rate_limit::shared(&config.http),
             ws_operations: http::ws::PerUser::default(),
             config: Arc::new(config),
@@ -123,7 +123,7 @@ impl Application {
             schema,
             metrics: telemetry::metrics_handle(),
             jobs: jobs::Heartbeat::default(),
-        };
+        });
         Ok(Self {
             listener,
             state,

@@ -48,6 +48,11 @@ enum Command {
         no_migrate: bool,
     },
     /// Apply pending database migrations, then exit.
+    ///
+    /// On PostgreSQL with SEQUESTRA_DATABASE_OWNER_URL set, they run as that owner,
+    /// which then grants the server's role (SEQUESTRA_DATABASE_URL) its privileges; the
+    /// server's role should own nothing, so row-level security holds it (README,
+    /// "Database roles").
     Migrate,
     /// Print the GraphQL schema (SDL) to standard output.
     ///

@@ -124,9 +124,7 @@ pub async fn serve(vars: &[(&str, &str)]) -> Server {
 impl Server {
     /// The `bench` tenant and its scoped handle.
     pub async fn tenant(&self) -> (tenant::Model, TenantDb) {
-        let txn = sea_orm::TransactionTrait::begin(&self.db)
-            .await
-            .expect("begin");
+        let txn = sequestra::db::begin_write(&self.db).await.expect("begin");
         let txn = sequestra::db::TenantTxn::bind(txn, TenantId::from_uuid(uuid::Uuid::now_v7()))
             .await
             .expect("enter the new tenant");

@@ -25,9 +25,27 @@ use crate::{
 
 pub use request_id::RequestId;
 
-/// What every handler shares.
+/// What every handler shares: one `Arc`, so handing it to a request clones a pointer,
+/// not the services inside.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The state behind [`AppState`].
+pub struct Shared {
     pub config: Arc<Config>,
     /// The database, token service and limits (the same value the schema carries).
     pub services: Services,

@@ -497,9 +497,7 @@ impl TestApp {
     /// Creates a tenant with one user per role through the real rules, and mints each
     /// user an access token with the app's own token service.
     pub async fn tenant(&self, slug: &str) -> TestTenant {
-        let txn = sea_orm::TransactionTrait::begin(&self.db)
-            .await
-            .expect("begin");
+        let txn = sequestra::db::begin_write(&self.db).await.expect("begin");
         let txn = sequestra::db::TenantTxn::bind(txn, TenantId::from_uuid(Uuid::now_v7()))
             .await
             .expect("enter the new tenant");
