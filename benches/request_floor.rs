@@ -3,6 +3,7 @@
 //! async-graphql schema behind a minimal axum handler on the same tokio runtime.
 //! Rounds are interleaved (bare, anonymous, token, twice) so the ratios come from the
 //! same conditions; clients and servers share this process and the machine's cores.
+//! The server logs at `info` (its default) unless `SEQUESTRA_BENCH_LOG` says otherwise.
 
 mod common;
 
@@ -97,12 +98,14 @@ fn main() {
 async fn run() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}/bench.db?mode=rwc", dir.path().display());
+    // The server's default level unless SEQUESTRA_BENCH_LOG says otherwise.
+    let log = std::env::var("SEQUESTRA_BENCH_LOG").unwrap_or_else(|_| "info".to_owned());
     let server = common::serve(&[
         ("SEQUESTRA_DATABASE_URL", url.as_str()),
         ("SEQUESTRA_LISTEN", "127.0.0.1:0"),
         ("SEQUESTRA_RATE_LIMIT_PER_SECOND", "1000000"),
         ("SEQUESTRA_RATE_LIMIT_BURST", "1000000"),
-        ("SEQUESTRA_LOG", "warn"),
+        ("SEQUESTRA_LOG", log.as_str()),
     ])
     .await;
     let (_, scoped) = server.tenant().await;
@@ -122,7 +125,7 @@ async fn run() {
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (floor, anonymous, bearer) = (mean(&floor), mean(&anonymous), mean(&bearer));
     println!(
-        "{{ __typename }}, {CLIENTS} clients, {ROUNDS} interleaved rounds of {ROUND:?}, SQLite:"
+        "{{ __typename }}, {CLIENTS} clients, {ROUNDS} interleaved rounds of {ROUND:?}, SQLite, log level {log}:"
     );
     println!("  bare async-graphql + axum   {floor:>9.0} /s");
     println!(

@@ -39,12 +39,20 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
     );
     let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
+    // One line per request: at `debug` when it went well (at `info` it cost the
+    // request path ~13 % on `{ __typename }`), `info` for a refusal, `warn` for a
+    // server error; `SEQUESTRA_LOG=debug` shows every one.
     span.in_scope(|| {
-        tracing::info!(
-            status = response.status().as_u16(),
-            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "request finished"
-        );
+        let status = response.status();
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let status_code = status.as_u16();
+        if status.is_server_error() {
+            tracing::warn!(status = status_code, latency_ms, "request finished");
+        } else if status.is_client_error() {
+            tracing::info!(status = status_code, latency_ms, "request finished");
+        } else {
+            tracing::debug!(status = status_code, latency_ms, "request finished");
+        }
     });
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER.clone(), value);
