@@ -14,25 +14,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sequestra::auth::Role;
+use sequestra::{auth::Role, graphql::limits::fragment_chain as fragments};
 
 const ORDINARY_CLIENTS: usize = 8;
 const BOMB_CLIENTS: usize = 2;
 const PER_KIND: usize = 200;
 const ALONE_FOR: Duration = Duration::from_secs(3);
-
-fn fragments(levels: usize) -> String {
-    let mut doc = String::from("query { ...F0 }");
-    for i in 0..levels {
-        doc.push_str(&format!(
-            " fragment F{i} on Query {{ ...F{} ...F{} }}",
-            i + 1,
-            i + 1
-        ));
-    }
-    doc.push_str(&format!(" fragment F{levels} on Query {{ serverTime }}"));
-    doc
-}
 
 fn bombs() -> Vec<(&'static str, String)> {
     let aliases: String = (0..500).map(|i| format!("a{i}: serverTime ")).collect();
