@@ -162,13 +162,4 @@ impl PrincipalCache {
             None => entries.clear(),
         }
     }
-
-    /// Principals held now (for tests and metrics).
-    pub fn len(&self) -> usize {
-        self.entries.lock().expect("principal cache lock").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

@@ -563,19 +563,14 @@ mod tests {
                 })
         }
 
-        fn schema() -> crate::graphql::AppSchema {
-            let config = crate::config::Config::from_lookup(|_| None).expect("defaults");
-            crate::graphql::with_limits(&config.graphql, true).finish()
-        }
-
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(256))]
 
             #[test]
             fn no_document_panics_stalls_or_passes_a_budget(doc in document()) {
-                let schema = schema();
                 let config = crate::config::Config::from_lookup(|_| None).expect("defaults");
                 let limits = &config.graphql;
+                let schema = crate::graphql::with_limits(limits, true).finish();
                 // Fields need no types (the schema's registry, which weighs pages, is
                 // async-graphql's own; the page weights have their HTTP test).
                 let measured = async_graphql::parser::parse_query(&doc)

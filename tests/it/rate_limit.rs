@@ -5,6 +5,16 @@ use serde_json::json;
 
 use crate::harness::{Backend, TestApp};
 
+/// An anonymous `{ __typename }` from this test's address.
+async fn typename(app: &TestApp) -> reqwest::Response {
+    app.http
+        .post(app.url("/graphql"))
+        .json(&json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn sign_in_from(app: &TestApp, forwarded_for: Option<&str>, n: usize) -> Option<String> {
     let mut request = app.http.post(app.url("/graphql")).json(&json!({
         "query": format!(r#"mutation {{ signIn(input: {{ tenant: "acme", email: "nobody{n}@acme.test", password: "wrong password {n}" }}) {{ accessToken }} }}"#)
@@ -31,13 +41,7 @@ async fn graphql_requests_over_the_limit_get_429() {
     .unwrap();
     let mut statuses = Vec::new();
     for _ in 0..4 {
-        let r = app
-            .http
-            .post(app.url("/graphql"))
-            .json(&json!({ "query": "{ __typename }" }))
-            .send()
-            .await
-            .unwrap();
+        let r = typename(&app).await;
         statuses.push(r.status().as_u16());
         if r.status() == 429 {
             assert!(
@@ -145,14 +149,7 @@ async fn websocket_operations_count_against_the_same_limit() {
     let mut statuses = 0;
     loop {
         statuses += 1;
-        let http = app
-            .http
-            .post(app.url("/graphql"))
-            .json(&json!({ "query": "{ __typename }" }))
-            .send()
-            .await
-            .unwrap();
-        if http.status() == 429 {
+        if typename(&app).await.status() == 429 {
             break;
         }
         assert!(statuses < 200, "HTTP never limited");
