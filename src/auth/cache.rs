@@ -14,15 +14,14 @@
 //!   change no notification reported (a write outside a server process on SQLite);
 //! - when its session or key expires.
 //!
-//! A load that raced an invalidation is not cached (a generation counter taken before
+//! A load that raced an invalidation of its tenant is not cached: the tenant's
+//! generation, taken before the principal's rows are read, must be unchanged when the
+//! result is stored.
 //! the read must be unchanged when the result is stored).
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc, Mutex, Weak,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, Weak},
     time::{Duration, Instant},
 };
 
@@ -54,8 +53,15 @@ struct Entry {
 pub struct PrincipalCache {
     ttl: Duration,
     entries: Mutex<HashMap<Key, Entry>>,
-    generation: AtomicU64,
+    /// Per tenant, bumped by its invalidations; a drop of everything bumps all of them
+    /// at once by clearing the map under a new `epoch`.
+    tenants: Mutex<(u64, HashMap<Uuid, u64>)>,
 }
+
+/// The invalidations of one tenant a load must not have raced, taken before it reads:
+/// (tenant, epoch of the drops of everything, the tenant's own count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generation(Uuid, u64, u64);
 
 /// A cached principal, and whether its key's use is due to be recorded again.
 pub struct Hit {
@@ -85,7 +91,7 @@ impl PrincipalCache {
         let cache = Arc::new(Self {
             ttl,
             entries: Mutex::default(),
-            generation: AtomicU64::new(0),
+            tenants: Mutex::default(),
         });
         CACHES
             .lock()
@@ -94,9 +100,12 @@ impl PrincipalCache {
         cache
     }
 
-    /// Taken before a principal is read from the database; hand it to [`Self::put`].
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
+    /// Taken before a principal of `tenant` is read from the database; hand it to
+    /// [`Self::put`].
+    pub fn generation(&self, tenant: Uuid) -> Generation {
+        let tenants = self.tenants.lock().expect("principal cache lock");
+        let count = tenants.1.get(&tenant).copied().unwrap_or(0);
+        Generation(tenant, tenants.0, count)
     }
 
     pub fn get(&self, key: &Key, touch_every: Duration) -> Option<Hit> {
@@ -128,14 +137,14 @@ impl PrincipalCache {
         key: Key,
         principal: UserPrincipal,
         valid_until: Option<DateTime<Utc>>,
-        generation: u64,
+        generation: Generation,
     ) {
         if self.ttl.is_zero() {
             return;
         }
         let mut entries = self.entries.lock().expect("principal cache lock");
         // Checked under the lock invalidations take too: none can slip in between.
-        if self.generation.load(Ordering::SeqCst) != generation {
+        if self.generation(generation.0) != generation {
             return;
         }
         if entries.len() >= MAX_ENTRIES {
@@ -156,10 +165,17 @@ impl PrincipalCache {
     /// Drops the principals of `tenant` (`None`: of every tenant).
     pub fn invalidate(&self, tenant: Option<Uuid>) {
         let mut entries = self.entries.lock().expect("principal cache lock");
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        let mut tenants = self.tenants.lock().expect("principal cache lock");
         match tenant {
-            Some(tenant) => entries.retain(|_, e| e.principal.tenant_id.as_uuid() != tenant),
-            None => entries.clear(),
+            Some(tenant) => {
+                *tenants.1.entry(tenant).or_default() += 1;
+                entries.retain(|_, e| e.principal.tenant_id.as_uuid() != tenant);
+            }
+            None => {
+                tenants.0 += 1;
+                tenants.1.clear();
+                entries.clear();
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::cache;
 use crate::{
     accounts::rules::roles_of,
-    db::{Lookup, Scoped, TenantDb, TenantTxn, wall},
+    db::{Lookup, Scoped, TenantDb, wall},
     entity::{api_key, session, user},
     error::{Error, Result},
     identity::{mfa, rules::is_live},
@@ -127,7 +127,7 @@ pub async fn authenticate_bearer(
             ..hit.principal
         }));
     }
-    let generation = cache.generation();
+    let generation = cache.generation(tenant.as_uuid());
     // The five reads share one transaction: one row-level security setting for all.
     let txn = TenantDb::new(db.clone(), tenant).begin_read().await?;
     // A revoked or expired session ends its access tokens at once.
@@ -185,20 +185,28 @@ async fn authenticate_api_key(
         }
         return Ok(Principal::User(hit.principal));
     }
-    let generation = cache.generation();
     // The edge looks the key up by its keyed hash before any tenant is known (the
-    // one read row-level security lets through for it); the row then names the
-    // tenant every further read is scoped to.
-    let txn = db.begin().await?;
-    wall::allow(&txn, Lookup::ApiKeyHash(&hash)).await?;
-    let found = api_key::Entity::find()
+    // one read row-level security lets through for it): the row names the tenant.
+    let lookup = db.begin().await?;
+    wall::allow(&lookup, Lookup::ApiKeyHash(&hash)).await?;
+    let tenant = api_key::Entity::find()
         .filter(api_key::Column::KeyHash.eq(hash.as_str()))
-        .one(&txn)
+        .one(&lookup)
+        .await?
+        .map(|k| TenantId::from_uuid(k.tenant_id))
+        .ok_or(Error::Unauthenticated)?;
+    lookup.commit().await?;
+    // Everything the principal is built from is read after the tenant's generation
+    // is taken, in a transaction of its own (so a fresh view on every backend), the
+    // key again included: a change that committed before is seen, one after keeps
+    // the result out of the cache.
+    let generation = cache.generation(tenant.as_uuid());
+    let txn = TenantDb::new(db.clone(), tenant).begin_read().await?;
+    let found = txn
+        .first::<api_key::Entity>(|q| q.filter(api_key::Column::KeyHash.eq(hash.as_str())))
         .await?
         .filter(|k| k.revoked_at.is_none() && k.expires_at.is_none_or(|at| at > now))
         .ok_or(Error::Unauthenticated)?;
-    let tenant = TenantId::from_uuid(found.tenant_id);
-    let txn = TenantTxn::bind(txn, tenant).await?;
     let creator = txn
         .find_by_id::<user::Entity>(found.created_by)
         .await?
