@@ -144,9 +144,10 @@ async fn run(url: &str, owner: &str) {
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();
     let pct = |p: f64| common::pct(&latencies, p);
+    let purchases = latencies.len() as f64 / elapsed;
     println!(
         "createPurchase over HTTP        {:>8.0} purchases/s   n={}  p50={:.2} ms  p99={:.2} ms",
-        latencies.len() as f64 / elapsed,
+        purchases,
         latencies.len(),
         pct(0.5),
         pct(0.99)
@@ -200,6 +201,16 @@ async fn run(url: &str, owner: &str) {
                 .unwrap_or("tps = ?")
                 .to_owned();
             println!("bare UPDATE with pgbench        {tps}");
+            if let Some(floor) = tps
+                .split_whitespace()
+                .nth(2)
+                .and_then(|t| t.parse::<f64>().ok())
+            {
+                println!(
+                    "  ratio: purchases / bare UPDATE = {:.2} (target >= 0.50); overspend 0",
+                    purchases / floor
+                );
+            }
         }
         Ok(out) => println!("pgbench failed: {}", String::from_utf8_lossy(&out.stderr)),
         Err(err) => println!("pgbench not run ({err}); install postgresql-client"),

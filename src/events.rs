@@ -12,7 +12,10 @@
 //! through the queries. An update carries ids and, for payments, the committed row,
 //! so a subscriber sees each transition in order without re-reading.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend};
 use serde::{Deserialize, Serialize};
@@ -23,8 +26,6 @@ use crate::entity::payment;
 
 /// The PostgreSQL channel every process listens on.
 pub const CHANNEL: &str = "sequestra_updates";
-/// How many updates a slow subscriber may fall behind before it skips some.
-const CAPACITY: usize = 4096;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -56,34 +57,126 @@ impl Update {
     }
 }
 
-/// One process's fan-out of committed updates to its subscribers.
-#[derive(Clone)]
-pub struct Bus {
-    tx: broadcast::Sender<Arc<Update>>,
+/// What a subscriber follows; an update reaches only the subscribers of the topics
+/// it belongs to (a payment's own topic, its tenant's, each of its parties'), so a
+/// socket is never woken for another tenant's or another user's money.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// One payment's moves: (tenant, payment).
+    Payment(Uuid, Uuid),
+    /// One escrow's changes: (tenant, escrow).
+    Escrow(Uuid, Uuid),
+    /// The payments a user takes part in: (tenant, user).
+    PartyPayments(Uuid, Uuid),
+    /// Every payment of a tenant (what its staff follow).
+    TenantPayments(Uuid),
 }
 
-impl Default for Bus {
-    fn default() -> Self {
-        Self {
-            tx: broadcast::channel(CAPACITY).0,
+impl Topic {
+    /// How many updates a subscriber of this topic may fall behind before it skips
+    /// some (a tenant's whole payment flow is busier than one user's or one object's).
+    fn capacity(self) -> usize {
+        match self {
+            Topic::TenantPayments(_) => 1024,
+            _ => 64,
+        }
+    }
+}
+
+/// The topics an update is delivered to.
+fn topics(update: &Update) -> Vec<Topic> {
+    match update {
+        Update::Payment { payment, parties } => {
+            let t = payment.tenant_id;
+            let mut topics = vec![Topic::Payment(t, payment.id), Topic::TenantPayments(t)];
+            topics.extend(parties.iter().map(|u| Topic::PartyPayments(t, *u)));
+            topics
+        }
+        Update::Escrow {
+            tenant_id,
+            escrow_id,
+            ..
+        } => vec![Topic::Escrow(*tenant_id, *escrow_id)],
+        Update::Access { .. } => vec![],
+    }
+}
+
+type Topics = HashMap<Topic, broadcast::Sender<Arc<Update>>>;
+
+/// One process's fan-out of committed updates to its subscribers: a map from topic
+/// to a channel that exists while someone subscribes to it.
+#[derive(Clone, Default)]
+pub struct Bus {
+    topics: Arc<Mutex<Topics>>,
+}
+
+/// A subscriber's end of one topic; the topic's channel goes when its last
+/// subscription is dropped.
+pub struct Subscription {
+    rx: broadcast::Receiver<Arc<Update>>,
+    topic: Topic,
+    topics: Arc<Mutex<Topics>>,
+}
+
+impl Subscription {
+    pub async fn recv(&mut self) -> Result<Arc<Update>, broadcast::error::RecvError> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut topics = self.topics.lock().expect("bus lock");
+        // Subscribing takes the same lock, so no one joins between the count and
+        // the removal; the count still includes this subscription's receiver.
+        if topics
+            .get(&self.topic)
+            .is_some_and(|tx| tx.receiver_count() <= 1)
+        {
+            topics.remove(&self.topic);
         }
     }
 }
 
 impl Bus {
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Update>> {
-        self.tx.subscribe()
+    /// Follows `topic` from now on.
+    pub fn subscribe(&self, topic: Topic) -> Subscription {
+        let rx = self
+            .topics
+            .lock()
+            .expect("bus lock")
+            .entry(topic)
+            .or_insert_with(|| broadcast::channel(topic.capacity()).0)
+            .subscribe();
+        Subscription {
+            rx,
+            topic,
+            topics: self.topics.clone(),
+        }
     }
 
-    /// Hands committed updates to this process's subscribers (and applies a change of
-    /// access to this process's cached principals first).
+    /// How many topics have subscribers now (a gauge for tests and metrics).
+    pub fn topic_count(&self) -> usize {
+        self.topics.lock().expect("bus lock").len()
+    }
+
+    /// Hands committed updates to this process's subscribers of their topics (and
+    /// applies a change of access to this process's cached principals first).
     pub fn deliver(&self, updates: impl IntoIterator<Item = Update>) {
         for update in updates {
             if let Update::Access { tenant_id } = update {
                 crate::auth::cache::invalidate_local(tenant_id);
+                continue;
             }
-            // No receiver is not an error: nobody is subscribed.
-            let _ = self.tx.send(Arc::new(update));
+            let topics = topics(&update);
+            let update = Arc::new(update);
+            let map = self.topics.lock().expect("bus lock");
+            for topic in topics {
+                if let Some(tx) = map.get(&topic) {
+                    // A topic whose last subscriber is leaving is not an error.
+                    let _ = tx.send(update.clone());
+                }
+            }
         }
     }
 
@@ -127,5 +220,83 @@ impl Bus {
                 }
             }
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use tokio::sync::broadcast::error::TryRecvError;
+
+    use super::*;
+    use crate::entity::payment::{PaymentPurpose, PaymentStatus};
+
+    fn payment(tenant: Uuid, payee: Uuid) -> payment::Model {
+        payment::Model {
+            id: Uuid::now_v7(),
+            tenant_id: tenant,
+            escrow_id: None,
+            milestone_id: None,
+            payee_id: Some(payee),
+            payee_reference: None,
+            purpose: PaymentPurpose::Transfer,
+            amount_minor: 100,
+            currency: "EUR".to_owned(),
+            status: PaymentStatus::Settled,
+            psp: "simulated".to_owned(),
+            psp_reference: None,
+            failure_reason: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            retry_of: None,
+            attempt: 1,
+            sent_at: None,
+            checked_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_update_wakes_only_the_subscribers_of_its_topics() {
+        let bus = Bus::default();
+        let (t, other_tenant) = (Uuid::now_v7(), Uuid::now_v7());
+        let (payee, bystander) = (Uuid::now_v7(), Uuid::now_v7());
+        let p = payment(t, payee);
+        let mut party = bus.subscribe(Topic::PartyPayments(t, payee));
+        let mut own = bus.subscribe(Topic::Payment(t, p.id));
+        let mut staff = bus.subscribe(Topic::TenantPayments(t));
+        let mut other_user = bus.subscribe(Topic::PartyPayments(t, bystander));
+        let mut other_staff = bus.subscribe(Topic::TenantPayments(other_tenant));
+        let mut same_user_elsewhere = bus.subscribe(Topic::PartyPayments(other_tenant, payee));
+        bus.deliver([Update::Payment {
+            payment: Box::new(p.clone()),
+            parties: vec![payee],
+        }]);
+        for rx in [&mut party, &mut own, &mut staff] {
+            assert!(
+                matches!(&*rx.recv().await.unwrap(), Update::Payment { payment, .. } if payment.id == p.id)
+            );
+        }
+        for rx in [&mut other_user, &mut other_staff, &mut same_user_elsewhere] {
+            assert!(matches!(rx.rx.try_recv(), Err(TryRecvError::Empty)));
+        }
+    }
+
+    #[test]
+    fn a_topic_lives_while_someone_follows_it() {
+        let bus = Bus::default();
+        let (t, e) = (Uuid::now_v7(), Uuid::now_v7());
+        let first = bus.subscribe(Topic::Escrow(t, e));
+        let second = bus.subscribe(Topic::Escrow(t, e));
+        assert_eq!(bus.topic_count(), 1);
+        drop(first);
+        assert_eq!(bus.topic_count(), 1, "one subscriber left");
+        drop(second);
+        assert_eq!(bus.topic_count(), 0, "no channel kept for nobody");
+        // Delivering to a topic nobody follows is not an error.
+        bus.deliver([Update::Escrow {
+            tenant_id: t,
+            escrow_id: e,
+            event: "escrow.released".to_owned(),
+        }]);
     }
 }

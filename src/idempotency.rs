@@ -3,20 +3,23 @@
 //! input is `CONFLICT` / `IDEMPOTENCY_KEY_REUSED`; concurrent duplicates have exactly
 //! one effect. Records are kept at least [`RETENTION`].
 //!
-//! The key is claimed by inserting its row inside the same write transaction as the
-//! work: on PostgreSQL a concurrent duplicate blocks on the unique index until the
-//! first commits, on SQLite on the write lock; either then finds the stored result.
-//! A failed operation rolls its claim back, so a retry runs it again.
+//! The key is claimed by inserting its row (`ON CONFLICT DO NOTHING`) inside the same
+//! write transaction as the work: on PostgreSQL a concurrent duplicate blocks on the
+//! unique index until the first commits, on SQLite on the write lock; either then
+//! finds the stored result. A failed operation rolls its claim back, so a retry runs
+//! it again.
 
 use chrono::{Duration, Utc};
 use futures_util::future::BoxFuture;
-use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, QueryFilter, sea_query::Expr};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, QueryFilter, sea_query::Expr,
+};
 use serde::{Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::{
-    db::{TenantDb, TenantTxn},
+    db::{Scoped, TenantDb, TenantTxn, scoped::Claim},
     entity::idempotency_key,
     error::{Error, Result},
     ids::new_id,
@@ -70,6 +73,10 @@ fn replay<T: DeserializeOwned>(row: idempotency_key::Model, hash: &str) -> Resul
 
 /// Runs `work` once per (principal, operation, key) in a write transaction of the
 /// caller's tenant, storing its result with the claim; replays that result otherwise.
+///
+/// The claim is one `INSERT … ON CONFLICT DO NOTHING`: when it inserts nothing, the
+/// key was used (on PostgreSQL a concurrent duplicate waits on the unique index
+/// until the first commits), and the stored row is read and replayed.
 pub async fn run<T, F>(
     db: &TenantDb,
     principal: Uuid,
@@ -85,49 +92,80 @@ where
     check_key(key)?;
     let hash = input_hash(operation, input)?;
     let txn = db.begin().await?;
-    if let Some(row) = txn
-        .first::<idempotency_key::Entity>(|q| q.filter(scope(principal, operation, key)))
-        .await?
-    {
+    let now = Utc::now();
+    let id = new_id();
+    let claimed = txn
+        .insert_or_skip(
+            idempotency_key::ActiveModel {
+                id: Set(id),
+                tenant_id: Set(db.tenant().as_uuid()),
+                principal_id: Set(principal),
+                operation: Set(operation.to_owned()),
+                key: Set(key.to_owned()),
+                input_hash: Set(hash.clone()),
+                response: Set(serde_json::Value::Null),
+                created_at: Set(now),
+                expires_at: Set(now + RETENTION),
+            },
+            [
+                idempotency_key::Column::TenantId,
+                idempotency_key::Column::PrincipalId,
+                idempotency_key::Column::Operation,
+                idempotency_key::Column::Key,
+            ],
+        )
+        .await?;
+    if !claimed {
+        let row = txn
+            .first::<idempotency_key::Entity>(|q| q.filter(scope(principal, operation, key)))
+            .await?
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("idempotency claim vanished")))?;
         return replay(row, &hash);
     }
-    let now = Utc::now();
-    let claim = txn
-        .insert(idempotency_key::ActiveModel {
-            id: Set(new_id()),
-            tenant_id: Set(db.tenant().as_uuid()),
-            principal_id: Set(principal),
-            operation: Set(operation.to_owned()),
-            key: Set(key.to_owned()),
-            input_hash: Set(hash.clone()),
-            response: Set(serde_json::Value::Null),
-            created_at: Set(now),
-            expires_at: Set(now + RETENTION),
-        })
-        .await;
-    let claim = match claim {
-        Ok(claim) => claim,
-        Err(Error::Conflict { .. }) => {
-            // A concurrent duplicate committed first (PostgreSQL): give up this
-            // transaction and answer what that one stored.
-            drop(txn);
-            let row = db
-                .first::<idempotency_key::Entity>(|q| q.filter(scope(principal, operation, key)))
-                .await?
-                .ok_or_else(|| Error::internal(anyhow::anyhow!("idempotency claim vanished")))?;
-            return replay(row, &hash);
-        }
-        Err(err) => return Err(err),
-    };
+    *txn.claim.lock().expect("claim lock") = Some(Claim { id, answer: None });
     let value = work(&txn).await?;
     let stored = serde_json::to_value(&value).map_err(Error::internal)?;
-    txn.update_where::<idempotency_key::Entity>(|q| {
-        q.col_expr(idempotency_key::Column::Response, Expr::value(stored))
-            .filter(idempotency_key::Column::Id.eq(claim.id))
-    })
-    .await?;
+    let answered = txn
+        .claim
+        .lock()
+        .expect("claim lock")
+        .take()
+        .and_then(|c| c.answer);
+    if answered.as_ref() != Some(&stored) {
+        write_answer(&txn, id, stored).await?;
+    }
     txn.commit().await?;
     Ok(value)
+}
+
+/// Writes the answer of the key this transaction claimed now, rather than after the
+/// work: a rule calls it just before the UPDATE that takes a contended row's lock
+/// (a mandate's budget), so that lock is held only from that UPDATE to COMMIT.
+/// `value` must be what the work goes on to return (when it returns something else,
+/// [`run`] writes that instead). Outside [`run`] it does nothing.
+pub async fn answer_now<C: ConnectionTrait>(txn: &Scoped<C>, value: &impl Serialize) -> Result<()> {
+    let Some(id) = txn.claim.lock().expect("claim lock").as_ref().map(|c| c.id) else {
+        return Ok(());
+    };
+    let stored = serde_json::to_value(value).map_err(Error::internal)?;
+    write_answer(txn, id, stored.clone()).await?;
+    if let Some(claim) = txn.claim.lock().expect("claim lock").as_mut() {
+        claim.answer = Some(stored);
+    }
+    Ok(())
+}
+
+async fn write_answer<C: ConnectionTrait>(
+    txn: &Scoped<C>,
+    claim: Uuid,
+    answer: serde_json::Value,
+) -> Result<()> {
+    txn.update_where::<idempotency_key::Entity>(|q| {
+        q.col_expr(idempotency_key::Column::Response, Expr::value(answer))
+            .filter(idempotency_key::Column::Id.eq(claim))
+    })
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Connection setup, migrations and the tenant-scoped access layer.
 
-mod scoped;
+pub(crate) mod scoped;
 pub mod wall;
 
 pub use scoped::{Scoped, TenantDb, TenantEntity, TenantTxn};

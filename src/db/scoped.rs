@@ -48,6 +48,16 @@ pub struct Scoped<C> {
     /// Over the pool, each statement commits on its own: what it publishes goes out
     /// at once.
     autocommit: bool,
+    /// The idempotency claim this transaction holds, if it runs under one
+    /// ([`crate::idempotency`]), and the answer stored with it so far.
+    pub(crate) claim: Arc<Mutex<Option<Claim>>>,
+}
+
+/// An idempotency key claimed in a transaction: its row, and the answer already
+/// written to it (`None` until then).
+pub(crate) struct Claim {
+    pub id: Uuid,
+    pub answer: Option<serde_json::Value>,
 }
 
 /// The scoped handle over the pool, as resolvers get it.
@@ -62,6 +72,7 @@ impl TenantDb {
             tenant,
             bus: None,
             outbox: Arc::default(),
+            claim: Arc::default(),
             autocommit: true,
         }
     }
@@ -88,19 +99,34 @@ impl TenantDb {
             tenant: self.tenant,
             bus: self.bus.clone(),
             outbox: Arc::default(),
+            claim: Arc::default(),
             autocommit: false,
         }
     }
 }
 
-/// `pg_notify` of `update` on the updates channel: delivered to every process that
-/// LISTENs when the statement's transaction commits.
-async fn notify<C: ConnectionTrait>(conn: &C, update: &Update) -> Result<()> {
-    let payload = serde_json::to_string(update).map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
+/// `pg_notify` of each of `updates`, in order, on the updates channel, in one
+/// statement however many there are (a release publishes five): delivered to every
+/// process that LISTENs when the statement's transaction commits.
+async fn notify<C: ConnectionTrait>(conn: &C, updates: &[Update]) -> Result<()> {
+    if updates.is_empty() {
+        return Ok(());
+    }
+    let payloads = updates
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
     conn.execute(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        "SELECT pg_notify($1, $2)",
-        [events::CHANNEL.into(), payload.into()],
+        "SELECT pg_notify($1, u.payload) \
+         FROM json_array_elements_text($2::json) WITH ORDINALITY AS u(payload, n) ORDER BY u.n",
+        [
+            events::CHANNEL.into(),
+            serde_json::to_string(&payloads)
+                .map_err(|e| Error::internal(anyhow::anyhow!(e)))?
+                .into(),
+        ],
     ))
     .await?;
     Ok(())
@@ -117,6 +143,7 @@ impl TenantTxn {
             tenant,
             bus: None,
             outbox: Arc::default(),
+            claim: Arc::default(),
             autocommit: false,
         })
     }
@@ -135,9 +162,7 @@ impl TenantTxn {
         let updates = std::mem::take(&mut *self.outbox.lock().expect("outbox lock"));
         let postgres = self.conn.get_database_backend() == DbBackend::Postgres;
         if postgres {
-            for update in &updates {
-                notify(&self.conn, update).await?;
-            }
+            notify(&self.conn, &updates).await?;
         }
         self.conn.commit().await?;
         // A change of access takes effect in this process before the commit returns
@@ -258,6 +283,36 @@ impl<C: ConnectionTrait> Scoped<C> {
         Ok(inserted)
     }
 
+    /// `INSERT … ON CONFLICT (conflict) DO NOTHING` with `tenant_id` set to this
+    /// tenant: `true` when the row went in, `false` when a row with the same
+    /// `conflict` columns already existed (on PostgreSQL, once the transaction that
+    /// wrote it committed). One round trip, where a read then an insert is two.
+    pub async fn insert_or_skip<A>(
+        &self,
+        mut model: A,
+        conflict: impl IntoIterator<Item = <A::Entity as EntityTrait>::Column>,
+    ) -> Result<bool>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        A::Entity: TenantEntity,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+    {
+        model.set(
+            <A::Entity as TenantEntity>::TENANT,
+            self.tenant.as_uuid().into(),
+        );
+        let inserted = <A::Entity as EntityTrait>::insert(model)
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::columns(conflict)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.conn)
+            .await?;
+        self.changed::<A::Entity>(inserted).await?;
+        Ok(inserted == 1)
+    }
+
     /// After a write of `rows` rows of `E`: when principals are built from `E`, every
     /// process drops this tenant's cached ones (at commit; at once over the pool).
     async fn changed<E: TenantEntity>(&self, rows: u64) -> Result<()> {
@@ -275,7 +330,7 @@ impl<C: ConnectionTrait> Scoped<C> {
             return Ok(());
         }
         if self.conn.get_database_backend() == DbBackend::Postgres {
-            notify(&self.conn, &update).await?;
+            notify(&self.conn, std::slice::from_ref(&update)).await?;
         }
         crate::auth::cache::invalidate_local(Some(self.tenant.as_uuid()));
         Ok(())
@@ -304,12 +359,25 @@ impl<C: ConnectionTrait> Scoped<C> {
         Ok(query(update).exec(&self.conn).await?.rows_affected)
     }
 
+    /// Like [`Scoped::update_where`], answering the changed rows as the UPDATE left
+    /// them (`UPDATE … RETURNING`): a rule never reads back what it just wrote.
+    pub async fn update_returning<E: TenantEntity>(
+        &self,
+        query: impl FnOnce(UpdateMany<E>) -> UpdateMany<E>,
+    ) -> Result<Vec<E::Model>> {
+        let update = E::update_many().filter(E::TENANT.eq(self.tenant.as_uuid()));
+        let rows = query(update).exec_with_returning(&self.conn).await?;
+        self.changed::<E>(rows.len() as u64).await?;
+        Ok(rows)
+    }
+
     /// The one way a state moves (escrows, milestones, mandates, payments): a single
     /// `UPDATE … SET <status> = to … WHERE id = $id AND tenant_id = $t AND <status> IN
-    /// (from)`, never a read, a decision in Rust, and a blind write. `set` adds further
-    /// column changes (and conditions) to the same statement. Returns whether this call
-    /// moved the row: `false` means it was not in an allowed state (another writer
-    /// moved it first), which the caller turns into its typed answer.
+    /// (from) RETURNING *`, never a read, a decision in Rust, and a blind write. `set`
+    /// adds further column changes (and conditions) to the same statement. Answers the
+    /// row as moved, or `None` when this call did not move it: it was not in an
+    /// allowed state (another writer moved it first), which the caller turns into its
+    /// typed answer.
     pub async fn transition<E: TenantEntity>(
         &self,
         id: Uuid,
@@ -317,16 +385,16 @@ impl<C: ConnectionTrait> Scoped<C> {
         from: &[&str],
         to: &str,
         set: impl FnOnce(UpdateMany<E>) -> UpdateMany<E>,
-    ) -> Result<bool> {
+    ) -> Result<Option<E::Model>> {
         let moved = self
-            .update_where::<E>(|q| {
+            .update_returning::<E>(|q| {
                 set(q
                     .col_expr(status, sea_orm::sea_query::Expr::value(to))
                     .filter(E::ID.eq(id))
                     .filter(status.is_in(from.iter().copied())))
             })
             .await?;
-        Ok(moved == 1)
+        Ok(moved.into_iter().next())
     }
 
     /// A DELETE limited to this tenant. Returns the number of rows deleted.

@@ -225,14 +225,14 @@ async fn move_escrow<C: ConnectionTrait>(
             |q| set(q.col_expr(escrow::Column::UpdatedAt, Expr::value(Utc::now()))),
         )
         .await?;
-    if !moved {
+    let Some(moved) = moved else {
         let now = txn.get::<escrow::Entity>(esc.id).await?;
         return Err(Error::InvalidState {
             object: "escrow",
             state: now.status.as_str(),
             action,
         });
-    }
+    };
     event(
         txn,
         act,
@@ -244,7 +244,7 @@ async fn move_escrow<C: ConnectionTrait>(
         data,
     )
     .await?;
-    txn.get::<escrow::Entity>(esc.id).await
+    Ok(moved)
 }
 
 async fn move_milestone<C: ConnectionTrait>(
@@ -266,14 +266,14 @@ async fn move_milestone<C: ConnectionTrait>(
             |q| q.col_expr(milestone::Column::UpdatedAt, Expr::value(Utc::now())),
         )
         .await?;
-    if !moved {
+    let Some(moved) = moved else {
         let now = txn.get::<milestone::Entity>(m.id).await?;
         return Err(Error::InvalidState {
             object: "milestone",
             state: now.status.as_str(),
             action,
         });
-    }
+    };
     event(
         txn,
         act,
@@ -285,7 +285,7 @@ async fn move_milestone<C: ConnectionTrait>(
         data,
     )
     .await?;
-    txn.get::<milestone::Entity>(m.id).await
+    Ok(moved)
 }
 
 async fn milestones_of<C: ConnectionTrait>(
@@ -675,9 +675,8 @@ async fn approve_and_pay_all<C: ConnectionTrait>(
     esc: &escrow::Model,
     why: &'static str,
 ) -> Result<Vec<Uuid>> {
-    approve_all(txn, act, esc.id, why).await?;
     let mut paid = Vec::new();
-    for m in milestones_of(txn, esc.id).await? {
+    for m in approve_all(txn, act, esc.id, why).await? {
         if m.status == MilestoneStatus::Approved {
             paid.push(pay_milestone(txn, act, esc, &m).await?);
         }
@@ -685,21 +684,24 @@ async fn approve_and_pay_all<C: ConnectionTrait>(
     Ok(paid)
 }
 
+/// Approves every milestone of the escrow not approved yet; answers all of them as
+/// they are now, in order.
 async fn approve_all<C: ConnectionTrait>(
     txn: &Scoped<C>,
     act: Act<'_>,
     escrow_id: Uuid,
     why: &'static str,
-) -> Result<()> {
-    for m in milestones_of(txn, escrow_id).await? {
+) -> Result<Vec<milestone::Model>> {
+    let mut all = milestones_of(txn, escrow_id).await?;
+    for m in &mut all {
         if matches!(
             m.status,
             MilestoneStatus::Waiting | MilestoneStatus::PendingReview | MilestoneStatus::Rejected
         ) {
-            move_milestone(
+            *m = move_milestone(
                 txn,
                 act,
-                &m,
+                m,
                 MilestoneStatus::Approved,
                 "approve",
                 "milestone.approved",
@@ -708,7 +710,7 @@ async fn approve_all<C: ConnectionTrait>(
             .await?;
         }
     }
-    Ok(())
+    Ok(all)
 }
 
 async fn pay_milestone<C: ConnectionTrait>(
@@ -1454,12 +1456,12 @@ pub async fn decide_proof<C: ConnectionTrait>(
             },
         )
         .await?;
-    if !decided {
+    let Some(decided) = decided else {
         return Err(Error::conflict(
             "ALREADY_DECIDED",
             "this proof was already decided",
         ));
-    }
+    };
     move_milestone(
         txn,
         act,
@@ -1482,7 +1484,7 @@ pub async fn decide_proof<C: ConnectionTrait>(
     if accept {
         releasable_if_approved(txn, act, esc.id).await?;
     }
-    txn.get::<proof::Entity>(p.id).await
+    Ok(decided)
 }
 
 // ---------------------------------------------------------------- payments, jobs
@@ -1540,21 +1542,20 @@ pub async fn auto_release<C: ConnectionTrait>(
     }
     // Claim the escrow first: only one process gets past this UPDATE.
     let claimed = txn
-        .update_where::<escrow::Entity>(|q| {
+        .update_returning::<escrow::Entity>(|q| {
             q.col_expr(escrow::Column::UpdatedAt, Expr::value(Utc::now()))
                 .filter(escrow::Column::Id.eq(esc.id))
                 .filter(escrow::Column::Status.eq(esc.status.as_str()))
                 .filter(escrow::Column::InspectionEndsAt.lte(Utc::now()))
         })
         .await?;
-    if claimed == 0 {
+    let Some(esc) = claimed.into_iter().next() else {
         return Ok(None);
-    }
-    let esc = txn.get::<escrow::Entity>(escrow_id).await?;
-    approve_all(txn, act, esc.id, "inspection_lapsed").await?;
+    };
+    let milestones = approve_all(txn, act, esc.id, "inspection_lapsed").await?;
     let esc = releasable_if_approved(txn, act, esc.id).await?;
     let mut payments = Vec::new();
-    for m in milestones_of(txn, esc.id).await? {
+    for m in milestones {
         if m.status == MilestoneStatus::Approved {
             payments.push(pay_milestone(txn, act, &esc, &m).await?);
         }

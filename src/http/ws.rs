@@ -448,6 +448,9 @@ async fn renew(
     Ok(renewed.expires_at)
 }
 
+/// What a socket reads into per call (tungstenite's default is 128 KiB).
+const WS_READ_BUFFER: usize = 4 * 1024;
+
 pub async fn handler(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
@@ -467,6 +470,13 @@ pub async fn handler(
     let client = super::client_ip::resolve(peer.ip(), &headers, &state.config.http.trusted_proxies);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        // tungstenite reserves 128 KiB to read into and buffers writes up to 128 KiB
+        // per socket by default: most of an idle socket's memory. A GraphQL message
+        // is small; a larger one is read in several chunks, and each answer is
+        // written as it comes. A message is bounded like an HTTP request body.
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(state.config.http.body_limit_bytes)
         .on_upgrade(move |socket| async move {
             let refused = Arc::new(AtomicBool::new(false));
             // Set once `connection_init` is accepted.

@@ -7,7 +7,7 @@ use async_graphql::{Context, ID, Object, Subscription};
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, stream};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast::{Receiver, error::RecvError};
+use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use crate::{
@@ -19,7 +19,7 @@ use crate::{
     },
     error::{Error, Result},
     escrow::{graphql::EscrowNode, rules as escrow_rules},
-    events::Update,
+    events::{Subscription as Following, Topic, Update},
     graphql::{
         access, context::ContextExt, loaders::children, mutation, node::global_id,
         scalars::MoneyValue,
@@ -169,7 +169,7 @@ fn rank(status: PaymentStatus) -> u8 {
 
 /// The next update off the bus; after a lag, `None` in its place (the subscriber
 /// re-reads what it follows).
-async fn next_update(rx: &mut Receiver<Arc<Update>>) -> Option<Option<Arc<Update>>> {
+async fn next_update(rx: &mut Following) -> Option<Option<Arc<Update>>> {
     match rx.recv().await {
         Ok(update) => Some(Some(update)),
         Err(RecvError::Lagged(skipped)) => {
@@ -194,8 +194,8 @@ impl PaymentsSubscription {
         ctx: &Context<'_>,
         payment_id: ID,
     ) -> Result<impl Stream<Item = PaymentNode> + use<>> {
-        let (db, caller, rx) = follow(ctx)?;
         let id = ids::decode_as(Kind::Payment, &payment_id)?;
+        let (db, caller, rx) = follow(ctx, |tenant, _| Topic::Payment(tenant, id))?;
         let current = crate::payments::visible(&db, &caller, id).await?;
         let state = (rx, db, Some(current), None::<u8>);
         Ok(stream::unfold(
@@ -245,8 +245,8 @@ impl PaymentsSubscription {
         ctx: &Context<'_>,
         escrow_id: ID,
     ) -> Result<impl Stream<Item = EscrowUpdate> + use<>> {
-        let (db, caller, rx) = follow(ctx)?;
         let id = ids::decode_as(Kind::Escrow, &escrow_id)?;
+        let (db, caller, rx) = follow(ctx, |tenant, _| Topic::Escrow(tenant, id))?;
         escrow_rules::visible(&db, &caller, id).await?;
         Ok(stream::unfold((rx, db), move |(mut rx, db)| async move {
             loop {
@@ -278,7 +278,13 @@ impl PaymentsSubscription {
         &self,
         ctx: &Context<'_>,
     ) -> Result<impl Stream<Item = PaymentNode> + use<>> {
-        let (db, caller, rx) = follow(ctx)?;
+        let (db, caller, rx) = follow(ctx, |tenant, caller| {
+            if caller.is_staff() {
+                Topic::TenantPayments(tenant)
+            } else {
+                Topic::PartyPayments(tenant, caller.user_id)
+            }
+        })?;
         let tenant = db.tenant().as_uuid();
         Ok(stream::unfold(
             (rx, caller),
@@ -301,12 +307,20 @@ impl PaymentsSubscription {
 }
 
 /// What a subscription follows with: the caller's scoped handle, the caller, and a
-/// receiver taken before anything is read (so no committed update falls between
-/// the read and the first event).
-fn follow(ctx: &Context<'_>) -> Result<(TenantDb, Caller, Receiver<Arc<Update>>)> {
+/// subscription to the topic `topic` names for the caller's tenant, taken before
+/// anything is read (so no committed update falls between the read and the first
+/// event). The streams still check tenant and id: the topic routes, the check
+/// decides.
+fn follow(
+    ctx: &Context<'_>,
+    topic: impl FnOnce(Uuid, &Caller) -> Topic,
+) -> Result<(TenantDb, Caller, Following)> {
     let caller = ctx.caller()?;
     let db = ctx.tenant_db()?.clone();
-    let rx = ctx.services()?.bus.subscribe();
+    let rx = ctx
+        .services()?
+        .bus
+        .subscribe(topic(db.tenant().as_uuid(), &caller));
     Ok((db, caller, rx))
 }
 

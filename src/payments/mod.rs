@@ -324,10 +324,9 @@ pub async fn transition<C: ConnectionTrait>(
             q
         })
         .await?;
-    if !moved {
+    let Some(p) = moved else {
         return Ok(None);
-    }
-    let p = txn.get::<payment::Entity>(id).await?;
+    };
     let origin = Origin::default();
     audit::record(
         txn,

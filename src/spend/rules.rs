@@ -469,10 +469,9 @@ async fn end<C: ConnectionTrait>(
             },
         )
         .await?;
-    if !ended {
+    let Some(m) = ended else {
         return Ok(false);
-    }
-    let m = txn.get::<mandate::Entity>(m.id).await?;
+    };
     record(
         txn,
         act,
@@ -510,37 +509,54 @@ fn not_spendable(m: &mandate::Model) -> Option<Error> {
 }
 
 /// The merchant is enabled, allowed by the mandate directly or through an enabled
-/// category, and certified where the mandate requires it.
+/// category, and certified where the mandate requires it. Both ways of allowing it
+/// are asked in one statement (`SELECT EXISTS(direct) OR EXISTS(by enabled
+/// category)`).
 async fn merchant_allowed<C: ConnectionTrait>(
     txn: &Scoped<C>,
     m: &mandate::Model,
     shop: &merchant::Model,
 ) -> Result<bool> {
+    use sea_orm::sea_query::Query;
     if !shop.enabled || (m.certified_only && !shop.certified) {
         return Ok(false);
     }
-    let direct = txn
-        .first::<mandate_merchant::Entity>(|q| {
-            q.filter(mandate_merchant::Column::MandateId.eq(m.id))
-                .filter(mandate_merchant::Column::MerchantId.eq(shop.id))
-        })
+    let tenant = txn.tenant().as_uuid();
+    let direct = Query::select()
+        .expr(Expr::val(1))
+        .from(mandate_merchant::Entity)
+        .and_where(mandate_merchant::Column::TenantId.eq(tenant))
+        .and_where(mandate_merchant::Column::MandateId.eq(m.id))
+        .and_where(mandate_merchant::Column::MerchantId.eq(shop.id))
+        .to_owned();
+    let by_category = Query::select()
+        .expr(Expr::val(1))
+        .from(mandate_category::Entity)
+        .inner_join(
+            spend_category::Entity,
+            Expr::col((spend_category::Entity, spend_category::Column::Id)).equals((
+                mandate_category::Entity,
+                mandate_category::Column::CategoryId,
+            )),
+        )
+        .and_where(mandate_category::Column::TenantId.eq(tenant))
+        .and_where(mandate_category::Column::MandateId.eq(m.id))
+        .and_where(mandate_category::Column::CategoryId.eq(shop.category_id))
+        .and_where(spend_category::Column::TenantId.eq(tenant))
+        .and_where(spend_category::Column::Enabled.eq(true))
+        .to_owned();
+    let query = Query::select()
+        .expr_as(
+            Expr::exists(direct).or(Expr::exists(by_category)),
+            sea_orm::sea_query::Alias::new("allowed"),
+        )
+        .to_owned();
+    let row = txn
+        .unscoped()
+        .query_one(txn.unscoped().get_database_backend().build(&query))
         .await?
-        .is_some();
-    if direct {
-        return Ok(true);
-    }
-    let by_category = txn
-        .first::<mandate_category::Entity>(|q| {
-            q.filter(mandate_category::Column::MandateId.eq(m.id))
-                .filter(mandate_category::Column::CategoryId.eq(shop.category_id))
-        })
-        .await?
-        .is_some();
-    if !by_category {
-        return Ok(false);
-    }
-    let category = txn.get::<spend_category::Entity>(shop.category_id).await?;
-    Ok(category.enabled)
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("SELECT EXISTS answered no row")))?;
+    Ok(row.try_get::<bool>("", "allowed")?)
 }
 
 /// `spend_day = today ? day_spent : 0`, as SQL.
@@ -555,12 +571,13 @@ fn day_counter(
 }
 
 /// Takes `x` from the mandate's budget in one conditional UPDATE: still ACTIVE,
-/// unexpired, within the total and within today's limit. `false` when any fails.
+/// unexpired, within the total and within today's limit. Answers the mandate as the
+/// UPDATE left it (`RETURNING`), `None` when any condition failed.
 async fn take_budget<C: ConnectionTrait>(
     txn: &Scoped<C>,
     m: &mandate::Model,
     x: i64,
-) -> Result<bool> {
+) -> Result<Option<mandate::Model>> {
     let now = Utc::now();
     let day = today();
     let day_spent = day_counter(
@@ -569,7 +586,7 @@ async fn take_budget<C: ConnectionTrait>(
         &day,
     );
     let taken = txn
-        .update_where::<mandate::Entity>(|q| {
+        .update_returning::<mandate::Entity>(|q| {
             q.col_expr(
                 mandate::Column::SpentMinor,
                 Expr::col(mandate::Column::SpentMinor).add(x),
@@ -597,7 +614,7 @@ async fn take_budget<C: ConnectionTrait>(
             )
         })
         .await?;
-    Ok(taken == 1)
+    Ok(taken.into_iter().next())
 }
 
 /// After a refused budget move: the precise reason, read back inside the same
@@ -620,15 +637,15 @@ async fn why_refused<C: ConnectionTrait>(txn: &Scoped<C>, id: Uuid, x: i64) -> R
     ))
 }
 
-/// Marks a mandate whose budget is all spent CONSUMED.
+/// Marks a mandate whose budget is all spent CONSUMED (`m` as the budget UPDATE
+/// left it).
 async fn consumed_if_spent<C: ConnectionTrait>(
     txn: &Scoped<C>,
     act: Act<'_>,
-    id: Uuid,
+    m: &mandate::Model,
 ) -> Result<()> {
-    let m = txn.get::<mandate::Entity>(id).await?;
     if m.status == MandateStatus::Active && m.spent_minor == m.total_minor {
-        end(txn, act, &m, MandateStatus::Consumed, "mandate.consumed").await?;
+        end(txn, act, m, MandateStatus::Consumed, "mandate.consumed").await?;
     }
     Ok(())
 }
@@ -671,9 +688,9 @@ pub async fn purchase<C: ConnectionTrait>(
             "the purchase is above the mandate's per-purchase limit",
         ));
     }
-    // The purchase and its audit row first, the budget last: on PostgreSQL the
-    // mandate's row lock is then held only from the UPDATE to the commit. A refusal
-    // rolls all of it back.
+    // The purchase, its audit row and the idempotent answer first, the budget last:
+    // on PostgreSQL the mandate's row lock is then held only from the UPDATE to the
+    // commit. A refusal rolls all of it back.
     let row = txn
         .insert(purchase::ActiveModel {
             id: Set(new_id()),
@@ -695,14 +712,16 @@ pub async fn purchase<C: ConnectionTrait>(
         serde_json::json!({ "mandate_id": m.id, "merchant_id": shop.id, "amount_minor": row.amount_minor }),
     )
     .await?;
-    if !take_budget(txn, &m, money.minor()).await? {
-        return Err(why_refused(txn, m.id, money.minor()).await?);
-    }
-    consumed_if_spent(txn, act, m.id).await?;
-    Ok(Outcome {
+    let outcome = Outcome {
         id: row.id,
         payments: vec![],
-    })
+    };
+    crate::idempotency::answer_now(txn, &outcome).await?;
+    let Some(after) = take_budget(txn, &m, money.minor()).await? else {
+        return Err(why_refused(txn, m.id, money.minor()).await?);
+    };
+    consumed_if_spent(txn, act, &after).await?;
+    Ok(outcome)
 }
 
 // ------------------------------------------------------------------ alerts
@@ -923,9 +942,9 @@ pub async fn payout<C: ConnectionTrait>(
             payments: vec![payment_id],
         });
     };
-    if !take_budget(txn, &m, x).await? {
+    let Some(after) = take_budget(txn, &m, x).await? else {
         return Err(why_refused(txn, m.id, x).await?);
-    }
+    };
     let payment = payments::record(
         txn,
         act.psp,
@@ -941,7 +960,7 @@ pub async fn payout<C: ConnectionTrait>(
     )
     .await?;
     let row = insert_payout(txn, act, caller, &p, Some(m.id), payment.id, x).await?;
-    consumed_if_spent(txn, act, m.id).await?;
+    consumed_if_spent(txn, act, &after).await?;
     Ok(Outcome {
         id: row.id,
         payments: vec![payment.id],

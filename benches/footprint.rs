@@ -1,0 +1,484 @@
+//! `cargo bench --bench footprint`: the server as its own process (the `sequestra`
+//! binary of the same build), measured from outside as an operator would.
+//!
+//! 1. SQLite, the embedded default: exec → `/ready` answering 200 for `serve --demo`
+//!    on a new file (the seed included), the server's RSS once idle after the demo
+//!    seed and after 100 sign-ins; then exec → `/ready` and idle RSS for `serve`
+//!    on that existing file.
+//! 2. PostgreSQL: `SEQUESTRA_BENCH_SUBSCRIBERS` (default `1000,5000,10000`)
+//!    WebSocket subscribers of `myPaymentUpdates`, all the same payee; at each
+//!    step the server's RSS and, for `SAMPLES` settling webhooks posted one at a
+//!    time, the fan-out latency from the POST to every subscriber's frame.
+//!
+//! PostgreSQL: `SEQUESTRA_BENCH_DATABASE_URL` as for the other benches.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use common::{PASSWORD, PgDatabase, pct};
+use futures_util::{SinkExt, StreamExt};
+use sea_orm::Database;
+use sequestra::{
+    accounts::rules as accounts,
+    audit::{Actor, Origin},
+    auth::{Role, password},
+    db::{TenantDb, TenantTxn},
+    domain::{Email, Slug},
+    entity::payment::{PaymentPurpose, PaymentStatus},
+    ids::{self, Kind, TenantId},
+    money::{Currency, Money},
+    payments::{self, Move, NewPayment, Payee, Via, webhook::sign},
+};
+use tokio_tungstenite::tungstenite::{
+    Message, client::IntoClientRequest, protocol::WebSocketConfig,
+};
+
+const SECRET: &str = "whsec-bench-0123456789abcdef0123456789";
+const SAMPLES: usize = 10;
+const SIGN_INS: usize = 100;
+
+fn main() {
+    raise_open_files();
+    common::block_on(async {
+        println!(
+            "sequestra footprint benchmark ({} cores; server as its own process, clients and database on this machine)",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        sqlite().await;
+        let pg = PgDatabase::create().await;
+        let (url, owner) = (pg.url.clone(), pg.owner_url.clone());
+        let result = tokio::spawn(async move { subscribers(&url, &owner).await }).await;
+        pg.drop_now().await;
+        if let Err(err) = result {
+            std::panic::resume_unwind(err.into_panic());
+        }
+    });
+}
+
+/// Ten thousand sockets on each side need more descriptors than a default shell's
+/// soft limit; the server child inherits the raised limit.
+fn raise_open_files() {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// The server binary, started with `vars` (and nothing else of ours) in its
+/// environment.
+struct Process {
+    child: Child,
+    addr: String,
+}
+
+impl Process {
+    fn start(args: &[&str], vars: &[(&str, &str)]) -> (Self, Instant) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sequestra"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("SEQUESTRA_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .args(args)
+            .envs(vars.iter().copied())
+            .env("SEQUESTRA_LISTEN", &addr)
+            .env("SEQUESTRA_LOG", "warn")
+            .env("SEQUESTRA_RATE_LIMIT_PER_SECOND", "1000000")
+            .env("SEQUESTRA_RATE_LIMIT_BURST", "1000000")
+            .stdout(Stdio::null());
+        let started = Instant::now();
+        let child = command.spawn().expect("start the server");
+        (Self { child, addr }, started)
+    }
+
+    /// Waits until `/ready` answers 200; how long after `started` that was.
+    async fn ready(&self, started: Instant) -> Duration {
+        let client = reqwest::Client::new();
+        let url = format!("http://{}/ready", self.addr);
+        let deadline = started + Duration::from_secs(120);
+        loop {
+            if let Ok(r) = client.get(&url).send().await
+                && r.status() == 200
+            {
+                return started.elapsed();
+            }
+            assert!(Instant::now() < deadline, "the server never became ready");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Resident set size now, in MiB.
+    fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc status");
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS");
+        kib / 1024.0
+    }
+
+    fn stop(mut self) {
+        // SAFETY: a signal to our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+async fn sign_in(
+    client: &reqwest::Client,
+    addr: &str,
+    tenant: &str,
+    email: &str,
+    pw: &str,
+) -> String {
+    let body = serde_json::json!({
+        "query": "mutation($i: SignInInput!) { signIn(input: $i) { accessToken } }",
+        "variables": { "i": { "tenant": tenant, "email": email, "password": pw } },
+    });
+    let json: serde_json::Value = client
+        .post(format!("http://{addr}/graphql"))
+        .json(&body)
+        .send()
+        .await
+        .expect("sign in")
+        .json()
+        .await
+        .expect("json");
+    json["data"]["signIn"]["accessToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a token: {json}"))
+        .to_owned()
+}
+
+async fn sqlite() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("footprint.db");
+    let url = format!("sqlite://{}?mode=rwc", file.display());
+    let credentials = dir.path().join("demo.json");
+    let proofs = dir.path().join("proofs");
+    let proofs = proofs.display().to_string();
+    let vars = [
+        ("SEQUESTRA_DATABASE_URL", url.as_str()),
+        ("SEQUESTRA_PROOF_DIR", proofs.as_str()),
+        ("SEQUESTRA_JOBS_ENABLED", "false"),
+    ];
+    let credentials_arg = credentials.display().to_string();
+    let (server, started) = Process::start(
+        &["serve", "--demo", "--demo-credentials", &credentials_arg],
+        &vars,
+    );
+    let with_demo = server.ready(started).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after_demo = server.rss_mib();
+    let (tenant, email, pw) = demo_sender(&credentials);
+    let client = reqwest::Client::new();
+    for _ in 0..SIGN_INS {
+        sign_in(&client, &server.addr, &tenant, &email, &pw).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after_sign_ins = server.rss_mib();
+    server.stop();
+
+    let (server, started) = Process::start(&["serve"], &vars);
+    let existing = server.ready(started).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = server.rss_mib();
+    server.stop();
+
+    println!("SQLite, start to /ready:");
+    println!(
+        "  serve --demo on a new file          {:>8.0} ms (migrations and the demo seed included)",
+        ms(with_demo)
+    );
+    println!(
+        "  serve on that existing file         {:>8.0} ms",
+        ms(existing)
+    );
+    println!("SQLite, idle RSS:");
+    println!("  after the --demo seed               {after_demo:>8.1} MiB");
+    println!("  after {SIGN_INS} sign-ins                {after_sign_ins:>8.1} MiB");
+    println!("  serve on the existing file          {idle:>8.1} MiB");
+}
+
+/// The demo's first SENDER without MFA: (tenant, email, password).
+fn demo_sender(path: &Path) -> (String, String, String) {
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).expect("demo credentials")).expect("json");
+    for tenant in json["tenants"].as_array().expect("tenants") {
+        for user in tenant["users"].as_array().expect("users") {
+            let roles = user["roles"].as_array().expect("roles");
+            if user.get("totpSecret").is_none() && roles.iter().any(|r| r == "SENDER") {
+                return (
+                    tenant["slug"].as_str().expect("slug").to_owned(),
+                    user["email"].as_str().expect("email").to_owned(),
+                    user["password"].as_str().expect("password").to_owned(),
+                );
+            }
+        }
+    }
+    panic!("the demo has a SENDER without MFA");
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Settlement instants by payment global id, and every subscriber's latencies.
+type Clock = Arc<Mutex<HashMap<String, Instant>>>;
+
+async fn subscribers(url: &str, owner: &str) {
+    let tiers: Vec<usize> = std::env::var("SEQUESTRA_BENCH_SUBSCRIBERS")
+        .unwrap_or_else(|_| "1000,5000,10000".to_owned())
+        .split(',')
+        .map(|n| n.trim().parse().expect("a number of subscribers"))
+        .collect();
+    let most = tiers.iter().copied().max().unwrap_or(0);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let proofs = dir.path().display().to_string();
+    let per_user = (most * 2).to_string();
+    let (server, started) = Process::start(
+        &["serve"],
+        &[
+            ("SEQUESTRA_DATABASE_URL", url),
+            ("SEQUESTRA_DATABASE_OWNER_URL", owner),
+            ("SEQUESTRA_PROOF_DIR", proofs.as_str()),
+            ("SEQUESTRA_JOBS_ENABLED", "false"),
+            ("SEQUESTRA_WEBHOOK_SECRETS", SECRET),
+            ("SEQUESTRA_WS_MAX_OPERATIONS_PER_USER", per_user.as_str()),
+        ],
+    );
+    server.ready(started).await;
+    let base = server.rss_mib();
+
+    // A tenant and its payee, written through the owner's connection.
+    let db = Database::connect(owner).await.expect("owner connection");
+    let txn = sequestra::db::begin_write(&db).await.expect("begin");
+    let txn = TenantTxn::bind(txn, TenantId::from_uuid(uuid::Uuid::now_v7()))
+        .await
+        .expect("enter the new tenant");
+    let tenant =
+        accounts::create_tenant(&txn, &Slug::parse("bench").expect("slug"), "Bench", false)
+            .await
+            .expect("tenant");
+    txn.commit().await.expect("commit");
+    let scoped = TenantDb::new(db.clone(), TenantId::from_uuid(tenant.id));
+    let hash = password::hash(PASSWORD.to_owned().into())
+        .await
+        .expect("hash");
+    let payee = accounts::create_user(
+        &scoped,
+        Actor::System,
+        &Origin::default(),
+        &Email::parse("payee@bench.test").expect("email"),
+        hash,
+        &[Role::Beneficiary],
+    )
+    .await
+    .expect("payee")
+    .id;
+    let client = reqwest::Client::new();
+    let token = sign_in(&client, &server.addr, "bench", "payee@bench.test", PASSWORD).await;
+
+    // SENT payments to the payee, one per sample per tier.
+    let references = sent_payments(&scoped, payee, SAMPLES * tiers.len()).await;
+    let mut references = references.into_iter();
+
+    let clock: Clock = Arc::default();
+    let (latency_tx, mut latency_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+    let mut connected = 0;
+    println!(
+        "PostgreSQL, myPaymentUpdates subscribers (one payee), {SAMPLES} settlements each; idle server {base:.1} MiB:"
+    );
+    for tier in tiers {
+        while connected < tier {
+            let batch = (tier - connected).min(250);
+            let mut joins = Vec::new();
+            for _ in 0..batch {
+                joins.push(tokio::spawn(subscriber(
+                    server.addr.clone(),
+                    token.clone(),
+                    clock.clone(),
+                    latency_tx.clone(),
+                )));
+            }
+            for join in joins {
+                join.await.expect("a subscriber");
+            }
+            connected += batch;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss = server.rss_mib();
+        while latency_rx.try_recv().is_ok() {}
+        let mut fan_out = Vec::with_capacity(tier * SAMPLES);
+        for _ in 0..SAMPLES {
+            let (gid, reference) = references.next().expect("a payment");
+            clock.lock().expect("clock").insert(gid, Instant::now());
+            post(&client, &server.addr, &reference).await;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let before = fan_out.len();
+            while fan_out.len() - before < connected {
+                match tokio::time::timeout_at(deadline.into(), latency_rx.recv()).await {
+                    Ok(Some(d)) => fan_out.push(d),
+                    _ => panic!(
+                        "{} of {connected} subscribers got the settlement",
+                        fan_out.len() - before
+                    ),
+                }
+            }
+        }
+        fan_out.sort();
+        println!(
+            "  {connected:>6} subscribers: RSS {rss:>7.1} MiB ({:>5.1} KiB each over the idle server)   fan-out p50={:.1} ms  p99={:.1} ms  max={:.1} ms",
+            0.0_f64.max((rss - base) * 1024.0 / connected as f64),
+            pct(&fan_out, 0.5),
+            pct(&fan_out, 0.99),
+            fan_out.last().map_or(0.0, |d| ms(*d)),
+        );
+    }
+    server.stop();
+}
+
+/// One subscriber: connects, subscribes, and reports each settlement's latency.
+async fn subscriber(
+    addr: String,
+    token: String,
+    clock: Clock,
+    latency: tokio::sync::mpsc::UnboundedSender<Duration>,
+) {
+    let mut request = format!("ws://{addr}/graphql/ws")
+        .into_client_request()
+        .expect("ws request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+        .await
+        .expect("ws connect");
+    let init = serde_json::json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+    socket
+        .send(Message::text(init.to_string()))
+        .await
+        .expect("init");
+    // The ack first: the subscription is then registered before this returns.
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) if text.contains("connection_ack") => break,
+            Some(Ok(_)) => continue,
+            other => panic!("no ack: {other:?}"),
+        }
+    }
+    let subscribe = serde_json::json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { myPaymentUpdates { id status } }" } });
+    socket
+        .send(Message::text(subscribe.to_string()))
+        .await
+        .expect("subscribe");
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = socket.next().await {
+            let Message::Text(text) = msg else { continue };
+            if !text.contains("SETTLED") {
+                continue;
+            }
+            let json: serde_json::Value = serde_json::from_str(&text).expect("json");
+            let id = json["payload"]["data"]["myPaymentUpdates"]["id"]
+                .as_str()
+                .expect("id");
+            let sent = clock.lock().expect("clock").get(id).copied();
+            if let Some(sent) = sent {
+                let _ = latency.send(sent.elapsed());
+            }
+        }
+    });
+}
+
+async fn sent_payments(db: &TenantDb, payee: uuid::Uuid, n: usize) -> Vec<(String, String)> {
+    let eur = Currency::parse("EUR").expect("EUR");
+    let origin = Origin::default();
+    let txn = db.begin().await.expect("begin");
+    let mut references = Vec::with_capacity(n);
+    for i in 0..n {
+        let p = payments::record(
+            &txn,
+            "simulated",
+            NewPayment {
+                payee: Payee::User(payee),
+                purpose: PaymentPurpose::Transfer,
+                amount: Money::from_minor(100, eur),
+                escrow_id: None,
+                milestone_id: None,
+            },
+            Actor::System,
+            &origin,
+        )
+        .await
+        .expect("payment");
+        let reference = format!("fanout_{i}");
+        payments::transition(
+            &txn,
+            p.id,
+            Move {
+                to: PaymentStatus::Sent,
+                reference: Some(&reference),
+                failure_reason: None,
+                via: Via::Submit,
+                detail: None,
+            },
+        )
+        .await
+        .expect("sent");
+        references.push((ids::encode(Kind::Payment, p.id), reference));
+    }
+    txn.commit().await.expect("commit");
+    references
+}
+
+async fn post(client: &reqwest::Client, addr: &str, reference: &str) {
+    let body = serde_json::json!({
+        "id": format!("evt_{reference}"),
+        "type": "payout.settled",
+        "created": chrono::Utc::now().timestamp(),
+        "data": { "reference": reference, "failureReason": null },
+    })
+    .to_string();
+    let t = chrono::Utc::now().timestamp();
+    let response = client
+        .post(format!("http://{addr}/webhooks/psp"))
+        .header("content-type", "application/json")
+        .header(
+            "Sequestra-Signature",
+            format!("t={t},v1={}", sign(SECRET, t, body.as_bytes())),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 200);
+}
