@@ -71,11 +71,7 @@ impl Application {
     pub async fn with_database(config: Config, mut db: DatabaseConnection) -> anyhow::Result<Self> {
         // Every statement the server's pool runs is counted (tests assert how many an
         // operation costs; see `Services::statements`).
-        let statements = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counter = statements.clone();
-        db.set_metric_callback(move |_| {
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        });
+        let statements = db::StatementTap::attach(&mut db);
         let listener = TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.http.listen))?;
@@ -148,8 +144,9 @@ impl Application {
         &self.state.schema
     }
 
-    /// Statements the server's pool has run since it started.
-    pub fn statements(&self) -> Arc<std::sync::atomic::AtomicU64> {
+    /// What the server's pool has run since it started (a count; a capture of the
+    /// text on request).
+    pub fn statements(&self) -> Arc<db::StatementTap> {
         self.state.services.statements.clone()
     }
 

@@ -101,6 +101,8 @@ pub struct Server {
     pub addr: SocketAddr,
     pub db: DatabaseConnection,
     pub tokens: TokenService,
+    /// What the server's pool runs (a count; the text while capturing).
+    pub statements: std::sync::Arc<sequestra::db::StatementTap>,
 }
 
 /// Starts the real application with `vars` as its whole environment.
@@ -116,6 +118,7 @@ pub async fn serve(vars: &[(&str, &str)]) -> Server {
         addr: app.local_addr().expect("addr"),
         db: app.db().clone(),
         tokens: app.tokens().clone(),
+        statements: app.statements(),
     };
     tokio::spawn(app.run_until(std::future::pending()));
     server

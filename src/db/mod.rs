@@ -181,3 +181,51 @@ fn is_missing_table(err: &DbErr) -> bool {
 pub async fn ping(db: &DatabaseConnection) -> Result<(), DbErr> {
     db.execute_unprepared("SELECT 1").await.map(|_| ())
 }
+
+/// What the server's pool runs, seen from SeaORM's metric callback: a count of
+/// statements (tests assert what an operation costs) and, while a capture is on,
+/// their text with the values inlined (the nested-page benchmark replays one page's
+/// statements with pgbench). Off, a capture costs one relaxed load per statement.
+#[derive(Default)]
+pub struct StatementTap {
+    count: std::sync::atomic::AtomicU64,
+    capturing: std::sync::atomic::AtomicBool,
+    captured: std::sync::Mutex<Vec<String>>,
+}
+
+impl StatementTap {
+    /// Puts a new tap on `db`'s metric callback (replacing any other).
+    pub fn attach(db: &mut DatabaseConnection) -> std::sync::Arc<Self> {
+        let tap = std::sync::Arc::new(Self::default());
+        let seen = tap.clone();
+        db.set_metric_callback(move |info| seen.saw(info.statement));
+        tap
+    }
+
+    fn saw(&self, statement: &sea_orm::Statement) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.count.fetch_add(1, Relaxed);
+        if self.capturing.load(Relaxed) {
+            self.captured
+                .lock()
+                .expect("tap lock")
+                .push(statement.to_string());
+        }
+    }
+
+    /// Statements run since the server started.
+    pub fn count(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Starts or stops keeping the text of each statement run.
+    pub fn capture(&self, on: bool) {
+        self.capturing
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The statements kept so far, in the order they ran; the capture starts over.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.captured.lock().expect("tap lock"))
+    }
+}

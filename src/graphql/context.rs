@@ -75,7 +75,7 @@ impl RequestContext {
 pub struct Services {
     pub db: DatabaseConnection,
     /// Statements `db` has run (counted by its metric callback).
-    pub statements: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub statements: std::sync::Arc<crate::db::StatementTap>,
     pub tokens: TokenService,
     pub sealer: Sealer,
     /// How recent an MFA verification must be for a sensitive mutation.

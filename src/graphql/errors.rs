@@ -1,55 +1,21 @@
 //! Maps every error once, at the edge, to a message and a stable `extensions.code`.
 //!
 //! Resolvers use `?` on [`crate::error::Error`]; async-graphql keeps it as the error's
-//! source, and this extension reads it back. Errors async-graphql raises itself
+//! source, and the edge extension reads it back. Errors async-graphql raises itself
 //! (syntax, validation, argument coercion, limits) are the caller's: BAD_USER_INPUT.
 //! Anything else is INTERNAL, logged here with its detail and sent without it.
 
 use std::sync::Arc;
 
-use async_graphql::{
-    Response, ServerError, Value,
-    extensions::{Extension, ExtensionContext, ExtensionFactory, NextRequest, NextSubscribe},
-};
-use futures_util::{StreamExt, stream::BoxStream};
+use async_graphql::{Response, ServerError, Value};
 
 use crate::error::{Error, ErrorCode};
 
-pub struct ErrorMapping;
-
-impl ExtensionFactory for ErrorMapping {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(ErrorMappingExtension)
-    }
-}
-
-struct ErrorMappingExtension;
-
-#[async_trait::async_trait]
-impl Extension for ErrorMappingExtension {
-    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
-        let mut response = next.run(ctx).await;
-        for error in &mut response.errors {
-            map_error(error);
-        }
-        response
-    }
-
-    /// Subscriptions: every response of the stream, the same way.
-    fn subscribe<'s>(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        stream: BoxStream<'s, Response>,
-        next: NextSubscribe<'_>,
-    ) -> BoxStream<'s, Response> {
-        next.run(ctx, stream)
-            .map(|mut response| {
-                for error in &mut response.errors {
-                    map_error(error);
-                }
-                response
-            })
-            .boxed()
+/// Every error of a response (each response of a subscription too), mapped by
+/// [`map_error`]; the [`edge`](super::edge) extension calls it last.
+pub fn map_response(response: &mut Response) {
+    for error in &mut response.errors {
+        map_error(error);
     }
 }
 

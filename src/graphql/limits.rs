@@ -17,11 +17,11 @@
 //!
 //! Depth and complexity limits are async-graphql's own, after these.
 
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
 use async_graphql::{
     Positioned, ServerError, ServerResult, Variables,
-    extensions::{Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest},
+    extensions::ExtensionContext,
     parser::types::{Directive, ExecutableDocument, Field, OperationType, Selection, SelectionSet},
     registry::{MetaTypeName, Registry},
 };
@@ -41,19 +41,13 @@ pub struct DocumentLimits {
     pub max_page: u64,
 }
 
-impl ExtensionFactory for DocumentLimits {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(*self)
-    }
-}
-
-#[async_trait::async_trait]
-impl Extension for DocumentLimits {
-    async fn prepare_request(
+impl DocumentLimits {
+    /// Refuses a request over any limit before it is parsed for execution (the
+    /// [`edge`](super::edge) extension's `prepare_request`); hands it back otherwise.
+    pub fn check(
         &self,
         ctx: &ExtensionContext<'_>,
         mut request: async_graphql::Request,
-        next: NextPrepareRequest<'_>,
     ) -> ServerResult<async_graphql::Request> {
         let bad = |message: String| Err(ServerError::new(message, None));
         if request.query.len() > self.max_bytes {
@@ -73,7 +67,7 @@ impl Extension for DocumentLimits {
         let variables = std::mem::take(&mut request.variables);
         let Ok(document) = request.parsed_query() else {
             request.variables = variables;
-            return next.run(ctx, request).await;
+            return Ok(request);
         };
         let measured = measure(
             document,
@@ -105,7 +99,7 @@ impl Extension for DocumentLimits {
             return bad(nul_message(&place));
         }
         request.variables = variables;
-        next.run(ctx, request).await
+        Ok(request)
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod connection;
 pub mod context;
+mod edge;
 pub mod errors;
 pub mod limits;
 pub mod loaders;
@@ -79,16 +80,16 @@ fn with_limits(
         .limit_complexity(cfg.max_complexity)
         .limit_recursive_depth(64)
         .limit_directives(16)
-        .extension(limits::DocumentLimits {
-            max_bytes: cfg.max_document_bytes,
-            max_aliases: cfg.max_aliases,
-            max_fields: cfg.max_complexity as u64,
-            max_cost: cfg.max_cost,
-            default_page: connection::DEFAULT_PAGE_SIZE as u64,
-            max_page: cfg.max_page_size,
+        .extension(edge::Edge {
+            limits: limits::DocumentLimits {
+                max_bytes: cfg.max_document_bytes,
+                max_aliases: cfg.max_aliases,
+                max_fields: cfg.max_complexity as u64,
+                max_cost: cfg.max_cost,
+                default_page: connection::DEFAULT_PAGE_SIZE as u64,
+                max_page: cfg.max_page_size,
+            },
         })
-        .extension(errors::ErrorMapping)
-        .extension(shape::ResponseShape)
         .data(cfg.clone());
     if production {
         builder = builder.disable_suggestions();

@@ -4,7 +4,7 @@
 //! of its object (where the spec makes it `null`, or, when the field is non-null, its
 //! parent `null`, up to the nearest nullable field; or `data` itself).
 //!
-//! This extension keeps the executed document and, once the operation has run (each
+//! The edge extension keeps the executed document and, once the operation has run (each
 //! response of a subscription too), walks the result once against it: every object's
 //! fields are put in the order the document asked for them (fields merged from
 //! fragments take the place of their first mention), and every field with an error at
@@ -14,81 +14,54 @@
 use std::sync::{Arc, Mutex};
 
 use async_graphql::{
-    Name, PathSegment, Response, ServerError, ServerResult, Value, Variables,
-    extensions::{
-        Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextSubscribe,
-    },
+    Name, PathSegment, Response, ServerError, Value,
+    extensions::ExtensionContext,
     indexmap::IndexMap,
     parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet},
     registry::{MetaTypeName, Registry},
 };
-use futures_util::{StreamExt, stream::BoxStream};
 
-pub struct ResponseShape;
-
-impl ExtensionFactory for ResponseShape {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(ShapeExtension::default())
-    }
-}
-
-/// The executed document, once parsed (shared with a subscription's stream, which
-/// outlives the hook that builds it).
+/// The executed document of one request, once parsed (shared with a subscription's
+/// stream, which outlives the hook that keeps it). The [`edge`](super::edge)
+/// extension keeps it at `parse_query` and shapes each response with it.
 #[derive(Default)]
-struct ShapeExtension {
+pub struct Kept {
     document: Arc<Mutex<Option<Arc<ExecutableDocument>>>>,
 }
 
-#[async_trait::async_trait]
-impl Extension for ShapeExtension {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
+impl Kept {
+    pub fn keep(&self, document: &ExecutableDocument) {
         *self.document.lock().expect("shape lock") = Some(Arc::new(document.clone()));
-        Ok(document)
     }
 
-    async fn execute(
+    /// Shapes an operation's response.
+    pub fn shape(
         &self,
         ctx: &ExtensionContext<'_>,
         operation_name: Option<&str>,
-        next: NextExecute<'_>,
-    ) -> Response {
-        let mut response = next.run(ctx, operation_name).await;
+        response: &mut Response,
+    ) {
         let document = self.document.lock().expect("shape lock").clone();
         if let Some(document) = document {
             reshape(
                 &ctx.schema_env.registry,
                 &document,
                 operation_name,
-                &mut response,
+                response,
             );
         }
-        response
     }
 
-    fn subscribe<'s>(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        stream: BoxStream<'s, Response>,
-        next: NextSubscribe<'_>,
-    ) -> BoxStream<'s, Response> {
-        // Each response of the stream: the document is parsed by the time one flows.
+    /// What shapes each response of a subscription's stream (the document is
+    /// parsed by the time one flows).
+    pub fn shaper(&self, ctx: &ExtensionContext<'_>) -> impl Fn(&mut Response) + Send + use<> {
         let schema = ctx.schema_env.clone();
         let document = self.document.clone();
-        next.run(ctx, stream)
-            .map(move |mut response| {
-                if let Some(doc) = document.lock().expect("shape lock").clone() {
-                    reshape(&schema.registry, &doc, None, &mut response);
-                }
-                response
-            })
-            .boxed()
+        move |response| {
+            if let Some(doc) = document.lock().expect("shape lock").clone() {
+                reshape(&schema.registry, &doc, None, response);
+            }
+        }
     }
 }
 

@@ -251,7 +251,7 @@ pub struct TestApp {
     /// The server's own pool (on PostgreSQL its unprivileged role).
     pub server_db: DatabaseConnection,
     ws_operations: sequestra::http::ws::PerUser,
-    statements: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    statements: std::sync::Arc<sequestra::db::StatementTap>,
     pub tokens: TokenService,
     pub schema: sequestra::graphql::AppSchema,
     config_database: sequestra::config::DatabaseConfig,
@@ -410,7 +410,7 @@ impl TestApp {
 
     /// Statements the server's own pool has run so far.
     pub fn statements(&self) -> u64 {
-        self.statements.load(std::sync::atomic::Ordering::SeqCst)
+        self.statements.count()
     }
 
     /// Operations the app counts as running over each user's WebSockets.
