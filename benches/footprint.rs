@@ -22,25 +22,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{PASSWORD, PgDatabase, pct};
-use futures_util::{SinkExt, StreamExt};
+use common::{PASSWORD, pct};
+use futures_util::StreamExt;
 use sea_orm::Database;
 use sequestra::{
     accounts::rules as accounts,
     audit::{Actor, Origin},
     auth::{Role, password},
-    db::{TenantDb, TenantTxn},
-    domain::{Email, Slug},
-    entity::payment::{PaymentPurpose, PaymentStatus},
-    ids::{self, Kind, TenantId},
-    money::{Currency, Money},
-    payments::{self, Move, NewPayment, Payee, Via, webhook::sign},
+    domain::Email,
+    payments::Payee,
 };
-use tokio_tungstenite::tungstenite::{
-    Message, client::IntoClientRequest, protocol::WebSocketConfig,
-};
+use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
 
-const SECRET: &str = "whsec-bench-0123456789abcdef0123456789";
 const SAMPLES: usize = 10;
 const SIGN_INS: usize = 100;
 
@@ -52,14 +45,8 @@ fn main() {
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         sqlite().await;
-        let pg = PgDatabase::create().await;
-        let (url, owner) = (pg.url.clone(), pg.owner_url.clone());
-        let result = tokio::spawn(async move { subscribers(&url, &owner).await }).await;
-        pg.drop_now().await;
-        if let Err(err) = result {
-            std::panic::resume_unwind(err.into_panic());
-        }
     });
+    common::on_postgres(|url, owner| async move { subscribers(&url, &owner).await });
 }
 
 /// Ten thousand sockets on each side need more descriptors than a default shell's
@@ -268,7 +255,7 @@ async fn subscribers(url: &str, owner: &str) {
             ("SEQUESTRA_DATABASE_OWNER_URL", owner),
             ("SEQUESTRA_PROOF_DIR", proofs.as_str()),
             ("SEQUESTRA_JOBS_ENABLED", "false"),
-            ("SEQUESTRA_WEBHOOK_SECRETS", SECRET),
+            ("SEQUESTRA_WEBHOOK_SECRETS", common::WEBHOOK_SECRET),
             ("SEQUESTRA_WS_MAX_OPERATIONS_PER_USER", per_user.as_str()),
         ],
     );
@@ -277,16 +264,7 @@ async fn subscribers(url: &str, owner: &str) {
 
     // A tenant and its payee, written through the owner's connection.
     let db = Database::connect(owner).await.expect("owner connection");
-    let txn = sequestra::db::begin_write(&db).await.expect("begin");
-    let txn = TenantTxn::bind(txn, TenantId::from_uuid(uuid::Uuid::now_v7()))
-        .await
-        .expect("enter the new tenant");
-    let tenant =
-        accounts::create_tenant(&txn, &Slug::parse("bench").expect("slug"), "Bench", false)
-            .await
-            .expect("tenant");
-    txn.commit().await.expect("commit");
-    let scoped = TenantDb::new(db.clone(), TenantId::from_uuid(tenant.id));
+    let (_, scoped) = common::bench_tenant(&db).await;
     let hash = password::hash(PASSWORD.to_owned().into())
         .await
         .expect("hash");
@@ -305,7 +283,10 @@ async fn subscribers(url: &str, owner: &str) {
     let token = sign_in(&client, &server.addr, "bench", "payee@bench.test", PASSWORD).await;
 
     // SENT payments to the payee, one per sample per tier.
-    let references = sent_payments(&scoped, payee, SAMPLES * tiers.len()).await;
+    let references = common::sent_payments(&scoped, SAMPLES * tiers.len(), "fanout", |_| {
+        Payee::User(payee)
+    })
+    .await;
     let mut references = references.into_iter();
 
     let clock: Clock = Arc::default();
@@ -370,37 +351,10 @@ async fn subscriber(
     clock: Clock,
     latency: tokio::sync::mpsc::UnboundedSender<Duration>,
 ) {
-    let mut request = format!("ws://{addr}/graphql/ws")
-        .into_client_request()
-        .expect("ws request");
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
-    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
-        .await
-        .expect("ws connect");
-    let init = serde_json::json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
-    socket
-        .send(Message::text(init.to_string()))
-        .await
-        .expect("init");
-    // The ack first: the subscription is then registered before this returns.
-    loop {
-        match socket.next().await {
-            Some(Ok(Message::Text(text))) if text.contains("connection_ack") => break,
-            Some(Ok(_)) => continue,
-            other => panic!("no ack: {other:?}"),
-        }
-    }
-    let subscribe = serde_json::json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { myPaymentUpdates { id status } }" } });
-    socket
-        .send(Message::text(subscribe.to_string()))
-        .await
-        .expect("subscribe");
+    let mut socket = common::payment_updates(&addr, &token, Some(config)).await;
     tokio::spawn(async move {
         while let Some(Ok(msg)) = socket.next().await {
             let Message::Text(text) = msg else { continue };
@@ -419,66 +373,6 @@ async fn subscriber(
     });
 }
 
-async fn sent_payments(db: &TenantDb, payee: uuid::Uuid, n: usize) -> Vec<(String, String)> {
-    let eur = Currency::parse("EUR").expect("EUR");
-    let origin = Origin::default();
-    let txn = db.begin().await.expect("begin");
-    let mut references = Vec::with_capacity(n);
-    for i in 0..n {
-        let p = payments::record(
-            &txn,
-            "simulated",
-            NewPayment {
-                payee: Payee::User(payee),
-                purpose: PaymentPurpose::Transfer,
-                amount: Money::from_minor(100, eur),
-                escrow_id: None,
-                milestone_id: None,
-            },
-            Actor::System,
-            &origin,
-        )
-        .await
-        .expect("payment");
-        let reference = format!("fanout_{i}");
-        payments::transition(
-            &txn,
-            p.id,
-            Move {
-                to: PaymentStatus::Sent,
-                reference: Some(&reference),
-                failure_reason: None,
-                via: Via::Submit,
-                detail: None,
-            },
-        )
-        .await
-        .expect("sent");
-        references.push((ids::encode(Kind::Payment, p.id), reference));
-    }
-    txn.commit().await.expect("commit");
-    references
-}
-
 async fn post(client: &reqwest::Client, addr: &str, reference: &str) {
-    let body = serde_json::json!({
-        "id": format!("evt_{reference}"),
-        "type": "payout.settled",
-        "created": chrono::Utc::now().timestamp(),
-        "data": { "reference": reference, "failureReason": null },
-    })
-    .to_string();
-    let t = chrono::Utc::now().timestamp();
-    let response = client
-        .post(format!("http://{addr}/webhooks/psp"))
-        .header("content-type", "application/json")
-        .header(
-            "Sequestra-Signature",
-            format!("t={t},v1={}", sign(SECRET, t, body.as_bytes())),
-        )
-        .body(body)
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(response.status(), 200);
+    common::post_settled(client, addr, reference).await;
 }

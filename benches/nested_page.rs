@@ -20,7 +20,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::PgDatabase;
 use sequestra::{
     audit::{Actor, Origin},
     auth::Role,
@@ -39,33 +38,11 @@ const PAGE: &str = "{ escrows(first: 20) { edges { node { id status amount { amo
     payments { id status amount { amount } } } } } }";
 
 fn main() {
-    common::block_on(async {
-        let pg = PgDatabase::create().await;
-        let (url, owner) = (pg.url.clone(), pg.owner_url.clone());
-        let result = tokio::spawn(async move { bench(&url, &owner).await }).await;
-        pg.drop_now().await;
-        if let Err(err) = result {
-            std::panic::resume_unwind(err.into_panic());
-        }
-    });
+    common::on_postgres(|url, owner| async move { bench(&url, &owner).await });
 }
 
 async fn bench(url: &str, owner: &str) {
-    let proofs = tempfile::tempdir().expect("temp dir");
-    let pool = (CLIENTS + 4).to_string();
-    let proof_dir = proofs.path().display().to_string();
-    let server = common::serve(&[
-        ("SEQUESTRA_DATABASE_URL", url),
-        ("SEQUESTRA_DATABASE_OWNER_URL", owner),
-        ("SEQUESTRA_LISTEN", "127.0.0.1:0"),
-        ("SEQUESTRA_RATE_LIMIT_PER_SECOND", "1000000"),
-        ("SEQUESTRA_RATE_LIMIT_BURST", "1000000"),
-        ("SEQUESTRA_DB_MAX_CONNECTIONS", pool.as_str()),
-        ("SEQUESTRA_JOBS_ENABLED", "false"),
-        ("SEQUESTRA_PROOF_DIR", proof_dir.as_str()),
-        ("SEQUESTRA_LOG", "warn"),
-    ])
-    .await;
+    let (server, proofs) = common::serve_on_postgres(url, owner, CLIENTS, &[]).await;
     let (_, scoped) = server.tenant().await;
     let users = server
         .users(
@@ -167,13 +144,34 @@ async fn bench(url: &str, owner: &str) {
     }
     drop(postgraphile);
 
-    let floor = pgbench(owner, &captured, proofs.path());
+    let statements: Vec<String> = captured
+        .iter()
+        .filter(|s| !s.contains("set_config"))
+        .map(|s| s.replace('\n', " "))
+        .collect();
+    let bare: String = statements.iter().map(|s| format!("{s};\n")).collect();
+    let floor = pgbench(owner, &bare, proofs.path());
     match floor {
         Some(tps) => println!(
-            "  pgbench, the page's {} statements   {tps:>8.0} pages/s",
-            captured.len()
+            "  pgbench, the page's {} statements as the owner   {tps:>8.0} pages/s (the SQL floor)",
+            statements.len()
         ),
         None => println!("  pgbench not run"),
+    }
+    // The same statements as the server must send them: as its role, each inside the
+    // tenant's row-level security wall (BEGIN, set_config, the statement, COMMIT).
+    let tenant = scoped.tenant().as_uuid();
+    let walled: String = statements
+        .iter()
+        .map(|s| {
+            format!(
+                "BEGIN;\nSELECT set_config('sequestra.tenant_id', '{tenant}', true);\n{s};\nCOMMIT;\n"
+            )
+        })
+        .collect();
+    if let Some(tps) = pgbench(url, &walled, proofs.path()) {
+        println!("  pgbench, the same inside the RLS wall, server role  {tps:>8.0} pages/s");
+        println!("  sequestra / walled floor      {:.2}", ours / 2.0 / tps);
     }
     println!("ratios:");
     if let Some(tps) = floor {
@@ -245,15 +243,10 @@ async fn load(endpoint: &str, token: Option<&str>, query: &str) -> f64 {
     total as f64 / started.elapsed().as_secs_f64()
 }
 
-/// pgbench replaying `statements` (one page) as the owner; pages per second.
-fn pgbench(owner: &str, statements: &[String], dir: &std::path::Path) -> Option<f64> {
-    let script = dir.join("page.sql");
-    let text: String = statements
-        .iter()
-        .filter(|s| !s.contains("set_config"))
-        .map(|s| format!("{};\n", s.replace('\n', " ")))
-        .collect();
-    std::fs::write(&script, text).expect("script");
+/// pgbench running `script` (one page) as whoever `url` names; pages per second.
+fn pgbench(url: &str, script: &str, dir: &std::path::Path) -> Option<f64> {
+    let file = dir.join("page.sql");
+    std::fs::write(&file, script).expect("script");
     let output = Command::new("pgbench")
         .args([
             "-n",
@@ -267,8 +260,8 @@ fn pgbench(owner: &str, statements: &[String], dir: &std::path::Path) -> Option<
             &ROUND.as_secs().to_string(),
             "-f",
         ])
-        .arg(&script)
-        .arg(owner)
+        .arg(&file)
+        .arg(url)
         .output();
     match output {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
@@ -321,20 +314,43 @@ impl PostGraphile {
                 return None;
             }
         };
-        // The same page: the sender's 20 escrows, their milestones and payments.
-        let query =
-            "{ allEscrows(first: 20, orderBy: ID_DESC) { nodes { id status amountMinor currency \
-            milestonesByEscrowId { nodes { id title status amountMinor } } \
-            paymentsByEscrowId { nodes { id status amountMinor } } } } }"
-                .to_owned();
-        let pg = Self {
+        let mut pg = Self {
             child,
             endpoint: format!("http://127.0.0.1:{port}/graphql"),
-            query,
+            query: String::new(),
         };
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
+            // Its relation fields are named after the foreign keys (ours are composite,
+            // tenant first): asked, not guessed.
+            let introspection =
+                serde_json::json!({ "query": "{ __type(name: \"Escrow\") { fields { name } } }" });
+            let Ok(r) = client.post(&pg.endpoint).json(&introspection).send().await else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            let fields: serde_json::Value = r.json().await.unwrap_or_default();
+            let named = |prefix: &str| {
+                fields["data"]["__type"]["fields"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f["name"].as_str())
+                    .find(|n| n.starts_with(prefix))
+                    .map(str::to_owned)
+            };
+            let (Some(milestones), Some(payments)) = (named("milestonesBy"), named("paymentsBy"))
+            else {
+                println!("  PostGraphile has no escrow relations: {fields}");
+                return None;
+            };
+            // The same page: the 20 escrows, their milestones and payments.
+            pg.query = format!(
+                "{{ allEscrows(first: 20, orderBy: ID_DESC) {{ nodes {{ id status amountMinor currency \
+                 {milestones} {{ nodes {{ id title status amountMinor }} }} \
+                 {payments} {{ nodes {{ id status amountMinor }} }} }} }} }}"
+            );
             if let Ok(r) = client
                 .post(&pg.endpoint)
                 .json(&serde_json::json!({ "query": pg.query }))

@@ -24,34 +24,12 @@ const CLIENTS: usize = 16;
 const SECONDS: u64 = 10;
 
 fn main() {
-    common::block_on(async {
-        let pg = common::PgDatabase::create().await;
-        let (url, owner) = (pg.url.clone(), pg.owner_url.clone());
-        let result = tokio::spawn(async move { run(&url, &owner).await }).await;
-        pg.drop_now().await;
-        if let Err(err) = result {
-            std::panic::resume_unwind(err.into_panic());
-        }
-    });
+    common::on_postgres(|url, owner| async move { run(&url, &owner).await });
 }
 
 async fn run(url: &str, owner: &str) {
-    let proofs = tempfile::tempdir().expect("temp dir");
-    let pool = (CLIENTS + 4).to_string();
-    let proof_dir = proofs.path().display().to_string();
-    let server = common::serve(&[
-        ("SEQUESTRA_DATABASE_URL", url),
-        ("SEQUESTRA_DATABASE_OWNER_URL", owner),
-        ("SEQUESTRA_LISTEN", "127.0.0.1:0"),
-        ("SEQUESTRA_RATE_LIMIT_PER_SECOND", "1000000"),
-        ("SEQUESTRA_RATE_LIMIT_BURST", "1000000"),
-        ("SEQUESTRA_DB_MAX_CONNECTIONS", pool.as_str()),
-        ("SEQUESTRA_JOBS_ENABLED", "false"),
-        ("SEQUESTRA_PROOF_DIR", proof_dir.as_str()),
-        ("SEQUESTRA_LOG", "warn"),
-    ])
-    .await;
-    let (addr, db) = (server.addr, server.db.clone());
+    let (server, proofs) = common::serve_on_postgres(url, owner, CLIENTS, &[]).await;
+    let addr = server.addr;
 
     // A tenant, a sender and a beneficiary, a merchant, and one big mandate.
     let (_, scoped) = server.tenant().await;
@@ -152,7 +130,11 @@ async fn run(url: &str, owner: &str) {
         pct(0.5),
         pct(0.99)
     );
-    // The invariant held under the load.
+    // The invariant held under the load (read as the owner: the server's role sees
+    // no row outside a tenant's row-level security wall).
+    let db = sea_orm::Database::connect(owner)
+        .await
+        .expect("owner connection");
     let row = db
         .query_one(sea_orm::Statement::from_string(
             db.get_database_backend(),
@@ -190,7 +172,7 @@ async fn run(url: &str, owner: &str) {
             "-f",
         ])
         .arg(&script)
-        .arg(url)
+        .arg(owner)
         .output();
     match output {
         Ok(out) if out.status.success() => {

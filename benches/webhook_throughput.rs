@@ -21,58 +21,35 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{PgDatabase, pct};
-use futures_util::{SinkExt, StreamExt};
+use common::pct;
+use futures_util::StreamExt;
 use sea_orm::ConnectionTrait;
-use sequestra::{
-    audit::{Actor, Origin},
-    auth::Role,
-    entity::payment::{PaymentPurpose, PaymentStatus},
-    ids::{self, Kind},
-    money::{Currency, Money},
-    payments::{self, Move, NewPayment, Payee, Via, webhook::sign},
-};
-use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+use sequestra::{auth::Role, payments::Payee};
+use tokio_tungstenite::tungstenite::Message;
 
-const SECRET: &str = "whsec-bench-0123456789abcdef0123456789";
 const CLIENTS: usize = 16;
 const PAYMENTS: usize = 4000;
 const SAMPLES: usize = 200;
 
 fn main() {
-    common::block_on(async {
-        let pg = PgDatabase::create().await;
-        let (url, owner) = (pg.url.clone(), pg.owner_url.clone());
-        let result = tokio::spawn(async move { bench(&url, &owner).await }).await;
-        pg.drop_now().await;
-        if let Err(err) = result {
-            std::panic::resume_unwind(err.into_panic());
-        }
-    });
+    common::on_postgres(|url, owner| async move { bench(&url, &owner).await });
 }
 
 /// Sent-at instants by payment global id; the subscriber turns them into latencies.
 type Clock = Arc<Mutex<HashMap<String, Instant>>>;
 
 async fn bench(url: &str, owner: &str) {
-    let proofs = tempfile::tempdir().expect("temp dir");
-    let pool = (CLIENTS + 4).to_string();
-    let proof_dir = proofs.path().display().to_string();
-    let server = common::serve(&[
-        ("SEQUESTRA_DATABASE_URL", url),
-        ("SEQUESTRA_DATABASE_OWNER_URL", owner),
-        ("SEQUESTRA_LISTEN", "127.0.0.1:0"),
-        ("SEQUESTRA_RATE_LIMIT_PER_SECOND", "1000000"),
-        ("SEQUESTRA_RATE_LIMIT_BURST", "1000000"),
-        ("SEQUESTRA_DB_MAX_CONNECTIONS", pool.as_str()),
-        ("SEQUESTRA_JOBS_ENABLED", "false"),
-        ("SEQUESTRA_SIM_PSP_SETTLE_AFTER_MS", "0"),
-        ("SEQUESTRA_WEBHOOK_SECRETS", SECRET),
-        ("SEQUESTRA_PROOF_DIR", proof_dir.as_str()),
-        ("SEQUESTRA_LOG", "warn"),
-    ])
+    let (server, _proofs) = common::serve_on_postgres(
+        url,
+        owner,
+        CLIENTS,
+        &[
+            ("SEQUESTRA_SIM_PSP_SETTLE_AFTER_MS", "0"),
+            ("SEQUESTRA_WEBHOOK_SECRETS", common::WEBHOOK_SECRET),
+        ],
+    )
     .await;
-    let (addr, db) = (server.addr, server.db.clone());
+    let addr = server.addr;
 
     // A tenant, an admin who follows every payment, and SENT payments to settle.
     let (_, scoped) = server.tenant().await;
@@ -80,70 +57,16 @@ async fn bench(url: &str, owner: &str) {
         .users(&scoped, &[("admin@bench.test", Role::Admin)])
         .await;
     let token = server.sign_in("admin@bench.test").await;
-    let eur = Currency::parse("EUR").expect("EUR");
     let total = PAYMENTS + SAMPLES;
-    let mut references = Vec::with_capacity(total);
-    let origin = Origin::default();
-    for chunk in 0..total.div_ceil(500) {
-        let txn = scoped.begin().await.expect("begin");
-        for i in chunk * 500..((chunk + 1) * 500).min(total) {
-            let p = payments::record(
-                &txn,
-                "simulated",
-                NewPayment {
-                    payee: Payee::External(format!("payee-{i}")),
-                    purpose: PaymentPurpose::Transfer,
-                    amount: Money::from_minor(100, eur),
-                    escrow_id: None,
-                    milestone_id: None,
-                },
-                Actor::System,
-                &origin,
-            )
-            .await
-            .expect("payment");
-            let reference = format!("bench_{i}");
-            payments::transition(
-                &txn,
-                p.id,
-                Move {
-                    to: PaymentStatus::Sent,
-                    reference: Some(&reference),
-                    failure_reason: None,
-                    via: Via::Submit,
-                    detail: None,
-                },
-            )
-            .await
-            .expect("sent");
-            references.push((ids::encode(Kind::Payment, p.id), reference));
-        }
-        txn.commit().await.expect("commit");
-    }
+    let references = common::sent_payments(&scoped, total, "bench", |i| {
+        Payee::External(format!("payee-{i}"))
+    })
+    .await;
 
     // The subscriber.
     let clock: Clock = Arc::default();
     let (latency_tx, mut latency_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
-    let mut request = format!("ws://{addr}/graphql/ws")
-        .into_client_request()
-        .expect("ws request");
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("ws connect");
-    let init = serde_json::json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
-    socket
-        .send(Message::text(init.to_string()))
-        .await
-        .expect("init");
-    let subscribe = serde_json::json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { myPaymentUpdates { id status } }" } });
-    socket
-        .send(Message::text(subscribe.to_string()))
-        .await
-        .expect("subscribe");
+    let mut socket = common::payment_updates(&addr.to_string(), &token, None).await;
     let watch = clock.clone();
     tokio::spawn(async move {
         while let Some(Ok(msg)) = socket.next().await {
@@ -166,7 +89,7 @@ async fn bench(url: &str, owner: &str) {
         "sequestra webhook benchmark ({} cores, PostgreSQL, server, load and database on this machine)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let endpoint = format!("http://{addr}/webhooks/psp");
+    let endpoint = addr.to_string();
     let work = Arc::new(Mutex::new(references[..PAYMENTS].to_vec()));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -246,7 +169,11 @@ async fn bench(url: &str, owner: &str) {
         at_rest.len()
     );
 
-    // Each event moved its payment exactly once.
+    // Each event moved its payment exactly once (read as the owner: the server's
+    // role sees no row outside a tenant's wall).
+    let db = sea_orm::Database::connect(owner)
+        .await
+        .expect("owner connection");
     let row = db
         .query_one(sea_orm::Statement::from_string(
             db.get_database_backend(),
@@ -262,27 +189,7 @@ async fn bench(url: &str, owner: &str) {
     assert_eq!((settled, applied), (total as i64, total as i64));
 }
 
-async fn post(client: &reqwest::Client, endpoint: &str, reference: &str) {
-    let body = serde_json::json!({
-        "id": format!("evt_{reference}"),
-        "type": "payout.settled",
-        "created": chrono::Utc::now().timestamp(),
-        "data": { "reference": reference, "failureReason": null },
-    })
-    .to_string();
-    let t = chrono::Utc::now().timestamp();
-    let response = client
-        .post(endpoint)
-        .header("content-type", "application/json")
-        .header(
-            "Sequestra-Signature",
-            format!("t={t},v1={}", sign(SECRET, t, body.as_bytes())),
-        )
-        .body(body)
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(response.status(), 200);
-    let json: serde_json::Value = response.json().await.expect("json");
+async fn post(client: &reqwest::Client, addr: &str, reference: &str) {
+    let json = common::post_settled(client, addr, reference).await;
     assert_eq!(json["outcome"], "applied", "{json}");
 }

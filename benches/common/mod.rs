@@ -15,10 +15,18 @@ use sequestra::{
     config::Config,
     db::TenantDb,
     domain::{Email, Slug},
-    entity::tenant,
+    entity::{
+        payment::{PaymentPurpose, PaymentStatus},
+        tenant,
+    },
     identity::rules::{SignInOutcome, sign_in},
-    ids::TenantId,
+    ids::{self, Kind, TenantId},
+    money::{Currency, Money},
+    payments::{self, Move, NewPayment, Payee, Via, webhook::sign},
 };
+
+/// The webhook secret the PostgreSQL benches configure.
+pub const WEBHOOK_SECRET: &str = "whsec-bench-0123456789abcdef0123456789";
 
 pub const PASSWORD: &str = "bench-passphrase-long-enough";
 
@@ -29,6 +37,185 @@ pub fn block_on(bench: impl Future<Output = ()>) {
         .build()
         .expect("runtime")
         .block_on(bench);
+}
+
+/// Runs `bench(server_url, owner_url)` against a fresh PostgreSQL database, dropped
+/// afterwards whatever the bench did (a panic is passed on once it is dropped).
+pub fn on_postgres<F, Fut>(bench: F)
+where
+    F: FnOnce(String, String) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    block_on(async {
+        let pg = PgDatabase::create().await;
+        let (url, owner) = (pg.url.clone(), pg.owner_url.clone());
+        let result = tokio::spawn(async move { bench(url, owner).await }).await;
+        pg.drop_now().await;
+        if let Err(err) = result {
+            std::panic::resume_unwind(err.into_panic());
+        }
+    });
+}
+
+/// A new tenant `bench` written through `db`, and its scoped handle.
+pub async fn bench_tenant(db: &DatabaseConnection) -> (tenant::Model, TenantDb) {
+    let txn = sequestra::db::begin_write(db).await.expect("begin");
+    let txn = sequestra::db::TenantTxn::bind(txn, TenantId::from_uuid(uuid::Uuid::now_v7()))
+        .await
+        .expect("enter the new tenant");
+    let tenant =
+        accounts::create_tenant(&txn, &Slug::parse("bench").expect("slug"), "Bench", false)
+            .await
+            .expect("tenant");
+    txn.commit().await.expect("commit");
+    let scoped = TenantDb::new(db.clone(), TenantId::from_uuid(tenant.id));
+    (tenant, scoped)
+}
+
+/// `n` SENT payments of 1.00 EUR, the `i`th to `payee(i)` with PSP reference
+/// `{prefix}_{i}`: (payment global id, reference) each, in order.
+pub async fn sent_payments(
+    db: &TenantDb,
+    n: usize,
+    prefix: &str,
+    payee: impl Fn(usize) -> Payee,
+) -> Vec<(String, String)> {
+    let eur = Currency::parse("EUR").expect("EUR");
+    let origin = Origin::default();
+    let mut references = Vec::with_capacity(n);
+    for chunk in 0..n.div_ceil(500) {
+        let txn = db.begin().await.expect("begin");
+        for i in chunk * 500..((chunk + 1) * 500).min(n) {
+            let p = payments::record(
+                &txn,
+                "simulated",
+                NewPayment {
+                    payee: payee(i),
+                    purpose: PaymentPurpose::Transfer,
+                    amount: Money::from_minor(100, eur),
+                    escrow_id: None,
+                    milestone_id: None,
+                },
+                Actor::System,
+                &origin,
+            )
+            .await
+            .expect("payment");
+            let reference = format!("{prefix}_{i}");
+            payments::transition(
+                &txn,
+                p.id,
+                Move {
+                    to: PaymentStatus::Sent,
+                    reference: Some(&reference),
+                    failure_reason: None,
+                    via: Via::Submit,
+                    detail: None,
+                },
+            )
+            .await
+            .expect("sent");
+            references.push((ids::encode(Kind::Payment, p.id), reference));
+        }
+        txn.commit().await.expect("commit");
+    }
+    references
+}
+
+/// Posts a signed `payout.settled` for `reference` to the webhook route at `addr`;
+/// its JSON answer (the status must be 200).
+pub async fn post_settled(
+    client: &reqwest::Client,
+    addr: &str,
+    reference: &str,
+) -> serde_json::Value {
+    let body = serde_json::json!({
+        "id": format!("evt_{reference}"),
+        "type": "payout.settled",
+        "created": chrono::Utc::now().timestamp(),
+        "data": { "reference": reference, "failureReason": null },
+    })
+    .to_string();
+    let t = chrono::Utc::now().timestamp();
+    let response = client
+        .post(format!("http://{addr}/webhooks/psp"))
+        .header("content-type", "application/json")
+        .header(
+            "Sequestra-Signature",
+            format!("t={t},v1={}", sign(WEBHOOK_SECRET, t, body.as_bytes())),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("json")
+}
+
+/// The real application on PostgreSQL for `clients` concurrent clients: its role and
+/// owner URLs, no rate limit, no jobs, warnings only, proofs in a temporary folder
+/// (kept as long as the returned guard), and `extra` settings.
+pub async fn serve_on_postgres(
+    url: &str,
+    owner: &str,
+    clients: usize,
+    extra: &[(&str, &str)],
+) -> (Server, tempfile::TempDir) {
+    let proofs = tempfile::tempdir().expect("temp dir");
+    let pool = (clients + 4).to_string();
+    let proof_dir = proofs.path().display().to_string();
+    let mut vars = vec![
+        ("SEQUESTRA_DATABASE_URL", url),
+        ("SEQUESTRA_DATABASE_OWNER_URL", owner),
+        ("SEQUESTRA_LISTEN", "127.0.0.1:0"),
+        ("SEQUESTRA_RATE_LIMIT_PER_SECOND", "1000000"),
+        ("SEQUESTRA_RATE_LIMIT_BURST", "1000000"),
+        ("SEQUESTRA_DB_MAX_CONNECTIONS", pool.as_str()),
+        ("SEQUESTRA_JOBS_ENABLED", "false"),
+        ("SEQUESTRA_PROOF_DIR", proof_dir.as_str()),
+        ("SEQUESTRA_LOG", "warn"),
+    ];
+    vars.extend_from_slice(extra);
+    (serve(&vars).await, proofs)
+}
+
+/// A graphql-transport-ws socket to `addr`, initialised with `token` (its ack
+/// received) and subscribed to `myPaymentUpdates { id status }` as operation "1".
+pub async fn payment_updates(
+    addr: &str,
+    token: &str,
+    config: Option<tokio_tungstenite::tungstenite::protocol::WebSocketConfig>,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    let mut request = format!("ws://{addr}/graphql/ws")
+        .into_client_request()
+        .expect("ws request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, config, true)
+        .await
+        .expect("ws connect");
+    let init = serde_json::json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+    socket
+        .send(Message::text(init.to_string()))
+        .await
+        .expect("init");
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) if text.contains("connection_ack") => break,
+            Some(Ok(_)) => continue,
+            other => panic!("no ack: {other:?}"),
+        }
+    }
+    let subscribe = serde_json::json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { myPaymentUpdates { id status } }" } });
+    socket
+        .send(Message::text(subscribe.to_string()))
+        .await
+        .expect("subscribe");
+    socket
 }
 
 /// The `p` quantile of sorted samples, in milliseconds.
@@ -127,17 +314,7 @@ pub async fn serve(vars: &[(&str, &str)]) -> Server {
 impl Server {
     /// The `bench` tenant and its scoped handle.
     pub async fn tenant(&self) -> (tenant::Model, TenantDb) {
-        let txn = sequestra::db::begin_write(&self.db).await.expect("begin");
-        let txn = sequestra::db::TenantTxn::bind(txn, TenantId::from_uuid(uuid::Uuid::now_v7()))
-            .await
-            .expect("enter the new tenant");
-        let tenant =
-            accounts::create_tenant(&txn, &Slug::parse("bench").expect("slug"), "Bench", false)
-                .await
-                .expect("tenant");
-        txn.commit().await.expect("commit");
-        let scoped = TenantDb::new(self.db.clone(), TenantId::from_uuid(tenant.id));
-        (tenant, scoped)
+        bench_tenant(&self.db).await
     }
 
     /// Users with [`PASSWORD`], one per `(email, role)`; their ids.

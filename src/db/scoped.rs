@@ -267,18 +267,27 @@ impl<C: ConnectionTrait> Scoped<C> {
         Ok(query(self.select::<E>()).count(&self.conn).await?)
     }
 
-    /// Inserts `model` with `tenant_id` set to this tenant, whatever it held before.
-    pub async fn insert<A>(&self, mut model: A) -> Result<<A::Entity as EntityTrait>::Model>
+    /// `model` with `tenant_id` set to this tenant, whatever it held before.
+    fn ours<A>(&self, mut model: A) -> A
     where
-        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        A: ActiveModelTrait,
         A::Entity: TenantEntity,
-        <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
     {
         model.set(
             <A::Entity as TenantEntity>::TENANT,
             self.tenant.as_uuid().into(),
         );
-        let inserted = model.insert(&self.conn).await?;
+        model
+    }
+
+    /// Inserts `model` with `tenant_id` set to this tenant, whatever it held before.
+    pub async fn insert<A>(&self, model: A) -> Result<<A::Entity as EntityTrait>::Model>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        A::Entity: TenantEntity,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+    {
+        let inserted = self.ours(model).insert(&self.conn).await?;
         self.changed::<A::Entity>(1).await?;
         Ok(inserted)
     }
@@ -289,7 +298,7 @@ impl<C: ConnectionTrait> Scoped<C> {
     /// wrote it committed). One round trip, where a read then an insert is two.
     pub async fn insert_or_skip<A>(
         &self,
-        mut model: A,
+        model: A,
         conflict: impl IntoIterator<Item = <A::Entity as EntityTrait>::Column>,
     ) -> Result<bool>
     where
@@ -297,11 +306,7 @@ impl<C: ConnectionTrait> Scoped<C> {
         A::Entity: TenantEntity,
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
     {
-        model.set(
-            <A::Entity as TenantEntity>::TENANT,
-            self.tenant.as_uuid().into(),
-        );
-        let inserted = <A::Entity as EntityTrait>::insert(model)
+        let inserted = <A::Entity as EntityTrait>::insert(self.ours(model))
             .on_conflict(
                 sea_orm::sea_query::OnConflict::columns(conflict)
                     .do_nothing()
