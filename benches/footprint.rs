@@ -92,6 +92,7 @@ impl Process {
             .env("SEQUESTRA_LOG", "warn")
             .env("SEQUESTRA_RATE_LIMIT_PER_SECOND", "1000000")
             .env("SEQUESTRA_RATE_LIMIT_BURST", "1000000")
+            .env("SEQUESTRA_CREDENTIAL_ATTEMPTS_PER_MINUTE", "1000000")
             .stdout(Stdio::null());
         let started = Instant::now();
         let child = command.spawn().expect("start the server");
@@ -127,7 +128,15 @@ impl Process {
         kib / 1024.0
     }
 
-    fn stop(mut self) {
+    fn stop(self) {
+        drop(self);
+    }
+}
+
+/// Stopped however the bench ends (a panic too: a server left running would keep
+/// the output pipe open).
+impl Drop for Process {
+    fn drop(&mut self) {
         // SAFETY: a signal to our own child.
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
