@@ -103,6 +103,15 @@ pub struct HttpConfig {
     pub ws_max_operations_per_user: usize,
     /// Serve GraphiQL at `/playground` (default: on in development, off in production).
     pub playground: bool,
+    /// Browser origins (`scheme://host[:port]`) allowed to call cross-origin; empty:
+    /// none (see `http::security`).
+    pub cors_origins: Vec<String>,
+    /// How long a browser may cache a CORS preflight's answer.
+    pub cors_max_age: Duration,
+    /// Served over TLS (directly or behind a proxy): send `Strict-Transport-Security`.
+    pub hsts: bool,
+    /// Host names requests may name (lower case, no port); empty: any.
+    pub trusted_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -397,6 +406,15 @@ impl Config {
                 "SEQUESTRA_PLAYGROUND",
                 env == Environment::Development,
             )?,
+            cors_origins: origins(&get)?,
+            cors_max_age: secs(&get, "SEQUESTRA_CORS_MAX_AGE_SECS", 600)?,
+            hsts: parse(&get, "SEQUESTRA_HSTS", false)?,
+            trusted_hosts: get("SEQUESTRA_TRUSTED_HOSTS")
+                .unwrap_or_default()
+                .split(',')
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
         };
 
         let graphql = GraphqlConfig {
@@ -652,6 +670,37 @@ impl Config {
     }
 }
 
+/// `SEQUESTRA_CORS_ORIGINS`: exact origins, `http(s)://host[:port]`, comma-separated.
+fn origins(get: &impl Fn(&str) -> Option<String>) -> Result<Vec<String>, ConfigError> {
+    const NAME: &str = "SEQUESTRA_CORS_ORIGINS";
+    let mut out = Vec::new();
+    for origin in get(NAME)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+    {
+        let authority = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        let valid = authority.is_some_and(|a| {
+            !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        });
+        if !valid {
+            return Err(ConfigError::new(
+                NAME,
+                format!(
+                    "`{origin}` is not an origin: write scheme://host[:port], no path, no wildcard"
+                ),
+            ));
+        }
+        out.push(origin.to_ascii_lowercase());
+    }
+    Ok(out)
+}
+
 fn parse<T: FromStr>(
     get: &impl Fn(&str) -> Option<String>,
     name: &'static str,
@@ -833,6 +882,32 @@ mod tests {
     }
 
     const STRONG: &str = "9f2c7a1e4b8d3f6a0c5e7b9d1f3a5c7e";
+
+    #[test]
+    fn cors_origins_are_exact_origins() {
+        let c = config(&[(
+            "SEQUESTRA_CORS_ORIGINS",
+            " https://App.example , http://localhost:5173",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.http.cors_origins,
+            vec!["https://app.example", "http://localhost:5173"]
+        );
+        assert!(config(&[]).unwrap().http.cors_origins.is_empty());
+        for bad in [
+            "*",
+            "app.example",
+            "https://app.example/",
+            "https://*.example",
+        ] {
+            let err = config(&[("SEQUESTRA_CORS_ORIGINS", bad)]).unwrap_err();
+            assert!(
+                err.to_string().contains("SEQUESTRA_CORS_ORIGINS"),
+                "{bad}: {err}"
+            );
+        }
+    }
 
     #[test]
     fn development_generates_missing_secrets() {

@@ -9,6 +9,7 @@ mod metrics;
 mod playground;
 pub mod rate_limit;
 mod request_id;
+pub mod security;
 mod webhook;
 pub mod ws;
 
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> Router {
             .saturating_add(64 * 1024),
     );
     let timeout = state.config.http.request_timeout;
+    let cors = security::cors(&state.config.http);
     let mut graphql_routes = Router::new()
         .route(
             "/graphql",
@@ -101,6 +103,11 @@ pub fn router(state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
+        ))
+        .layer(cors)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security::headers,
         ))
         .layer(middleware::from_fn(metrics::track))
         .layer(middleware::from_fn(request_id::assign))

@@ -467,6 +467,14 @@ pub async fn handler(
                 .find_map(|p| WebSocketProtocols::from_str(p.trim()).ok())
         })
         .unwrap_or(WebSocketProtocols::GraphQLWS);
+    if !super::security::origin_allowed(&headers, &state.config.http) {
+        use axum::response::IntoResponse;
+        return (
+            axum::http::StatusCode::FORBIDDEN,
+            "this origin may not open a WebSocket here",
+        )
+            .into_response();
+    }
     let client = super::client_ip::resolve(peer.ip(), &headers, &state.config.http.trusted_proxies);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
