@@ -127,10 +127,6 @@ impl Process {
             .expect("VmRSS");
         kib / 1024.0
     }
-
-    fn stop(self) {
-        drop(self);
-    }
 }
 
 /// Stopped however the bench ends (a panic too: a server left running would keep
@@ -198,13 +194,13 @@ async fn sqlite() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after_sign_ins = server.rss_mib();
-    server.stop();
+    drop(server);
 
     let (server, started) = Process::start(&["serve"], &vars);
     let existing = server.ready(started).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = server.rss_mib();
-    server.stop();
+    drop(server);
 
     println!("SQLite, start to /ready:");
     println!(
@@ -350,7 +346,7 @@ async fn subscribers(url: &str, owner: &str) {
             fan_out.last().map_or(0.0, |d| ms(*d)),
         );
     }
-    server.stop();
+    drop(server);
 }
 
 /// One subscriber: connects, subscribes, and reports each settlement's latency.
