@@ -12,11 +12,23 @@ use crate::config::{Config, LogFormat};
 /// appear on every line logged inside them.
 pub fn init_tracing(config: &Config) {
     let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let sentry_layer = config
-        .sentry_dsn
-        .as_ref()
-        .map(|_| sentry::integrations::tracing::layer());
+    // Errors become Sentry events, warnings and info lines the breadcrumbs before them
+    // (what sentry-tracing's former combined layer did; spans are not sent).
+    let sentry_layer = config.sentry_dsn.as_ref().map(|_| {
+        use sentry::integrations::tracing::{BreadcrumbLayer, ErrorLayer};
+        use tracing_subscriber::{Layer, filter};
+        ErrorLayer::new()
+            .with_filter(filter::LevelFilter::ERROR)
+            .and_then(
+                BreadcrumbLayer::new().with_filter(filter::filter_fn(|meta| {
+                    matches!(*meta.level(), tracing::Level::WARN | tracing::Level::INFO)
+                })),
+            )
+    });
     let registry = tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::filter_fn(|meta| {
+            !carries_bind_values(meta)
+        }))
         .with(filter)
         .with(sentry_layer);
     let result = match config.log_format {
@@ -42,25 +54,34 @@ pub fn init_tracing(config: &Config) {
     }
 }
 
+/// Spans that record a statement with its bind values, and so would put password,
+/// token and key hashes and sealed TOTP seeds into the log: SeaORM's `trace` spans
+/// around each statement (its connections' and drivers' `execute`, `query_one`, …)
+/// record the whole `Statement`, values included. They are
+/// never enabled, whatever `SEQUESTRA_LOG` says. Statements are still logged, as SQL
+/// text without values, by sqlx (`sqlx::query` at `debug`).
+fn carries_bind_values(meta: &tracing::Metadata<'_>) -> bool {
+    meta.target().starts_with("sea_orm") && *meta.level() == tracing::Level::TRACE
+}
+
 /// Starts Sentry when a DSN is configured; keep the guard alive for the process.
 pub fn init_sentry(config: &Config) -> Option<sentry::ClientInitGuard> {
     let dsn = config.sentry_dsn.as_ref()?;
     // Config already refused a malformed DSN.
     let dsn = dsn.expose_secret().parse::<sentry::types::Dsn>().ok()?;
-    Some(sentry::init(sentry::ClientOptions {
-        dsn: Some(dsn),
-        release: sentry::release_name!(),
-        environment: Some(
-            if config.is_production() {
-                "production"
-            } else {
-                "development"
-            }
-            .into(),
-        ),
-        send_default_pii: false,
-        ..Default::default()
-    }))
+    let mut options = sentry::ClientOptions::default();
+    options.dsn = Some(dsn);
+    options.release = sentry::release_name!();
+    options.environment = Some(
+        if config.is_production() {
+            "production"
+        } else {
+            "development"
+        }
+        .into(),
+    );
+    options.send_default_pii = false;
+    Some(sentry::init(options))
 }
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();

@@ -4,7 +4,7 @@
 
 use std::{path::PathBuf, sync::Arc};
 
-use object_store::{ObjectStore, PutPayload, aws::AmazonS3Builder, path::Path};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, aws::AmazonS3Builder, path::Path};
 use secrecy::ExposeSecret;
 
 use crate::{
