@@ -270,6 +270,19 @@ pub struct Config {
     pub migrate_on_start: bool,
     /// Settings that were missing in development and got an ephemeral random value.
     pub generated_secrets: Vec<&'static str>,
+    /// Development: settings left unset whose values come from the kept secrets file.
+    pub kept_secrets: Option<KeptSecrets>,
+}
+
+/// Development secrets read from (and, the first time, written to) a file outside the
+/// repository; see `crate::dev_secrets`.
+#[derive(Debug, Clone)]
+pub struct KeptSecrets {
+    pub path: std::path::PathBuf,
+    /// Every setting the file supplied.
+    pub names: Vec<&'static str>,
+    /// Those it did not hold yet: generated now and written.
+    pub new: Vec<&'static str>,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://sequestra.db?mode=rwc";
@@ -277,9 +290,47 @@ const MIN_SECRET_LEN: usize = 32;
 const MIN_DISTINCT_CHARS: usize = 10;
 
 impl Config {
-    /// Reads the process environment.
+    /// Reads the process environment. In development, secrets left unset come from
+    /// the kept secrets file (`crate::dev_secrets`), generated there the first time.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|key| std::env::var(key).ok())
+        let var = |key: &str| std::env::var(key).ok().filter(|v| !v.trim().is_empty());
+        let development = !matches!(var("SEQUESTRA_ENV").as_deref(), Some("production"));
+        let kept = match crate::dev_secrets::path(var) {
+            Some(path) if development => {
+                let missing: Vec<&'static str> = crate::dev_secrets::NAMES
+                    .into_iter()
+                    .filter(|name| var(name).is_none())
+                    .collect();
+                let found = crate::dev_secrets::keep(&path, &missing).map_err(|e| {
+                    ConfigError::new(
+                        "SEQUESTRA_DEV_SECRETS_FILE",
+                        format!(
+                            "cannot keep development secrets in {}: {e} (set the secrets, \
+                             another file, or `none` for ephemeral ones)",
+                            path.display()
+                        ),
+                    )
+                })?;
+                Some((path, missing, found))
+            }
+            _ => None,
+        };
+        let mut config = Self::from_lookup(|key| {
+            var(key).or_else(|| {
+                kept.as_ref()
+                    .and_then(|(_, _, f)| f.values.get(key).cloned())
+            })
+        })?;
+        if let Some((path, names, found)) = kept
+            && !names.is_empty()
+        {
+            config.kept_secrets = Some(KeptSecrets {
+                path,
+                names,
+                new: found.generated,
+            });
+        }
+        Ok(config)
     }
 
     /// Reads settings through `lookup`, so tests can pass a map instead of the environment.
@@ -662,6 +713,7 @@ impl Config {
             sentry_dsn,
             migrate_on_start,
             generated_secrets,
+            kept_secrets: None,
         })
     }
 
@@ -848,7 +900,7 @@ pub fn secret_weakness(value: &str) -> Option<&'static str> {
     None
 }
 
-fn random_secret() -> SecretString {
+pub(crate) fn random_secret() -> SecretString {
     let value: String = rand::rng()
         .sample_iter(&Alphanumeric)
         .take(48)

@@ -125,12 +125,13 @@ pub async fn seed(
             let email = Email::parse(&demo_email(role, slug))?;
             let secret = password::generate();
             let hash = password::hash(secret.clone()).await?;
-            if refresh {
+            let who = if refresh {
                 let found = scoped
                     .first::<user::Entity>(|q| q.filter(user::Column::Email.eq(email.as_str())))
                     .await?
                     .ok_or(Error::NotFound)?;
                 rules::set_password_hash(&scoped, found.id, hash).await?;
+                found
             } else {
                 rules::create_user(
                     &scoped,
@@ -140,13 +141,24 @@ pub async fn seed(
                     hash,
                     &[role],
                 )
-                .await?;
-            }
+                .await?
+            };
+            // Releasing money needs a recent MFA step-up: the SENDER has TOTP, so the
+            // README's money flows run as it (its seed is printed as `totpSecret`).
+            let totp_secret = if role == Role::Sender {
+                if refresh {
+                    mfa::disable(&scoped, who.id, &Origin::default()).await?;
+                }
+                let seed = mfa::enrol_activated(&scoped, sealer, &who, &Origin::default()).await?;
+                Some(seed.expose_secret().to_owned())
+            } else {
+                None
+            };
             users.push(DemoUser {
                 email: email.as_str().to_owned(),
                 password: secret.expose_secret().to_owned(),
                 roles: vec![role],
-                totp_secret: None,
+                totp_secret,
             });
         }
         users.push(seed_mfa_user(&scoped, sealer, slug, refresh).await?);

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod dev_secrets;
 pub mod domain;
 pub mod entity;
 pub mod error;

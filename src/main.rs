@@ -143,6 +143,15 @@ async fn entry() -> ExitCode {
              tokens and signatures will not survive a restart"
         );
     }
+    if let Some(kept) = &config.kept_secrets {
+        tracing::info!(
+            settings = kept.names.join(","),
+            generated_now = kept.new.join(","),
+            file = %kept.path.display(),
+            "not set: using development secrets kept in a file outside the repository \
+             (development only; production needs them set)"
+        );
+    }
 
     match run(cli.command, config).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -205,7 +214,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             if demo && config.is_production() {
                 anyhow::bail!("--demo is refused when SEQUESTRA_ENV=production");
             }
+            let dev_webhook_secret = development_webhook_secret(&config);
             let app = Application::build(config).await?;
+            if let Some((secret, kept_in)) = dev_webhook_secret {
+                // Standard output, never the log; development only (README, "PSP webhooks").
+                println!(
+                    "development PSP webhook secret (SEQUESTRA_WEBHOOK_SECRETS, {kept_in}): {secret}"
+                );
+            }
             if demo {
                 let services = app.services();
                 let credentials = demo::seed(
@@ -255,6 +271,22 @@ async fn print_schema(role: Option<&str>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The webhook secret development made up (the operator did not set one), and where
+/// it is kept, so a developer can sign a webhook by hand.
+fn development_webhook_secret(config: &Config) -> Option<(String, String)> {
+    const NAME: &str = "SEQUESTRA_WEBHOOK_SECRETS";
+    if config.is_production() {
+        return None;
+    }
+    let kept_in = match &config.kept_secrets {
+        Some(kept) if kept.names.contains(&NAME) => format!("kept in {}", kept.path.display()),
+        _ if config.generated_secrets.contains(&NAME) => "ephemeral: this run only".to_owned(),
+        _ => return None,
+    };
+    let secret = config.webhook_secrets.first()?.expose_secret().to_owned();
+    Some((secret, kept_in))
 }
 
 /// Demo passwords go to standard output, never to the log.

@@ -1,15 +1,88 @@
-// The graphql-ws reference client against a running `sequestra serve --demo`:
-// connects with the demo API key in connection_init, subscribes, and must receive
-// a heartbeat and a payment update (the demo's released payment settling) in time.
-// Exits non-zero otherwise. SEQUESTRA_WS_URL and SEQUESTRA_DEMO_CREDENTIALS name
-// the server and the file `--demo-credentials` wrote.
+// A money flow watched over WebSocket with the graphql-ws reference client, against a
+// running `sequestra serve --demo --demo-credentials FILE`, whenever it is run:
+//   1. connects with the demo API key in connection_init and gets a heartbeat;
+//   2. subscribes to myPaymentUpdates (the key reads as the tenant's ADMIN: every
+//      payment of the tenant);
+//   3. signs in as the demo SENDER (password, then a TOTP code from its totpSecret:
+//      the sign-in is the MFA step-up a release needs), creates an escrow to the
+//      demo BENEFICIARY, funds it and releases it;
+//   4. waits for that release's payment to reach SETTLED (the simulated PSP's webhook,
+//      SEQUESTRA_SIM_PSP_SETTLE_AFTER_MS after the release).
+// Exits non-zero otherwise. SEQUESTRA_WS_URL names the server's WebSocket endpoint (the
+// HTTP one is derived from it) and SEQUESTRA_DEMO_CREDENTIALS the credentials file.
+import { createHmac, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 
 const url = process.env.SEQUESTRA_WS_URL ?? 'ws://127.0.0.1:8080/graphql/ws';
+const httpUrl = url.replace(/^ws/, 'http').replace(/\/ws$/, '');
 const creds = JSON.parse(readFileSync(process.env.SEQUESTRA_DEMO_CREDENTIALS, 'utf8'));
-const key = creds.tenants[0].apiKeys[0].key;
+const tenant = creds.tenants[0];
+const key = tenant.apiKeys[0].key;
+const sender = tenant.users.find((u) => u.roles.includes('SENDER'));
+const beneficiary = tenant.users.find((u) => u.roles.includes('BENEFICIARY'));
+
+/** RFC 6238 (SHA-1, 30 s, 6 digits) of a base32 secret at `at` ms, as an authenticator app. */
+function totp(secret, at) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const c of secret.replace(/=+$/, '').toUpperCase()) {
+    bits += alphabet.indexOf(c).toString(2).padStart(5, '0');
+  }
+  const bytes = [];
+  for (let i = 0; i + 8 <= bits.length; i += 8) bytes.push(parseInt(bits.slice(i, i + 8), 2));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(at / 30000)));
+  const mac = createHmac('sha1', Buffer.from(bytes)).update(counter).digest();
+  const offset = mac[mac.length - 1] & 0xf;
+  return String((mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, '0');
+}
+
+async function gql(token, query, variables = {}) {
+  const res = await fetch(httpUrl, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+    },
+    body: JSON.stringify({ query, variables }),
+  });
+  return res.json();
+}
+
+function must(result, what) {
+  if (result.errors) throw new Error(`${what}: ${JSON.stringify(result.errors)}`);
+  return result.data;
+}
+
+/** The SENDER's access token: password, then a TOTP code. Codes are single-use and
+ * the server accepts one step of skew: the next step's code is used (seeding spent
+ * the current one). When that was spent too (an earlier run in the same 30 s), the
+ * client waits for the next step rather than guessing: failed codes count towards
+ * the second factor's lockout. */
+async function signInSender() {
+  for (let attempt = 0; attempt < 2; attempt += 1) {
+    if (attempt > 0) {
+      const wait = 30000 - (Date.now() % 30000) + 500;
+      console.log(`graphql-ws: this step's code was used already; waiting ${Math.round(wait / 1000)} s for the next`);
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+    const signIn = must(
+      await gql(null, 'mutation($i: SignInInput!) { signIn(input: $i) { mfaChallenge } }', {
+        i: { tenant: tenant.slug, email: sender.email, password: sender.password },
+      }),
+      'signIn',
+    ).signIn;
+    const verified = await gql(
+      null,
+      'mutation($i: VerifyMfaInput!) { verifyMfa(input: $i) { accessToken } }',
+      { i: { challenge: signIn.mfaChallenge, code: totp(sender.totpSecret, Date.now() + 30000) } },
+    );
+    if (!verified.errors) return verified.data.verifyMfa.accessToken;
+  }
+  throw new Error('the SENDER could not complete its MFA sign-in');
+}
 
 const client = createClient({
   url,
@@ -19,13 +92,15 @@ const client = createClient({
   lazy: false,
 });
 
-function first(query, accept, ms) {
-  return new Promise((resolve, reject) => {
+/** Resolves with the first result `accept` takes; `started` resolves once subscribed. */
+function watch(query, accept, ms) {
+  let stop;
+  const done = new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       stop();
       reject(new Error(`no matching update within ${ms} ms for: ${query}`));
     }, ms);
-    const stop = client.subscribe(
+    stop = client.subscribe(
       { query },
       {
         next: (result) => {
@@ -47,17 +122,82 @@ function first(query, accept, ms) {
       },
     );
   });
+  return done;
 }
 
 try {
-  const tick = await first('subscription { serverTime }', (d) => Boolean(d.serverTime), 5000);
+  const tick = await watch('subscription { serverTime }', (d) => Boolean(d.serverTime), 5000);
   console.log(`graphql-ws: heartbeat ${tick.serverTime}`);
-  const update = await first(
-    'subscription { myPaymentUpdates { id status purpose } }',
-    (d) => d.myPaymentUpdates.status === 'SETTLED',
-    30000,
+
+  // Every payment update of the tenant from now on, kept until the release's shows up.
+  const seen = [];
+  let expected = null;
+  let settled;
+  const settledSeen = new Promise((resolve) => {
+    settled = resolve;
+  });
+  const updates = watch(
+    'subscription { myPaymentUpdates { id status } }',
+    (d) => {
+      seen.push(d.myPaymentUpdates);
+      if (expected && seen.some((p) => p.id === expected && p.status === 'SETTLED')) {
+        settled();
+        return true;
+      }
+      return false;
+    },
+    90000,
   );
-  console.log(`graphql-ws: payment ${update.myPaymentUpdates.id} ${update.myPaymentUpdates.status}`);
+  // The server acknowledges a subscribe without a message; a heartbeat proves the
+  // socket is live before anything is released.
+  await watch('subscription { serverTime(intervalSeconds: 1) }', (d) => Boolean(d.serverTime), 5000);
+
+  const providerId = must(
+    await gql(key, '{ users(first: 50) { edges { node { id email } } } }'),
+    'users',
+  ).users.edges.find((e) => e.node.email === beneficiary.email).node.id;
+  const token = await signInSender();
+  const deadline = new Date(Date.now() + 7 * 24 * 3600 * 1000).toISOString();
+  const escrow = must(
+    await gql(
+      token,
+      `mutation($i: CreateEscrowInput!, $k: String!) {
+         createEscrow(input: $i, idempotencyKey: $k) { escrow { id status } } }`,
+      {
+        i: {
+          providerId,
+          amount: '12.50',
+          currency: 'EUR',
+          description: 'ws-client.mjs: a release watched over WebSocket',
+          deadline,
+        },
+        k: randomUUID(),
+      },
+    ),
+    'createEscrow',
+  ).createEscrow.escrow;
+  must(
+    await gql(
+      token,
+      'mutation($e: ID!, $k: String!) { fundEscrow(escrowId: $e, amount: "12.50", idempotencyKey: $k) { escrow { status } } }',
+      { e: escrow.id, k: randomUUID() },
+    ),
+    'fundEscrow',
+  );
+  const released = must(
+    await gql(
+      token,
+      'mutation($e: ID!, $k: String!) { releaseEscrow(escrowId: $e, idempotencyKey: $k) { escrow { status } payments { id status } } }',
+      { e: escrow.id, k: randomUUID() },
+    ),
+    'releaseEscrow',
+  ).releaseEscrow;
+  expected = released.payments[0].id;
+  console.log(`graphql-ws: escrow ${escrow.id} ${released.escrow.status}, payment ${expected} ${released.payments[0].status}`);
+  if (seen.some((p) => p.id === expected && p.status === 'SETTLED')) settled();
+  await Promise.race([updates, settledSeen]);
+  const moves = seen.filter((p) => p.id === expected).map((p) => p.status);
+  console.log(`graphql-ws: payment ${expected} seen ${moves.join(' -> ')}`);
   await client.dispose();
   process.exit(0);
 } catch (err) {

@@ -148,7 +148,7 @@ try {
   }
 
   // A user with MFA: the password, then the authenticator code.
-  const secure = tenant.users.find((u) => u.totpSecret);
+  const secure = tenant.users.find((u) => u.roles.includes('ADMIN') && u.totpSecret);
   await page.getByLabel('Email').fill(secure.email);
   await page.getByLabel('Password').fill(secure.password);
   await page.getByRole('button', { name: 'Sign in' }).click();

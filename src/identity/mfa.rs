@@ -129,7 +129,23 @@ fn matching_step(
     who: &user::Model,
     code: &str,
 ) -> Result<Option<i64>> {
-    let seed = sealer.open(&row.secret_sealed, who.id.as_bytes())?;
+    let seed = sealer
+        .open(&row.secret_sealed, who.id.as_bytes())
+        .map_err(|_| {
+            // Sealed under a key the server no longer holds (SEQUESTRA_MFA_KEYS changed
+            // without keeping the old key for decryption): not the caller's fault, and
+            // not a server failure to hide behind INTERNAL either.
+            tracing::warn!(
+                user = %who.id,
+                key = row.secret_sealed.split('.').nth(1).unwrap_or_default(),
+                "a TOTP seed cannot be opened with the configured SEQUESTRA_MFA_KEYS"
+            );
+            Error::conflict(
+                "MFA_SEED_UNREADABLE",
+                "this MFA enrolment was sealed with a key the server no longer has \
+                 (SEQUESTRA_MFA_KEYS changed): use a recovery code, or ask an administrator",
+            )
+        })?;
     let totp = totp(seed, &who.email)?;
     Ok(totp
         .check(code.trim(), now_secs())

@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn sequestra(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sequestra"));
@@ -175,6 +175,26 @@ pub async fn serve_with(
     db: &str,
     settings: &[(&str, &str)],
 ) -> (tokio::process::Child, String) {
+    serve_to(args, db, settings, std::process::Stdio::null()).await
+}
+
+/// Like `serve_with`, the server's log (stderr) going to `log`.
+pub async fn serve_with_log(
+    args: &[&str],
+    db: &str,
+    settings: &[(&str, &str)],
+    log: &std::path::Path,
+) -> (tokio::process::Child, String) {
+    let file = std::fs::File::create(log).unwrap();
+    serve_to(args, db, settings, file.into()).await
+}
+
+async fn serve_to(
+    args: &[&str],
+    db: &str,
+    settings: &[(&str, &str)],
+    stderr: std::process::Stdio,
+) -> (tokio::process::Child, String) {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -185,13 +205,16 @@ pub async fn serve_with(
         .args(args)
         .env("SEQUESTRA_DATABASE_URL", db)
         .env("SEQUESTRA_LISTEN", &listen)
+        // Ephemeral development secrets unless a test names a file: nothing written
+        // to the home directory of whoever runs the tests.
+        .env("SEQUESTRA_DEV_SECRETS_FILE", "none")
         .env(
             "SEQUESTRA_PROOF_DIR",
             std::env::temp_dir().join(format!("sq-proofs-{port}")),
         )
         .envs(settings.iter().copied())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -263,8 +286,13 @@ async fn demo_writes_credentials_and_serves() {
             .unwrap()
             .iter()
             .filter(|u| u["totpSecret"].is_string())
+            .flat_map(|u| u["roles"].as_array().unwrap())
             .collect();
-        assert_eq!(with_mfa.len(), 1, "one user with MFA per tenant");
+        assert_eq!(
+            with_mfa,
+            [&json!("SENDER"), &json!("ADMIN")],
+            "the SENDER (money flows need a step-up) and the secure ADMIN have MFA"
+        );
         let keys = tenant["apiKeys"].as_array().unwrap();
         assert_eq!(keys.len(), 1);
         let key = keys[0]["key"].as_str().unwrap();
@@ -335,4 +363,99 @@ async fn demo_writes_credentials_and_serves() {
         assert_eq!(mode, 0o600, "credentials file is private");
     }
     child.kill().await.ok();
+}
+
+/// A restarted development server keeps the secrets it generated (kept in a 0600
+/// file outside the repository): the access token issued before the restart still
+/// works, and the demo SENDER's TOTP seed, sealed before, still opens.
+#[tokio::test]
+async fn development_secrets_survive_a_restart() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/dev.db?mode=rwc", dir.path().display());
+    let creds = dir.path().join("creds.json");
+    let kept = dir.path().join("state/dev-secrets.env");
+    let settings = [("SEQUESTRA_DEV_SECRETS_FILE", kept.to_str().unwrap())];
+    let (mut first, listen) = serve_with(
+        &["--demo", "--demo-credentials", creds.to_str().unwrap()],
+        &db,
+        &settings,
+    )
+    .await;
+    let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the kept secrets file is private");
+    let demo: Value = serde_json::from_slice(&std::fs::read(&creds).unwrap()).unwrap();
+    let tenant = &demo["tenants"][0];
+    let sender = tenant["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["roles"] == json!(["SENDER"]))
+        .unwrap()
+        .clone();
+    let totp = totp_rs::Builder::new()
+        .with_secret(
+            totp_rs::Secret::try_from_base32(sender["totpSecret"].as_str().unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let gql = |listen: String, token: Option<String>, query: &'static str, variables: Value| {
+        let client = client.clone();
+        async move {
+            let mut request = client
+                .post(format!("http://{listen}/graphql"))
+                .json(&json!({ "query": query, "variables": variables }));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            request.send().await.unwrap().json::<Value>().await.unwrap()
+        }
+    };
+    const SIGN_IN: &str = "mutation($i: SignInInput!) { signIn(input: $i) { mfaChallenge } }";
+    const VERIFY: &str = "mutation($i: VerifyMfaInput!) { verifyMfa(input: $i) { accessToken } }";
+    let sign_in = json!({ "i": { "tenant": tenant["slug"], "email": sender["email"], "password": sender["password"] } });
+    let challenge =
+        gql(listen.clone(), None, SIGN_IN, sign_in.clone()).await["data"]["signIn"]["mfaChallenge"]
+            .clone();
+    let code = crate::mfa::code_at(&totp, 30);
+    let r = gql(
+        listen.clone(),
+        None,
+        VERIFY,
+        json!({ "i": { "challenge": challenge, "code": code } }),
+    )
+    .await;
+    let token = r["data"]["verifyMfa"]["accessToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_owned();
+    first.kill().await.ok();
+    first.wait().await.ok();
+
+    let (mut second, listen) = serve_with(&[], &db, &settings).await;
+    let r = gql(
+        listen.clone(),
+        Some(token),
+        "{ viewer { email } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(r["data"]["viewer"]["email"], sender["email"], "{r}");
+    let challenge =
+        gql(listen.clone(), None, SIGN_IN, sign_in).await["data"]["signIn"]["mfaChallenge"].clone();
+    // The code already used: the seed opens and the code is refused as spent
+    // (UNAUTHENTICATED); a seed the server could not open would answer CONFLICT.
+    let r = gql(
+        listen,
+        None,
+        VERIFY,
+        json!({ "i": { "challenge": challenge, "code": code } }),
+    )
+    .await;
+    assert_eq!(
+        r["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{r}"
+    );
+    second.kill().await.ok();
 }

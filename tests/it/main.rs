@@ -15,6 +15,7 @@ mod graphql_http;
 mod idempotency;
 mod identity;
 mod invariants;
+mod logs;
 mod mfa;
 mod payments;
 mod platform;

@@ -14,6 +14,7 @@ on_both_backends!(
     repeated_wrong_codes_lock_the_second_factor,
     step_up_and_tenant_policy_are_enforced,
     disabling_needs_password_and_code,
+    a_seed_sealed_under_a_lost_key_is_a_clear_conflict,
 );
 
 const SIGN_IN: &str = "mutation($t: String!, $e: String!, $p: String!) { signIn(input: { tenant: $t, email: $e, password: $p }) { accessToken mfaChallenge } }";
@@ -325,4 +326,28 @@ async fn disabling_needs_password_and_code(app: TestApp) {
     assert_eq!(r.ok()["disableMfa"], true);
     let r = app.gql(Some(&token), "{ mfaEnabled }", json!({})).await;
     assert_eq!(r.ok()["mfaEnabled"], false);
+}
+
+/// A server whose SEQUESTRA_MFA_KEYS lack the key a seed was sealed with (a restarted
+/// development server with ephemeral keys, a rotation that dropped the old key)
+/// answers CONFLICT with a reason, not INTERNAL; recovery codes still work there.
+async fn a_seed_sealed_under_a_lost_key_is_a_clear_conflict(app: TestApp) {
+    let acme = app.tenant("acme").await;
+    let (totp, _, recovery) = enrol(&app, acme.token(Role::Sender)).await;
+    // The peer has its own ephemeral MFA key.
+    let peer = app.peer(&[]).await;
+    let c = challenge(&peer, &acme, Role::Sender).await;
+    let r = verify(&peer, &c, Some(&code_at(&totp, 30)), None).await;
+    assert_eq!(r.code(), Some("CONFLICT"), "{:?}", r.body);
+    assert_eq!(
+        r.body["errors"][0]["extensions"]["reason"],
+        "MFA_SEED_UNREADABLE"
+    );
+    let c = challenge(&peer, &acme, Role::Sender).await;
+    let r = verify(&peer, &c, None, Some(&recovery[0])).await;
+    assert!(r.ok()["verifyMfa"]["accessToken"].is_string());
+    // The server that holds the key still opens it.
+    let c = challenge(&app, &acme, Role::Sender).await;
+    let r = verify(&app, &c, Some(&code_at(&totp, 30)), None).await;
+    assert!(r.ok()["verifyMfa"]["accessToken"].is_string());
 }
