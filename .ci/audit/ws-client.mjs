@@ -10,10 +10,11 @@
 //      SEQUESTRA_SIM_PSP_SETTLE_AFTER_MS after the release).
 // Exits non-zero otherwise. SEQUESTRA_WS_URL names the server's WebSocket endpoint (the
 // HTTP one is derived from it) and SEQUESTRA_DEMO_CREDENTIALS the credentials file.
-import { createHmac, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
+import { totp } from '../totp.mjs';
 
 const url = process.env.SEQUESTRA_WS_URL ?? 'ws://127.0.0.1:8080/graphql/ws';
 const httpUrl = url.replace(/^ws/, 'http').replace(/\/ws$/, '');
@@ -22,22 +23,6 @@ const tenant = creds.tenants[0];
 const key = tenant.apiKeys[0].key;
 const sender = tenant.users.find((u) => u.roles.includes('SENDER'));
 const beneficiary = tenant.users.find((u) => u.roles.includes('BENEFICIARY'));
-
-/** RFC 6238 (SHA-1, 30 s, 6 digits) of a base32 secret at `at` ms, as an authenticator app. */
-function totp(secret, at) {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  let bits = '';
-  for (const c of secret.replace(/=+$/, '').toUpperCase()) {
-    bits += alphabet.indexOf(c).toString(2).padStart(5, '0');
-  }
-  const bytes = [];
-  for (let i = 0; i + 8 <= bits.length; i += 8) bytes.push(parseInt(bits.slice(i, i + 8), 2));
-  const counter = Buffer.alloc(8);
-  counter.writeBigUInt64BE(BigInt(Math.floor(at / 30000)));
-  const mac = createHmac('sha1', Buffer.from(bytes)).update(counter).digest();
-  const offset = mac[mac.length - 1] & 0xf;
-  return String((mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, '0');
-}
 
 async function gql(token, query, variables = {}) {
   const res = await fetch(httpUrl, {

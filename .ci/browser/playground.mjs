@@ -6,9 +6,9 @@
 //
 // SEQUESTRA_URL (http://127.0.0.1:PORT), SEQUESTRA_DEMO_CREDENTIALS (the file
 // `serve --demo --demo-credentials` wrote), SEQUESTRA_SCREENSHOT (where to save).
-import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
+import { totp } from '../totp.mjs';
 
 const base = process.env.SEQUESTRA_URL ?? 'http://127.0.0.1:8080';
 const creds = JSON.parse(readFileSync(process.env.SEQUESTRA_DEMO_CREDENTIALS, 'utf8'));
@@ -17,22 +17,6 @@ const tenant = creds.tenants.find((t) => t.slug === 'acme');
 const admin = tenant.users.find((u) => u.roles.includes('ADMIN') && !u.totpSecret);
 const origin = new URL(base).origin;
 const wsOrigin = origin.replace(/^http/, 'ws');
-
-/** The RFC 6238 code (SHA-1, 6 digits, 30 s) for a base32 seed at `at` (ms). */
-function totp(seed, at) {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  let bits = '';
-  for (const c of seed.replace(/=+$/, '').toUpperCase()) {
-    bits += alphabet.indexOf(c).toString(2).padStart(5, '0');
-  }
-  const key = [];
-  for (let i = 0; i + 8 <= bits.length; i += 8) key.push(parseInt(bits.slice(i, i + 8), 2));
-  const counter = Buffer.alloc(8);
-  counter.writeBigUInt64BE(BigInt(Math.floor(at / 30000)));
-  const mac = createHmac('sha1', Buffer.from(key)).update(counter).digest();
-  const offset = mac[mac.length - 1] & 0xf;
-  return String((mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, '0');
-}
 
 const problems = [];
 let page;

@@ -164,6 +164,17 @@ fn migrate_is_idempotent() {
     }
 }
 
+/// The JSON answer to a GraphQL POST to the server at `listen`.
+pub async fn gql_at(listen: &str, token: Option<&str>, query: &str, variables: Value) -> Value {
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{listen}/graphql"))
+        .json(&json!({ "query": query, "variables": variables }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 /// Starts `sequestra serve ARGS` on a free port against `db`; returns once /health answers.
 async fn serve(args: &[&str], db: &str) -> (tokio::process::Child, String) {
     serve_with(args, db, &[]).await
@@ -399,28 +410,15 @@ async fn development_secrets_survive_a_restart() {
         )
         .build()
         .unwrap();
-    let client = reqwest::Client::new();
-    let gql = |listen: String, token: Option<String>, query: &'static str, variables: Value| {
-        let client = client.clone();
-        async move {
-            let mut request = client
-                .post(format!("http://{listen}/graphql"))
-                .json(&json!({ "query": query, "variables": variables }));
-            if let Some(token) = token {
-                request = request.bearer_auth(token);
-            }
-            request.send().await.unwrap().json::<Value>().await.unwrap()
-        }
-    };
     const SIGN_IN: &str = "mutation($i: SignInInput!) { signIn(input: $i) { mfaChallenge } }";
     const VERIFY: &str = "mutation($i: VerifyMfaInput!) { verifyMfa(input: $i) { accessToken } }";
     let sign_in = json!({ "i": { "tenant": tenant["slug"], "email": sender["email"], "password": sender["password"] } });
     let challenge =
-        gql(listen.clone(), None, SIGN_IN, sign_in.clone()).await["data"]["signIn"]["mfaChallenge"]
+        gql_at(&listen, None, SIGN_IN, sign_in.clone()).await["data"]["signIn"]["mfaChallenge"]
             .clone();
     let code = crate::mfa::code_at(&totp, 30);
-    let r = gql(
-        listen.clone(),
+    let r = gql_at(
+        &listen,
         None,
         VERIFY,
         json!({ "i": { "challenge": challenge, "code": code } }),
@@ -434,20 +432,14 @@ async fn development_secrets_survive_a_restart() {
     first.wait().await.ok();
 
     let (mut second, listen) = serve_with(&[], &db, &settings).await;
-    let r = gql(
-        listen.clone(),
-        Some(token),
-        "{ viewer { email } }",
-        json!({}),
-    )
-    .await;
+    let r = gql_at(&listen, Some(&token), "{ viewer { email } }", json!({})).await;
     assert_eq!(r["data"]["viewer"]["email"], sender["email"], "{r}");
     let challenge =
-        gql(listen.clone(), None, SIGN_IN, sign_in).await["data"]["signIn"]["mfaChallenge"].clone();
+        gql_at(&listen, None, SIGN_IN, sign_in).await["data"]["signIn"]["mfaChallenge"].clone();
     // The code already used: the seed opens and the code is refused as spent
     // (UNAUTHENTICATED); a seed the server could not open would answer CONFLICT.
-    let r = gql(
-        listen,
+    let r = gql_at(
+        &listen,
         None,
         VERIFY,
         json!({ "i": { "challenge": challenge, "code": code } }),

@@ -9,14 +9,9 @@ use serde_json::{Value, json};
 
 use crate::cli::serve_with_log;
 
+/// The `data` of a GraphQL POST that must succeed.
 async fn gql(listen: &str, token: Option<&str>, query: &str, variables: Value) -> Value {
-    let mut request = reqwest::Client::new()
-        .post(format!("http://{listen}/graphql"))
-        .json(&json!({ "query": query, "variables": variables }));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let body: Value = request.send().await.unwrap().json().await.unwrap();
+    let body = crate::cli::gql_at(listen, token, query, variables).await;
     assert!(body.get("errors").is_none(), "{body}");
     body["data"].clone()
 }
@@ -134,7 +129,8 @@ async fn trace_logs_hold_no_credential() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|u| u["password"].as_str().unwrap().to_owned()),
+            .flat_map(|u| [&u["password"], &u["totpSecret"]])
+            .filter_map(|v| v.as_str().map(str::to_owned)),
     );
     secrets.extend(stored_credentials(&db).await);
     for secret in &secrets {

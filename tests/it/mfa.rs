@@ -33,6 +33,35 @@ pub(crate) fn code_at(totp: &Totp, offset_secs: i64) -> String {
     totp.generate(u64::try_from(now).unwrap()).to_string()
 }
 
+/// Signs in a user who has MFA with its password and the next step's code of its
+/// base32 `secret` (the current step's may be spent); returns the access token, which
+/// carries a fresh step-up.
+pub(crate) async fn sign_in_with_totp(
+    app: &TestApp,
+    slug: &str,
+    email: &str,
+    password: &str,
+    secret: &str,
+) -> String {
+    let r = app
+        .gql(
+            None,
+            SIGN_IN,
+            json!({ "t": slug, "e": email, "p": password }),
+        )
+        .await;
+    let challenge = r.ok()["signIn"]["mfaChallenge"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let code = code_at(&authenticator(secret), 30);
+    let r = verify(app, &challenge, Some(&code), None).await;
+    r.ok()["verifyMfa"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// Enrols and activates MFA for the bearer of `token`; returns the authenticator, the
 /// code used to activate, and the recovery codes.
 pub(crate) async fn enrol(app: &TestApp, token: &str) -> (Totp, String, Vec<String>) {

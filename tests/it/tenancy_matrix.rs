@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::access::{IdSlot, Shape, subscribe};
 use crate::harness::TestApp;
-use crate::mfa::enrol;
+use crate::mfa::{enrol, sign_in_with_totp};
 use crate::on_both_backends_with;
 
 on_both_backends_with!(
@@ -173,13 +173,23 @@ async fn foreign_ids_answer_exactly_like_missing_ones(app: TestApp) {
     let acme = demo.tenants.iter().find(|t| t.slug == "acme").unwrap();
     let mut callers = Vec::new();
     for role in Role::ALL {
+        // One demo user per role, with a step-up: the demo SENDER has MFA already
+        // (its sign-in is the step-up), the others enrol.
         let user = acme
             .users
             .iter()
-            .find(|u| u.roles == [role] && u.totp_secret.is_none())
+            .find(|u| u.roles == [role] && (u.totp_secret.is_none() || role == Role::Sender))
             .unwrap();
-        let token = app.sign_in("acme", &user.email, &user.password).await;
-        enrol(&app, &token).await;
+        let token = match &user.totp_secret {
+            Some(secret) => {
+                sign_in_with_totp(&app, "acme", &user.email, &user.password, secret).await
+            }
+            None => {
+                let token = app.sign_in("acme", &user.email, &user.password).await;
+                enrol(&app, &token).await;
+                token
+            }
+        };
         callers.push((role, token));
     }
 
