@@ -5,9 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 
-use sequestra::{
-    Application, accounts::rules, auth::Role, config::Config, db, demo, domain, telemetry,
-};
+use sequestra::{Application, accounts::rules, config::Config, db, demo, domain, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -58,9 +56,9 @@ enum Command {
     ///
     /// Without --role: the full schema, as committed in schema.graphql. With --role:
     /// what that role sees, built from introspection run as that role (ANONYMOUS for
-    /// a caller without credentials).
+    /// a caller without credentials), with the full schema's descriptions.
     Schema {
-        /// ADMIN, SUPPORT, SENDER, BENEFICIARY or ANONYMOUS.
+        /// ADMIN, SUPPORT, SENDER, BENEFICIARY, PLATFORM_ADMIN or ANONYMOUS.
         #[arg(long, value_name = "ROLE")]
         role: Option<String>,
     },
@@ -249,19 +247,12 @@ async fn print_schema(role: Option<&str>) -> ExitCode {
         print!("{}", sequestra::graphql::sdl());
         return ExitCode::SUCCESS;
     };
-    let parsed = match role.to_ascii_uppercase().as_str() {
-        "ANONYMOUS" => None,
-        other => match Role::ALL.into_iter().find(|r| r.as_str() == other) {
-            Some(r) => Some(r),
-            None => {
-                eprintln!(
-                    "unknown role `{role}`: use ADMIN, SUPPORT, SENDER, BENEFICIARY or ANONYMOUS"
-                );
-                return ExitCode::from(2);
-            }
-        },
-    };
-    match sequestra::graphql::role_sdl::sdl_for(parsed).await {
+    let names = sequestra::graphql::role_sdl::role_names();
+    if !names.iter().any(|name| name.eq_ignore_ascii_case(role)) {
+        eprintln!("unknown role `{role}`: use {}", names.join(", "));
+        return ExitCode::from(2);
+    }
+    match sequestra::graphql::role_sdl::sdl_for(role).await {
         Ok(sdl) => {
             print!("{sdl}");
             ExitCode::SUCCESS

@@ -6,29 +6,52 @@ use std::fmt::Write;
 use serde_json::Value;
 
 use super::context::RequestContext;
-use crate::{
-    audit::Origin,
-    auth::{Principal, Role},
-};
+use crate::{audit::Origin, auth::Principal};
 
 const INTROSPECTION: &str = r#"{ __schema {
   queryType { name } mutationType { name } subscriptionType { name }
-  types { kind name
-    fields { name args { name defaultValue type { ...T } } type { ...T } }
-    inputFields { name defaultValue type { ...T } }
-    interfaces { name } enumValues { name } possibleTypes { name } } } }
+  types { kind name description specifiedByURL
+    fields(includeDeprecated: true) { name description isDeprecated deprecationReason
+      args { name description defaultValue type { ...T } } type { ...T } }
+    inputFields { name description defaultValue type { ...T } }
+    interfaces { name }
+    enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+    possibleTypes { name } } } }
 fragment T on __Type { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } }"#;
 
-/// The principal introspection runs as: `None` is anonymous.
-fn principal(role: Option<Role>) -> Principal {
-    role.map_or(Principal::Anonymous, super::access::role_principal)
+/// The roles `--role` takes: every role, PLATFORM_ADMIN (an ADMIN of the platform
+/// tenant, with the platform scopes) and ANONYMOUS (no credential).
+pub fn role_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = super::access::role_principals()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    names.push("ANONYMOUS");
+    names
 }
 
-/// The SDL `role` (or an anonymous caller) sees, types sorted by name.
-pub async fn sdl_for(role: Option<Role>) -> anyhow::Result<String> {
+/// The principal introspection runs as for `role` (a name from `role_names`, any
+/// case); `None` for an unknown name.
+fn principal(role: &str) -> Option<Principal> {
+    let role = role.to_ascii_uppercase();
+    if role == "ANONYMOUS" {
+        return Some(Principal::Anonymous);
+    }
+    super::access::role_principals()
+        .into_iter()
+        .find(|(name, _)| *name == role)
+        .map(|(_, principal)| principal)
+}
+
+/// The SDL `role` sees (see `role_names`), types sorted by name, with the
+/// descriptions and deprecations of the full schema.
+pub async fn sdl_for(role: &str) -> anyhow::Result<String> {
+    let Some(principal) = principal(role) else {
+        anyhow::bail!("unknown role `{role}`: use {}", role_names().join(", "));
+    };
     let schema = super::builder().finish();
     let request = async_graphql::Request::new(INTROSPECTION).data(RequestContext::new(
-        principal(role),
+        principal,
         None,
         Origin::default(),
         None,
@@ -49,28 +72,62 @@ fn type_ref(t: &Value) -> String {
     }
 }
 
-fn args(field: &Value) -> String {
-    let list: Vec<String> = field["args"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|a| {
-            let mut s = format!(
-                "{}: {}",
-                a["name"].as_str().unwrap_or_default(),
-                type_ref(&a["type"])
-            );
-            if let Some(d) = a["defaultValue"].as_str() {
-                let _ = write!(s, " = {d}");
-            }
-            s
-        })
-        .collect();
-    if list.is_empty() {
-        String::new()
-    } else {
-        format!("({})", list.join(", "))
+/// `item`'s description as an SDL block string, indented by `indent`.
+fn description(out: &mut String, item: &Value, indent: &str) {
+    let Some(text) = item["description"].as_str().filter(|d| !d.is_empty()) else {
+        return;
+    };
+    let _ = writeln!(out, "{indent}\"\"\"");
+    for line in text.replace("\"\"\"", "\\\"\"\"").lines() {
+        if line.is_empty() {
+            out.push('\n');
+        } else {
+            let _ = writeln!(out, "{indent}{line}");
+        }
     }
+    let _ = writeln!(out, "{indent}\"\"\"");
+}
+
+fn deprecation(item: &Value) -> String {
+    if item["isDeprecated"].as_bool() != Some(true) {
+        return String::new();
+    }
+    match item["deprecationReason"].as_str() {
+        Some(reason) => format!(" @deprecated(reason: {})", Value::from(reason)),
+        None => " @deprecated".to_owned(),
+    }
+}
+
+/// `name: Type = default`, the shape of an argument and of an input field.
+fn input_value(v: &Value) -> String {
+    let mut s = format!(
+        "{}: {}",
+        v["name"].as_str().unwrap_or_default(),
+        type_ref(&v["type"])
+    );
+    if let Some(d) = v["defaultValue"].as_str() {
+        let _ = write!(s, " = {d}");
+    }
+    s
+}
+
+/// A field's arguments: inline when none has a description, else one per line.
+fn args(out: &mut String, field: &Value) {
+    let list = field["args"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        return;
+    }
+    if list.iter().all(|a| a["description"].as_str().is_none()) {
+        let inline: Vec<String> = list.iter().map(input_value).collect();
+        let _ = write!(out, "({})", inline.join(", "));
+        return;
+    }
+    out.push_str("(\n");
+    for a in &list {
+        description(out, a, "\t\t");
+        let _ = writeln!(out, "\t\t{}", input_value(a));
+    }
+    out.push_str("\t)");
 }
 
 fn names(list: &Value) -> Vec<&str> {
@@ -101,14 +158,25 @@ fn print(schema: &Value) -> String {
         if matches!(kind, "OBJECT" | "INTERFACE") && fields.is_empty() {
             continue; // nothing of it is visible
         }
+        description(&mut out, t, "");
         match kind {
             "SCALAR" => {
-                let _ = writeln!(out, "scalar {name}\n");
+                let specified = t["specifiedByURL"]
+                    .as_str()
+                    .map(|url| format!(" @specifiedBy(url: {})", Value::from(url)))
+                    .unwrap_or_default();
+                let _ = writeln!(out, "scalar {name}{specified}\n");
             }
             "ENUM" => {
                 let _ = writeln!(out, "enum {name} {{");
-                for v in names(&t["enumValues"]) {
-                    let _ = writeln!(out, "  {v}");
+                for v in t["enumValues"].as_array().into_iter().flatten() {
+                    description(&mut out, v, "\t");
+                    let _ = writeln!(
+                        out,
+                        "\t{}{}",
+                        v["name"].as_str().unwrap_or_default(),
+                        deprecation(v)
+                    );
                 }
                 out.push_str("}\n\n");
             }
@@ -122,12 +190,8 @@ fn print(schema: &Value) -> String {
             "INPUT_OBJECT" => {
                 let _ = writeln!(out, "input {name} {{");
                 for f in t["inputFields"].as_array().into_iter().flatten() {
-                    let _ = writeln!(
-                        out,
-                        "  {}: {}",
-                        f["name"].as_str().unwrap_or_default(),
-                        type_ref(&f["type"])
-                    );
+                    description(&mut out, f, "\t");
+                    let _ = writeln!(out, "\t{}", input_value(f));
                 }
                 out.push_str("}\n\n");
             }
@@ -145,13 +209,10 @@ fn print(schema: &Value) -> String {
                 };
                 let _ = writeln!(out, "{keyword} {name}{implements} {{");
                 for f in &fields {
-                    let _ = writeln!(
-                        out,
-                        "  {}{}: {}",
-                        f["name"].as_str().unwrap_or_default(),
-                        args(f),
-                        type_ref(&f["type"])
-                    );
+                    description(&mut out, f, "\t");
+                    let _ = write!(out, "\t{}", f["name"].as_str().unwrap_or_default());
+                    args(&mut out, f);
+                    let _ = writeln!(out, ": {}{}", type_ref(&f["type"]), deprecation(f));
                 }
                 out.push_str("}\n\n");
             }

@@ -54,3 +54,43 @@ fn readme_policy_table_matches_the_declaration() {
         sequestra::graphql::access::markdown()
     );
 }
+
+/// `sequestra schema --role` prints what a role sees with the full schema's
+/// descriptions, knows PLATFORM_ADMIN, and refuses an unknown role naming the known.
+#[test]
+fn role_schemas_keep_descriptions_and_know_every_role() {
+    let run = |role: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sequestra"))
+            .args(["schema", "--role", role])
+            .output()
+            .expect("run sequestra schema --role")
+    };
+    let sender = run("SENDER");
+    assert!(sender.status.success());
+    let sdl = String::from_utf8(sender.stdout).unwrap();
+    for kept in [
+        "\"\"\"\n\tThe tenant's slug.\n\t\"\"\"\n\ttenant: String!",
+        "\tThe sender releases everything the escrow holds to the provider",
+        "\treleaseEscrow(escrowId: ID!, idempotencyKey: String!): EscrowPayload!",
+    ] {
+        assert!(sdl.contains(kept), "missing {kept:?} in:\n{sdl}");
+    }
+    assert!(
+        !sdl.contains("createTenant"),
+        "a SENDER does not see createTenant"
+    );
+
+    let platform = run("platform_admin");
+    assert!(platform.status.success());
+    let sdl = String::from_utf8(platform.stdout).unwrap();
+    assert!(sdl.contains("\tcreateTenant("), "{sdl}");
+    assert!(!sdl.contains("releaseEscrow"), "{sdl}");
+
+    let unknown = run("OWNER");
+    assert_eq!(unknown.status.code(), Some(2));
+    let said = String::from_utf8(unknown.stderr).unwrap();
+    assert!(
+        said.contains("PLATFORM_ADMIN") && said.contains("ANONYMOUS"),
+        "{said}"
+    );
+}
