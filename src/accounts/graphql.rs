@@ -31,13 +31,17 @@ use crate::{
 pub struct TenantNode {
     #[graphql(skip)]
     pub model: tenant::Model,
+    /// The tenant's short name, used to sign in.
     pub slug: String,
+    /// The tenant's display name.
     pub name: String,
+    /// When it was created.
     pub created_at: DateTime<Utc>,
 }
 
 #[ComplexObject]
 impl TenantNode {
+    /// The tenant's global id.
     pub async fn id(&self) -> ID {
         ID(ids::encode(Kind::Tenant, self.model.id))
     }
@@ -57,20 +61,25 @@ impl From<tenant::Model> for TenantNode {
 /// A user of one tenant.
 pub struct UserNode(pub user::Model);
 
+/// A person of the tenant.
 #[Object(name = "User")]
 impl UserNode {
+    /// The user's global id.
     pub async fn id(&self) -> ID {
         ID(ids::encode(Kind::User, self.0.id))
     }
 
+    /// The email they sign in with.
     async fn email(&self) -> &str {
         &self.0.email
     }
 
+    /// false: deactivated; they can no longer sign in.
     async fn is_active(&self) -> bool {
         self.0.is_active
     }
 
+    /// When the user was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -105,10 +114,21 @@ impl AccountsQuery {
     async fn audit_log(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "Only entries with this action (e.g. `auth.sign_in.failed`).")]
         action: Option<String>,
-        after: Option<String>,
-        before: Option<String>,
+        #[graphql(desc = "A cursor from an earlier page: the items after it.")] after: Option<
+            String,
+        >,
+        #[graphql(desc = "A cursor from an earlier page: the items before it.")] before: Option<
+            String,
+        >,
+        #[graphql(
+            desc = "At most this many items from the start (or after `after`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "At most this many items from the end (or before `before`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
         last: Option<i32>,
     ) -> async_graphql::Result<Connection<IdCursor, AuditEntryNode>> {
         paginate::<audit_log::Entity, _>(
@@ -133,9 +153,19 @@ impl AccountsQuery {
     async fn users(
         &self,
         ctx: &Context<'_>,
-        after: Option<String>,
-        before: Option<String>,
+        #[graphql(desc = "A cursor from an earlier page: the items after it.")] after: Option<
+            String,
+        >,
+        #[graphql(desc = "A cursor from an earlier page: the items before it.")] before: Option<
+            String,
+        >,
+        #[graphql(
+            desc = "At most this many items from the start (or after `after`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "At most this many items from the end (or before `before`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
         last: Option<i32>,
     ) -> async_graphql::Result<Connection<IdCursor, UserNode>> {
         paginate::<user::Entity, _>(
@@ -153,22 +183,28 @@ impl AccountsQuery {
     }
 }
 
+/// A new user of your tenant.
 #[derive(InputObject)]
 pub struct CreateUserInput {
+    /// The user's email, unique in the tenant; they sign in with it.
     pub email: String,
+    /// The user's roles (and so their scopes).
     pub roles: Vec<Role>,
 }
 
 /// A new user and the one-time password to hand them (shown once).
 #[derive(SimpleObject)]
 pub struct CreatedUser {
+    /// The new user.
     pub user: UserNode,
+    /// The user's first password: shown once, stored only as a hash.
     pub one_time_password: String,
 }
 
 /// One row of the append-only audit log.
 pub struct AuditEntryNode(pub audit_log::Model);
 
+/// A row of the tenant's append-only audit log: who did what, from where.
 #[Object(name = "AuditEntry")]
 impl AuditEntryNode {
     /// `USER` or `SYSTEM`.
@@ -176,6 +212,7 @@ impl AuditEntryNode {
         &self.0.actor_type
     }
 
+    /// The user who acted; none for the system (jobs, webhooks) or an anonymous caller.
     async fn actor_id(&self) -> Option<ID> {
         self.0.actor_id.map(|id| ID(ids::encode(Kind::User, id)))
     }
@@ -185,14 +222,17 @@ impl AuditEntryNode {
         &self.0.action
     }
 
+    /// The kind of object acted on (`escrow`, `payment`, `user`, …).
     async fn subject_type(&self) -> Option<&str> {
         self.0.subject_type.as_deref()
     }
 
+    /// The client address the request came from (behind a trusted proxy: the forwarded one).
     async fn ip(&self) -> Option<&str> {
         self.0.ip.as_deref()
     }
 
+    /// The request's `x-request-id`, to find its log lines.
     async fn request_id(&self) -> Option<&str> {
         self.0.request_id.as_deref()
     }
@@ -202,23 +242,31 @@ impl AuditEntryNode {
         self.0.details.to_string()
     }
 
+    /// When it happened.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
 }
 
+/// A new tenant and its first ADMIN.
 #[derive(InputObject)]
 pub struct CreateTenantInput {
+    /// The tenant's short name in sign-ins: 2 to 63 characters of a-z, 0-9 and -, not starting or ending with -, unique.
     pub slug: String,
+    /// The tenant's display name.
     pub name: String,
+    /// The email of the tenant's first ADMIN, who gets a one-time password.
     pub admin_email: String,
 }
 
 /// A new tenant, its first ADMIN and that admin's one-time password (shown once).
 #[derive(SimpleObject)]
 pub struct CreatedTenant {
+    /// The new tenant.
     pub tenant: TenantNode,
+    /// The email its first ADMIN signs in with.
     pub admin_email: String,
+    /// That ADMIN's password: shown once, stored only as a hash; change it at first sign-in.
     pub one_time_password: String,
 }
 
@@ -232,6 +280,7 @@ impl AccountsMutation {
     async fn create_tenant(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The tenant's slug and name, and its first ADMIN.")]
         input: CreateTenantInput,
     ) -> async_graphql::Result<CreatedTenant> {
         let me = ctx.user()?;
@@ -255,7 +304,7 @@ impl AccountsMutation {
     async fn create_user(
         &self,
         ctx: &Context<'_>,
-        input: CreateUserInput,
+        #[graphql(desc = "The new user's email, name and roles.")] input: CreateUserInput,
     ) -> async_graphql::Result<CreatedUser> {
         let me = ctx.user()?;
         let email = Email::parse(&input.email)?;
@@ -283,8 +332,8 @@ impl AccountsMutation {
     async fn set_user_roles(
         &self,
         ctx: &Context<'_>,
-        user_id: ID,
-        roles: Vec<Role>,
+        #[graphql(desc = "The user.")] user_id: ID,
+        #[graphql(desc = "The user's roles from now on (their scopes follow).")] roles: Vec<Role>,
     ) -> async_graphql::Result<UserNode> {
         let me = ctx.user()?;
         let target = ids::decode_as(Kind::User, &user_id)?;
@@ -300,6 +349,9 @@ impl AccountsMutation {
     async fn deactivate_user(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "The user to deactivate: their sessions and API keys stop working at once."
+        )]
         user_id: ID,
     ) -> async_graphql::Result<UserNode> {
         let me = ctx.user()?;
@@ -315,8 +367,12 @@ impl AccountsMutation {
     async fn change_password(
         &self,
         ctx: &Context<'_>,
-        #[graphql(secret)] current_password: String,
-        #[graphql(secret)] new_password: String,
+        #[graphql(secret, desc = "Your password now.")] current_password: String,
+        #[graphql(
+            secret,
+            desc = "The new password: at least 12 characters, not a common one; every other session is signed out."
+        )]
+        new_password: String,
     ) -> async_graphql::Result<bool> {
         ctx.take_credential_attempt()?;
         let me = ctx.user()?;

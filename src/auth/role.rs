@@ -17,12 +17,16 @@ use sea_orm::entity::prelude::*;
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(32))")]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Role {
+    /// Manages the tenant: users, roles, keys, catalog, disputes.
     #[sea_orm(string_value = "ADMIN")]
     Admin,
+    /// Reads the tenant's escrows and spending and reviews proofs.
     #[sea_orm(string_value = "SUPPORT")]
     Support,
+    /// Puts money in escrow and grants mandates.
     #[sea_orm(string_value = "SENDER")]
     Sender,
+    /// Receives escrow payments and spends mandates.
     #[sea_orm(string_value = "BENEFICIARY")]
     Beneficiary,
 }

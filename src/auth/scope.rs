@@ -5,6 +5,7 @@ use std::{collections::BTreeSet, fmt, str::FromStr};
 
 use super::Role;
 
+/// A permission a role (or an API key) holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, async_graphql::Enum)]
 pub enum Scope {
     /// Read escrows.

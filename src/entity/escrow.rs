@@ -29,6 +29,7 @@ pub enum EscrowStatus {
     /// Everything funded was paid to the provider (or split by a dispute).
     #[sea_orm(string_value = "RELEASED")]
     Released,
+    /// Withdrawn before any payment; deposits were refunded.
     #[sea_orm(string_value = "CANCELLED")]
     Cancelled,
     /// What remained went back to the sender.

@@ -1,5 +1,6 @@
 use sea_orm::entity::prelude::*;
 
+/// Whether a mandate can still be spent.
 #[derive(
     Debug,
     Clone,
@@ -16,6 +17,7 @@ use sea_orm::entity::prelude::*;
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(24))")]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MandateStatus {
+    /// Spendable.
     #[sea_orm(string_value = "ACTIVE")]
     Active,
     /// Spent reached the total.

@@ -1,5 +1,6 @@
 use sea_orm::entity::prelude::*;
 
+/// Where a milestone stands.
 #[derive(
     Debug,
     Clone,
@@ -22,6 +23,7 @@ pub enum MilestoneStatus {
     /// A proof waits for the sender's (or support's) decision.
     #[sea_orm(string_value = "PENDING_REVIEW")]
     PendingReview,
+    /// Accepted: it can be released.
     #[sea_orm(string_value = "APPROVED")]
     Approved,
     /// The proof was refused; the provider may submit another.
@@ -30,6 +32,7 @@ pub enum MilestoneStatus {
     /// A payment to the provider is on its way.
     #[sea_orm(string_value = "PAYING")]
     Paying,
+    /// Its payment to the provider settled.
     #[sea_orm(string_value = "PAID")]
     Paid,
 }

@@ -1,5 +1,6 @@
 use sea_orm::entity::prelude::*;
 
+/// Where a payment stands; it only moves forward.
 #[derive(
     Debug,
     Clone,
@@ -22,8 +23,10 @@ pub enum PaymentStatus {
     /// Accepted by the PSP.
     #[sea_orm(string_value = "SENT")]
     Sent,
+    /// The PSP confirmed the money arrived (final).
     #[sea_orm(string_value = "SETTLED")]
     Settled,
+    /// The PSP refused or returned it (final; it may be retried as a new payment).
     #[sea_orm(string_value = "FAILED")]
     Failed,
 }
@@ -44,6 +47,7 @@ impl PaymentStatus {
     }
 }
 
+/// Why a payment was made.
 #[derive(
     Debug,
     Clone,

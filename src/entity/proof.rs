@@ -1,5 +1,6 @@
 use sea_orm::entity::prelude::*;
 
+/// What a proof is.
 #[derive(
     Debug,
     Clone,
@@ -19,12 +20,15 @@ pub enum ProofKind {
     /// Text only, no file.
     #[sea_orm(string_value = "NOTE")]
     Note,
+    /// A PDF.
     #[sea_orm(string_value = "DOCUMENT")]
     Document,
+    /// A JPEG or PNG picture (its EXIF position and time are checked against the milestone).
     #[sea_orm(string_value = "PHOTO")]
     Photo,
 }
 
+/// Whether a proof was accepted.
 #[derive(
     Debug,
     Clone,
@@ -41,10 +45,13 @@ pub enum ProofKind {
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(24))")]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ProofStatus {
+    /// Waiting for the sender's (or support's) decision.
     #[sea_orm(string_value = "PENDING")]
     Pending,
+    /// Accepted: the milestone is approved.
     #[sea_orm(string_value = "ACCEPTED")]
     Accepted,
+    /// Refused: the provider may submit another.
     #[sea_orm(string_value = "REJECTED")]
     Rejected,
 }

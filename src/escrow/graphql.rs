@@ -41,16 +41,20 @@ use crate::{
 /// Money held for a provider until delivery is proven.
 pub struct EscrowNode(pub escrow::Model);
 
+/// Money a sender holds for a provider until the work is proven, released in milestones.
 #[Object(name = "Escrow")]
 impl EscrowNode {
+    /// The escrow's global id.
     pub async fn id(&self) -> ID {
         global_id(Kind::Escrow, self.0.id)
     }
 
+    /// Where the escrow stands in its life.
     async fn status(&self) -> EscrowStatus {
         self.0.status
     }
 
+    /// What the money pays for.
     async fn description(&self) -> &str {
         &self.0.description
     }
@@ -83,14 +87,17 @@ impl EscrowNode {
         )
     }
 
+    /// The user who pays (the SENDER).
     async fn sender_id(&self) -> ID {
         global_id(Kind::User, self.0.sender_id)
     }
 
+    /// The user who is paid.
     async fn provider_id(&self) -> ID {
         global_id(Kind::User, self.0.provider_id)
     }
 
+    /// Deliver by then, or the sender may take the money back.
     async fn deadline(&self) -> DateTime<Utc> {
         self.0.deadline
     }
@@ -101,10 +108,12 @@ impl EscrowNode {
         self.0.inspection_seconds
     }
 
+    /// When the provider said the work was delivered.
     async fn delivered_at(&self) -> Option<DateTime<Utc>> {
         self.0.delivered_at
     }
 
+    /// When a delivery not approved or rejected by then is released automatically.
     async fn inspection_ends_at(&self) -> Option<DateTime<Utc>> {
         self.0.inspection_ends_at
     }
@@ -114,6 +123,7 @@ impl EscrowNode {
         self.0.refundable_at
     }
 
+    /// Why a party opened the dispute, if one is open or was.
     async fn dispute_reason(&self) -> Option<&str> {
         self.0.dispute_reason.as_deref()
     }
@@ -123,10 +133,12 @@ impl EscrowNode {
         self.0.disputed_from
     }
 
+    /// When it was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
 
+    /// When it last changed.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
@@ -140,6 +152,7 @@ impl EscrowNode {
             .collect())
     }
 
+    /// The deposits that funded it, oldest first.
     async fn deposits(&self, ctx: &Context<'_>) -> Result<Vec<DepositNode>> {
         Ok(children::<deposit::Entity>(ctx, self.0.id)
             .await?
@@ -148,6 +161,7 @@ impl EscrowNode {
             .collect())
     }
 
+    /// The payments out of it (releases, refunds, payouts), oldest first.
     async fn payments(&self, ctx: &Context<'_>) -> Result<Vec<PaymentNode>> {
         Ok(children::<payment::Entity>(ctx, self.0.id)
             .await?
@@ -166,46 +180,59 @@ impl EscrowNode {
     }
 }
 
+/// A circle on the map a photo proof must be taken in.
 #[derive(SimpleObject)]
 pub struct GeofenceValue {
+    /// The centre's latitude, in degrees (WGS 84).
     pub latitude: f64,
+    /// The centre's longitude, in degrees (WGS 84).
     pub longitude: f64,
+    /// The circle's radius, in meters.
     pub radius_meters: f64,
 }
 
 /// A part of the work, paid on its own once approved. Carries its escrow's currency.
 pub struct MilestoneNode(pub milestone::Model, pub String);
 
+/// A part of an escrow, proven and paid on its own.
 #[Object(name = "Milestone")]
 impl MilestoneNode {
+    /// The milestone's global id.
     pub async fn id(&self) -> ID {
         global_id(Kind::Milestone, self.0.id)
     }
 
+    /// The escrow it belongs to.
     async fn escrow_id(&self) -> ID {
         global_id(Kind::Escrow, self.0.escrow_id)
     }
 
+    /// Its place in the escrow, from 1.
     async fn position(&self) -> i32 {
         self.0.position
     }
 
+    /// What is to be done.
     async fn title(&self) -> &str {
         &self.0.title
     }
 
+    /// What it pays.
     async fn amount(&self) -> MoneyValue {
         MoneyValue::new(self.0.amount_minor, &self.1)
     }
 
+    /// Where it stands: waiting for a proof, in review, approved, paying, paid.
     async fn status(&self) -> MilestoneStatus {
         self.0.status
     }
 
+    /// What proof it needs before it can be approved.
     async fn proof_requirement(&self) -> ProofRequirement {
         self.0.proof_kind
     }
 
+    /// Where a photo proof must be taken, if anywhere.
     async fn geofence(&self) -> Option<GeofenceValue> {
         match (
             self.0.geo_latitude,
@@ -221,14 +248,17 @@ impl MilestoneNode {
         }
     }
 
+    /// A photo proof must be taken at or after this time, if set.
     async fn window_start(&self) -> Option<DateTime<Utc>> {
         self.0.window_start
     }
 
+    /// A photo proof must be taken before this time, if set.
     async fn window_end(&self) -> Option<DateTime<Utc>> {
         self.0.window_end
     }
 
+    /// The proofs submitted for it, oldest first.
     async fn proofs(&self, ctx: &Context<'_>) -> Result<Vec<ProofNode>> {
         Ok(children::<proof::Entity>(ctx, self.0.id)
             .await?
@@ -240,28 +270,35 @@ impl MilestoneNode {
 
 pub struct ProofNode(pub proof::Model);
 
+/// Evidence a provider submits for a milestone: a note, a document or a photo.
 #[Object(name = "Proof")]
 impl ProofNode {
+    /// The proof's global id.
     pub async fn id(&self) -> ID {
         global_id(Kind::Proof, self.0.id)
     }
 
+    /// The milestone it proves.
     async fn milestone_id(&self) -> ID {
         global_id(Kind::Milestone, self.0.milestone_id)
     }
 
+    /// What was submitted.
     async fn kind(&self) -> ProofKind {
         self.0.kind
     }
 
+    /// Whether it was accepted.
     async fn status(&self) -> ProofStatus {
         self.0.status
     }
 
+    /// The provider's note.
     async fn note(&self) -> Option<&str> {
         self.0.note.as_deref()
     }
 
+    /// The uploaded file's name, if a file was sent.
     async fn filename(&self) -> Option<&str> {
         self.0.filename.as_deref()
     }
@@ -271,6 +308,7 @@ impl ProofNode {
         self.0.content_type.as_deref()
     }
 
+    /// The uploaded file's size, in bytes.
     async fn size_bytes(&self) -> Option<i64> {
         self.0.size_bytes
     }
@@ -285,6 +323,7 @@ impl ProofNode {
         self.0.latitude
     }
 
+    /// From the photo's EXIF GPS tags.
     async fn longitude(&self) -> Option<f64> {
         self.0.longitude
     }
@@ -299,22 +338,27 @@ impl ProofNode {
         self.0.decided_automatically
     }
 
+    /// Who accepted or rejected it; none when decided automatically.
     async fn decided_by_id(&self) -> Option<ID> {
         self.0.decided_by.map(|id| global_id(Kind::User, id))
     }
 
+    /// Why it was accepted or rejected.
     async fn decision_note(&self) -> Option<&str> {
         self.0.decision_note.as_deref()
     }
 
+    /// When it was decided.
     async fn decided_at(&self) -> Option<DateTime<Utc>> {
         self.0.decided_at
     }
 
+    /// Who submitted it (the provider).
     async fn submitted_by_id(&self) -> ID {
         global_id(Kind::User, self.0.submitted_by)
     }
 
+    /// When it was submitted.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -322,20 +366,25 @@ impl ProofNode {
 
 pub struct DepositNode(pub deposit::Model);
 
+/// Money the sender put into an escrow.
 #[Object(name = "Deposit")]
 impl DepositNode {
+    /// The deposit's global id.
     pub async fn id(&self) -> ID {
         global_id(Kind::Deposit, self.0.id)
     }
 
+    /// How much, in the escrow's currency.
     async fn amount(&self) -> MoneyValue {
         MoneyValue::new(self.0.amount_minor, &self.0.currency)
     }
 
+    /// Who deposited it (the sender).
     async fn depositor_id(&self) -> ID {
         global_id(Kind::User, self.0.depositor_id)
     }
 
+    /// When it was recorded.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -344,8 +393,10 @@ impl DepositNode {
 /// One step of an escrow's timeline.
 pub struct EscrowEventNode(pub escrow_event::Model);
 
+/// One change of an escrow or of one of its milestones, in order.
 #[Object(name = "EscrowEvent")]
 impl EscrowEventNode {
+    /// The event's global id.
     pub async fn id(&self) -> ID {
         global_id(Kind::EscrowEvent, self.0.id)
     }
@@ -355,14 +406,17 @@ impl EscrowEventNode {
         &self.0.kind
     }
 
+    /// The status before, when the status changed.
     async fn from_status(&self) -> Option<&str> {
         self.0.from_status.as_deref()
     }
 
+    /// The status after, when the status changed.
     async fn to_status(&self) -> Option<&str> {
         self.0.to_status.as_deref()
     }
 
+    /// The milestone it concerns, if any.
     async fn milestone_id(&self) -> Option<ID> {
         self.0.milestone_id.map(|id| global_id(Kind::Milestone, id))
     }
@@ -372,10 +426,12 @@ impl EscrowEventNode {
         self.0.actor_id.map(|id| global_id(Kind::User, id))
     }
 
+    /// The event's details (amounts, reasons, payment ids), as JSON.
     async fn data(&self) -> Json<serde_json::Value> {
         Json(self.0.data.clone())
     }
 
+    /// When it happened.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -385,8 +441,10 @@ impl EscrowEventNode {
 /// same deposit and payments again (with their current state).
 pub struct EscrowPayload(Effect);
 
+/// What a money-moving escrow mutation did.
 #[Object]
 impl EscrowPayload {
+    /// The escrow as it is now.
     async fn escrow(&self, ctx: &Context<'_>) -> Result<EscrowNode> {
         Ok(EscrowNode(
             ctx.tenant_db()?
@@ -422,17 +480,25 @@ impl EscrowPayload {
 
 // ------------------------------------------------------------------ inputs
 
+/// A circle on the map a photo proof must be taken in.
 #[derive(InputObject, Serialize)]
 pub struct GeofenceInput {
+    /// The centre's latitude, in degrees (WGS 84).
     pub latitude: f64,
+    /// The centre's longitude, in degrees (WGS 84).
     pub longitude: f64,
+    /// The circle's radius, in meters.
     pub radius_meters: f64,
 }
 
+/// A milestone of a new escrow.
 #[derive(InputObject, Serialize)]
 pub struct MilestoneInput {
+    /// What is to be done.
     pub title: String,
+    /// What it pays; the milestones add up to the escrow's amount.
     pub amount: Decimal,
+    /// What proof it needs.
     #[graphql(default_with = "ProofRequirement::None")]
     pub proof: ProofRequirement,
     /// Only for PHOTO: a photo taken inside it (and the window) is approved at once.
@@ -440,16 +506,20 @@ pub struct MilestoneInput {
     /// The photo's capture time must be within [windowStart, windowEnd]; by default
     /// from the escrow's creation to now.
     pub window_start: Option<DateTime<Utc>>,
+    /// A photo proof must be taken before this time.
     pub window_end: Option<DateTime<Utc>>,
 }
 
+/// A new escrow from you (the SENDER) to a provider.
 #[derive(InputObject, Serialize)]
 pub struct CreateEscrowInput {
     /// The user to pay (a user of your tenant).
     pub provider_id: ID,
+    /// The total to hold, in `currency`.
     pub amount: Decimal,
     /// ISO 4217, e.g. "EUR".
     pub currency: String,
+    /// What the money pays for, shown to both parties.
     pub description: String,
     /// Deliver by then, or the sender may take the money back.
     pub deadline: DateTime<Utc>,
@@ -461,6 +531,7 @@ pub struct CreateEscrowInput {
     pub milestones: Vec<MilestoneInput>,
 }
 
+/// Your part in an escrow.
 #[derive(Enum, Copy, Clone, PartialEq, Eq)]
 pub enum EscrowRole {
     /// Escrows you pay.
@@ -469,15 +540,20 @@ pub enum EscrowRole {
     Provider,
 }
 
+/// Which escrows to list.
 #[derive(InputObject, Default)]
 pub struct EscrowFilter {
+    /// Only escrows in this status.
     pub status: Option<EscrowStatus>,
     /// Your side of the escrow.
     pub role: Option<EscrowRole>,
+    /// Only escrows created at or after this time.
     pub created_after: Option<DateTime<Utc>>,
+    /// Only escrows created before this time.
     pub created_before: Option<DateTime<Utc>>,
 }
 
+/// How an admin settles a dispute.
 #[derive(Enum, Copy, Clone, PartialEq, Eq, Serialize)]
 pub enum DisputeOutcome {
     /// Everything held goes to the provider.
@@ -503,7 +579,11 @@ pub struct EscrowQuery;
 impl EscrowQuery {
     /// One escrow you are a party to (support and admins: any of the tenant's).
     #[graphql(visible = "access::visible::escrow")]
-    async fn escrow(&self, ctx: &Context<'_>, id: ID) -> Result<EscrowNode> {
+    async fn escrow(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The escrow's id.")] id: ID,
+    ) -> Result<EscrowNode> {
         let caller = ctx.caller()?;
         Ok(EscrowNode(
             rules::visible(ctx.tenant_db()?, &caller, escrow_id(&id)?).await?,
@@ -515,10 +595,20 @@ impl EscrowQuery {
     async fn escrows(
         &self,
         ctx: &Context<'_>,
-        filter: Option<EscrowFilter>,
-        after: Option<String>,
-        before: Option<String>,
+        #[graphql(desc = "Only the escrows that match.")] filter: Option<EscrowFilter>,
+        #[graphql(desc = "A cursor from an earlier page: the items after it.")] after: Option<
+            String,
+        >,
+        #[graphql(desc = "A cursor from an earlier page: the items before it.")] before: Option<
+            String,
+        >,
+        #[graphql(
+            desc = "At most this many items from the start (or after `after`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "At most this many items from the end (or before `before`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
         last: Option<i32>,
     ) -> async_graphql::Result<Connection<IdCursor, EscrowNode>> {
         let caller = ctx.caller()?;
@@ -568,7 +658,11 @@ impl EscrowMutation {
     async fn create_escrow(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The provider, amount, currency, deadline and milestones.")]
         input: CreateEscrowInput,
+        #[graphql(
+            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
+        )]
         idempotency_key: String,
     ) -> Result<EscrowPayload> {
         let new = rules::NewEscrow {
@@ -614,8 +708,12 @@ impl EscrowMutation {
     async fn fund_escrow(
         &self,
         ctx: &Context<'_>,
-        escrow_id: ID,
+        #[graphql(desc = "The DRAFT escrow you send.")] escrow_id: ID,
+        #[graphql(desc = "The deposit, in the escrow's currency; at most what remains to fund.")]
         amount: Decimal,
+        #[graphql(
+            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
+        )]
         idempotency_key: String,
     ) -> Result<EscrowPayload> {
         let id = self::escrow_id(&escrow_id)?;
@@ -639,8 +737,11 @@ impl EscrowMutation {
     async fn cancel_escrow(
         &self,
         ctx: &Context<'_>,
-        escrow_id: ID,
-        reason: Option<String>,
+        #[graphql(desc = "The escrow to cancel.")] escrow_id: ID,
+        #[graphql(desc = "Why, for the other party and the audit log.")] reason: Option<String>,
+        #[graphql(
+            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
+        )]
         idempotency_key: String,
     ) -> Result<EscrowPayload> {
         let id = self::escrow_id(&escrow_id)?;
@@ -663,7 +764,11 @@ impl EscrowMutation {
     async fn refund_escrow(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The escrow you send, past its deadline and not delivered.")]
         escrow_id: ID,
+        #[graphql(
+            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
+        )]
         idempotency_key: String,
     ) -> Result<EscrowPayload> {
         let id = self::escrow_id(&escrow_id)?;
@@ -686,7 +791,10 @@ impl EscrowMutation {
     async fn release_milestone(
         &self,
         ctx: &Context<'_>,
-        milestone_id: ID,
+        #[graphql(desc = "The APPROVED milestone to pay.")] milestone_id: ID,
+        #[graphql(
+            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
+        )]
         idempotency_key: String,
     ) -> Result<EscrowPayload> {
         let id = ids::decode_as(Kind::Milestone, &milestone_id)?;
@@ -710,7 +818,10 @@ impl EscrowMutation {
     async fn release_escrow(
         &self,
         ctx: &Context<'_>,
-        escrow_id: ID,
+        #[graphql(desc = "The escrow you send.")] escrow_id: ID,
+        #[graphql(
+            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
+        )]
         idempotency_key: String,
     ) -> Result<EscrowPayload> {
         let id = self::escrow_id(&escrow_id)?;
@@ -733,11 +844,16 @@ impl EscrowMutation {
     async fn resolve_dispute(
         &self,
         ctx: &Context<'_>,
-        escrow_id: ID,
+        #[graphql(desc = "The DISPUTED escrow.")] escrow_id: ID,
+        #[graphql(desc = "Who gets the money: the provider, the sender, or a split.")]
         outcome: DisputeOutcome,
         #[graphql(desc = "For SPLIT: what the provider gets; the sender gets the rest.")]
         provider_amount: Option<Decimal>,
+        #[graphql(desc = "The decision's reasons, for both parties and the audit log.")]
         note: Option<String>,
+        #[graphql(
+            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
+        )]
         idempotency_key: String,
     ) -> Result<EscrowPayload> {
         let id = self::escrow_id(&escrow_id)?;
@@ -781,8 +897,8 @@ impl EscrowMutation {
     async fn mark_delivered(
         &self,
         ctx: &Context<'_>,
-        escrow_id: ID,
-        note: Option<String>,
+        #[graphql(desc = "The escrow you provide.")] escrow_id: ID,
+        #[graphql(desc = "What was delivered, for the sender.")] note: Option<String>,
     ) -> Result<EscrowNode> {
         let id = self::escrow_id(&escrow_id)?;
         mutation::in_txn(ctx, move |txn, act, caller| {
@@ -797,7 +913,11 @@ impl EscrowMutation {
 
     /// The sender accepts the delivery (within the inspection window).
     #[graphql(visible = "access::visible::approve_escrow")]
-    async fn approve_escrow(&self, ctx: &Context<'_>, escrow_id: ID) -> Result<EscrowNode> {
+    async fn approve_escrow(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The escrow whose delivery you accept.")] escrow_id: ID,
+    ) -> Result<EscrowNode> {
         let id = self::escrow_id(&escrow_id)?;
         mutation::in_txn(ctx, move |txn, act, caller| {
             Box::pin(async move { rules::approve(txn, act, &caller, id).await.map(EscrowNode) })
@@ -811,8 +931,8 @@ impl EscrowMutation {
     async fn reject_escrow(
         &self,
         ctx: &Context<'_>,
-        escrow_id: ID,
-        reason: String,
+        #[graphql(desc = "The escrow whose delivery you refuse.")] escrow_id: ID,
+        #[graphql(desc = "What is missing, for the provider.")] reason: String,
     ) -> Result<EscrowNode> {
         let id = self::escrow_id(&escrow_id)?;
         mutation::in_txn(ctx, move |txn, act, caller| {
@@ -830,8 +950,8 @@ impl EscrowMutation {
     async fn open_dispute(
         &self,
         ctx: &Context<'_>,
-        escrow_id: ID,
-        reason: String,
+        #[graphql(desc = "The escrow you are a party to.")] escrow_id: ID,
+        #[graphql(desc = "What went wrong, for the other party and the admins.")] reason: String,
     ) -> Result<EscrowNode> {
         let id = self::escrow_id(&escrow_id)?;
         mutation::in_txn(ctx, move |txn, act, caller| {
@@ -851,8 +971,11 @@ impl EscrowMutation {
     async fn submit_proof(
         &self,
         ctx: &Context<'_>,
-        milestone_id: ID,
-        note: Option<String>,
+        #[graphql(desc = "The milestone it proves (of an escrow you provide).")] milestone_id: ID,
+        #[graphql(desc = "What the proof shows.")] note: Option<String>,
+        #[graphql(
+            desc = "A JPEG, PNG or PDF (GraphQL multipart request), at most SEQUESTRA_PROOF_MAX_BYTES."
+        )]
         file: Option<Upload>,
     ) -> Result<ProofNode> {
         let id = ids::decode_as(Kind::Milestone, &milestone_id)?;
@@ -895,9 +1018,10 @@ impl EscrowMutation {
     async fn decide_proof(
         &self,
         ctx: &Context<'_>,
-        proof_id: ID,
+        #[graphql(desc = "The pending proof.")] proof_id: ID,
+        #[graphql(desc = "true approves the proof (and its milestone), false rejects it.")]
         accept: bool,
-        note: Option<String>,
+        #[graphql(desc = "Why, for the provider.")] note: Option<String>,
     ) -> Result<ProofNode> {
         let id = ids::decode_as(Kind::Proof, &proof_id)?;
         mutation::in_txn(ctx, move |txn, act, caller| {

@@ -25,6 +25,7 @@ use crate::{
     spend::graphql::{SpendMutation, SpendQuery},
 };
 
+/// Everything that can be read. Another tenant's objects answer NOT_FOUND, like missing ones.
 #[derive(MergedObject, Default)]
 pub struct Query(
     node::NodeQuery,
@@ -36,6 +37,7 @@ pub struct Query(
     SpendQuery,
 );
 
+/// Everything that changes state. Money-moving mutations take an `idempotencyKey`.
 #[derive(MergedObject, Default)]
 pub struct Mutation(
     IdentityMutation,
@@ -46,6 +48,7 @@ pub struct Mutation(
     PaymentsMutation,
 );
 
+/// Live updates over `/graphql/ws` (graphql-transport-ws).
 #[derive(MergedSubscription, Default)]
 pub struct Subscription(system::SystemSubscription, PaymentsSubscription);
 

@@ -26,7 +26,11 @@ pub fn global_id(kind: Kind, id: uuid::Uuid) -> ID {
 
 /// An object with a global id that `node(id:)` resolves.
 #[derive(Interface)]
-#[graphql(field(name = "id", ty = "ID"))]
+#[graphql(field(
+    name = "id",
+    ty = "ID",
+    desc = "The object's global id, with a type prefix (`esc_…`)."
+))]
 pub enum Node {
     Tenant(TenantNode),
     User(UserNode),
@@ -45,7 +49,11 @@ pub struct NodeQuery;
 impl NodeQuery {
     /// Any object by its global id.
     #[graphql(visible = "access::visible::node")]
-    async fn node(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Node>> {
+    async fn node(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Any global id (`esc_…`, `usr_…`, …).")] id: ID,
+    ) -> async_graphql::Result<Option<Node>> {
         Ok(Some(resolve(ctx, &id).await?))
     }
 }

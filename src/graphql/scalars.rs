@@ -60,7 +60,9 @@ impl serde::Serialize for Decimal {
 #[derive(async_graphql::SimpleObject)]
 #[graphql(name = "Money")]
 pub struct MoneyValue {
+    /// The amount, exact, with the currency's minor units.
     pub amount: Decimal,
+    /// ISO 4217, e.g. "EUR".
     pub currency: String,
 }
 

@@ -27,7 +27,7 @@ impl SystemSubscription {
     /// A heartbeat: the server's clock every `intervalSeconds` (1 to 60).
     async fn server_time(
         &self,
-        #[graphql(default = 1)] interval_seconds: i32,
+        #[graphql(default = 1, desc = "Seconds between ticks, 1 to 60.")] interval_seconds: i32,
     ) -> async_graphql::Result<impl Stream<Item = DateTime<Utc>>> {
         let secs = u64::try_from(interval_seconds)
             .ok()

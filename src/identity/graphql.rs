@@ -23,17 +23,22 @@ use crate::{
     ids::{self, Kind},
 };
 
+/// A password sign-in.
 #[derive(InputObject)]
 pub struct SignInInput {
     /// The tenant's slug.
     pub tenant: String,
+    /// The user's email.
     pub email: String,
+    /// The user's password.
     #[graphql(secret)]
     pub password: String,
 }
 
+/// A refresh token to trade for new tokens.
 #[derive(InputObject)]
 pub struct RefreshSessionInput {
+    /// The refresh token from the last sign-in or refresh (single use).
     #[graphql(secret)]
     pub refresh_token: String,
 }
@@ -42,6 +47,7 @@ pub struct RefreshSessionInput {
 /// `Authorization: Bearer …`) and a single-use refresh token.
 #[derive(SimpleObject)]
 pub struct SessionTokens {
+    /// Send as `Authorization: Bearer …`; valid until `expiresAt`.
     pub access_token: String,
     /// Use once with `refreshSession`; a reused one revokes the session.
     pub refresh_token: String,
@@ -53,8 +59,11 @@ pub struct SessionTokens {
 /// complete with `verifyMfa`.
 #[derive(SimpleObject, Default)]
 pub struct SignInPayload {
+    /// Send as `Authorization: Bearer …`; absent while a second factor is needed.
     pub access_token: Option<String>,
+    /// Trade for new tokens with `refreshSession` (single use); absent while a second factor is needed.
     pub refresh_token: Option<String>,
+    /// When the access token expires.
     pub expires_at: Option<DateTime<Utc>>,
     /// Present when a second factor is needed; valid for 5 minutes, once.
     pub mfa_challenge: Option<String>,
@@ -80,6 +89,7 @@ impl From<SignInOutcome> for SignInPayload {
     }
 }
 
+/// The second step of a sign-in with MFA.
 #[derive(InputObject)]
 pub struct VerifyMfaInput {
     /// The `mfaChallenge` from `signIn`.
@@ -107,6 +117,7 @@ pub struct MfaEnrolment {
 /// Single-use recovery codes, shown once.
 #[derive(SimpleObject)]
 pub struct RecoveryCodes {
+    /// Ten single-use codes that stand in for an authenticator code: shown once, keep them safe.
     pub codes: Vec<String>,
 }
 
@@ -132,16 +143,20 @@ pub struct SessionNode {
     pub current: bool,
 }
 
+/// A signed-in device or browser of yours.
 #[Object(name = "Session")]
 impl SessionNode {
+    /// The session's global id (for `revokeSession`).
     pub async fn id(&self) -> ID {
         ID(ids::encode(Kind::Session, self.model.id))
     }
 
+    /// When it was signed in.
     async fn created_at(&self) -> DateTime<Utc> {
         self.model.created_at
     }
 
+    /// When it last refreshed its tokens.
     async fn last_seen_at(&self) -> DateTime<Utc> {
         self.model.last_seen_at
     }
@@ -207,7 +222,7 @@ impl IdentityMutation {
     async fn sign_in(
         &self,
         ctx: &Context<'_>,
-        input: SignInInput,
+        #[graphql(desc = "The tenant, email and password.")] input: SignInInput,
     ) -> async_graphql::Result<SignInPayload> {
         ctx.take_credential_attempt()?;
         let services = ctx.services()?;
@@ -227,6 +242,7 @@ impl IdentityMutation {
     async fn refresh_session(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The refresh token from the last sign-in or refresh.")]
         input: RefreshSessionInput,
     ) -> async_graphql::Result<SessionTokens> {
         ctx.take_credential_attempt()?;
@@ -245,6 +261,7 @@ impl IdentityMutation {
     async fn verify_mfa(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The challenge from signIn and a code (or a recovery code).")]
         input: VerifyMfaInput,
     ) -> async_graphql::Result<SessionTokens> {
         ctx.take_credential_attempt()?;
@@ -285,6 +302,7 @@ impl IdentityMutation {
     async fn activate_mfa(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "A current code of the authenticator the enrolment was added to.")]
         code: String,
     ) -> async_graphql::Result<RecoveryCodes> {
         ctx.take_credential_attempt()?;
@@ -318,8 +336,8 @@ impl IdentityMutation {
     async fn disable_mfa(
         &self,
         ctx: &Context<'_>,
-        password: String,
-        code: String,
+        #[graphql(desc = "Your password.")] password: String,
+        #[graphql(desc = "A current authenticator code.")] code: String,
     ) -> async_graphql::Result<bool> {
         ctx.take_credential_attempt()?;
         let me = ctx.user()?;
@@ -389,7 +407,7 @@ impl IdentityMutation {
     async fn verify_step_up(
         &self,
         ctx: &Context<'_>,
-        code: String,
+        #[graphql(desc = "A current authenticator code.")] code: String,
     ) -> async_graphql::Result<DateTime<Utc>> {
         ctx.take_credential_attempt()?;
         let me = ctx.user()?;
@@ -415,6 +433,9 @@ impl IdentityMutation {
     async fn set_mfa_required_roles(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "The roles whose users must enrol in MFA before anything else; empty: none."
+        )]
         roles: Vec<Role>,
     ) -> async_graphql::Result<Vec<Role>> {
         let me = ctx.user()?;
@@ -435,7 +456,11 @@ impl IdentityMutation {
 
     /// Ends one of the caller's sessions. Anyone else's session is NOT_FOUND.
     #[graphql(visible = "access::visible::revoke_session")]
-    async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
+    async fn revoke_session(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "One of your sessions (from `mySessions`).")] id: ID,
+    ) -> async_graphql::Result<bool> {
         let me = ctx.user()?;
         let session_id = ids::decode_as(Kind::Session, &id)?;
         let session = ctx.tenant_db()?.get::<session::Entity>(session_id).await?;
@@ -497,12 +522,15 @@ async fn revoke_audited(
 /// An API key of the tenant (never the key itself after creation).
 pub struct ApiKeyNode(pub crate::entity::api_key::Model);
 
+/// A key a program authenticates with (`Authorization: Bearer sq_live_…`), holding some of its creator's scopes.
 #[Object(name = "ApiKey")]
 impl ApiKeyNode {
+    /// The key's global id.
     pub async fn id(&self) -> ID {
         ID(ids::encode(Kind::ApiKey, self.0.id))
     }
 
+    /// What the key is for, as its creator named it.
     async fn name(&self) -> &str {
         &self.0.name
     }
@@ -512,18 +540,22 @@ impl ApiKeyNode {
         &self.0.prefix
     }
 
+    /// What the key may do: at most what its creator could when it was made.
     async fn scopes(&self) -> Vec<Scope> {
         api_keys::scopes_of_key(&self.0).into_iter().collect()
     }
 
+    /// The user who created it.
     async fn created_by(&self) -> ID {
         ID(ids::encode(Kind::User, self.0.created_by))
     }
 
+    /// When it was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
 
+    /// When it stops working by itself; none: never.
     async fn expires_at(&self) -> Option<DateTime<Utc>> {
         self.0.expires_at
     }
@@ -533,22 +565,27 @@ impl ApiKeyNode {
         self.0.last_used_at
     }
 
+    /// When it was revoked; none: still valid.
     async fn revoked_at(&self) -> Option<DateTime<Utc>> {
         self.0.revoked_at
     }
 }
 
+/// A new API key.
 #[derive(InputObject)]
 pub struct CreateApiKeyInput {
+    /// What the key is for.
     pub name: String,
     /// At most the scopes the creator holds.
     pub scopes: Vec<Scope>,
+    /// When it should stop working; none: never (revoke it then).
     pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// A new key: `key` is shown this once and never again.
 #[derive(SimpleObject)]
 pub struct CreatedApiKey {
+    /// The key's record (without the secret).
     pub api_key: ApiKeyNode,
     /// Send as `Authorization: Bearer sq_live_…`.
     pub key: String,
@@ -564,9 +601,19 @@ impl ApiKeysQuery {
     async fn api_keys(
         &self,
         ctx: &Context<'_>,
-        after: Option<String>,
-        before: Option<String>,
+        #[graphql(desc = "A cursor from an earlier page: the items after it.")] after: Option<
+            String,
+        >,
+        #[graphql(desc = "A cursor from an earlier page: the items before it.")] before: Option<
+            String,
+        >,
+        #[graphql(
+            desc = "At most this many items from the start (or after `after`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "At most this many items from the end (or before `before`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
         last: Option<i32>,
     ) -> async_graphql::Result<Connection<IdCursor, ApiKeyNode>> {
         paginate::<crate::entity::api_key::Entity, _>(
@@ -594,7 +641,7 @@ impl ApiKeysMutation {
     async fn create_api_key(
         &self,
         ctx: &Context<'_>,
-        input: CreateApiKeyInput,
+        #[graphql(desc = "The key's name, scopes and expiry.")] input: CreateApiKeyInput,
     ) -> async_graphql::Result<CreatedApiKey> {
         let me = ctx.user()?;
         let services = ctx.services()?;
@@ -618,7 +665,11 @@ impl ApiKeysMutation {
 
     /// Revokes an API key of the tenant.
     #[graphql(visible = "access::visible::revoke_api_key")]
-    async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ApiKeyNode> {
+    async fn revoke_api_key(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The key to revoke: it stops working at once.")] id: ID,
+    ) -> async_graphql::Result<ApiKeyNode> {
         let me = ctx.user()?;
         let key_id = ids::decode_as(Kind::ApiKey, &id)?;
         let db = ctx.tenant_db()?.begin().await?;

@@ -31,12 +31,15 @@ use crate::{
 /// Money leaving through the PSP.
 pub struct PaymentNode(pub payment::Model);
 
+/// Money sent through the PSP: PENDING, SENT, then SETTLED or FAILED.
 #[Object(name = "Payment")]
 impl PaymentNode {
+    /// The payment's global id.
     pub async fn id(&self) -> ID {
         global_id(Kind::Payment, self.0.id)
     }
 
+    /// Why it was made.
     async fn purpose(&self) -> PaymentPurpose {
         self.0.purpose
     }
@@ -46,6 +49,7 @@ impl PaymentNode {
         self.0.status
     }
 
+    /// How much.
     async fn amount(&self) -> MoneyValue {
         MoneyValue::new(self.0.amount_minor, &self.0.currency)
     }
@@ -60,10 +64,12 @@ impl PaymentNode {
         self.0.payee_reference.as_deref()
     }
 
+    /// The escrow it comes from, if any.
     async fn escrow_id(&self) -> Option<ID> {
         self.0.escrow_id.map(|id| global_id(Kind::Escrow, id))
     }
 
+    /// The milestone it pays, if any.
     async fn milestone_id(&self) -> Option<ID> {
         self.0.milestone_id.map(|id| global_id(Kind::Milestone, id))
     }
@@ -107,10 +113,12 @@ impl PaymentNode {
             .collect())
     }
 
+    /// When it was decided.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
 
+    /// When it last moved.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
@@ -119,6 +127,7 @@ impl PaymentNode {
 /// One exchange with the PSP: a submission, a status check, or a webhook.
 pub struct PaymentAttemptNode(pub payment_attempt::Model);
 
+/// One step of a payment's history: a submission, a status check or a webhook.
 #[Object(name = "PaymentAttempt")]
 impl PaymentAttemptNode {
     /// `SUBMIT`, `STATUS_CHECK` or `WEBHOOK`.
@@ -136,6 +145,7 @@ impl PaymentAttemptNode {
         self.0.detail.as_deref()
     }
 
+    /// When it happened.
     async fn at(&self) -> DateTime<Utc> {
         self.0.at
     }
@@ -147,6 +157,7 @@ pub struct EscrowUpdate {
     escrow: escrow::Model,
 }
 
+/// A change to an escrow, as `escrowUpdated` sends it.
 #[Object]
 impl EscrowUpdate {
     /// `milestone.paid`, `payment.settled`, `escrow.released`, …
@@ -154,6 +165,7 @@ impl EscrowUpdate {
         &self.event
     }
 
+    /// The escrow after the change.
     async fn escrow(&self) -> EscrowNode {
         EscrowNode(self.escrow.clone())
     }
@@ -192,7 +204,7 @@ impl PaymentsSubscription {
     async fn payment_updated(
         &self,
         ctx: &Context<'_>,
-        payment_id: ID,
+        #[graphql(desc = "The payment to follow.")] payment_id: ID,
     ) -> Result<impl Stream<Item = PaymentNode> + use<>> {
         let id = ids::decode_as(Kind::Payment, &payment_id)?;
         let (db, caller, rx) = follow(ctx, |tenant, _| Topic::Payment(tenant, id))?;
@@ -243,6 +255,7 @@ impl PaymentsSubscription {
     async fn escrow_updated(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The escrow to follow (you are a party, or its tenant's staff).")]
         escrow_id: ID,
     ) -> Result<impl Stream<Item = EscrowUpdate> + use<>> {
         let id = ids::decode_as(Kind::Escrow, &escrow_id)?;
@@ -350,7 +363,10 @@ impl PaymentsMutation {
     async fn retry_payment(
         &self,
         ctx: &Context<'_>,
-        payment_id: ID,
+        #[graphql(desc = "The FAILED payment you made.")] payment_id: ID,
+        #[graphql(
+            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
+        )]
         idempotency_key: String,
     ) -> Result<PaymentNode> {
         let id = ids::decode_as(Kind::Payment, &payment_id)?;

@@ -38,20 +38,26 @@ use crate::{
 
 pub struct CategoryNode(pub spend_category::Model);
 
+/// A kind of merchant (groceries, pharmacy, …) a mandate can allow.
 #[Object(name = "SpendCategory")]
 impl CategoryNode {
+    /// The category's global id.
     async fn id(&self) -> ID {
         global_id(Kind::Category, self.0.id)
     }
+    /// Its short code, unique in the tenant.
     async fn code(&self) -> &str {
         &self.0.code
     }
+    /// Its name.
     async fn label(&self) -> &str {
         &self.0.label
     }
+    /// false: its merchants can no longer be paid under any mandate.
     async fn enabled(&self) -> bool {
         self.0.enabled
     }
+    /// When it was added.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -59,23 +65,30 @@ impl CategoryNode {
 
 pub struct MerchantNode(pub merchant::Model);
 
+/// Where a mandate can be spent.
 #[Object(name = "Merchant")]
 impl MerchantNode {
+    /// The merchant's global id.
     async fn id(&self) -> ID {
         global_id(Kind::Merchant, self.0.id)
     }
+    /// The merchant's name.
     async fn name(&self) -> &str {
         &self.0.name
     }
+    /// The spend category it sells in.
     async fn category_id(&self) -> ID {
         global_id(Kind::Category, self.0.category_id)
     }
+    /// Vetted by the tenant: allowed under mandates limited to certified merchants.
     async fn certified(&self) -> bool {
         self.0.certified
     }
+    /// false: it can no longer be paid.
     async fn enabled(&self) -> bool {
         self.0.enabled
     }
+    /// When it was added.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -84,23 +97,30 @@ impl MerchantNode {
 /// A sender's budget a beneficiary may spend only where it allows.
 pub struct MandateNode(pub mandate::Model);
 
+/// A budget a sender granted a beneficiary, spendable only at allowed merchants.
 #[Object(name = "Mandate")]
 impl MandateNode {
+    /// The mandate's global id.
     async fn id(&self) -> ID {
         global_id(Kind::Mandate, self.0.id)
     }
+    /// Whether it can still be spent.
     async fn status(&self) -> MandateStatus {
         self.0.status
     }
+    /// Who granted and pays it.
     async fn sender_id(&self) -> ID {
         global_id(Kind::User, self.0.sender_id)
     }
+    /// Who may spend it.
     async fn beneficiary_id(&self) -> ID {
         global_id(Kind::User, self.0.beneficiary_id)
     }
+    /// The budget.
     async fn total(&self) -> MoneyValue {
         MoneyValue::new(self.0.total_minor, &self.0.currency)
     }
+    /// What purchases and payouts have used of it.
     async fn spent(&self) -> MoneyValue {
         MoneyValue::new(self.0.spent_minor, &self.0.currency)
     }
@@ -113,6 +133,7 @@ impl MandateNode {
         };
         MoneyValue::new(left, &self.0.currency)
     }
+    /// At most this much per purchase, if limited.
     async fn per_purchase_limit(&self) -> Option<MoneyValue> {
         self.0
             .per_purchase_limit_minor
@@ -124,18 +145,23 @@ impl MandateNode {
             .daily_limit_minor
             .map(|m| MoneyValue::new(m, &self.0.currency))
     }
+    /// Only certified merchants of the allowed categories.
     async fn certified_merchants_only(&self) -> bool {
         self.0.certified_only
     }
+    /// When it can no longer be spent, if it expires.
     async fn expires_at(&self) -> DateTime<Utc> {
         self.0.expires_at
     }
+    /// When it stopped being spendable (exhausted, expired or revoked).
     async fn ended_at(&self) -> Option<DateTime<Utc>> {
         self.0.ended_at
     }
+    /// When it was granted.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// Spend categories whose merchants it may be spent at.
     async fn allowed_category_ids(&self, ctx: &Context<'_>) -> Result<Vec<ID>> {
         Ok(children::<mandate_category::Entity>(ctx, self.0.id)
             .await?
@@ -143,6 +169,7 @@ impl MandateNode {
             .map(|r| global_id(Kind::Category, r.category_id))
             .collect())
     }
+    /// Merchants it may be spent at, besides the categories'.
     async fn allowed_merchant_ids(&self, ctx: &Context<'_>) -> Result<Vec<ID>> {
         Ok(children::<mandate_merchant::Entity>(ctx, self.0.id)
             .await?
@@ -158,6 +185,7 @@ impl MandateNode {
             .map(PurchaseNode)
             .collect())
     }
+    /// Payees its beneficiary may pay from it.
     async fn payees(&self, ctx: &Context<'_>) -> Result<Vec<PayeeNode>> {
         Ok(children::<payee::Entity>(ctx, self.0.id)
             .await?
@@ -169,26 +197,34 @@ impl MandateNode {
 
 pub struct PurchaseNode(pub purchase::Model);
 
+/// A beneficiary's spend at a merchant under a mandate.
 #[Object(name = "Purchase")]
 impl PurchaseNode {
+    /// The purchase's global id.
     async fn id(&self) -> ID {
         global_id(Kind::Purchase, self.0.id)
     }
+    /// The mandate it was spent from.
     async fn mandate_id(&self) -> ID {
         global_id(Kind::Mandate, self.0.mandate_id)
     }
+    /// Where it was spent.
     async fn merchant_id(&self) -> ID {
         global_id(Kind::Merchant, self.0.merchant_id)
     }
+    /// Who spent it.
     async fn beneficiary_id(&self) -> ID {
         global_id(Kind::User, self.0.beneficiary_id)
     }
+    /// How much.
     async fn amount(&self) -> MoneyValue {
         MoneyValue::new(self.0.amount_minor, &self.0.currency)
     }
+    /// What was bought.
     async fn description(&self) -> Option<&str> {
         self.0.description.as_deref()
     }
+    /// When it was made.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -205,14 +241,18 @@ impl PurchaseNode {
 /// Someone outside the tenant a mandate may pay, within limits.
 pub struct PayeeNode(pub payee::Model);
 
+/// Someone a mandate's beneficiary or an escrow's sender may pay through the PSP, within limits.
 #[Object(name = "Payee")]
 impl PayeeNode {
+    /// The payee's global id.
     async fn id(&self) -> ID {
         global_id(Kind::Payee, self.0.id)
     }
+    /// The mandate it may be paid from, if any.
     async fn mandate_id(&self) -> Option<ID> {
         self.0.mandate_id.map(|id| global_id(Kind::Mandate, id))
     }
+    /// The escrow it may be paid from, if any.
     async fn escrow_id(&self) -> Option<ID> {
         self.0.escrow_id.map(|id| global_id(Kind::Escrow, id))
     }
@@ -220,22 +260,27 @@ impl PayeeNode {
     async fn reference(&self) -> &str {
         &self.0.reference
     }
+    /// The payee's name.
     async fn name(&self) -> &str {
         &self.0.name
     }
+    /// At most this much per UTC day, if limited.
     async fn daily_limit(&self) -> Option<MoneyValue> {
         self.0
             .daily_limit_minor
             .map(|m| MoneyValue::new(m, &self.0.currency))
     }
+    /// At most this much in all, if limited.
     async fn total_limit(&self) -> Option<MoneyValue> {
         self.0
             .total_limit_minor
             .map(|m| MoneyValue::new(m, &self.0.currency))
     }
+    /// What it has been paid so far.
     async fn paid(&self) -> MoneyValue {
         MoneyValue::new(self.0.paid_minor, &self.0.currency)
     }
+    /// false: it can no longer be paid.
     async fn enabled(&self) -> bool {
         self.0.enabled
     }
@@ -243,17 +288,22 @@ impl PayeeNode {
 
 pub struct PayoutNode(pub payout::Model);
 
+/// A payment to a payee, from a mandate or an escrow.
 #[Object(name = "Payout")]
 impl PayoutNode {
+    /// The payout's global id.
     async fn id(&self) -> ID {
         global_id(Kind::Payout, self.0.id)
     }
+    /// Who is paid.
     async fn payee_id(&self) -> ID {
         global_id(Kind::Payee, self.0.payee_id)
     }
+    /// How much.
     async fn amount(&self) -> MoneyValue {
         MoneyValue::new(self.0.amount_minor, &self.0.currency)
     }
+    /// The payment that carries it.
     async fn payment(&self, ctx: &Context<'_>) -> Result<PaymentNode> {
         Ok(PaymentNode(
             ctx.tenant_db()?
@@ -261,6 +311,7 @@ impl PayoutNode {
                 .await?,
         ))
     }
+    /// When it was made.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -268,23 +319,30 @@ impl PayoutNode {
 
 pub struct TransferNode(pub transfer::Model);
 
+/// Money a user sent to another user of the tenant.
 #[Object(name = "Transfer")]
 impl TransferNode {
+    /// The transfer's global id.
     async fn id(&self) -> ID {
         global_id(Kind::Transfer, self.0.id)
     }
+    /// Who sent it.
     async fn sender_id(&self) -> ID {
         global_id(Kind::User, self.0.sender_id)
     }
+    /// Who receives it.
     async fn recipient_id(&self) -> ID {
         global_id(Kind::User, self.0.recipient_id)
     }
+    /// How much.
     async fn amount(&self) -> MoneyValue {
         MoneyValue::new(self.0.amount_minor, &self.0.currency)
     }
+    /// The sender's message.
     async fn note(&self) -> Option<&str> {
         self.0.note.as_deref()
     }
+    /// The payment that carries it.
     async fn payment(&self, ctx: &Context<'_>) -> Result<PaymentNode> {
         Ok(PaymentNode(
             ctx.tenant_db()?
@@ -292,6 +350,7 @@ impl TransferNode {
                 .await?,
         ))
     }
+    /// When it was made.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -300,8 +359,10 @@ impl TransferNode {
 /// Something a sender should know: a refused purchase, payout or transfer.
 pub struct AlertNode(pub alert::Model);
 
+/// A refused spend or a failed payment, for the sender (or payer) to look at.
 #[Object(name = "Alert")]
 impl AlertNode {
+    /// The alert's global id.
     async fn id(&self) -> ID {
         global_id(Kind::Alert, self.0.id)
     }
@@ -310,18 +371,23 @@ impl AlertNode {
     async fn kind(&self) -> &str {
         &self.0.kind
     }
+    /// The user the alert is for: the mandate's sender, or the payer.
     async fn sender_id(&self) -> ID {
         global_id(Kind::User, self.0.sender_id)
     }
+    /// The mandate concerned, if any.
     async fn mandate_id(&self) -> Option<ID> {
         self.0.mandate_id.map(|id| global_id(Kind::Mandate, id))
     }
+    /// What happened, in words.
     async fn message(&self) -> &str {
         &self.0.message
     }
+    /// What was attempted (merchant, amount, payment, …), as JSON.
     async fn details(&self) -> Json<serde_json::Value> {
         Json(self.0.details.clone())
     }
+    /// When it was raised.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -329,21 +395,28 @@ impl AlertNode {
 
 // ------------------------------------------------------------------ inputs
 
+/// A budget a sender grants a beneficiary, spendable only where it allows.
 #[derive(InputObject, Serialize)]
 pub struct GrantMandateInput {
+    /// Who may spend it (a BENEFICIARY of your tenant).
     pub beneficiary_id: ID,
+    /// The budget, in `currency`.
     pub total: Decimal,
     /// ISO 4217, e.g. "EUR".
     pub currency: String,
+    /// When it can no longer be spent; none: until revoked.
     pub expires_at: DateTime<Utc>,
     /// At least one category or merchant.
     #[graphql(default)]
     pub allowed_category_ids: Vec<ID>,
+    /// Merchants it may be spent at, besides the allowed categories'.
     #[graphql(default)]
     pub allowed_merchant_ids: Vec<ID>,
+    /// At most this much per purchase; none: up to what is left.
     pub per_purchase_limit: Option<Decimal>,
     /// Per UTC day.
     pub daily_limit: Option<Decimal>,
+    /// Only certified merchants of the allowed categories.
     #[graphql(default)]
     pub certified_merchants_only: bool,
 }
@@ -352,15 +425,21 @@ pub struct GrantMandateInput {
 /// sender from what the escrow holds): give exactly one of `mandateId`, `escrowId`.
 #[derive(InputObject)]
 pub struct AddPayeeInput {
+    /// The mandate whose beneficiary may pay this payee (give this or `escrowId`).
     pub mandate_id: Option<ID>,
+    /// The escrow whose sender may pay this payee from what it holds (give this or `mandateId`).
     pub escrow_id: Option<ID>,
     /// The payee's reference at the PSP.
     pub reference: String,
+    /// The payee's name, as shown to the payer.
     pub name: String,
+    /// At most this much paid to the payee per UTC day; none: no daily limit.
     pub daily_limit: Option<Decimal>,
+    /// At most this much paid to the payee in all; none: no total limit.
     pub total_limit: Option<Decimal>,
 }
 
+/// Your part in a mandate.
 #[derive(Enum, Copy, Clone, PartialEq, Eq)]
 pub enum MandateRole {
     /// Mandates you granted.
@@ -369,12 +448,16 @@ pub enum MandateRole {
     Beneficiary,
 }
 
+/// Which mandates to list.
 #[derive(InputObject, Default)]
 pub struct MandateFilter {
+    /// Only mandates in this status.
     pub status: Option<MandateStatus>,
+    /// Only mandates you granted (SENDER) or received (BENEFICIARY).
     pub role: Option<MandateRole>,
 }
 
+/// Which alerts to list.
 #[derive(InputObject, Default)]
 pub struct AlertFilter {
     /// Only alerts of this kind, e.g. `MANDATE_EXHAUSTED`.
@@ -427,13 +510,24 @@ pub struct SpendQuery;
 
 #[Object(guard = "access::Guard(access::Root::Query)")]
 impl SpendQuery {
+    /// The tenant's spend categories.
     #[graphql(visible = "access::visible::spend_categories")]
     async fn spend_categories(
         &self,
         ctx: &Context<'_>,
-        after: Option<String>,
-        before: Option<String>,
+        #[graphql(desc = "A cursor from an earlier page: the items after it.")] after: Option<
+            String,
+        >,
+        #[graphql(desc = "A cursor from an earlier page: the items before it.")] before: Option<
+            String,
+        >,
+        #[graphql(
+            desc = "At most this many items from the start (or after `after`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "At most this many items from the end (or before `before`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
         last: Option<i32>,
     ) -> async_graphql::Result<Connection<IdCursor, CategoryNode>> {
         paginate::<spend_category::Entity, _>(
@@ -450,13 +544,24 @@ impl SpendQuery {
         .await
     }
 
+    /// The tenant's merchants.
     #[graphql(visible = "access::visible::merchants")]
     async fn merchants(
         &self,
         ctx: &Context<'_>,
-        after: Option<String>,
-        before: Option<String>,
+        #[graphql(desc = "A cursor from an earlier page: the items after it.")] after: Option<
+            String,
+        >,
+        #[graphql(desc = "A cursor from an earlier page: the items before it.")] before: Option<
+            String,
+        >,
+        #[graphql(
+            desc = "At most this many items from the start (or after `after`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "At most this many items from the end (or before `before`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
         last: Option<i32>,
     ) -> async_graphql::Result<Connection<IdCursor, MerchantNode>> {
         paginate::<merchant::Entity, _>(
@@ -475,21 +580,36 @@ impl SpendQuery {
 
     /// A mandate you granted or may spend (support and admins: any of the tenant's).
     #[graphql(visible = "access::visible::mandate")]
-    async fn mandate(&self, ctx: &Context<'_>, id: ID) -> Result<MandateNode> {
+    async fn mandate(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The mandate's id.")] id: ID,
+    ) -> Result<MandateNode> {
         let caller = ctx.caller()?;
         Ok(MandateNode(
             rules::visible(ctx.tenant_db()?, &caller, decode(Kind::Mandate, &id)?).await?,
         ))
     }
 
+    /// Mandates you granted or received (support and admins: all of the tenant's).
     #[graphql(visible = "access::visible::mandates")]
     async fn mandates(
         &self,
         ctx: &Context<'_>,
-        filter: Option<MandateFilter>,
-        after: Option<String>,
-        before: Option<String>,
+        #[graphql(desc = "Only the mandates that match.")] filter: Option<MandateFilter>,
+        #[graphql(desc = "A cursor from an earlier page: the items after it.")] after: Option<
+            String,
+        >,
+        #[graphql(desc = "A cursor from an earlier page: the items before it.")] before: Option<
+            String,
+        >,
+        #[graphql(
+            desc = "At most this many items from the start (or after `after`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "At most this many items from the end (or before `before`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
         last: Option<i32>,
     ) -> async_graphql::Result<Connection<IdCursor, MandateNode>> {
         let caller = ctx.caller()?;
@@ -530,10 +650,20 @@ impl SpendQuery {
     async fn purchases(
         &self,
         ctx: &Context<'_>,
-        mandate_id: Option<ID>,
-        after: Option<String>,
-        before: Option<String>,
+        #[graphql(desc = "Only the purchases under this mandate.")] mandate_id: Option<ID>,
+        #[graphql(desc = "A cursor from an earlier page: the items after it.")] after: Option<
+            String,
+        >,
+        #[graphql(desc = "A cursor from an earlier page: the items before it.")] before: Option<
+            String,
+        >,
+        #[graphql(
+            desc = "At most this many items from the start (or after `after`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "At most this many items from the end (or before `before`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
         last: Option<i32>,
     ) -> async_graphql::Result<Connection<IdCursor, PurchaseNode>> {
         let caller = ctx.caller()?;
@@ -580,9 +710,19 @@ impl SpendQuery {
     async fn transfers(
         &self,
         ctx: &Context<'_>,
-        after: Option<String>,
-        before: Option<String>,
+        #[graphql(desc = "A cursor from an earlier page: the items after it.")] after: Option<
+            String,
+        >,
+        #[graphql(desc = "A cursor from an earlier page: the items before it.")] before: Option<
+            String,
+        >,
+        #[graphql(
+            desc = "At most this many items from the start (or after `after`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "At most this many items from the end (or before `before`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
         last: Option<i32>,
     ) -> async_graphql::Result<Connection<IdCursor, TransferNode>> {
         let caller = ctx.caller()?;
@@ -615,10 +755,20 @@ impl SpendQuery {
     async fn alerts(
         &self,
         ctx: &Context<'_>,
-        filter: Option<AlertFilter>,
-        after: Option<String>,
-        before: Option<String>,
+        #[graphql(desc = "Only the alerts that match.")] filter: Option<AlertFilter>,
+        #[graphql(desc = "A cursor from an earlier page: the items after it.")] after: Option<
+            String,
+        >,
+        #[graphql(desc = "A cursor from an earlier page: the items before it.")] before: Option<
+            String,
+        >,
+        #[graphql(
+            desc = "At most this many items from the start (or after `after`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "At most this many items from the end (or before `before`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
         last: Option<i32>,
     ) -> async_graphql::Result<Connection<IdCursor, AlertNode>> {
         let caller = ctx.caller()?;
@@ -656,8 +806,8 @@ impl SpendMutation {
     async fn create_spend_category(
         &self,
         ctx: &Context<'_>,
-        code: String,
-        label: String,
+        #[graphql(desc = "A short code, unique in the tenant (e.g. `GROCERIES`).")] code: String,
+        #[graphql(desc = "The category's name, as shown to people.")] label: String,
     ) -> Result<CategoryNode> {
         mutation::in_txn(ctx, move |txn, act, caller| {
             Box::pin(async move {
@@ -669,11 +819,13 @@ impl SpendMutation {
         .await
     }
 
+    /// Enables or disables a spend category (ADMIN or SUPPORT).
     #[graphql(visible = "access::visible::set_spend_category_enabled")]
     async fn set_spend_category_enabled(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        #[graphql(desc = "The category.")] id: ID,
+        #[graphql(desc = "false: its merchants can no longer be paid under any mandate.")]
         enabled: bool,
     ) -> Result<CategoryNode> {
         let id = decode(Kind::Category, &id)?;
@@ -687,12 +839,13 @@ impl SpendMutation {
         .await
     }
 
+    /// A merchant in a spend category (ADMIN or SUPPORT).
     #[graphql(visible = "access::visible::create_merchant")]
     async fn create_merchant(
         &self,
         ctx: &Context<'_>,
-        name: String,
-        category_id: ID,
+        #[graphql(desc = "The merchant's name, as shown to beneficiaries.")] name: String,
+        #[graphql(desc = "The spend category the merchant sells in.")] category_id: ID,
         #[graphql(desc = "Default false.")] certified: Option<bool>,
     ) -> Result<MerchantNode> {
         let certified = certified.unwrap_or(false);
@@ -712,8 +865,9 @@ impl SpendMutation {
     async fn update_merchant(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        enabled: Option<bool>,
+        #[graphql(desc = "The merchant.")] id: ID,
+        #[graphql(desc = "false: the merchant can no longer be paid.")] enabled: Option<bool>,
+        #[graphql(desc = "Certified merchants are allowed under every mandate of their category.")]
         certified: Option<bool>,
     ) -> Result<MerchantNode> {
         let id = decode(Kind::Merchant, &id)?;
@@ -732,7 +886,11 @@ impl SpendMutation {
     async fn grant_mandate(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The beneficiary, budget, currency, period and where it may be spent.")]
         input: GrantMandateInput,
+        #[graphql(
+            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
+        )]
         idempotency_key: String,
     ) -> Result<MandateNode> {
         let new = NewMandate {
@@ -763,7 +921,14 @@ impl SpendMutation {
 
     /// The sender ends an ACTIVE mandate; what remained is released.
     #[graphql(visible = "access::visible::revoke_mandate")]
-    async fn revoke_mandate(&self, ctx: &Context<'_>, mandate_id: ID) -> Result<MandateNode> {
+    async fn revoke_mandate(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "The mandate you granted; what is left of its budget is no longer spendable."
+        )]
+        mandate_id: ID,
+    ) -> Result<MandateNode> {
         let id = decode(Kind::Mandate, &mandate_id)?;
         mutation::in_txn(ctx, move |txn, act, caller| {
             Box::pin(async move { rules::revoke(txn, act, &caller, id).await.map(MandateNode) })
@@ -778,10 +943,14 @@ impl SpendMutation {
     async fn create_purchase(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The mandate it is spent from (yours, as its beneficiary).")]
         mandate_id: ID,
-        merchant_id: ID,
-        amount: Decimal,
-        description: Option<String>,
+        #[graphql(desc = "Where it is spent; the mandate must allow it.")] merchant_id: ID,
+        #[graphql(desc = "What the purchase costs, in the mandate's currency.")] amount: Decimal,
+        #[graphql(desc = "What was bought, for the sender.")] description: Option<String>,
+        #[graphql(
+            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
+        )]
         idempotency_key: String,
     ) -> Result<PurchaseNode> {
         let mandate = decode(Kind::Mandate, &mandate_id)?;
@@ -819,7 +988,12 @@ impl SpendMutation {
 
     /// The sender allows a payee on a mandate, with optional limits.
     #[graphql(visible = "access::visible::add_payee")]
-    async fn add_payee(&self, ctx: &Context<'_>, input: AddPayeeInput) -> Result<PayeeNode> {
+    async fn add_payee(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The payee, and the mandate or escrow it is allowed on.")]
+        input: AddPayeeInput,
+    ) -> Result<PayeeNode> {
         let new = NewPayee {
             on: match (&input.mandate_id, &input.escrow_id) {
                 (Some(m), None) => PayeeOn::Mandate(decode(Kind::Mandate, m)?),
@@ -853,8 +1027,11 @@ impl SpendMutation {
     async fn pay_payee(
         &self,
         ctx: &Context<'_>,
-        payee_id: ID,
-        amount: Decimal,
+        #[graphql(desc = "The allowed payee to pay.")] payee_id: ID,
+        #[graphql(desc = "How much to pay, within the payee's limits.")] amount: Decimal,
+        #[graphql(
+            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
+        )]
         idempotency_key: String,
     ) -> Result<PayoutNode> {
         let payee_uuid = decode(Kind::Payee, &payee_id)?;
@@ -895,7 +1072,11 @@ impl SpendMutation {
 
     /// Allowlists a recipient for your transfers.
     #[graphql(visible = "access::visible::allow_transfer_recipient")]
-    async fn allow_transfer_recipient(&self, ctx: &Context<'_>, recipient_id: ID) -> Result<bool> {
+    async fn allow_transfer_recipient(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user (of your tenant) you may then transfer to.")] recipient_id: ID,
+    ) -> Result<bool> {
         let id = ids::decode_as(Kind::User, &recipient_id)?;
         mutation::in_txn(ctx, move |txn, act, caller| {
             Box::pin(async move {
@@ -909,7 +1090,11 @@ impl SpendMutation {
 
     /// An ADMIN certifies a user: anyone of the tenant may transfer to them.
     #[graphql(visible = "access::visible::certify_transfer_recipient")]
-    async fn certify_transfer_recipient(&self, ctx: &Context<'_>, user_id: ID) -> Result<bool> {
+    async fn certify_transfer_recipient(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user everyone of the tenant may then transfer to.")] user_id: ID,
+    ) -> Result<bool> {
         let id = ids::decode_as(Kind::User, &user_id)?;
         mutation::in_txn(ctx, move |txn, act, caller| {
             Box::pin(async move {
@@ -928,10 +1113,16 @@ impl SpendMutation {
     async fn create_transfer(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "Who receives it: a user of your tenant you allowlisted, or one the tenant certified."
+        )]
         recipient_id: ID,
-        amount: Decimal,
-        currency: String,
-        note: Option<String>,
+        #[graphql(desc = "How much to send.")] amount: Decimal,
+        #[graphql(desc = "ISO 4217, e.g. \"EUR\".")] currency: String,
+        #[graphql(desc = "A message for the recipient.")] note: Option<String>,
+        #[graphql(
+            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
+        )]
         idempotency_key: String,
     ) -> Result<TransferNode> {
         let recipient = ids::decode_as(Kind::User, &recipient_id)?;
