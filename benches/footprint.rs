@@ -187,7 +187,7 @@ async fn sqlite() {
     let with_demo = server.ready(started).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after_demo = server.rss_mib();
-    let (tenant, email, pw) = demo_sender(&credentials);
+    let (tenant, email, pw) = demo_password_user(&credentials);
     let client = reqwest::Client::new();
     for _ in 0..SIGN_INS {
         sign_in(&client, &server.addr, &tenant, &email, &pw).await;
@@ -217,14 +217,15 @@ async fn sqlite() {
     println!("  serve on the existing file          {idle:>8.1} MiB");
 }
 
-/// The demo's first SENDER without MFA: (tenant, email, password).
-fn demo_sender(path: &Path) -> (String, String, String) {
+/// The demo's first user who signs in with a password alone (a BENEFICIARY: the demo
+/// SENDER has MFA): (tenant, email, password).
+fn demo_password_user(path: &Path) -> (String, String, String) {
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(path).expect("demo credentials")).expect("json");
     for tenant in json["tenants"].as_array().expect("tenants") {
         for user in tenant["users"].as_array().expect("users") {
             let roles = user["roles"].as_array().expect("roles");
-            if user.get("totpSecret").is_none() && roles.iter().any(|r| r == "SENDER") {
+            if user.get("totpSecret").is_none() && roles.iter().any(|r| r == "BENEFICIARY") {
                 return (
                     tenant["slug"].as_str().expect("slug").to_owned(),
                     user["email"].as_str().expect("email").to_owned(),
@@ -233,7 +234,7 @@ fn demo_sender(path: &Path) -> (String, String, String) {
             }
         }
     }
-    panic!("the demo has a SENDER without MFA");
+    panic!("the demo has no BENEFICIARY without MFA");
 }
 
 fn ms(d: Duration) -> f64 {

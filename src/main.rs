@@ -91,8 +91,14 @@ enum Command {
 /// (its mmap threshold rises to it, up to 32 MiB) and keeps it in the freeing
 /// thread's arena: each argon2 hash (19 MiB of blocks) then stayed in RSS, ~6 MiB
 /// more per sign-in. A fixed threshold keeps such buffers in their own mappings,
-/// given back to the system as soon as the hash is done.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+/// given back to the system as soon as the hash is done. (Only when glibc's malloc is
+/// the allocator: jemalloc, the default, returns such buffers by itself.)
+#[cfg(all(
+    target_os = "linux",
+    target_env = "gnu",
+    not(feature = "jemalloc"),
+    not(feature = "mimalloc")
+))]
 fn return_large_buffers_to_the_system() {
     // SAFETY: mallopt only sets an allocator parameter; it is called before any
     // thread of ours allocates a large buffer.
@@ -101,7 +107,12 @@ fn return_large_buffers_to_the_system() {
     }
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+#[cfg(not(all(
+    target_os = "linux",
+    target_env = "gnu",
+    not(feature = "jemalloc"),
+    not(feature = "mimalloc")
+)))]
 fn return_large_buffers_to_the_system() {}
 
 fn main() -> ExitCode {
