@@ -146,11 +146,7 @@ pub async fn seed(
             // Releasing money needs a recent MFA step-up: the SENDER has TOTP, so the
             // README's money flows run as it (its seed is printed as `totpSecret`).
             let totp_secret = if role == Role::Sender {
-                if refresh {
-                    mfa::disable(&scoped, who.id, &Origin::default()).await?;
-                }
-                let seed = mfa::enrol_activated(&scoped, sealer, &who, &Origin::default()).await?;
-                Some(seed.expose_secret().to_owned())
+                Some(fresh_totp(&scoped, sealer, &who, refresh).await?)
             } else {
                 None
             };
@@ -494,8 +490,7 @@ async fn seed_mfa_user<C: ConnectionTrait>(
     let who = match existing {
         Some(found) if refresh => {
             rules::set_password_hash(db, found.id, hash).await?;
-            mfa::disable(db, found.id, &Origin::default()).await?;
-            db.get::<user::Entity>(found.id).await?
+            found
         }
         _ => {
             rules::create_user(
@@ -509,13 +504,27 @@ async fn seed_mfa_user<C: ConnectionTrait>(
             .await?
         }
     };
-    let totp_secret = mfa::enrol_activated(db, sealer, &who, &Origin::default()).await?;
     Ok(DemoUser {
         email: email.as_str().to_owned(),
         password: secret.expose_secret().to_owned(),
         roles: vec![Role::Admin],
-        totp_secret: Some(totp_secret.expose_secret().to_owned()),
+        totp_secret: Some(fresh_totp(db, sealer, &who, refresh).await?),
     })
+}
+
+/// Enrols and activates TOTP for `who` (on a refresh, replacing the earlier seed);
+/// returns the base32 seed, for an authenticator app.
+async fn fresh_totp<C: ConnectionTrait>(
+    db: &Scoped<C>,
+    sealer: &Sealer,
+    who: &user::Model,
+    refresh: bool,
+) -> Result<String> {
+    if refresh {
+        mfa::disable(db, who.id, &Origin::default()).await?;
+    }
+    let seed = mfa::enrol_activated(db, sealer, who, &Origin::default()).await?;
+    Ok(seed.expose_secret().to_owned())
 }
 
 /// One API key per tenant, created by its ADMIN with the ADMIN's read scopes; earlier

@@ -258,12 +258,15 @@ async fn print_schema(role: Option<&str>) -> ExitCode {
         print!("{}", sequestra::graphql::sdl());
         return ExitCode::SUCCESS;
     };
-    let names = sequestra::graphql::role_sdl::role_names();
-    if !names.iter().any(|name| name.eq_ignore_ascii_case(role)) {
-        eprintln!("unknown role `{role}`: use {}", names.join(", "));
+    use sequestra::graphql::role_sdl;
+    let Some(principal) = role_sdl::principal(role) else {
+        eprintln!(
+            "unknown role `{role}`: use {}",
+            role_sdl::role_names().join(", ")
+        );
         return ExitCode::from(2);
-    }
-    match sequestra::graphql::role_sdl::sdl_for(role).await {
+    };
+    match role_sdl::sdl_for(principal).await {
         Ok(sdl) => {
             print!("{sdl}");
             ExitCode::SUCCESS

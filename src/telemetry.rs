@@ -57,9 +57,9 @@ pub fn init_tracing(config: &Config) {
 /// Spans that record a statement with its bind values, and so would put password,
 /// token and key hashes and sealed TOTP seeds into the log: SeaORM's `trace` spans
 /// around each statement (its connections' and drivers' `execute`, `query_one`, …)
-/// record the whole `Statement`, values included. They are
-/// never enabled, whatever `SEQUESTRA_LOG` says. Statements are still logged, as SQL
-/// text without values, by sqlx (`sqlx::query` at `debug`).
+/// record the whole `Statement`, values included. They are never enabled, whatever
+/// `SEQUESTRA_LOG` says. Statements are still logged, as SQL text without values, by
+/// sqlx (`sqlx::query` at `debug`).
 fn carries_bind_values(meta: &tracing::Metadata<'_>) -> bool {
     meta.target().starts_with("sea_orm") && *meta.level() == tracing::Level::TRACE
 }

@@ -32,7 +32,7 @@ pub fn role_names() -> Vec<&'static str> {
 
 /// The principal introspection runs as for `role` (a name from `role_names`, any
 /// case); `None` for an unknown name.
-fn principal(role: &str) -> Option<Principal> {
+pub fn principal(role: &str) -> Option<Principal> {
     let role = role.to_ascii_uppercase();
     if role == "ANONYMOUS" {
         return Some(Principal::Anonymous);
@@ -43,12 +43,9 @@ fn principal(role: &str) -> Option<Principal> {
         .map(|(_, principal)| principal)
 }
 
-/// The SDL `role` sees (see `role_names`), types sorted by name, with the
+/// The SDL `principal` (see `principal`) sees, types sorted by name, with the
 /// descriptions and deprecations of the full schema.
-pub async fn sdl_for(role: &str) -> anyhow::Result<String> {
-    let Some(principal) = principal(role) else {
-        anyhow::bail!("unknown role `{role}`: use {}", role_names().join(", "));
-    };
+pub async fn sdl_for(principal: Principal) -> anyhow::Result<String> {
     let schema = super::builder().finish();
     let request = async_graphql::Request::new(INTROSPECTION).data(RequestContext::new(
         principal,

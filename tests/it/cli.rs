@@ -404,26 +404,28 @@ async fn development_secrets_survive_a_restart() {
         .find(|u| u["roles"] == json!(["SENDER"]))
         .unwrap()
         .clone();
-    let totp = totp_rs::Builder::new()
-        .with_secret(
-            totp_rs::Secret::try_from_base32(sender["totpSecret"].as_str().unwrap()).unwrap(),
-        )
-        .build()
-        .unwrap();
-    const SIGN_IN: &str = "mutation($i: SignInInput!) { signIn(input: $i) { mfaChallenge } }";
-    const VERIFY: &str = "mutation($i: VerifyMfaInput!) { verifyMfa(input: $i) { accessToken } }";
+    let totp = crate::mfa::authenticator(sender["totpSecret"].as_str().unwrap());
     let sign_in = json!({ "i": { "tenant": tenant["slug"], "email": sender["email"], "password": sender["password"] } });
-    let challenge =
-        gql_at(&listen, None, SIGN_IN, sign_in.clone()).await["data"]["signIn"]["mfaChallenge"]
+    // Password, then `code`: the answer to verifyMfa.
+    let with_mfa = async |listen: &str, code: &str| {
+        let challenge = gql_at(
+            listen,
+            None,
+            "mutation($i: SignInInput!) { signIn(input: $i) { mfaChallenge } }",
+            sign_in.clone(),
+        )
+        .await["data"]["signIn"]["mfaChallenge"]
             .clone();
+        gql_at(
+            listen,
+            None,
+            "mutation($i: VerifyMfaInput!) { verifyMfa(input: $i) { accessToken } }",
+            json!({ "i": { "challenge": challenge, "code": code } }),
+        )
+        .await
+    };
     let code = crate::mfa::code_at(&totp, 30);
-    let r = gql_at(
-        &listen,
-        None,
-        VERIFY,
-        json!({ "i": { "challenge": challenge, "code": code } }),
-    )
-    .await;
+    let r = with_mfa(&listen, &code).await;
     let token = r["data"]["verifyMfa"]["accessToken"]
         .as_str()
         .unwrap_or_else(|| panic!("{r}"))
@@ -434,17 +436,9 @@ async fn development_secrets_survive_a_restart() {
     let (mut second, listen) = serve_with(&[], &db, &settings).await;
     let r = gql_at(&listen, Some(&token), "{ viewer { email } }", json!({})).await;
     assert_eq!(r["data"]["viewer"]["email"], sender["email"], "{r}");
-    let challenge =
-        gql_at(&listen, None, SIGN_IN, sign_in).await["data"]["signIn"]["mfaChallenge"].clone();
     // The code already used: the seed opens and the code is refused as spent
     // (UNAUTHENTICATED); a seed the server could not open would answer CONFLICT.
-    let r = gql_at(
-        &listen,
-        None,
-        VERIFY,
-        json!({ "i": { "challenge": challenge, "code": code } }),
-    )
-    .await;
+    let r = with_mfa(&listen, &code).await;
     assert_eq!(
         r["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
         "{r}"

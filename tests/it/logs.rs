@@ -79,10 +79,7 @@ async fn trace_logs_hold_no_credential() {
         .as_str()
         .unwrap()
         .to_owned();
-    let authenticator = totp_rs::Builder::new()
-        .with_secret(totp_rs::Secret::try_from_base32(totp_secret).unwrap())
-        .build()
-        .unwrap();
+    let authenticator = crate::mfa::authenticator(totp_secret);
     // The next step's code: seeding spent the current one (codes are single-use).
     let code = crate::mfa::code_at(&authenticator, 30);
     let tokens = gql(

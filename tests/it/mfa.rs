@@ -21,7 +21,7 @@ const SIGN_IN: &str = "mutation($t: String!, $e: String!, $p: String!) { signIn(
 const VERIFY: &str = "mutation($c: String!, $code: String, $rc: String) { verifyMfa(input: { challenge: $c, code: $code, recoveryCode: $rc }) { accessToken refreshToken } }";
 
 /// An authenticator app: the TOTP of an enrolment's base32 secret.
-fn authenticator(secret: &str) -> Totp {
+pub(crate) fn authenticator(secret: &str) -> Totp {
     Builder::new()
         .with_secret(Secret::try_from_base32(secret).unwrap())
         .build()
