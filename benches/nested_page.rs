@@ -101,6 +101,7 @@ async fn bench(url: &str, owner: &str) {
                     amount: Money::from_minor(minor, eur),
                     escrow_id: Some(escrow),
                     milestone_id: None,
+                    source: sequestra::ledger::Account::Escrow(escrow),
                 },
                 Actor::System,
                 &origin,

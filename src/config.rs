@@ -249,6 +249,9 @@ pub struct EscrowConfig {
     pub jobs_interval: Duration,
     /// Run the background jobs in this process.
     pub jobs_enabled: bool,
+    /// How often the jobs check the books (`ledger verify` and `audit verify` of every
+    /// tenant); `None`: never.
+    pub books_check_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -684,6 +687,8 @@ impl Config {
                 30_000,
             )?),
             jobs_enabled: parse(&get, "SEQUESTRA_JOBS_ENABLED", true)?,
+            books_check_interval: Some(secs(&get, "SEQUESTRA_BOOKS_CHECK_INTERVAL_SECS", 86_400)?)
+                .filter(|d| !d.is_zero()),
         };
         if escrow.proof_max_bytes == 0 {
             return Err(ConfigError::new(

@@ -52,10 +52,11 @@ pub enum Kind {
     Payout,
     Transfer,
     Alert,
+    LedgerEntry,
 }
 
 impl Kind {
-    const ALL: [Kind; 18] = [
+    const ALL: [Kind; 19] = [
         Kind::Tenant,
         Kind::User,
         Kind::Session,
@@ -74,6 +75,7 @@ impl Kind {
         Kind::Payout,
         Kind::Transfer,
         Kind::Alert,
+        Kind::LedgerEntry,
     ];
 
     pub fn prefix(self) -> &'static str {
@@ -96,6 +98,7 @@ impl Kind {
             Kind::Payout => "pot",
             Kind::Transfer => "trf",
             Kind::Alert => "alr",
+            Kind::LedgerEntry => "led",
         }
     }
 }

@@ -16,11 +16,13 @@ pub mod error;
 pub mod escrow;
 pub mod events;
 pub mod graphql;
+pub mod hooks;
 pub mod http;
 pub mod idempotency;
 pub mod identity;
 pub mod ids;
 pub mod jobs;
+pub mod ledger;
 pub mod money;
 pub mod payments;
 pub mod rules;
@@ -188,6 +190,7 @@ impl Application {
             tokio::spawn(jobs::run(
                 self.state.services.clone(),
                 self.state.config.escrow.jobs_interval,
+                self.state.config.escrow.books_check_interval,
                 self.state.jobs.clone(),
                 jobs_stop,
             ))

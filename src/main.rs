@@ -5,7 +5,11 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 
-use sequestra::{Application, accounts::rules, config::Config, db, demo, domain, telemetry};
+use std::io::Write as _;
+
+use sequestra::{
+    Application, accounts::rules, config::Config, db, demo, domain, ids::TenantId, telemetry,
+};
 
 #[derive(Parser)]
 #[command(
@@ -66,6 +70,13 @@ enum Command {
     /// needs, role conditions, whether an API key may call it, whether it needs a
     /// recent MFA step-up, and which roles see it. The README's table is this output.
     Policy,
+    /// Check the books: every ledger entry balances, and every escrow's, mandate's,
+    /// payment's and merchant's figures equal their ledger accounts.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Check or export the hash-chained audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Create a tenant and its first ADMIN, printing a one-time password for them.
     ///
     /// The password is random, shown once and stored only as an argon2id hash; there is
@@ -84,6 +95,46 @@ enum Command {
         /// who create tenants over GraphQL and read no tenant's business data.
         #[arg(long)]
         platform: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Check that no money was created or lost, tenant by tenant: every entry's
+    /// postings sum to zero, every escrow's funded/released/refunded and every
+    /// mandate's total/spent equal its account, the PSP accounts hold exactly the
+    /// payments in flight and the failed ones awaiting a retry, every SETTLED payment
+    /// has its clearing entry. Exits 1 naming the first discrepancy of each tenant.
+    Verify {
+        /// Only this tenant (its slug); all tenants without.
+        #[arg(long, value_name = "SLUG")]
+        tenant: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute each tenant's audit hash chain and report the first broken link
+    /// (an edited, removed or inserted row). Exits 1 when a chain is broken.
+    Verify {
+        /// Only this tenant (its slug); all tenants without.
+        #[arg(long, value_name = "SLUG")]
+        tenant: Option<String>,
+    },
+    /// Write a tenant's audit chain as JSON lines (each row, its `canonical` text,
+    /// `prev_hash` and `hash`) for an auditor to verify outside the system:
+    /// `sha256(prev_hash ‖ canonical) = hash`, each `prev_hash` the previous `hash`.
+    Export {
+        /// The tenant's slug.
+        #[arg(long, value_name = "SLUG")]
+        tenant: String,
+        /// Start at the first row created at or after this time (RFC 3339); from the
+        /// first row without.
+        #[arg(long, value_name = "TIME")]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Write to FILE instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -178,6 +229,69 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Migrate => {
             db::open(&config.database, true).await?;
             println!("migrations applied to {}", config.database.redacted_url());
+            Ok(())
+        }
+        Command::Ledger(LedgerCommand::Verify { tenant }) => {
+            let conn = db::open(&config.database, false).await?;
+            let mut failed = false;
+            for t in rules::tenants(&conn, tenant.as_deref()).await? {
+                let scoped = db::TenantDb::new(conn.clone(), TenantId::from_uuid(t.id));
+                let report = sequestra::ledger::verify(&scoped).await?;
+                match &report.discrepancy {
+                    None => println!(
+                        "{}: ok ({} entries, {} postings, {} accounts)",
+                        t.slug, report.entries, report.postings, report.accounts
+                    ),
+                    Some(found) => {
+                        failed = true;
+                        println!("{}: DISCREPANCY: {found}", t.slug);
+                    }
+                }
+            }
+            if failed {
+                anyhow::bail!("the ledger does not hold (see above)");
+            }
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Verify { tenant }) => {
+            let conn = db::open(&config.database, false).await?;
+            let mut failed = false;
+            for t in rules::tenants(&conn, tenant.as_deref()).await? {
+                let scoped = db::TenantDb::new(conn.clone(), TenantId::from_uuid(t.id));
+                let report = sequestra::audit::verify(&scoped).await?;
+                match &report.broken {
+                    None => println!("{}: ok ({} rows chained)", t.slug, report.rows),
+                    Some(broken) => {
+                        failed = true;
+                        println!(
+                            "{}: BROKEN after {} good rows: {broken}",
+                            t.slug, report.rows
+                        );
+                    }
+                }
+            }
+            if failed {
+                anyhow::bail!("an audit chain is broken (see above)");
+            }
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Export {
+            tenant,
+            since,
+            output,
+        }) => {
+            let conn = db::open(&config.database, false).await?;
+            let t = rules::find_tenant_by_slug(&conn, &tenant)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no tenant `{tenant}`"))?;
+            let scoped = db::TenantDb::new(conn.clone(), TenantId::from_uuid(t.id));
+            let mut out: Box<dyn std::io::Write> = match &output {
+                Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let rows = sequestra::audit::export(&scoped, since, &mut out).await?;
+            out.flush()?;
+            eprintln!("{rows} audit rows of {tenant} exported");
             Ok(())
         }
         Command::Bootstrap {

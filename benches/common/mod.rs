@@ -95,6 +95,8 @@ pub async fn sent_payments(
                     amount: Money::from_minor(100, eur),
                     escrow_id: None,
                     milestone_id: None,
+                    // Paid by no user of the tenant: the bench's own funding.
+                    source: sequestra::ledger::Account::Funding(uuid::Uuid::nil()),
                 },
                 Actor::System,
                 &origin,

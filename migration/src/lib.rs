@@ -14,6 +14,9 @@ mod m20261122_000008_spend;
 mod m20261122_000009_webhook_events;
 mod m20261122_000010_payment_attempts;
 mod m20261130_000011_row_level_security;
+mod m20261130_000012_ledger_and_audit_chain;
+
+pub mod audit_chain;
 
 pub struct Migrator;
 
@@ -32,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000009_webhook_events::Migration),
             Box::new(m20261122_000010_payment_attempts::Migration),
             Box::new(m20261130_000011_row_level_security::Migration),
+            Box::new(m20261130_000012_ledger_and_audit_chain::Migration),
         ]
     }
 }

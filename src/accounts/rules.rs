@@ -4,7 +4,7 @@
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
-    EntityTrait, QueryFilter, sea_query::Expr,
+    EntityTrait, QueryFilter, QueryOrder, sea_query::Expr,
 };
 use secrecy::SecretString;
 use serde_json::json;
@@ -65,6 +65,24 @@ pub async fn find_tenant_by_slug(
         .filter(tenant::Column::Slug.eq(slug))
         .one(db)
         .await?)
+}
+
+/// The tenant named `slug`, or every tenant (oldest first) without one: what the
+/// operator commands (`ledger verify`, `audit verify`) and jobs walk. An unknown slug
+/// is NOT_FOUND.
+pub async fn tenants(db: &DatabaseConnection, slug: Option<&str>) -> Result<Vec<tenant::Model>> {
+    match slug {
+        Some(slug) => Ok(vec![
+            find_tenant_by_slug(db, slug)
+                .await?
+                .ok_or(crate::error::Error::NotFound)?,
+        ]),
+        None => Ok(tenant::Entity::find()
+            .order_by_asc(tenant::Column::CreatedAt)
+            .order_by_asc(tenant::Column::Id)
+            .all(db)
+            .await?),
+    }
 }
 
 /// Creates a user with `roles` in the scoped tenant, with an argon2id hash of

@@ -18,7 +18,7 @@ use super::wall::{self, TenantPool};
 use uuid::Uuid;
 
 use crate::{
-    entity::tenant,
+    entity::{audit_log, tenant},
     error::{Error, Result},
     events::{self, Bus, Update},
     ids::TenantId,
@@ -51,6 +51,12 @@ pub struct Scoped<C> {
     /// The idempotency claim this transaction holds, if it runs under one
     /// ([`crate::idempotency`]), and the answer stored with it so far.
     pub(crate) claim: Arc<Mutex<Option<Claim>>>,
+    /// Audit rows written in this transaction: linked into the tenant's hash chain and
+    /// inserted when it commits ([`crate::audit::append`]), so the chain's head is
+    /// locked only for the moment before the commit.
+    audit: Arc<Mutex<Vec<audit_log::Model>>>,
+    /// Over the pool: the pool itself, for the transaction an audit row needs.
+    pool: Option<DatabaseConnection>,
 }
 
 /// An idempotency key claimed in a transaction: its row, and the answer already
@@ -68,11 +74,13 @@ pub type TenantTxn = Scoped<DatabaseTransaction>;
 impl TenantDb {
     pub fn new(conn: DatabaseConnection, tenant: TenantId) -> Self {
         Self {
-            conn: TenantPool::new(conn, tenant.as_uuid()),
+            conn: TenantPool::new(conn.clone(), tenant.as_uuid()),
             tenant,
             bus: None,
             outbox: Arc::default(),
             claim: Arc::default(),
+            audit: Arc::default(),
+            pool: Some(conn),
             autocommit: true,
         }
     }
@@ -93,6 +101,24 @@ impl TenantDb {
         Ok(self.in_txn(txn))
     }
 
+    /// Starts a read-only transaction that sees one snapshot of the database for all
+    /// its statements (REPEATABLE READ on PostgreSQL; a SQLite read transaction is one
+    /// already): for checks that compare several tables (`ledger verify`).
+    pub async fn begin_snapshot(&self) -> Result<TenantTxn> {
+        let txn = if self.conn.pool().get_database_backend() == DbBackend::Postgres {
+            sea_orm::TransactionTrait::begin_with_config(
+                self.conn.pool(),
+                Some(sea_orm::IsolationLevel::RepeatableRead),
+                Some(sea_orm::AccessMode::ReadOnly),
+            )
+            .await?
+        } else {
+            sea_orm::TransactionTrait::begin(self.conn.pool()).await?
+        };
+        wall::enter(&txn, self.tenant.as_uuid()).await?;
+        Ok(self.in_txn(txn))
+    }
+
     fn in_txn(&self, txn: DatabaseTransaction) -> TenantTxn {
         Scoped {
             conn: txn,
@@ -100,6 +126,8 @@ impl TenantDb {
             bus: self.bus.clone(),
             outbox: Arc::default(),
             claim: Arc::default(),
+            audit: Arc::default(),
+            pool: None,
             autocommit: false,
         }
     }
@@ -144,6 +172,8 @@ impl TenantTxn {
             bus: None,
             outbox: Arc::default(),
             claim: Arc::default(),
+            audit: Arc::default(),
+            pool: None,
             autocommit: false,
         })
     }
@@ -159,6 +189,8 @@ impl TenantTxn {
     /// PostgreSQL as notifications inside the transaction, delivered by its commit;
     /// on SQLite to the local bus once committed.
     pub async fn commit(self) -> Result<()> {
+        let rows = std::mem::take(&mut *self.audit.lock().expect("audit lock"));
+        crate::audit::append(&self.conn, self.tenant.as_uuid(), rows).await?;
         let updates = std::mem::take(&mut *self.outbox.lock().expect("outbox lock"));
         let postgres = self.conn.get_database_backend() == DbBackend::Postgres;
         if postgres {
@@ -190,6 +222,23 @@ impl<C> Scoped<C> {
     /// tenant (the webhook deduplication table) written in a tenant's transaction.
     pub(crate) fn unscoped(&self) -> &C {
         &self.conn
+    }
+
+    /// Keeps `row` for the tenant's audit chain: appended when this transaction commits
+    /// (nothing on rollback); over the pool, at once in a transaction of its own.
+    pub(crate) async fn audit(&self, row: audit_log::Model) -> Result<()> {
+        if !self.autocommit {
+            self.audit.lock().expect("audit lock").push(row);
+            return Ok(());
+        }
+        let pool = self.pool.as_ref().ok_or_else(|| {
+            Error::internal(anyhow::anyhow!("an autocommit handle without its pool"))
+        })?;
+        let txn = super::begin_write(pool).await?;
+        wall::enter(&txn, self.tenant.as_uuid()).await?;
+        crate::audit::append(&txn, self.tenant.as_uuid(), vec![row]).await?;
+        txn.commit().await?;
+        Ok(())
     }
 
     /// Publishes `update` when this transaction commits (nothing on rollback).
@@ -290,6 +339,25 @@ impl<C: ConnectionTrait> Scoped<C> {
         let inserted = self.ours(model).insert(&self.conn).await?;
         self.changed::<A::Entity>(1).await?;
         Ok(inserted)
+    }
+
+    /// Inserts `models` in one statement, each with `tenant_id` set to this tenant.
+    pub async fn insert_many<A>(&self, models: impl IntoIterator<Item = A>) -> Result<()>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        A::Entity: TenantEntity,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+    {
+        let models: Vec<A> = models.into_iter().map(|m| self.ours(m)).collect();
+        let rows = models.len() as u64;
+        if rows == 0 {
+            return Ok(());
+        }
+        <A::Entity as EntityTrait>::insert_many(models)
+            .exec_without_returning(&self.conn)
+            .await?;
+        self.changed::<A::Entity>(rows).await?;
+        Ok(())
     }
 
     /// `INSERT … ON CONFLICT (conflict) DO NOTHING` with `tenant_id` set to this

@@ -3,6 +3,7 @@
 
 pub mod alert;
 pub mod api_key;
+pub mod audit_chain_head;
 pub mod audit_log;
 pub mod auth_failure;
 pub mod certified_recipient;
@@ -11,6 +12,8 @@ pub mod escrow;
 pub mod escrow_event;
 pub mod idempotency_key;
 pub mod job_lease;
+pub mod ledger_entry;
+pub mod ledger_posting;
 pub mod mandate;
 pub mod mandate_category;
 pub mod mandate_merchant;

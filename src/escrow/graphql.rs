@@ -33,6 +33,7 @@ use crate::{
     },
     graphql::{node::global_id, scalars::MoneyValue},
     ids::{self, Kind},
+    ledger::{self, graphql::LedgerEntryNode},
     payments::graphql::PaymentNode,
 };
 
@@ -168,6 +169,24 @@ impl EscrowNode {
             .into_iter()
             .map(PaymentNode)
             .collect())
+    }
+
+    /// Its ledger entries, oldest first: the deposits into it, the payments out of it,
+    /// and their settlement (or failure and retry) by the PSP.
+    async fn ledger_entries(&self, ctx: &Context<'_>) -> Result<Vec<LedgerEntryNode>> {
+        let payments: Vec<Uuid> = children::<payment::Entity>(ctx, self.0.id)
+            .await?
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        let db = ctx.tenant_db()?;
+        Ok(
+            ledger::entries_of(db, &ledger::Account::Escrow(self.0.id), &payments)
+                .await?
+                .into_iter()
+                .map(LedgerEntryNode)
+                .collect(),
+        )
     }
 
     /// The timeline, oldest first.

@@ -17,18 +17,19 @@ use super::{inspect::Inspected, machine};
 use crate::{
     audit::{self, Actor, Origin},
     auth::Role,
-    db::Scoped,
+    db::{Scoped, TenantTxn},
     entity::{
         deposit,
         escrow::{self, EscrowStatus},
         escrow_event,
         milestone::{self, MilestoneStatus, ProofRequirement},
-        payment::{self, PaymentPurpose},
+        payment::{self, PaymentPurpose, PaymentStatus},
         proof::{self, ProofKind, ProofStatus},
         user,
     },
     error::{Error, Result},
     ids::{self, Kind, new_id},
+    ledger::{self, Account, EntryKind},
     money::{Currency, Money},
     payments::{self, NewPayment, Payee},
 };
@@ -545,6 +546,16 @@ pub async fn fund<C: ConnectionTrait>(
             created_at: Set(Utc::now()),
         })
         .await?;
+    ledger::post(
+        txn,
+        EntryKind::Deposit,
+        ("deposit", dep.id),
+        &esc.currency,
+        x,
+        Account::Funding(caller.user_id),
+        Account::Escrow(esc.id),
+    )
+    .await?;
     event(
         txn,
         act,
@@ -600,6 +611,7 @@ async fn pay_provider<C: ConnectionTrait>(
             amount: Money::from_minor(amount_minor, currency_of(esc)?),
             escrow_id: Some(esc.id),
             milestone_id,
+            source: Account::Escrow(esc.id),
         },
         act.actor,
         act.origin,
@@ -628,6 +640,7 @@ async fn refund_rest<C: ConnectionTrait>(
             amount: Money::from_minor(rest, currency_of(esc)?),
             escrow_id: Some(esc.id),
             milestone_id: None,
+            source: Account::Escrow(esc.id),
         },
         act.actor,
         act.origin,
@@ -958,6 +971,7 @@ pub async fn pay_external<C: ConnectionTrait>(
             amount: money,
             escrow_id: Some(esc.id),
             milestone_id: None,
+            source: Account::Escrow(esc.id),
         },
         act.actor,
         act.origin,
@@ -1489,9 +1503,26 @@ pub async fn decide_proof<C: ConnectionTrait>(
 
 // ---------------------------------------------------------------- payments, jobs
 
-/// The PSP settled a payment: its milestone is paid (a failed one stays PAYING until
-/// a retry settles).
-pub async fn payment_settled<C: ConnectionTrait>(
+/// A payment of an escrow moved on: once settled, its milestone is paid (a failed
+/// one stays PAYING until a retry settles). Registered with the payments' hook.
+fn payment_moved<'a>(
+    txn: &'a TenantTxn,
+    payment: &'a payment::Model,
+) -> futures_util::future::BoxFuture<'a, Result<()>> {
+    Box::pin(async move {
+        if payment.status == PaymentStatus::Settled {
+            payment_settled(txn, payment).await?;
+        }
+        Ok(())
+    })
+}
+
+inventory::submit! {
+    crate::hooks::PaymentMoved { name: "escrow", run: payment_moved }
+}
+
+/// The PSP settled a payment: its milestone is paid.
+async fn payment_settled<C: ConnectionTrait>(
     txn: &Scoped<C>,
     payment: &payment::Model,
 ) -> Result<()> {

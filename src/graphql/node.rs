@@ -118,7 +118,8 @@ async fn resolve(ctx: &Context<'_>, id: &str) -> Result<Node, Error> {
         | Kind::Payee
         | Kind::Payout
         | Kind::Transfer
-        | Kind::Alert => Err(Error::NotFound),
+        | Kind::Alert
+        | Kind::LedgerEntry => Err(Error::NotFound),
         Kind::Session => {
             // Sessions are their owner's alone.
             let model = db.get::<session::Entity>(uuid).await?;

@@ -36,6 +36,9 @@ use crate::{
 };
 
 const JOBS_LEASE: &str = "jobs";
+/// Held for a whole books-check interval by whoever checked last, so replicas and
+/// restarts check the books once per interval between them.
+const BOOKS_LEASE: &str = "books";
 /// Rows handled per kind per tick; the next tick takes the rest.
 const BATCH: u64 = 100;
 /// A payment still PENDING this long after it was recorded is submitted again.
@@ -74,10 +77,12 @@ pub struct TickReport {
     pub failures_handled: usize,
 }
 
-/// Runs the jobs every `interval` until `stop` fires.
+/// Runs the jobs every `interval` until `stop` fires, and checks the books every
+/// `books_every` (when set).
 pub async fn run(
     services: Services,
     interval: Duration,
+    books_every: Option<Duration>,
     heartbeat: Heartbeat,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -85,10 +90,25 @@ pub async fn run(
     let ttl = interval * 3 + Duration::from_secs(1);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut books_due = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stop.changed() => return,
+        }
+        if let Some(every) = books_every
+            && tokio::time::Instant::now() >= books_due
+        {
+            books_due = tokio::time::Instant::now() + every;
+            match lease::acquire(&services.db, BOOKS_LEASE, &holder, every).await {
+                Ok(true) => {
+                    if let Err(err) = check_books(&services).await {
+                        tracing::error!(error = ?err, "checking the books failed");
+                    }
+                }
+                Ok(false) => {}
+                Err(err) => tracing::warn!(error = ?err, "books lease not taken"),
+            }
         }
         match tick(&services, &holder, ttl).await {
             Ok(report) => {
@@ -146,6 +166,41 @@ pub async fn tick(services: &Services, holder: &str, ttl: Duration) -> Result<Ti
         sweep(services, &tenant, act, now, &mut report).await?;
     }
     Ok(report)
+}
+
+/// Checks every tenant's books: `ledger verify` and `audit verify`. A discrepancy or
+/// a broken chain is logged as an error (and so reaches Sentry when configured) and
+/// shows in the metrics `ledger_discrepancy` / `audit_chain_broken` (1 for the
+/// tenant, 0 once it holds again) and `books_checks_total{outcome}`. Answers the
+/// number of problems found.
+pub async fn check_books(services: &Services) -> Result<usize> {
+    let mut problems = 0;
+    for t in tenant::Entity::find().all(&services.db).await? {
+        let tenant = services.tenant_db(TenantId::from_uuid(t.id));
+        let ledger = crate::ledger::verify(&tenant).await?;
+        let chain = crate::audit::verify(&tenant).await?;
+        metrics::gauge!("ledger_discrepancy", "tenant" => t.slug.clone()).set(
+            if ledger.discrepancy.is_some() {
+                1.0
+            } else {
+                0.0
+            },
+        );
+        metrics::gauge!("audit_chain_broken", "tenant" => t.slug.clone())
+            .set(if chain.broken.is_some() { 1.0 } else { 0.0 });
+        if let Some(found) = &ledger.discrepancy {
+            problems += 1;
+            tracing::error!(tenant = %t.slug, discrepancy = %found, "the ledger does not hold");
+        }
+        if let Some(broken) = &chain.broken {
+            problems += 1;
+            tracing::error!(tenant = %t.slug, broken = %broken, "the audit chain is broken");
+        }
+    }
+    let outcome = if problems == 0 { "ok" } else { "problem" };
+    metrics::counter!("books_checks_total", "outcome" => outcome).increment(1);
+    tracing::info!(problems, "books checked");
+    Ok(problems)
 }
 
 /// One tenant's share of a tick.

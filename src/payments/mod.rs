@@ -33,6 +33,7 @@ use crate::{
     error::{Error, Result},
     events::Update,
     ids::new_id,
+    ledger::{self, Account, EntryKind},
     money::{Currency, Money},
     rules::Caller,
 };
@@ -52,6 +53,9 @@ pub struct NewPayment {
     pub amount: Money,
     pub escrow_id: Option<Uuid>,
     pub milestone_id: Option<Uuid>,
+    /// The ledger account the money leaves for the PSP (an escrow, a mandate, the
+    /// payer's funding).
+    pub source: Account,
 }
 
 impl NewPayment {
@@ -73,6 +77,7 @@ impl NewPayment {
             amount: Money::from_minor(p.amount_minor, Currency::parse(&p.currency)?),
             escrow_id: p.escrow_id,
             milestone_id: p.milestone_id,
+            source: Account::PspReturned,
         })
     }
 }
@@ -120,9 +125,20 @@ pub async fn record<C: ConnectionTrait>(
     actor: Actor,
     origin: &Origin,
 ) -> Result<payment::Model> {
+    let source = new.source.clone();
     let model = txn
         .insert(pending_row(txn.tenant().as_uuid(), psp_name, new, None))
         .await?;
+    ledger::post(
+        txn,
+        EntryKind::PaymentCreated,
+        ("payment", model.id),
+        &model.currency,
+        model.amount_minor,
+        source,
+        Account::PspClearing,
+    )
+    .await?;
     audit::record(
         txn,
         audit::Entry {
@@ -292,13 +308,10 @@ pub struct Move<'a> {
 
 /// Moves payment `id` forward, if it is still in a state that allows it: one
 /// conditional UPDATE, then the audit row, the attempt history, the published
-/// update and the escrow's consequence (a settled release pays its milestone).
+/// update, and whatever the areas that react to payments registered
+/// ([`crate::hooks::PaymentMoved`]: the escrow's consequence, the ledger's entry).
 /// `None` when the payment had already moved on (a late or repeated report).
-pub async fn transition<C: ConnectionTrait>(
-    txn: &Scoped<C>,
-    id: Uuid,
-    m: Move<'_>,
-) -> Result<Option<payment::Model>> {
+pub async fn transition(txn: &TenantTxn, id: Uuid, m: Move<'_>) -> Result<Option<payment::Model>> {
     let now = Utc::now();
     let to = m.to;
     let from: Vec<&str> = allowed_from(to).iter().map(|s| s.as_str()).collect();
@@ -350,9 +363,7 @@ pub async fn transition<C: ConnectionTrait>(
     .await?;
     note_attempt(txn, p.id, m.via, to.as_str(), m.detail).await?;
     publish(txn, &p).await?;
-    if to == PaymentStatus::Settled {
-        crate::escrow::rules::payment_settled(txn, &p).await?;
-    }
+    crate::hooks::payment_moved(txn, &p).await?;
     Ok(Some(p))
 }
 
@@ -392,6 +403,16 @@ pub async fn record_retry<C: ConnectionTrait>(
             Error::Conflict { .. } => already_retried(),
             other => other,
         })?;
+    ledger::post(
+        txn,
+        EntryKind::PaymentRetried,
+        ("payment", retry.id),
+        &retry.currency,
+        retry.amount_minor,
+        Account::PspReturned,
+        Account::PspClearing,
+    )
+    .await?;
     audit::record(
         txn,
         audit::Entry {

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use crate::{
-    db::{self, Scoped, TenantTxn},
+    db::{self, TenantTxn},
     entity::{
         payment::{self, PaymentStatus},
         webhook_event, webhook_rejection,
@@ -316,10 +316,7 @@ pub async fn lock_reference<C: ConnectionTrait>(
 /// recorded `UNKNOWN_REFERENCE`, is claimed by a conditional UPDATE and applied as
 /// it came, in `txn`. Called when the reference is stored, and by the jobs for
 /// events that raced that moment.
-pub async fn adopt_orphans<C: ConnectionTrait>(
-    txn: &Scoped<C>,
-    payment: &payment::Model,
-) -> Result<usize> {
+pub async fn adopt_orphans(txn: &TenantTxn, payment: &payment::Model) -> Result<usize> {
     let Some(reference) = payment.psp_reference.as_deref() else {
         return Ok(0);
     };

@@ -31,6 +31,7 @@ use crate::{
     },
     graphql::{node::global_id, scalars::MoneyValue},
     ids::{self, Kind},
+    ledger::{self, graphql::LedgerEntryNode},
     payments::graphql::PaymentNode,
 };
 
@@ -184,6 +185,24 @@ impl MandateNode {
             .into_iter()
             .map(PurchaseNode)
             .collect())
+    }
+    /// Its ledger entries, oldest first: the budget set aside, purchases, payouts and
+    /// their settlement by the PSP, and what went back to the sender when it ended.
+    async fn ledger_entries(&self, ctx: &Context<'_>) -> Result<Vec<LedgerEntryNode>> {
+        let db = ctx.tenant_db()?;
+        let payments: Vec<Uuid> = db
+            .list::<payout::Entity>(|q| q.filter(payout::Column::MandateId.eq(self.0.id)))
+            .await?
+            .into_iter()
+            .map(|p| p.payment_id)
+            .collect();
+        Ok(
+            ledger::entries_of(db, &ledger::Account::Mandate(self.0.id), &payments)
+                .await?
+                .into_iter()
+                .map(LedgerEntryNode)
+                .collect(),
+        )
     }
     /// Payees its beneficiary may pay from it.
     async fn payees(&self, ctx: &Context<'_>) -> Result<Vec<PayeeNode>> {

@@ -28,6 +28,7 @@ use crate::{
     },
     error::{Error, Result},
     ids::{self, Kind, new_id},
+    ledger::{self, Account, EntryKind},
     money::{Currency, Money},
     payments::{self, NewPayment, Payee},
 };
@@ -380,6 +381,16 @@ pub async fn grant<C: ConnectionTrait>(
             ),
             other => other,
         })?;
+    ledger::post(
+        txn,
+        EntryKind::MandateGranted,
+        ("mandate", row.id),
+        &row.currency,
+        row.total_minor,
+        Account::Funding(caller.user_id),
+        Account::Mandate(row.id),
+    )
+    .await?;
     let mut categories = new.category_ids.clone();
     categories.sort();
     categories.dedup();
@@ -472,6 +483,19 @@ async fn end<C: ConnectionTrait>(
     let Some(m) = ended else {
         return Ok(false);
     };
+    let left = m.total_minor - m.spent_minor;
+    if left > 0 {
+        ledger::post(
+            txn,
+            EntryKind::MandateEnded,
+            ("mandate", m.id),
+            &m.currency,
+            left,
+            Account::Mandate(m.id),
+            Account::Funding(m.sender_id),
+        )
+        .await?;
+    }
     record(
         txn,
         act,
@@ -710,6 +734,16 @@ pub async fn purchase<C: ConnectionTrait>(
         "purchase.created",
         ("purchase", row.id),
         serde_json::json!({ "mandate_id": m.id, "merchant_id": shop.id, "amount_minor": row.amount_minor }),
+    )
+    .await?;
+    ledger::post(
+        txn,
+        EntryKind::Purchase,
+        ("purchase", row.id),
+        &m.currency,
+        money.minor(),
+        Account::Mandate(m.id),
+        Account::Merchant(shop.id),
     )
     .await?;
     let outcome = Outcome {
@@ -954,6 +988,7 @@ pub async fn payout<C: ConnectionTrait>(
             amount: money,
             escrow_id: None,
             milestone_id: None,
+            source: Account::Mandate(m.id),
         },
         act.actor,
         act.origin,
@@ -1129,6 +1164,7 @@ pub async fn transfer<C: ConnectionTrait>(
             amount: money,
             escrow_id: None,
             milestone_id: None,
+            source: Account::Funding(caller.user_id),
         },
         act.actor,
         act.origin,

@@ -41,14 +41,20 @@ macro_rules! on_both_backends {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let app = $crate::harness::TestApp::spawn($crate::harness::Backend::Sqlite).await;
-                super::$name(app.expect("sqlite always runs")).await;
+                let app = $crate::harness::TestApp::spawn($crate::harness::Backend::Sqlite)
+                    .await
+                    .expect("sqlite always runs");
+                let books = app.books();
+                super::$name(app).await;
+                books.check().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 if let Some(app) = $crate::harness::TestApp::spawn($crate::harness::Backend::Postgres).await {
+                    let books = app.books();
                     super::$name(app).await;
+                    books.check().await;
                 } else {
                     $crate::harness::skipped(concat!(module_path!(), "::postgres"));
                 }
@@ -69,8 +75,11 @@ macro_rules! on_both_backends_with {
                     $crate::harness::Backend::Sqlite,
                     $settings,
                 )
-                .await;
-                super::$name(app.expect("sqlite always runs")).await;
+                .await
+                .expect("sqlite always runs");
+                let books = app.books();
+                super::$name(app).await;
+                books.check().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,13 +90,56 @@ macro_rules! on_both_backends_with {
                 )
                 .await
                 {
+                    let books = app.books();
                     super::$name(app).await;
+                    books.check().await;
                 } else {
                     $crate::harness::skipped(concat!(module_path!(), "::postgres"));
                 }
             }
         }
     };
+}
+
+/// The books of a test's database: after every test that runs on both backends,
+/// `ledger verify` and `audit verify` must pass for every tenant (DESIGN §8), so each
+/// test's money flows are also a test of the ledger and of the audit chain.
+pub struct Books {
+    db: DatabaseConnection,
+    /// Set by a test that damaged the books on purpose (`TestApp::tampered`).
+    tampered: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    _dir: Option<std::sync::Arc<tempfile::TempDir>>,
+    _pg: Option<std::sync::Arc<PgDatabase>>,
+}
+
+impl Books {
+    pub async fn check(self) {
+        use sequestra::ids::TenantId;
+        if self.tampered.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let tenants = sequestra::accounts::rules::tenants(&self.db, None)
+            .await
+            .expect("tenants");
+        for t in tenants {
+            let scoped = sequestra::db::TenantDb::new(self.db.clone(), TenantId::from_uuid(t.id));
+            let ledger = sequestra::ledger::verify(&scoped)
+                .await
+                .expect("ledger verify");
+            assert!(
+                ledger.discrepancy.is_none(),
+                "ledger verify, tenant {}: {}",
+                t.slug,
+                ledger.discrepancy.unwrap_or_default()
+            );
+            let chain = sequestra::audit::verify(&scoped)
+                .await
+                .expect("audit verify");
+            if let Some(broken) = chain.broken {
+                panic!("audit verify, tenant {}: {broken}", t.slug);
+            }
+        }
+    }
 }
 
 /// Says so on the real stderr (not the captured one) when PostgreSQL is skipped.
@@ -257,11 +309,19 @@ pub struct TestApp {
     config_database: sequestra::config::DatabaseConfig,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _dir: Option<tempfile::TempDir>,
-    _pg: Option<PgDatabase>,
+    _dir: Option<std::sync::Arc<tempfile::TempDir>>,
+    _pg: Option<std::sync::Arc<PgDatabase>>,
+    tampered: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl TestApp {
+    /// This test edits the books behind the server's back on purpose: the check after
+    /// it is skipped.
+    pub fn tampered(&self) {
+        self.tampered
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Starts the app on port 0 on a fresh database; `None` when PostgreSQL was asked
     /// for and is not configured (unless `SEQUESTRA_TEST_REQUIRE_POSTGRES=1`).
     pub async fn spawn(backend: Backend) -> Option<Self> {
@@ -403,8 +463,20 @@ impl TestApp {
             config_database,
             shutdown: Some(tx),
             server: Some(server),
-            _dir: dir,
-            _pg: pg,
+            _dir: dir.map(std::sync::Arc::new),
+            _pg: pg.map(std::sync::Arc::new),
+            tampered: std::sync::Arc::default(),
+        }
+    }
+
+    /// What checks the books once the test is done with the app (the database
+    /// outlives the app until then).
+    pub fn books(&self) -> Books {
+        Books {
+            db: self.server_db.clone(),
+            tampered: self.tampered.clone(),
+            _dir: self._dir.clone(),
+            _pg: self._pg.clone(),
         }
     }
 

@@ -6,6 +6,7 @@ mod harness;
 mod access;
 mod accounts;
 mod api_keys;
+mod books;
 mod browser;
 mod cli;
 mod credentials;

@@ -1,0 +1,288 @@
+//! The double-entry ledger under every money movement (DESIGN §8: money is conserved
+//! by the data model).
+//!
+//! Per tenant and currency, money sits in accounts ([`Account`]) and moves only by
+//! journal entries: a set of postings, one per account, that sum to zero, written in
+//! the same transaction as the business change they record. Balances are the sums of
+//! the postings; nothing caches them, so nothing can disagree with them. Amounts are
+//! integer minor units; an entry has one currency and the database refuses a posting
+//! in another (a composite foreign key). Both tables are append-only.
+//!
+//! The movements (who is debited → who is credited):
+//! - deposit into an escrow: the sender's funding → the escrow;
+//! - mandate granted: the sender's funding → the mandate; ended (revoked, expired)
+//!   with money left: the mandate → the sender's funding;
+//! - purchase: the mandate → the merchant;
+//! - payment recorded (release, refund, dispute split, payee payout, transfer): its
+//!   source (the escrow, the mandate, the sender's funding) → PSP clearing;
+//! - payment settled: PSP clearing → the payee; failed: PSP clearing → PSP returned;
+//!   retried: PSP returned → PSP clearing.
+//!
+//! [`verify`] checks that every entry balances and that every business counter
+//! (escrow funded/released/refunded, mandate total/spent, payments in flight, failed
+//! payments awaiting a retry, settled payments, merchants' takings) equals the
+//! accounts that mirror it.
+
+pub mod graphql;
+mod verify;
+
+use chrono::Utc;
+use sea_orm::{ActiveValue::Set, ConnectionTrait};
+use uuid::Uuid;
+
+use crate::{
+    db::{Scoped, TenantTxn},
+    entity::{
+        ledger_entry, ledger_posting,
+        payment::{self, PaymentStatus},
+    },
+    error::{Error, Result},
+    ids::new_id,
+};
+
+pub use verify::{Report, verify};
+
+/// Where money sits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Account {
+    /// A user's own money outside the system: what deposits, mandate budgets and
+    /// transfers are paid from, and what a returned mandate budget goes back to.
+    Funding(Uuid),
+    /// What an escrow holds.
+    Escrow(Uuid),
+    /// A mandate's unspent budget.
+    Mandate(Uuid),
+    /// What a merchant took from purchases under mandates.
+    Merchant(Uuid),
+    /// Payments handed to the PSP and not yet settled or failed (PENDING, SENT).
+    PspClearing,
+    /// Payments that failed and wait for a retry.
+    PspReturned,
+    /// What a user of the tenant was paid out.
+    PaidUser(Uuid),
+    /// What an external payee (by its reference) was paid out.
+    PaidExternal(String),
+}
+
+impl Account {
+    /// The account's kind and reference, as stored.
+    pub fn key(&self) -> (&'static str, String) {
+        match self {
+            Account::Funding(id) => ("FUNDING", id.to_string()),
+            Account::Escrow(id) => ("ESCROW", id.to_string()),
+            Account::Mandate(id) => ("MANDATE", id.to_string()),
+            Account::Merchant(id) => ("MERCHANT", id.to_string()),
+            Account::PspClearing => ("PSP_CLEARING", String::new()),
+            Account::PspReturned => ("PSP_RETURNED", String::new()),
+            Account::PaidUser(id) => ("PAID_USER", id.to_string()),
+            Account::PaidExternal(reference) => ("PAID_EXTERNAL", reference.clone()),
+        }
+    }
+
+    /// The account a stored kind and reference name.
+    pub fn from_key(kind: &str, reference: &str) -> Option<Self> {
+        let id = || reference.parse::<Uuid>().ok();
+        Some(match kind {
+            "FUNDING" => Account::Funding(id()?),
+            "ESCROW" => Account::Escrow(id()?),
+            "MANDATE" => Account::Mandate(id()?),
+            "MERCHANT" => Account::Merchant(id()?),
+            "PSP_CLEARING" => Account::PspClearing,
+            "PSP_RETURNED" => Account::PspReturned,
+            "PAID_USER" => Account::PaidUser(id()?),
+            "PAID_EXTERNAL" => Account::PaidExternal(reference.to_owned()),
+            _ => return None,
+        })
+    }
+}
+
+/// What moved the money: the kind of a journal entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
+#[graphql(name = "LedgerEntryKind")]
+pub enum EntryKind {
+    /// A deposit into an escrow.
+    Deposit,
+    /// A mandate's budget set aside from its sender's funding.
+    MandateGranted,
+    /// What was left of a revoked or expired mandate, back to its sender.
+    MandateEnded,
+    /// A purchase under a mandate.
+    Purchase,
+    /// A payment recorded for the PSP (release, refund, payout, transfer).
+    PaymentCreated,
+    /// A failed payment tried again.
+    PaymentRetried,
+    /// The PSP settled a payment: the payee has the money.
+    PaymentSettled,
+    /// The PSP failed a payment: the money waits for a retry.
+    PaymentFailed,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Deposit => "DEPOSIT",
+            EntryKind::MandateGranted => "MANDATE_GRANTED",
+            EntryKind::MandateEnded => "MANDATE_ENDED",
+            EntryKind::Purchase => "PURCHASE",
+            EntryKind::PaymentCreated => "PAYMENT_CREATED",
+            EntryKind::PaymentRetried => "PAYMENT_RETRIED",
+            EntryKind::PaymentSettled => "PAYMENT_SETTLED",
+            EntryKind::PaymentFailed => "PAYMENT_FAILED",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            EntryKind::Deposit,
+            EntryKind::MandateGranted,
+            EntryKind::MandateEnded,
+            EntryKind::Purchase,
+            EntryKind::PaymentCreated,
+            EntryKind::PaymentRetried,
+            EntryKind::PaymentSettled,
+            EntryKind::PaymentFailed,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == raw)
+    }
+}
+
+/// Posts one entry moving `amount_minor` of `currency` from `from` to `to`, recorded
+/// against `subject` (the row the movement belongs to), in `txn`'s transaction.
+pub async fn post<C: ConnectionTrait>(
+    txn: &Scoped<C>,
+    kind: EntryKind,
+    subject: (&'static str, Uuid),
+    currency: &str,
+    amount_minor: i64,
+    from: Account,
+    to: Account,
+) -> Result<()> {
+    if amount_minor <= 0 || from == to {
+        return Err(Error::internal(anyhow::anyhow!(
+            "a ledger movement of {amount_minor} from {from:?} to {to:?}"
+        )));
+    }
+    let entry = new_id();
+    txn.insert(ledger_entry::ActiveModel {
+        id: Set(entry),
+        tenant_id: Set(txn.tenant().as_uuid()),
+        currency: Set(currency.to_owned()),
+        kind: Set(kind.as_str().to_owned()),
+        subject_type: Set(subject.0.to_owned()),
+        subject_id: Set(subject.1),
+        created_at: Set(Utc::now()),
+    })
+    .await?;
+    let leg = |account: Account, amount: i64| {
+        let (kind, reference) = account.key();
+        ledger_posting::ActiveModel {
+            id: Set(new_id()),
+            tenant_id: Set(txn.tenant().as_uuid()),
+            entry_id: Set(entry),
+            currency: Set(currency.to_owned()),
+            account_kind: Set(kind.to_owned()),
+            account_ref: Set(reference),
+            amount_minor: Set(amount),
+        }
+    };
+    txn.insert_many([leg(from, -amount_minor), leg(to, amount_minor)])
+        .await
+}
+
+/// Who a payment pays, as an account.
+fn payee_of(p: &payment::Model) -> Result<Account> {
+    match (p.payee_id, &p.payee_reference) {
+        (Some(id), _) => Ok(Account::PaidUser(id)),
+        (None, Some(reference)) => Ok(Account::PaidExternal(reference.clone())),
+        (None, None) => Err(Error::internal(anyhow::anyhow!(
+            "payment {} has no payee",
+            p.id
+        ))),
+    }
+}
+
+/// A settled payment leaves PSP clearing for its payee; a failed one waits in PSP
+/// returned for its retry.
+fn payment_moved<'a>(
+    txn: &'a TenantTxn,
+    p: &'a payment::Model,
+) -> futures_util::future::BoxFuture<'a, Result<()>> {
+    Box::pin(async move {
+        let (kind, to) = match p.status {
+            PaymentStatus::Settled => (EntryKind::PaymentSettled, payee_of(p)?),
+            PaymentStatus::Failed => (EntryKind::PaymentFailed, Account::PspReturned),
+            PaymentStatus::Pending | PaymentStatus::Sent => return Ok(()),
+        };
+        post(
+            txn,
+            kind,
+            ("payment", p.id),
+            &p.currency,
+            p.amount_minor,
+            Account::PspClearing,
+            to,
+        )
+        .await
+    })
+}
+
+inventory::submit! {
+    crate::hooks::PaymentMoved { name: "ledger", run: payment_moved }
+}
+
+/// An entry with its postings.
+pub struct Posted {
+    pub entry: ledger_entry::Model,
+    pub postings: Vec<ledger_posting::Model>,
+}
+
+/// The entries that moved money into or out of `account`, and those recorded against
+/// `payments` (their settlement, failure and retry), oldest first, each with all its
+/// postings.
+pub async fn entries_of<C: ConnectionTrait>(
+    db: &Scoped<C>,
+    account: &Account,
+    payments: &[Uuid],
+) -> Result<Vec<Posted>> {
+    use sea_orm::{ColumnTrait, Condition, QueryFilter, QueryOrder};
+    let (kind, reference) = account.key();
+    let touching: Vec<Uuid> = db
+        .list::<ledger_posting::Entity>(|q| {
+            q.filter(ledger_posting::Column::AccountKind.eq(kind))
+                .filter(ledger_posting::Column::AccountRef.eq(reference))
+        })
+        .await?
+        .into_iter()
+        .map(|p| p.entry_id)
+        .collect();
+    let entries = db
+        .list::<ledger_entry::Entity>(|q| {
+            q.filter(
+                Condition::any()
+                    .add(ledger_entry::Column::Id.is_in(touching))
+                    .add(ledger_entry::Column::SubjectId.is_in(payments.iter().copied())),
+            )
+            .order_by_asc(ledger_entry::Column::CreatedAt)
+            .order_by_asc(ledger_entry::Column::Id)
+        })
+        .await?;
+    let mut postings = db
+        .list::<ledger_posting::Entity>(|q| {
+            q.filter(ledger_posting::Column::EntryId.is_in(entries.iter().map(|e| e.id)))
+                .order_by_asc(ledger_posting::Column::AmountMinor)
+        })
+        .await?;
+    Ok(entries
+        .into_iter()
+        .map(|entry| {
+            let (mine, rest) = postings.drain(..).partition(|p| p.entry_id == entry.id);
+            postings = rest;
+            Posted {
+                entry,
+                postings: mine,
+            }
+        })
+        .collect())
+}
