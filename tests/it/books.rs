@@ -237,3 +237,256 @@ async fn the_audit_export_verifies_outside_and_an_edited_row_is_named(app: TestA
     );
     assert!(out.contains(&named), "{out}\nexpected: {named}");
 }
+
+// ------------------------------------------------------------------ crash consistency
+
+const RELEASE: &str = "mutation($id: ID!, $k: String!) { releaseEscrow(escrowId: $id, idempotencyKey: $k) { escrow { id status } payments { id } } }";
+const FUND: &str = "mutation($id: ID!, $a: Decimal!, $k: String!) { fundEscrow(escrowId: $id, amount: $a, idempotencyKey: $k) { deposit { id } } }";
+const PURCHASE: &str = "mutation($m: ID!, $s: ID!, $a: Decimal!, $k: String!) { createPurchase(mandateId: $m, merchantId: $s, amount: $a, idempotencyKey: $k) { id } }";
+const PAY: &str = "mutation($p: ID!, $a: Decimal!, $k: String!) { payPayee(payeeId: $p, amount: $a, idempotencyKey: $k) { id payment { id } } }";
+
+/// One money-moving request of the load, with its idempotency key.
+struct Op {
+    token: String,
+    query: &'static str,
+    vars: Value,
+}
+
+/// The answer to `op`, asked of whichever process is up, again and again (same key)
+/// until one answers: a request cut by a crash has no answer and is retried.
+async fn until_answered(
+    http: &reqwest::Client,
+    listen: &tokio::sync::RwLock<String>,
+    op: &Op,
+) -> (Value, u32) {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let url = format!("http://{}/graphql", listen.read().await);
+        let sent = http
+            .post(url)
+            .bearer_auth(&op.token)
+            .json(&json!({ "query": op.query, "variables": op.vars }))
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await;
+        if let Ok(response) = sent
+            && let Ok(body) = response.json::<Value>().await
+        {
+            return (body, tries);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Deposits, releases, purchases and payouts run concurrently against a `serve`
+/// process on PostgreSQL that is killed with SIGKILL three times mid-load and
+/// restarted; every request without an answer is retried with its idempotency key.
+/// Then every acknowledged request is present exactly once and `ledger verify`
+/// passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn money_survives_sigkill_mid_load() {
+    use crate::harness::Backend;
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    let mut settings: Vec<(&str, &str)> = crate::principal_cache::SECRETS.to_vec();
+    settings.push(("SEQUESTRA_JOBS_ENABLED", "false"));
+    let Some(app) = TestApp::spawn_with(Backend::Postgres, &settings).await else {
+        crate::harness::skipped("books::money_survives_sigkill_mid_load");
+        return;
+    };
+    let books = app.books();
+    let t = app.tenant("acme").await;
+    let sender = t.token(Role::Sender).to_owned();
+    let beneficiary = t.token(Role::Beneficiary).to_owned();
+    enrol(&app, &sender).await;
+    enrol(&app, &beneficiary).await;
+    let shops = crate::spend::catalog(&app, &t).await;
+    let r = crate::spend::grant(
+        &app,
+        &t,
+        json!({ "total": "1000.00", "currency": "EUR", "allowedMerchantIds": [shops.fresh_mart] }),
+    )
+    .await;
+    let mandate = r.ok()["grantMandate"]["id"].as_str().unwrap().to_owned();
+    let r = app
+        .gql(
+            Some(&sender),
+            "mutation($m: ID!) { addPayee(input: { mandateId: $m, reference: \"crash-payee\", name: \"Crash Ltd\" }) { id } }",
+            json!({ "m": mandate }),
+        )
+        .await;
+    let payee = r.ok()["addPayee"]["id"].as_str().unwrap().to_owned();
+    let (mut to_fund, mut to_release) = (Vec::new(), Vec::new());
+    for i in 0..24 {
+        let e = create_escrow(
+            &app,
+            &t,
+            "10.00",
+            json!([{ "title": "all", "amount": "10.00" }]),
+            None,
+            Duration::days(7),
+        )
+        .await;
+        let id = e["id"].as_str().unwrap().to_owned();
+        if i % 2 == 0 {
+            fund(&app, &sender, &id, "10.00", &key()).await.ok();
+            to_release.push(id);
+        } else {
+            to_fund.push(id);
+        }
+    }
+    let op = |token: &str, query: &'static str, vars: Value| Op {
+        token: token.to_owned(),
+        query,
+        vars,
+    };
+    let deposits = to_fund.iter().flat_map(|id| {
+        [0, 1].map(|_| op(&sender, FUND, json!({ "id": id, "a": "5.00", "k": key() })))
+    });
+    let releases = to_release
+        .iter()
+        .map(|id| op(&sender, RELEASE, json!({ "id": id, "k": key() })));
+    let purchases = (0..120).map(|_| {
+        let vars = json!({ "m": mandate, "s": shops.fresh_mart, "a": "1.00", "k": key() });
+        op(&beneficiary, PURCHASE, vars)
+    });
+    let payouts = (0..24).map(|_| {
+        op(
+            &beneficiary,
+            PAY,
+            json!({ "p": payee, "a": "2.00", "k": key() }),
+        )
+    });
+    // Interleaved, so every kind is in flight at every kill.
+    let mut kinds: Vec<std::collections::VecDeque<Op>> = vec![
+        deposits.collect(),
+        releases.collect(),
+        purchases.collect(),
+        payouts.collect(),
+    ];
+    let mut mixed = Vec::new();
+    while kinds.iter().any(|k| !k.is_empty()) {
+        for kind in &mut kinds {
+            // Purchases are the most: five of them per round.
+            let take = if kind.len() > 30 { 5 } else { 1 };
+            mixed.extend((0..take).filter_map(|_| kind.pop_front()));
+        }
+    }
+    let n = mixed.len();
+    let ops = Arc::new(mixed);
+
+    let db = app.database_url();
+    let owner = app
+        .database_owner_url()
+        .expect("PostgreSQL has an owner URL");
+    let mut child_settings = settings.clone();
+    child_settings.push(("SEQUESTRA_DATABASE_OWNER_URL", owner.as_str()));
+    child_settings.push(("SEQUESTRA_RATE_LIMIT_PER_SECOND", "100000"));
+    child_settings.push(("SEQUESTRA_RATE_LIMIT_BURST", "100000"));
+    let (mut child, listen) = crate::cli::serve_with(&[], &db, &child_settings).await;
+    let listen = Arc::new(tokio::sync::RwLock::new(listen));
+    let done = Arc::new(AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(0));
+    let answers = Arc::new(tokio::sync::Mutex::new(vec![(Value::Null, 0u32); n]));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (ops, listen, done, next, answers) = (
+            ops.clone(),
+            listen.clone(),
+            done.clone(),
+            next.clone(),
+            answers.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= ops.len() {
+                    return;
+                }
+                let answer = until_answered(&http, &listen, &ops[i]).await;
+                answers.lock().await[i] = answer;
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    // Three kills, at a quarter, half and three quarters of the load.
+    let mut kills = 0;
+    for quarter in 1..=3 {
+        while done.load(Ordering::SeqCst) < n * quarter / 4 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        child.start_kill().expect("SIGKILL");
+        child.wait().await.ok();
+        kills += 1;
+        let (restarted, at) = crate::cli::serve_with(&[], &db, &child_settings).await;
+        child = restarted;
+        *listen.write().await = at;
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    child.start_kill().ok();
+
+    let answers = answers.lock().await.clone();
+    let retried = answers.iter().filter(|(_, tries)| *tries > 1).count();
+    for (i, (body, _)) in answers.iter().enumerate() {
+        assert!(
+            body.get("errors").is_none(),
+            "request {i} ({}) was refused: {body}",
+            ops[i].query
+        );
+    }
+    crate::harness::report(&format!(
+        "crash test: {n} requests, {kills} SIGKILLs mid-load, {retried} retried with their key"
+    ));
+    assert!(retried > 0, "no request was cut by a kill");
+
+    // Everything acknowledged is there, once.
+    let state = app
+        .gql(
+            Some(&sender),
+            "query($m: ID!) { mandate(id: $m) { spent { amount } purchases { id } ledgerEntries { kind } } escrows(first: 100) { edges { node { id status funded { amount } deposits { id } payments { id } } } } }",
+            json!({ "m": mandate }),
+        )
+        .await;
+    let state = state.ok();
+    let purchases: std::collections::HashSet<&str> = state["mandate"]["purchases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    for (op, (body, _)) in ops.iter().zip(&answers) {
+        if op.query == PURCHASE {
+            assert!(
+                purchases.contains(body["data"]["createPurchase"]["id"].as_str().unwrap()),
+                "an acknowledged purchase is missing: {body}"
+            );
+        }
+    }
+    assert_eq!(purchases.len(), 120, "purchases applied once each");
+    // 120 purchases of 1.00 and 24 payouts of 2.00.
+    assert_eq!(state["mandate"]["spent"]["amount"], "168.00", "{state}");
+    for edge in state["escrows"]["edges"].as_array().unwrap() {
+        let e = &edge["node"];
+        let id = e["id"].as_str().unwrap();
+        if to_fund.iter().any(|f| f == id) {
+            assert_eq!(e["deposits"].as_array().unwrap().len(), 2, "{e}");
+            assert_eq!(e["funded"]["amount"], "10.00", "{e}");
+            assert_eq!(e["status"], "FUNDED", "{e}");
+        } else if to_release.iter().any(|r| r == id) {
+            assert_eq!(e["status"], "RELEASED", "{e}");
+            assert_eq!(e["payments"].as_array().unwrap().len(), 1, "paid once: {e}");
+        }
+    }
+    let (code, out, err) = command(&app, &["ledger", "verify"]).await;
+    assert_eq!(code, 0, "ledger verify after the crashes: {out}{err}");
+    let (code, out, err) = command(&app, &["audit", "verify"]).await;
+    assert_eq!(code, 0, "audit verify after the crashes: {out}{err}");
+    drop(app);
+    books.check().await;
+}

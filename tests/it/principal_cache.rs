@@ -55,7 +55,7 @@ async fn a_known_principal_costs_no_statement(app: TestApp) {
     ));
 }
 
-const SECRETS: &[(&str, &str)] = &[
+pub(crate) const SECRETS: &[(&str, &str)] = &[
     (
         "SEQUESTRA_JWT_SECRET",
         "principal-cache-test-jwt-secret-0123456789abcdef",
