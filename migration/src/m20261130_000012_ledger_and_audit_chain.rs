@@ -326,19 +326,10 @@ impl MigrationTrait for Migration {
             }
             DbBackend::MySql => return Err(DbErr::Migration("MySQL is not supported".into())),
         }
-        seal_existing(manager).await
+        backfill(manager).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        if manager.get_database_backend() == DbBackend::Postgres {
-            db.execute_unprepared(
-                "DROP TRIGGER IF EXISTS ledger_entries_no_update ON ledger_entries;
-                 DROP TRIGGER IF EXISTS ledger_postings_no_update ON ledger_postings;
-                 DROP FUNCTION IF EXISTS ledger_append_only();",
-            )
-            .await?;
-        }
         manager
             .drop_index(
                 Index::drop()
@@ -366,17 +357,100 @@ impl MigrationTrait for Migration {
                 .drop_table(Table::drop().table(table).to_owned())
                 .await?;
         }
+        if manager.get_database_backend() == DbBackend::Postgres {
+            manager
+                .get_connection()
+                .execute_unprepared("DROP FUNCTION IF EXISTS ledger_append_only();")
+                .await?;
+        }
         Ok(())
     }
 }
 
-/// Links every audit row already written, tenant by tenant, and records each tenant's
-/// head. The append-only triggers (and, on PostgreSQL, row-level security for the
-/// table's owner) are lifted for exactly this and put back.
-async fn seal_existing(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
-    let db = manager.get_connection();
+/// `$n` placeholders as the backend writes them.
+fn sql(backend: DbBackend, text: &str, values: Vec<sea_orm::Value>) -> Statement {
+    let text = if backend == DbBackend::Postgres {
+        text.to_owned()
+    } else {
+        let mut out = String::with_capacity(text.len());
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+                while chars.peek().is_some_and(char::is_ascii_digit) {
+                    chars.next();
+                }
+                out.push('?');
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    Statement::from_sql_and_values(backend, text, values)
+}
+
+/// The tables the backfill reads or writes; on PostgreSQL their row-level security is
+/// lifted for the table owner for the backfill's transaction only.
+const BACKFILL_TABLES: &[&str] = &[
+    "audit_log",
+    "audit_chain_heads",
+    "ledger_entries",
+    "ledger_postings",
+    "deposits",
+    "mandates",
+    "purchases",
+    "payments",
+    "payouts",
+    "transfers",
+];
+
+/// What a database written before this migration needs so that `ledger verify` and
+/// `audit verify` hold at once: its audit rows sealed into each tenant's chain, and
+/// its money history replayed into the ledger. One transaction, on one connection.
+async fn backfill(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+    use sea_orm::TransactionTrait;
     let backend = manager.get_database_backend();
-    let rows = db
+    let txn = manager.get_connection().begin().await?;
+    let rows = |table: &str| format!("SELECT COUNT(*) AS n FROM {table}");
+    let mut any = false;
+    for table in ["audit_log", "deposits", "mandates", "payments"] {
+        let n: i64 = txn
+            .query_one(Statement::from_string(backend, rows(table)))
+            .await?
+            .map(|r| r.try_get("", "n"))
+            .transpose()?
+            .unwrap_or_default();
+        any |= n > 0;
+    }
+    if !any {
+        return txn.commit().await;
+    }
+    if backend == DbBackend::Postgres {
+        for table in BACKFILL_TABLES {
+            txn.execute_unprepared(&format!("ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY"))
+                .await?;
+        }
+    }
+    seal_existing(&txn, backend).await?;
+    replay_ledger(&txn, backend).await?;
+    if backend == DbBackend::Postgres {
+        for table in BACKFILL_TABLES {
+            txn.execute_unprepared(&format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY"))
+                .await?;
+        }
+    }
+    txn.commit().await
+}
+
+/// Links every audit row already written, tenant by tenant in `(created_at, id)`
+/// order, and records each tenant's head. The append-only guard is lifted for
+/// exactly this and put back.
+async fn seal_existing(
+    txn: &sea_orm::DatabaseTransaction,
+    backend: DbBackend,
+) -> Result<(), DbErr> {
+    use sea_orm::prelude::Uuid;
+    let rows = txn
         .query_all(Statement::from_string(
             backend,
             "SELECT id, tenant_id, actor_type, actor_id, action, subject_type, subject_id, \
@@ -388,29 +462,19 @@ async fn seal_existing(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
     }
     match backend {
         DbBackend::Postgres => {
-            db.execute_unprepared(
-                "ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update;
-                 ALTER TABLE audit_log NO FORCE ROW LEVEL SECURITY;
-                 ALTER TABLE audit_chain_heads NO FORCE ROW LEVEL SECURITY;",
-            )
-            .await?;
+            txn.execute_unprepared("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update")
+                .await?;
         }
         _ => {
-            db.execute_unprepared("DROP TRIGGER IF EXISTS audit_log_no_update")
-                .await?;
-            db.execute_unprepared("DROP TRIGGER IF EXISTS audit_log_no_delete")
+            txn.execute_unprepared("DROP TRIGGER IF EXISTS audit_log_no_update")
                 .await?;
         }
     }
-    let param = |n: usize| match backend {
-        DbBackend::Postgres => format!("${n}"),
-        _ => "?".to_owned(),
-    };
-    let mut head: Option<(sea_orm::prelude::Uuid, i64, String)> = None;
+    let mut head: Option<(Uuid, i64, String)> = None;
     let mut heads = Vec::new();
     for row in rows {
-        let id: sea_orm::prelude::Uuid = row.try_get("", "id")?;
-        let tenant_id: sea_orm::prelude::Uuid = row.try_get("", "tenant_id")?;
+        let id: Uuid = row.try_get("", "id")?;
+        let tenant_id: Uuid = row.try_get("", "tenant_id")?;
         let actor_type: String = row.try_get("", "actor_type")?;
         let action: String = row.try_get("", "action")?;
         let subject_type: Option<String> = row.try_get("", "subject_type")?;
@@ -441,52 +505,244 @@ async fn seal_existing(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
                 created_at: row.try_get("", "created_at")?,
             },
         );
-        db.execute(Statement::from_sql_and_values(
+        txn.execute(sql(
             backend,
-            format!(
-                "UPDATE audit_log SET seq = {}, prev_hash = {}, hash = {} WHERE id = {}",
-                param(1),
-                param(2),
-                param(3),
-                param(4)
-            ),
-            [seq.into(), prev.into(), hash.clone().into(), id.into()],
+            "UPDATE audit_log SET seq = $1, prev_hash = $2, hash = $3 WHERE id = $4",
+            vec![seq.into(), prev.into(), hash.clone().into(), id.into()],
         ))
         .await?;
         head = Some((tenant_id, seq, hash));
     }
     heads.extend(head);
     for (tenant_id, seq, hash) in heads {
-        db.execute(Statement::from_sql_and_values(
+        txn.execute(sql(
             backend,
-            format!(
-                "INSERT INTO audit_chain_heads (tenant_id, seq, hash) VALUES ({}, {}, {})",
-                param(1),
-                param(2),
-                param(3)
-            ),
-            [tenant_id.into(), seq.into(), hash.into()],
+            "INSERT INTO audit_chain_heads (tenant_id, seq, hash) VALUES ($1, $2, $3)",
+            vec![tenant_id.into(), seq.into(), hash.into()],
         ))
         .await?;
     }
     match backend {
         DbBackend::Postgres => {
-            db.execute_unprepared(
-                "ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update;
-                 ALTER TABLE audit_log FORCE ROW LEVEL SECURITY;
-                 ALTER TABLE audit_chain_heads FORCE ROW LEVEL SECURITY;",
-            )
-            .await?;
+            txn.execute_unprepared("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update")
+                .await?;
         }
         _ => {
-            db.execute_unprepared(
+            txn.execute_unprepared(
                 "CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
                  BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;",
             )
             .await?;
-            db.execute_unprepared(
-                "CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
-                 BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;",
+        }
+    }
+    Ok(())
+}
+
+/// One movement of the replayed history.
+struct Movement<'a> {
+    tenant: sea_orm::prelude::Uuid,
+    currency: String,
+    kind: &'static str,
+    subject: (&'static str, sea_orm::prelude::Uuid),
+    at: sea_orm::prelude::DateTimeUtc,
+    amount: i64,
+    from: (&'a str, String),
+    to: (&'a str, String),
+}
+
+async fn post(
+    txn: &sea_orm::DatabaseTransaction,
+    backend: DbBackend,
+    m: Movement<'_>,
+) -> Result<(), DbErr> {
+    use sea_orm::prelude::Uuid;
+    if m.amount <= 0 {
+        return Ok(());
+    }
+    let entry = Uuid::now_v7();
+    txn.execute(sql(
+        backend,
+        "INSERT INTO ledger_entries (id, tenant_id, currency, kind, subject_type, subject_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        vec![
+            entry.into(),
+            m.tenant.into(),
+            m.currency.clone().into(),
+            m.kind.into(),
+            m.subject.0.into(),
+            m.subject.1.into(),
+            m.at.into(),
+        ],
+    ))
+    .await?;
+    txn.execute(sql(
+        backend,
+        "INSERT INTO ledger_postings (id, tenant_id, entry_id, currency, account_kind, account_ref, amount_minor) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14)",
+        vec![
+            Uuid::now_v7().into(),
+            m.tenant.into(),
+            entry.into(),
+            m.currency.clone().into(),
+            m.from.0.into(),
+            m.from.1.into(),
+            (-m.amount).into(),
+            Uuid::now_v7().into(),
+            m.tenant.into(),
+            entry.into(),
+            m.currency.into(),
+            m.to.0.into(),
+            m.to.1.into(),
+            m.amount.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Replays the money history already in the business tables into the ledger, the
+/// way the server posts it (`src/ledger`): deposits, mandate budgets and what came
+/// back from ended mandates, purchases, payments (from their escrow, mandate or
+/// payer) with their settlement, failure and retry.
+async fn replay_ledger(
+    txn: &sea_orm::DatabaseTransaction,
+    backend: DbBackend,
+) -> Result<(), DbErr> {
+    use sea_orm::prelude::{DateTimeUtc, Uuid};
+    let all = |q: &str| txn.query_all(Statement::from_string(backend, q.to_owned()));
+    for r in all("SELECT tenant_id, id, escrow_id, depositor_id, amount_minor, currency, created_at FROM deposits").await? {
+        let escrow: Uuid = r.try_get("", "escrow_id")?;
+        let depositor: Uuid = r.try_get("", "depositor_id")?;
+        post(txn, backend, Movement {
+            tenant: r.try_get("", "tenant_id")?,
+            currency: r.try_get("", "currency")?,
+            kind: "DEPOSIT",
+            subject: ("deposit", r.try_get("", "id")?),
+            at: r.try_get("", "created_at")?,
+            amount: r.try_get("", "amount_minor")?,
+            from: ("FUNDING", depositor.to_string()),
+            to: ("ESCROW", escrow.to_string()),
+        })
+        .await?;
+    }
+    for r in all("SELECT tenant_id, id, sender_id, currency, total_minor, spent_minor, status, created_at, updated_at FROM mandates").await? {
+        let id: Uuid = r.try_get("", "id")?;
+        let sender: Uuid = r.try_get("", "sender_id")?;
+        let tenant: Uuid = r.try_get("", "tenant_id")?;
+        let currency: String = r.try_get("", "currency")?;
+        let total: i64 = r.try_get("", "total_minor")?;
+        let spent: i64 = r.try_get("", "spent_minor")?;
+        let status: String = r.try_get("", "status")?;
+        post(txn, backend, Movement {
+            tenant,
+            currency: currency.clone(),
+            kind: "MANDATE_GRANTED",
+            subject: ("mandate", id),
+            at: r.try_get("", "created_at")?,
+            amount: total,
+            from: ("FUNDING", sender.to_string()),
+            to: ("MANDATE", id.to_string()),
+        })
+        .await?;
+        if status != "ACTIVE" {
+            post(txn, backend, Movement {
+                tenant,
+                currency,
+                kind: "MANDATE_ENDED",
+                subject: ("mandate", id),
+                at: r.try_get("", "updated_at")?,
+                amount: total - spent,
+                from: ("MANDATE", id.to_string()),
+                to: ("FUNDING", sender.to_string()),
+            })
+            .await?;
+        }
+    }
+    for r in all("SELECT tenant_id, id, mandate_id, merchant_id, amount_minor, currency, created_at FROM purchases").await? {
+        let mandate: Uuid = r.try_get("", "mandate_id")?;
+        let merchant: Uuid = r.try_get("", "merchant_id")?;
+        post(txn, backend, Movement {
+            tenant: r.try_get("", "tenant_id")?,
+            currency: r.try_get("", "currency")?,
+            kind: "PURCHASE",
+            subject: ("purchase", r.try_get("", "id")?),
+            at: r.try_get("", "created_at")?,
+            amount: r.try_get("", "amount_minor")?,
+            from: ("MANDATE", mandate.to_string()),
+            to: ("MERCHANT", merchant.to_string()),
+        })
+        .await?;
+    }
+    let payments = all(
+        "SELECT p.tenant_id, p.id, p.escrow_id, p.payee_id, p.payee_reference, p.amount_minor, \
+         p.currency, p.status, p.retry_of, p.created_at, p.updated_at, \
+         po.mandate_id AS payout_mandate, t.sender_id AS transfer_sender \
+         FROM payments p \
+         LEFT JOIN payouts po ON po.tenant_id = p.tenant_id AND po.payment_id = p.id \
+         LEFT JOIN transfers t ON t.tenant_id = p.tenant_id AND t.payment_id = p.id \
+         ORDER BY p.created_at, p.id",
+    )
+    .await?;
+    for r in payments {
+        let id: Uuid = r.try_get("", "id")?;
+        let tenant: Uuid = r.try_get("", "tenant_id")?;
+        let currency: String = r.try_get("", "currency")?;
+        let amount: i64 = r.try_get("", "amount_minor")?;
+        let created: DateTimeUtc = r.try_get("", "created_at")?;
+        let updated: DateTimeUtc = r.try_get("", "updated_at")?;
+        let escrow: Option<Uuid> = r.try_get("", "escrow_id")?;
+        let retry_of: Option<Uuid> = r.try_get("", "retry_of")?;
+        let mandate: Option<Uuid> = r.try_get("", "payout_mandate")?;
+        let sender: Option<Uuid> = r.try_get("", "transfer_sender")?;
+        let (kind, from) = match (retry_of, escrow, mandate, sender) {
+            (Some(_), ..) => ("PAYMENT_RETRIED", ("PSP_RETURNED", String::new())),
+            (None, Some(e), ..) => ("PAYMENT_CREATED", ("ESCROW", e.to_string())),
+            (None, None, Some(m), _) => ("PAYMENT_CREATED", ("MANDATE", m.to_string())),
+            (None, None, None, Some(s)) => ("PAYMENT_CREATED", ("FUNDING", s.to_string())),
+            // A payer the tables do not name: the nil user's funding.
+            (None, None, None, None) => ("PAYMENT_CREATED", ("FUNDING", Uuid::nil().to_string())),
+        };
+        post(
+            txn,
+            backend,
+            Movement {
+                tenant,
+                currency: currency.clone(),
+                kind,
+                subject: ("payment", id),
+                at: created,
+                amount,
+                from,
+                to: ("PSP_CLEARING", String::new()),
+            },
+        )
+        .await?;
+        let status: String = r.try_get("", "status")?;
+        let payee: Option<Uuid> = r.try_get("", "payee_id")?;
+        let reference: Option<String> = r.try_get("", "payee_reference")?;
+        let paid = match payee {
+            Some(u) => ("PAID_USER", u.to_string()),
+            None => ("PAID_EXTERNAL", reference.unwrap_or_default()),
+        };
+        let ended = match status.as_str() {
+            "SETTLED" => Some(("PAYMENT_SETTLED", paid)),
+            "FAILED" => Some(("PAYMENT_FAILED", ("PSP_RETURNED", String::new()))),
+            _ => None,
+        };
+        if let Some((kind, to)) = ended {
+            post(
+                txn,
+                backend,
+                Movement {
+                    tenant,
+                    currency,
+                    kind,
+                    subject: ("payment", id),
+                    at: updated,
+                    amount,
+                    from: ("PSP_CLEARING", String::new()),
+                    to,
+                },
             )
             .await?;
         }

@@ -5,6 +5,7 @@
 //! edited behind the server's back.
 
 use chrono::Duration;
+use migration::MigratorTrait;
 use rust_decimal::Decimal;
 use sea_orm::{ConnectionTrait, DbBackend};
 use sequestra::auth::Role;
@@ -12,13 +13,17 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::escrow::{create_escrow, fund};
-use crate::harness::TestApp;
+use crate::harness::{TestApp, TestTenant};
 use crate::mfa::enrol;
-use crate::on_both_backends;
+use crate::{on_both_backends, on_both_backends_with};
 
 on_both_backends!(
     entries_balance_and_a_tampered_posting_is_named,
     the_audit_export_verifies_outside_and_an_edited_row_is_named,
+);
+on_both_backends_with!(
+    a_database_from_before_the_ledger_gets_its_books_on_upgrade,
+    &[("SEQUESTRA_JOBS_ENABLED", "false")]
 );
 
 /// `sequestra ARGS` against the app's database: (exit code, stdout, stderr).
@@ -45,13 +50,12 @@ fn key() -> String {
 }
 
 /// An escrow of two milestones, funded in two deposits and released: two payments.
-async fn money_moves(app: &TestApp) -> String {
-    let t = app.tenant("acme").await;
+async fn money_moves(app: &TestApp, t: &TestTenant) -> String {
     let sender = t.token(Role::Sender).to_owned();
     enrol(app, &sender).await;
     let e = create_escrow(
         app,
-        &t,
+        t,
         "30.00",
         json!([{ "title": "one", "amount": "10.00" }, { "title": "two", "amount": "20.00" }]),
         None,
@@ -122,7 +126,7 @@ async fn as_owner(app: &TestApp, sql: &str) -> Result<(), sea_orm::DbErr> {
 }
 
 async fn entries_balance_and_a_tampered_posting_is_named(app: TestApp) {
-    money_moves(&app).await;
+    money_moves(&app, &app.tenant("acme").await).await;
     let (code, out, err) = command(&app, &["ledger", "verify"]).await;
     assert_eq!(code, 0, "ledger verify: {out}{err}");
     assert!(out.contains("acme: ok"), "{out}");
@@ -168,7 +172,7 @@ async fn entries_balance_and_a_tampered_posting_is_named(app: TestApp) {
 }
 
 async fn the_audit_export_verifies_outside_and_an_edited_row_is_named(app: TestApp) {
-    money_moves(&app).await;
+    money_moves(&app, &app.tenant("acme").await).await;
     let (code, out, err) = command(&app, &["audit", "verify"]).await;
     assert_eq!(code, 0, "audit verify: {out}{err}");
     assert!(out.contains("acme: ok ("), "{out}");
@@ -236,6 +240,73 @@ async fn the_audit_export_verifies_outside_and_an_edited_row_is_named(app: TestA
         victim["id"].as_str().unwrap()
     );
     assert!(out.contains(&named), "{out}\nexpected: {named}");
+}
+
+/// A database written before the ledger existed (this migration undone: no journal,
+/// no chain) is upgraded: the migration replays its money history into the ledger and
+/// seals its audit rows, so both commands hold at once — here after deposits, a
+/// release with its settlement, a mandate's purchases and payout, its revocation, and
+/// a transfer. (The harness checks the books once more after the test.)
+async fn a_database_from_before_the_ledger_gets_its_books_on_upgrade(app: TestApp) {
+    let t = app.tenant("acme").await;
+    money_moves(&app, &t).await;
+    let (sender, beneficiary) = (t.token(Role::Sender), t.token(Role::Beneficiary));
+    enrol(&app, beneficiary).await;
+    let shops = crate::spend::catalog(&app, &t).await;
+    let r = crate::spend::grant(
+        &app,
+        &t,
+        json!({ "total": "50.00", "currency": "EUR", "allowedMerchantIds": [shops.fresh_mart] }),
+    )
+    .await;
+    let mandate = r.ok()["grantMandate"]["id"].as_str().unwrap().to_owned();
+    crate::spend::buy(
+        &app,
+        beneficiary,
+        &mandate,
+        &shops.fresh_mart,
+        "7.25",
+        &key(),
+    )
+    .await
+    .ok();
+    let r = app
+        .gql(
+            Some(sender),
+            "mutation($m: ID!) { addPayee(input: { mandateId: $m, reference: \"up-1\", name: \"Up Ltd\" }) { id } }",
+            json!({ "m": mandate }),
+        )
+        .await;
+    let payee = r.ok()["addPayee"]["id"].as_str().unwrap().to_owned();
+    app.gql(
+        Some(beneficiary),
+        PAY,
+        json!({ "p": payee, "a": "3.00", "k": key() }),
+    )
+    .await
+    .ok();
+    app.gql(
+        Some(sender),
+        "mutation($m: ID!) { revokeMandate(mandateId: $m) { status } }",
+        json!({ "m": mandate }),
+    )
+    .await
+    .ok();
+
+    migration::Migrator::down(&app.db, Some(1)).await.unwrap();
+    let gone = app
+        .db
+        .execute_unprepared("SELECT COUNT(*) FROM ledger_postings")
+        .await;
+    assert!(gone.is_err(), "the journal is still there: {gone:?}");
+    app.migrate().await;
+    for args in [["ledger", "verify"], ["audit", "verify"]] {
+        let (code, out, err) = command(&app, &args).await;
+        assert_eq!(code, 0, "{args:?} after the upgrade: {out}{err}");
+        assert!(out.contains("acme: ok"), "{out}");
+    }
+    let (_, out, _) = command(&app, &["ledger", "verify", "--tenant", "acme"]).await;
+    assert!(!out.contains("(0 entries"), "nothing was replayed: {out}");
 }
 
 // ------------------------------------------------------------------ crash consistency

@@ -469,6 +469,14 @@ impl TestApp {
         }
     }
 
+    /// Applies pending migrations as `sequestra migrate` does (as the owner, then the
+    /// server's role granted its privileges).
+    pub async fn migrate(&self) {
+        sequestra::db::open(&self.config_database, true)
+            .await
+            .expect("migrate");
+    }
+
     /// What checks the books once the test is done with the app (the database
     /// outlives the app until then).
     pub fn books(&self) -> Books {
