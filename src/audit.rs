@@ -94,55 +94,118 @@ fn chain_row(row: &audit_log::Model, seq: i64) -> audit_chain::Row<'_> {
     }
 }
 
-/// Links `rows` after the tenant's head and inserts them, in `conn`'s transaction
-/// (which has entered the tenant's wall): lock the head (created on first use), one
-/// multi-row INSERT, move the head.
-pub(crate) async fn append<C: ConnectionTrait>(
-    conn: &C,
-    tenant: Uuid,
-    mut rows: Vec<audit_log::Model>,
-) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let head = match locked_head(conn, tenant).await? {
-        Some(head) => head,
-        None => {
-            audit_chain_head::Entity::insert(audit_chain_head::ActiveModel {
-                tenant_id: Set(tenant),
-                seq: Set(0),
-                hash: Set(audit_chain::GENESIS.to_owned()),
-            })
-            .on_conflict(
-                OnConflict::column(audit_chain_head::Column::TenantId)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(conn)
-            .await?;
-            locked_head(conn, tenant)
-                .await?
-                .ok_or_else(|| Error::internal(anyhow::anyhow!("no audit chain head")))?
+/// The last head this process appended for each tenant, `(seq, hash)`: the guess
+/// the next append starts from. Only a guess — the UPDATE that moves the head checks
+/// it — so a stale one (another process appended, a transaction rolled back) costs the
+/// locked read it saves, nothing else.
+static HEADS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<Uuid, (i64, String)>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// A tenant's new head, remembered once the transaction that wrote it committed.
+pub(crate) struct NewHead(Option<(Uuid, i64, String)>);
+
+impl NewHead {
+    /// The transaction committed: the next append starts from here.
+    pub(crate) fn committed(self) {
+        if let Some((tenant, seq, hash)) = self.0
+            && let Ok(mut heads) = HEADS.lock()
+        {
+            heads.insert(tenant, (seq, hash));
         }
-    };
-    let (mut seq, mut prev) = (head.seq, head.hash);
-    for row in &mut rows {
+    }
+}
+
+/// Links `rows` after `(seq, hash)`; answers the new head.
+fn link_after(rows: &mut [audit_log::Model], mut seq: i64, mut prev: String) -> (i64, String) {
+    for row in rows {
         seq += 1;
         let hash = audit_chain::link(&prev, &chain_row(row, seq));
         row.seq = Some(seq);
         row.prev_hash = Some(std::mem::replace(&mut prev, hash.clone()));
         row.hash = Some(hash);
     }
+    (seq, prev)
+}
+
+/// Moves the tenant's head from `from` to `to`; `false` when it is not at `from`.
+async fn move_head<C: ConnectionTrait>(
+    conn: &C,
+    tenant: Uuid,
+    from: &(i64, String),
+    to: &(i64, String),
+) -> Result<bool> {
+    let moved = audit_chain_head::Entity::update_many()
+        .col_expr(audit_chain_head::Column::Seq, to.0.into())
+        .col_expr(audit_chain_head::Column::Hash, to.1.clone().into())
+        .filter(audit_chain_head::Column::TenantId.eq(tenant))
+        .filter(audit_chain_head::Column::Seq.eq(from.0))
+        .filter(audit_chain_head::Column::Hash.eq(from.1.as_str()))
+        .exec(conn)
+        .await?;
+    Ok(moved.rows_affected == 1)
+}
+
+/// Links `rows` after the tenant's head and inserts them, in `conn`'s transaction
+/// (which has entered the tenant's wall). The head is moved first, by an UPDATE that
+/// checks it is where this process last left it (and so locks it until the commit);
+/// when it is not, it is read under lock (created on first use) and moved from there.
+/// Then one multi-row INSERT. Answers the new head, to remember once committed.
+pub(crate) async fn append<C: ConnectionTrait>(
+    conn: &C,
+    tenant: Uuid,
+    mut rows: Vec<audit_log::Model>,
+) -> Result<NewHead> {
+    if rows.is_empty() {
+        return Ok(NewHead(None));
+    }
+    let guess = HEADS.lock().ok().and_then(|h| h.get(&tenant).cloned());
+    let mut moved = None;
+    if let Some(from) = guess {
+        let mut linked = rows.clone();
+        let to = link_after(&mut linked, from.0, from.1.clone());
+        if move_head(conn, tenant, &from, &to).await? {
+            rows = linked;
+            moved = Some(to);
+        }
+    }
+    let to = match moved {
+        Some(to) => to,
+        None => {
+            let head = match locked_head(conn, tenant).await? {
+                Some(head) => head,
+                None => {
+                    audit_chain_head::Entity::insert(audit_chain_head::ActiveModel {
+                        tenant_id: Set(tenant),
+                        seq: Set(0),
+                        hash: Set(audit_chain::GENESIS.to_owned()),
+                    })
+                    .on_conflict(
+                        OnConflict::column(audit_chain_head::Column::TenantId)
+                            .do_nothing()
+                            .to_owned(),
+                    )
+                    .exec_without_returning(conn)
+                    .await?;
+                    locked_head(conn, tenant)
+                        .await?
+                        .ok_or_else(|| Error::internal(anyhow::anyhow!("no audit chain head")))?
+                }
+            };
+            let from = (head.seq, head.hash);
+            let to = link_after(&mut rows, from.0, from.1.clone());
+            if !move_head(conn, tenant, &from, &to).await? {
+                return Err(Error::internal(anyhow::anyhow!(
+                    "the audit chain head moved under its lock"
+                )));
+            }
+            to
+        }
+    };
     audit_log::Entity::insert_many(rows.into_iter().map(IntoActiveModel::into_active_model))
         .exec_without_returning(conn)
         .await?;
-    audit_chain_head::Entity::update_many()
-        .col_expr(audit_chain_head::Column::Seq, seq.into())
-        .col_expr(audit_chain_head::Column::Hash, prev.into())
-        .filter(audit_chain_head::Column::TenantId.eq(tenant))
-        .exec(conn)
-        .await?;
-    Ok(())
+    Ok(NewHead(Some((tenant, to.0, to.1))))
 }
 
 async fn locked_head<C: ConnectionTrait>(

@@ -190,13 +190,14 @@ impl TenantTxn {
     /// on SQLite to the local bus once committed.
     pub async fn commit(self) -> Result<()> {
         let rows = std::mem::take(&mut *self.audit.lock().expect("audit lock"));
-        crate::audit::append(&self.conn, self.tenant.as_uuid(), rows).await?;
+        let head = crate::audit::append(&self.conn, self.tenant.as_uuid(), rows).await?;
         let updates = std::mem::take(&mut *self.outbox.lock().expect("outbox lock"));
         let postgres = self.conn.get_database_backend() == DbBackend::Postgres;
         if postgres {
             notify(&self.conn, &updates).await?;
         }
         self.conn.commit().await?;
+        head.committed();
         // A change of access takes effect in this process before the commit returns
         // (other processes: when their LISTEN delivers it).
         for update in &updates {
@@ -236,8 +237,9 @@ impl<C> Scoped<C> {
         })?;
         let txn = super::begin_write(pool).await?;
         wall::enter(&txn, self.tenant.as_uuid()).await?;
-        crate::audit::append(&txn, self.tenant.as_uuid(), vec![row]).await?;
+        let head = crate::audit::append(&txn, self.tenant.as_uuid(), vec![row]).await?;
         txn.commit().await?;
+        head.committed();
         Ok(())
     }
 
