@@ -42,3 +42,49 @@ pub fn payment_moved_consumers() -> Vec<&'static str> {
     names.sort_unstable();
     names
 }
+
+#[cfg(test)]
+mod tests {
+    /// The consumers register themselves: a payment's move reaches the escrow rules
+    /// and the ledger without payments naming either.
+    #[test]
+    fn escrow_and_ledger_consume_payment_moves() {
+        assert_eq!(super::payment_moved_consumers(), ["escrow", "ledger"]);
+    }
+
+    /// The money modules depend one way: payments' rules name no business area that
+    /// reacts to them, and the ledger names none of the areas that post to it.
+    #[test]
+    fn money_modules_do_not_call_each_other() {
+        let payments = [
+            ("payments/mod.rs", include_str!("payments/mod.rs")),
+            ("payments/webhook.rs", include_str!("payments/webhook.rs")),
+            ("payments/psp.rs", include_str!("payments/psp.rs")),
+            ("payments/http_psp.rs", include_str!("payments/http_psp.rs")),
+        ];
+        for (file, source) in payments {
+            for area in [
+                "crate::escrow",
+                "crate::spend",
+                "escrow::rules",
+                "spend::rules",
+            ] {
+                assert!(!source.contains(area), "{file} names {area}");
+            }
+        }
+        let ledger = [
+            ("ledger/mod.rs", include_str!("ledger/mod.rs")),
+            ("ledger/verify.rs", include_str!("ledger/verify.rs")),
+        ];
+        for (file, source) in ledger {
+            for area in [
+                "crate::payments",
+                "crate::escrow",
+                "crate::spend",
+                "payments::",
+            ] {
+                assert!(!source.contains(area), "{file} names {area}");
+            }
+        }
+    }
+}

@@ -121,9 +121,10 @@ enum AuditCommand {
         #[arg(long, value_name = "SLUG")]
         tenant: Option<String>,
     },
-    /// Write a tenant's audit chain as JSON lines (each row, its `canonical` text,
-    /// `prev_hash` and `hash`) for an auditor to verify outside the system:
-    /// `sha256(prev_hash ‖ canonical) = hash`, each `prev_hash` the previous `hash`.
+    /// Write a tenant's audit chain as JSON lines, lane after lane (each row with its
+    /// `lane`, `seq`, `canonical` text, `prev_hash` and `hash`) for an auditor to verify
+    /// outside the system: `sha256(prev_hash ‖ canonical) = hash`, each `prev_hash` the
+    /// `hash` of the previous row of the same lane.
     Export {
         /// The tenant's slug.
         #[arg(long, value_name = "SLUG")]
@@ -260,7 +261,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 let scoped = db::TenantDb::new(conn.clone(), TenantId::from_uuid(t.id));
                 let report = sequestra::audit::verify(&scoped).await?;
                 match &report.broken {
-                    None => println!("{}: ok ({} rows chained)", t.slug, report.rows),
+                    None => println!(
+                        "{}: ok ({} rows chained in {} lanes)",
+                        t.slug, report.rows, report.lanes
+                    ),
                     Some(broken) => {
                         failed = true;
                         println!(

@@ -3,11 +3,14 @@
 //! written before the chain existed and by the server, which links every new row; an
 //! auditor re-implements exactly this to check an export (README, "Audit trail").
 //!
+//! A tenant's log is a few parallel chains, its *lanes* (a transaction appends to one
+//! lane that no other transaction holds, so concurrent writers do not queue); within a
+//! lane rows are numbered `seq` = 1, 2, 3, … in commit order and
 //! `hash = hex(SHA-256(prev_hash ‖ canonical))`, where `prev_hash` is the previous
-//! row's `hash` in the tenant's chain (64 zeros before the first) as ASCII hex, and
+//! row's `hash` in the same lane (64 zeros before the first) as ASCII hex, and
 //! `canonical` is the UTF-8 JSON array
-//! `[tenant_id, seq, id, actor_type, actor_id, action, subject_type, subject_id, ip,
-//! request_id, details, created_at]`: ids as lowercase hyphenated UUIDs, absent values
+//! `[tenant_id, lane, seq, id, actor_type, actor_id, action, subject_type, subject_id,
+//! ip, request_id, details, created_at]`: ids as lowercase hyphenated UUIDs, absent values
 //! as `null`, `details` as JSON with every object's keys sorted and no whitespace,
 //! `created_at` as RFC 3339 UTC with microseconds (`2026-11-30T15:04:05.123456Z`).
 
@@ -20,6 +23,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// One audit row as the chain sees it.
 pub struct Row<'a> {
     pub tenant_id: Uuid,
+    pub lane: i16,
     pub seq: i64,
     pub id: Uuid,
     pub actor_type: &'a str,
@@ -40,6 +44,7 @@ pub fn canonical(row: &Row<'_>) -> String {
     let id = |v: Option<Uuid>| v.map_or(Value::Null, |u| Value::String(u.to_string()));
     let fields = [
         Value::String(row.tenant_id.to_string()),
+        Value::from(row.lane),
         Value::from(row.seq),
         Value::String(row.id.to_string()),
         Value::String(row.actor_type.to_owned()),
@@ -110,6 +115,7 @@ mod tests {
             serde_json::json!({ "b": 1, "a": { "z": [1, { "y": null, "x": "é" }], "c": 1.5 } });
         let row = Row {
             tenant_id: Uuid::nil(),
+            lane: 2,
             seq: 1,
             id: Uuid::from_u128(1),
             actor_type: "SYSTEM",
@@ -124,7 +130,7 @@ mod tests {
         };
         assert_eq!(
             canonical(&row),
-            r#"["00000000-0000-0000-0000-000000000000",1,"00000000-0000-0000-0000-000000000001","SYSTEM",null,"escrow.created","escrow","00000000-0000-0000-0000-000000000002",null,null,{"a":{"c":1.5,"z":[1,{"x":"é","y":null}]},"b":1},"2026-11-30T15:04:05.123456Z"]"#
+            r#"["00000000-0000-0000-0000-000000000000",2,1,"00000000-0000-0000-0000-000000000001","SYSTEM",null,"escrow.created","escrow","00000000-0000-0000-0000-000000000002",null,null,{"a":{"c":1.5,"z":[1,{"x":"é","y":null}]},"b":1},"2026-11-30T15:04:05.123456Z"]"#
         );
         // What an auditor gets from `printf '%s%s' "$GENESIS" "$canonical" | sha256sum`.
         assert_eq!(link(GENESIS, &row).len(), 64);

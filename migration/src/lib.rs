@@ -17,6 +17,7 @@ mod m20261130_000011_row_level_security;
 mod m20261130_000012_ledger_and_audit_chain;
 
 pub mod audit_chain;
+pub mod statement;
 
 pub struct Migrator;
 

@@ -8,15 +8,16 @@
 //!   by `account_kind` and `account_ref`. Both tables are append-only, enforced by the
 //!   database as for `audit_log`. Balances are derived from the postings (nothing is
 //!   cached, so nothing can disagree); `sequestra ledger verify` checks the rest.
-//! - `audit_log` gains `seq`, `prev_hash` and `hash` (see `audit_chain`), and
-//!   `audit_chain_heads` keeps each tenant's last link, updated in the transaction that
-//!   appends rows. Rows written before this migration are sealed here, in
-//!   `(created_at, id)` order, so every tenant's chain starts at its first row.
+//! - `audit_log` gains `lane`, `seq`, `prev_hash` and `hash` (see `audit_chain`), and
+//!   `audit_chain_heads` keeps the last link of each of a tenant's lanes (the chain is
+//!   a few parallel chains, so concurrent writers of one tenant do not queue on one
+//!   row), updated in the transaction that appends rows. Rows written before this
+//!   migration are sealed here into lane 0, in `(created_at, id)` order.
 
 use sea_orm::{DbBackend, Statement};
 use sea_orm_migration::prelude::*;
 
-use crate::audit_chain;
+use crate::{audit_chain, statement::statement as sql};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -49,6 +50,7 @@ enum LedgerPostings {
 enum AuditChainHeads {
     Table,
     TenantId,
+    Lane,
     Seq,
     Hash,
 }
@@ -57,6 +59,7 @@ enum AuditChainHeads {
 enum AuditLog {
     Table,
     TenantId,
+    Lane,
     Seq,
     PrevHash,
     Hash,
@@ -223,11 +226,17 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(AuditChainHeads::Table)
+                    .col(ColumnDef::new(AuditChainHeads::TenantId).uuid().not_null())
                     .col(
-                        ColumnDef::new(AuditChainHeads::TenantId)
-                            .uuid()
+                        ColumnDef::new(AuditChainHeads::Lane)
+                            .small_integer()
                             .not_null()
-                            .primary_key(),
+                            .check(Expr::cust("lane >= 0")),
+                    )
+                    .primary_key(
+                        Index::create()
+                            .col(AuditChainHeads::TenantId)
+                            .col(AuditChainHeads::Lane),
                     )
                     .col(
                         ColumnDef::new(AuditChainHeads::Seq)
@@ -253,6 +262,10 @@ impl MigrationTrait for Migration {
 
         // SQLite takes one column per ALTER TABLE.
         for column in [
+            ColumnDef::new(AuditLog::Lane)
+                .small_integer()
+                .null()
+                .to_owned(),
             ColumnDef::new(AuditLog::Seq)
                 .big_integer()
                 .null()
@@ -278,9 +291,10 @@ impl MigrationTrait for Migration {
         manager
             .create_index(
                 Index::create()
-                    .name("uq_audit_log_tenant_seq")
+                    .name("uq_audit_log_tenant_lane_seq")
                     .table(AuditLog::Table)
                     .col(AuditLog::TenantId)
+                    .col(AuditLog::Lane)
                     .col(AuditLog::Seq)
                     .unique()
                     .to_owned(),
@@ -333,12 +347,17 @@ impl MigrationTrait for Migration {
         manager
             .drop_index(
                 Index::drop()
-                    .name("uq_audit_log_tenant_seq")
+                    .name("uq_audit_log_tenant_lane_seq")
                     .table(AuditLog::Table)
                     .to_owned(),
             )
             .await?;
-        for column in [AuditLog::Seq, AuditLog::PrevHash, AuditLog::Hash] {
+        for column in [
+            AuditLog::Lane,
+            AuditLog::Seq,
+            AuditLog::PrevHash,
+            AuditLog::Hash,
+        ] {
             manager
                 .alter_table(
                     Table::alter()
@@ -365,28 +384,6 @@ impl MigrationTrait for Migration {
         }
         Ok(())
     }
-}
-
-/// `$n` placeholders as the backend writes them.
-fn sql(backend: DbBackend, text: &str, values: Vec<sea_orm::Value>) -> Statement {
-    let text = if backend == DbBackend::Postgres {
-        text.to_owned()
-    } else {
-        let mut out = String::with_capacity(text.len());
-        let mut chars = text.chars().peekable();
-        while let Some(c) = chars.next() {
-            if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
-                while chars.peek().is_some_and(char::is_ascii_digit) {
-                    chars.next();
-                }
-                out.push('?');
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    };
-    Statement::from_sql_and_values(backend, text, values)
 }
 
 /// The tables the backfill reads or writes; on PostgreSQL their row-level security is
@@ -492,6 +489,7 @@ async fn seal_existing(
             &prev,
             &audit_chain::Row {
                 tenant_id,
+                lane: 0,
                 seq,
                 id,
                 actor_type: &actor_type,
@@ -507,7 +505,7 @@ async fn seal_existing(
         );
         txn.execute(sql(
             backend,
-            "UPDATE audit_log SET seq = $1, prev_hash = $2, hash = $3 WHERE id = $4",
+            "UPDATE audit_log SET lane = 0, seq = $1, prev_hash = $2, hash = $3 WHERE id = $4",
             vec![seq.into(), prev.into(), hash.clone().into(), id.into()],
         ))
         .await?;
@@ -517,7 +515,7 @@ async fn seal_existing(
     for (tenant_id, seq, hash) in heads {
         txn.execute(sql(
             backend,
-            "INSERT INTO audit_chain_heads (tenant_id, seq, hash) VALUES ($1, $2, $3)",
+            "INSERT INTO audit_chain_heads (tenant_id, lane, seq, hash) VALUES ($1, 0, $2, $3)",
             vec![tenant_id.into(), seq.into(), hash.into()],
         ))
         .await?;

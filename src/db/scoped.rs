@@ -190,14 +190,13 @@ impl TenantTxn {
     /// on SQLite to the local bus once committed.
     pub async fn commit(self) -> Result<()> {
         let rows = std::mem::take(&mut *self.audit.lock().expect("audit lock"));
-        let head = crate::audit::append(&self.conn, self.tenant.as_uuid(), rows).await?;
+        crate::audit::append(&self.conn, self.tenant.as_uuid(), rows).await?;
         let updates = std::mem::take(&mut *self.outbox.lock().expect("outbox lock"));
         let postgres = self.conn.get_database_backend() == DbBackend::Postgres;
         if postgres {
             notify(&self.conn, &updates).await?;
         }
         self.conn.commit().await?;
-        head.committed();
         // A change of access takes effect in this process before the commit returns
         // (other processes: when their LISTEN delivers it).
         for update in &updates {
@@ -237,10 +236,21 @@ impl<C> Scoped<C> {
         })?;
         let txn = super::begin_write(pool).await?;
         wall::enter(&txn, self.tenant.as_uuid()).await?;
-        let head = crate::audit::append(&txn, self.tenant.as_uuid(), vec![row]).await?;
+        crate::audit::append(&txn, self.tenant.as_uuid(), vec![row]).await?;
         txn.commit().await?;
-        head.committed();
         Ok(())
+    }
+
+    /// Appends the audit rows written so far to the tenant's chain now rather than at
+    /// the commit: for a rule about to take a contended row lock (a purchase's budget
+    /// UPDATE), so that the lock is not held across the append. The chain's lane stays
+    /// held until the commit, so the lane still follows commit order.
+    pub(crate) async fn append_audit_now(&self) -> Result<()>
+    where
+        C: ConnectionTrait,
+    {
+        let rows = std::mem::take(&mut *self.audit.lock().expect("audit lock"));
+        crate::audit::append(&self.conn, self.tenant.as_uuid(), rows).await
     }
 
     /// Publishes `update` when this transaction commits (nothing on rollback).

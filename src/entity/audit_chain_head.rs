@@ -1,12 +1,15 @@
 use sea_orm::entity::prelude::*;
 
-/// A tenant's last audit link: the `seq` and `hash` of its newest audit row. Rows
-/// are appended under this row's lock, so the chain follows commit order.
+/// The last link of one lane of a tenant's audit chain: the `seq` and `hash` of the
+/// lane's newest row. Rows are appended under this row's lock, so each lane follows
+/// commit order.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "audit_chain_heads")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub tenant_id: Uuid,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub lane: i16,
     pub seq: i64,
     pub hash: String,
 }

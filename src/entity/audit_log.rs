@@ -1,7 +1,7 @@
 use sea_orm::entity::prelude::*;
 
 /// Append-only: the database refuses UPDATE and DELETE on this table. Each tenant's
-/// rows form a hash chain (`seq`, `prev_hash`, `hash`; see `migration::audit_chain`).
+/// rows form hash chains (`lane`, `seq`, `prev_hash`, `hash`; see `migration::audit_chain`).
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "audit_log")]
 pub struct Model {
@@ -17,6 +17,7 @@ pub struct Model {
     pub request_id: Option<String>,
     pub details: Json,
     pub created_at: DateTimeUtc,
+    pub lane: Option<i16>,
     pub seq: Option<i64>,
     pub prev_hash: Option<String>,
     pub hash: Option<String>,

@@ -5,7 +5,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+use migration::statement::statement;
+use sea_orm::ConnectionTrait;
 use uuid::Uuid;
 
 use super::{Account, EntryKind};
@@ -29,28 +30,6 @@ pub struct Report {
     pub accounts: u64,
     /// The first discrepancy, in words; `None` when the books hold.
     pub discrepancy: Option<String>,
-}
-
-/// `sql` with `$1`, `$2`, … as the backend writes placeholders.
-fn statement(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
-    let sql = if backend == DbBackend::Postgres {
-        sql.to_owned()
-    } else {
-        let mut out = String::with_capacity(sql.len());
-        let mut chars = sql.chars().peekable();
-        while let Some(c) = chars.next() {
-            if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
-                while chars.peek().is_some_and(char::is_ascii_digit) {
-                    chars.next();
-                }
-                out.push('?');
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    };
-    Statement::from_sql_and_values(backend, sql, values)
 }
 
 fn money(minor: i64, currency: &str) -> String {

@@ -712,9 +712,10 @@ pub async fn purchase<C: ConnectionTrait>(
             "the purchase is above the mandate's per-purchase limit",
         ));
     }
-    // The purchase, its audit row and the idempotent answer first, the budget last:
-    // on PostgreSQL the mandate's row lock is then held only from the UPDATE to the
-    // commit. A refusal rolls all of it back.
+    // The purchase, its ledger entry, the idempotent answer and its audit row (appended
+    // to the chain now, not at the commit) first, the budget last: on PostgreSQL the
+    // mandate's row lock is then held only from the UPDATE to the commit. A refusal
+    // rolls all of it back.
     let row = txn
         .insert(purchase::ActiveModel {
             id: Set(new_id()),
@@ -751,6 +752,7 @@ pub async fn purchase<C: ConnectionTrait>(
         payments: vec![],
     };
     crate::idempotency::answer_now(txn, &outcome).await?;
+    txn.append_audit_now().await?;
     let Some(after) = take_budget(txn, &m, money.minor()).await? else {
         return Err(why_refused(txn, m.id, money.minor()).await?);
     };

@@ -125,6 +125,15 @@ async fn as_owner(app: &TestApp, sql: &str) -> Result<(), sea_orm::DbErr> {
     app.db.execute_unprepared(sql).await.map(|_| ())
 }
 
+/// Drops `table`'s guard against UPDATE, as only the tables' owner can.
+async fn lift_append_only_guard(app: &TestApp, table: &str) {
+    let lift = match app.db.get_database_backend() {
+        DbBackend::Postgres => format!("ALTER TABLE {table} DISABLE TRIGGER {table}_no_update"),
+        _ => format!("DROP TRIGGER {table}_no_update"),
+    };
+    as_owner(app, &lift).await.unwrap();
+}
+
 async fn entries_balance_and_a_tampered_posting_is_named(app: TestApp) {
     money_moves(&app, &app.tenant("acme").await).await;
     let (code, out, err) = command(&app, &["ledger", "verify"]).await;
@@ -144,13 +153,7 @@ async fn entries_balance_and_a_tampered_posting_is_named(app: TestApp) {
 
     // Someone with the owner's keys lifts the guard and adds a cent to one posting.
     app.tampered();
-    let lift = match app.db.get_database_backend() {
-        DbBackend::Postgres => {
-            "ALTER TABLE ledger_postings DISABLE TRIGGER ledger_postings_no_update"
-        }
-        _ => "DROP TRIGGER ledger_postings_no_update",
-    };
-    as_owner(&app, lift).await.unwrap();
+    lift_append_only_guard(&app, "ledger_postings").await;
     let one = match app.db.get_database_backend() {
         DbBackend::Postgres => {
             "UPDATE ledger_postings SET amount_minor = amount_minor + 1 WHERE id = \
@@ -186,27 +189,49 @@ async fn the_audit_export_verifies_outside_and_an_edited_row_is_named(app: TestA
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert!(rows.len() > 10, "{} rows", rows.len());
-    let mut prev = "0".repeat(64);
-    for (i, row) in rows.iter().enumerate() {
-        assert_eq!(row["seq"], json!(i + 1), "{row}");
+    // Lane after lane: each a chain from 64 zeros.
+    let mut lanes: std::collections::BTreeMap<i64, (i64, String)> = Default::default();
+    for row in &rows {
+        let lane = row["lane"].as_i64().unwrap();
+        let (seq, prev) = lanes.entry(lane).or_insert((0, "0".repeat(64)));
+        assert_eq!(row["seq"], json!(*seq + 1), "{row}");
         assert_eq!(row["prev_hash"], json!(prev), "{row}");
         let canonical = row["canonical"].as_str().unwrap();
         let fields: Vec<Value> = serde_json::from_str(canonical).unwrap();
-        assert_eq!(fields[5], row["action"], "{row}");
-        assert_eq!(fields[10], row["details"], "{row}");
+        assert_eq!(
+            (&fields[1], &fields[2]),
+            (&row["lane"], &row["seq"]),
+            "{row}"
+        );
+        assert_eq!(fields[6], row["action"], "{row}");
+        assert_eq!(fields[11], row["details"], "{row}");
         let hash = hex::encode(Sha256::digest(format!("{prev}{canonical}")));
         assert_eq!(row["hash"], json!(hash), "{row}");
-        prev = hash;
+        *seq += 1;
+        *prev = hash;
     }
-    // An export from a point in time starts there and still links to what came before.
-    let third_at = rows[2]["created_at"].as_str().unwrap();
+    // An export from a point in time starts there in each lane and still links to
+    // what came before.
+    let third = &rows[2];
     let (_, since, _) = command(
         &app,
-        &["audit", "export", "--tenant", "acme", "--since", third_at],
+        &[
+            "audit",
+            "export",
+            "--tenant",
+            "acme",
+            "--since",
+            third["created_at"].as_str().unwrap(),
+        ],
     )
     .await;
     let first: Value = serde_json::from_str(since.lines().next().unwrap()).unwrap();
+    assert_eq!(first["lane"], third["lane"], "{first}");
     assert!(first["seq"].as_i64().unwrap() <= 3, "{first}");
+    assert_eq!(
+        first["prev_hash"],
+        rows[first["seq"].as_u64().unwrap() as usize - 1]["prev_hash"]
+    );
 
     // The log refuses edits, even the owner's; with the guard lifted, an edit is
     // named by its row.
@@ -218,11 +243,7 @@ async fn the_audit_export_verifies_outside_and_an_edited_row_is_named(app: TestA
         "{refused:?}"
     );
     app.tampered();
-    let lift = match app.db.get_database_backend() {
-        DbBackend::Postgres => "ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update",
-        _ => "DROP TRIGGER audit_log_no_update",
-    };
-    as_owner(&app, lift).await.unwrap();
+    lift_append_only_guard(&app, "audit_log").await;
     let victim = &rows[4];
     as_owner(
         &app,
@@ -236,10 +257,15 @@ async fn the_audit_export_verifies_outside_and_an_edited_row_is_named(app: TestA
     let (code, out, _) = command(&app, &["audit", "verify", "--tenant", "acme"]).await;
     assert_eq!(code, 1, "audit verify after the edit: {out}");
     let named = format!(
-        "acme: BROKEN after 4 good rows: row 5 (id {}): hash does not match",
+        "lane {} row {} (id {}): hash does not match the row's content",
+        victim["lane"],
+        victim["seq"],
         victim["id"].as_str().unwrap()
     );
-    assert!(out.contains(&named), "{out}\nexpected: {named}");
+    assert!(
+        out.contains("acme: BROKEN after ") && out.contains(&named),
+        "{out}\nexpected: {named}"
+    );
 }
 
 /// A database written before the ledger existed (this migration undone: no journal,
