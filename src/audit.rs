@@ -119,60 +119,152 @@ fn link_after(
     (seq, prev)
 }
 
+/// Lanes this process holds no transaction on, per tenant, with their heads as this
+/// process last left them: a transaction takes one (so no two of this process's
+/// transactions pick the same lane) and gives it back when it ends.
+type LanePool = std::collections::HashMap<Uuid, Vec<(i16, i64, String)>>;
+static POOL: std::sync::LazyLock<std::sync::Mutex<LanePool>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn pool() -> std::sync::MutexGuard<'static, LanePool> {
+    POOL.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A lane a transaction appended to: back to the pool when the transaction ends, with
+/// its new head if it committed ([`Lease::committed`]), its old one otherwise.
+pub(crate) struct Lease {
+    tenant: Uuid,
+    lane: i16,
+    before: (i64, String),
+    after: Option<(i64, String)>,
+    committed: bool,
+}
+
+impl Lease {
+    pub(crate) fn committed(mut self) {
+        self.committed = true;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let (seq, hash) = match (self.committed, self.after.take()) {
+            (true, Some(after)) => after,
+            _ => std::mem::take(&mut self.before),
+        };
+        let mut pool = pool();
+        let lanes = pool.entry(self.tenant).or_default();
+        lanes.retain(|(lane, ..)| *lane != self.lane);
+        lanes.push((self.lane, seq, hash));
+    }
+}
+
+/// Moves a lane's head from `from` to `to`; `false` when it was not at `from` (another
+/// process appended to it). The UPDATE locks the head until the commit.
+async fn move_head<C: ConnectionTrait>(
+    conn: &C,
+    tenant: Uuid,
+    lane: i16,
+    from: &(i64, String),
+    to: &(i64, String),
+) -> Result<bool> {
+    let moved = audit_chain_head::Entity::update_many()
+        .col_expr(audit_chain_head::Column::Seq, to.0.into())
+        .col_expr(audit_chain_head::Column::Hash, to.1.clone().into())
+        .filter(audit_chain_head::Column::TenantId.eq(tenant))
+        .filter(audit_chain_head::Column::Lane.eq(lane))
+        .filter(audit_chain_head::Column::Seq.eq(from.0))
+        .filter(audit_chain_head::Column::Hash.eq(from.1.as_str()))
+        .exec(conn)
+        .await?;
+    Ok(moved.rows_affected == 1)
+}
+
 /// Links `rows` into one lane of the tenant's chain and inserts them, in `conn`'s
-/// transaction (which has entered the tenant's wall): the lane's head is locked until
-/// the commit (a lane no other transaction holds, when there is one), the rows go in
-/// with one multi-row INSERT, and the head moves.
+/// transaction (which has entered the tenant's wall); the lane's head stays locked
+/// until the commit. A lane from this process's pool is moved with one UPDATE that
+/// checks its head is where this process left it; without one (or when another
+/// process moved it) a lane no other transaction holds is read under lock first
+/// (`FOR UPDATE SKIP LOCKED`). Then one multi-row INSERT. The lease goes back to the
+/// pool when the transaction ends.
 pub(crate) async fn append<C: ConnectionTrait>(
     conn: &C,
     tenant: Uuid,
     mut rows: Vec<audit_log::Model>,
-) -> Result<()> {
+) -> Result<Option<Lease>> {
     if rows.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    let head = match free_lane(conn, tenant).await? {
-        Some(head) => head,
+    let pooled = pool().get_mut(&tenant).and_then(Vec::pop);
+    let mut lease = None;
+    if let Some((lane, seq, hash)) = pooled {
+        let before = (seq, hash);
+        let mut linked = rows.clone();
+        let after = link_after(&mut linked, lane, before.0, before.1.clone());
+        if move_head(conn, tenant, lane, &before, &after).await? {
+            rows = linked;
+            lease = Some(Lease {
+                tenant,
+                lane,
+                before,
+                after: Some(after),
+                committed: false,
+            });
+        }
+    }
+    let lease = match lease {
+        Some(lease) => lease,
         None => {
-            // First use (the lanes do not exist yet), or every lane is held: create
-            // them (nothing if they exist), then wait for one.
-            audit_chain_head::Entity::insert_many((0..LANES).map(|lane| {
-                audit_chain_head::ActiveModel {
-                    tenant_id: Set(tenant),
-                    lane: Set(lane),
-                    seq: Set(0),
-                    hash: Set(audit_chain::GENESIS.to_owned()),
-                }
-            }))
-            .on_conflict(
-                OnConflict::columns([
-                    audit_chain_head::Column::TenantId,
-                    audit_chain_head::Column::Lane,
-                ])
-                .do_nothing()
-                .to_owned(),
-            )
-            .exec_without_returning(conn)
-            .await?;
-            match free_lane(conn, tenant).await? {
+            let head = match free_lane(conn, tenant).await? {
                 Some(head) => head,
-                None => busy_lane(conn, tenant).await?,
+                None => {
+                    // First use (the lanes do not exist yet), or every lane is held:
+                    // create them (nothing if they exist), then wait for one.
+                    audit_chain_head::Entity::insert_many((0..LANES).map(|lane| {
+                        audit_chain_head::ActiveModel {
+                            tenant_id: Set(tenant),
+                            lane: Set(lane),
+                            seq: Set(0),
+                            hash: Set(audit_chain::GENESIS.to_owned()),
+                        }
+                    }))
+                    .on_conflict(
+                        OnConflict::columns([
+                            audit_chain_head::Column::TenantId,
+                            audit_chain_head::Column::Lane,
+                        ])
+                        .do_nothing()
+                        .to_owned(),
+                    )
+                    .exec_without_returning(conn)
+                    .await?;
+                    match free_lane(conn, tenant).await? {
+                        Some(head) => head,
+                        None => busy_lane(conn, tenant).await?,
+                    }
+                }
+            };
+            let (lane, before) = (head.lane, (head.seq, head.hash));
+            let after = link_after(&mut rows, lane, before.0, before.1.clone());
+            if !move_head(conn, tenant, lane, &before, &after).await? {
+                return Err(Error::internal(anyhow::anyhow!(
+                    "audit chain lane {lane} moved under its lock"
+                )));
+            }
+            Lease {
+                tenant,
+                lane,
+                before,
+                after: Some(after),
+                committed: false,
             }
         }
     };
-    let lane = head.lane;
-    let (seq, hash) = link_after(&mut rows, lane, head.seq, head.hash);
     audit_log::Entity::insert_many(rows.into_iter().map(IntoActiveModel::into_active_model))
         .exec_without_returning(conn)
         .await?;
-    audit_chain_head::Entity::update_many()
-        .col_expr(audit_chain_head::Column::Seq, seq.into())
-        .col_expr(audit_chain_head::Column::Hash, hash.into())
-        .filter(audit_chain_head::Column::TenantId.eq(tenant))
-        .filter(audit_chain_head::Column::Lane.eq(lane))
-        .exec(conn)
-        .await?;
-    Ok(())
+    Ok(Some(lease))
 }
 
 /// A lane's head that no other transaction holds, locked until the commit. SQLite's

@@ -55,6 +55,8 @@ pub struct Scoped<C> {
     /// inserted when it commits ([`crate::audit::append`]), so the chain's head is
     /// locked only for the moment before the commit.
     audit: Arc<Mutex<Vec<audit_log::Model>>>,
+    /// The audit chain's lanes this transaction appended to, released when it ends.
+    lanes: Arc<Mutex<Vec<crate::audit::Lease>>>,
     /// Over the pool: the pool itself, for the transaction an audit row needs.
     pool: Option<DatabaseConnection>,
 }
@@ -80,6 +82,7 @@ impl TenantDb {
             outbox: Arc::default(),
             claim: Arc::default(),
             audit: Arc::default(),
+            lanes: Arc::default(),
             pool: Some(conn),
             autocommit: true,
         }
@@ -127,6 +130,7 @@ impl TenantDb {
             outbox: Arc::default(),
             claim: Arc::default(),
             audit: Arc::default(),
+            lanes: Arc::default(),
             pool: None,
             autocommit: false,
         }
@@ -173,6 +177,7 @@ impl TenantTxn {
             outbox: Arc::default(),
             claim: Arc::default(),
             audit: Arc::default(),
+            lanes: Arc::default(),
             pool: None,
             autocommit: false,
         })
@@ -190,13 +195,16 @@ impl TenantTxn {
     /// on SQLite to the local bus once committed.
     pub async fn commit(self) -> Result<()> {
         let rows = std::mem::take(&mut *self.audit.lock().expect("audit lock"));
-        crate::audit::append(&self.conn, self.tenant.as_uuid(), rows).await?;
+        let lease = crate::audit::append(&self.conn, self.tenant.as_uuid(), rows).await?;
+        let mut lanes = std::mem::take(&mut *self.lanes.lock().expect("lanes lock"));
+        lanes.extend(lease);
         let updates = std::mem::take(&mut *self.outbox.lock().expect("outbox lock"));
         let postgres = self.conn.get_database_backend() == DbBackend::Postgres;
         if postgres {
             notify(&self.conn, &updates).await?;
         }
         self.conn.commit().await?;
+        lanes.into_iter().for_each(crate::audit::Lease::committed);
         // A change of access takes effect in this process before the commit returns
         // (other processes: when their LISTEN delivers it).
         for update in &updates {
@@ -236,8 +244,9 @@ impl<C> Scoped<C> {
         })?;
         let txn = super::begin_write(pool).await?;
         wall::enter(&txn, self.tenant.as_uuid()).await?;
-        crate::audit::append(&txn, self.tenant.as_uuid(), vec![row]).await?;
+        let lease = crate::audit::append(&txn, self.tenant.as_uuid(), vec![row]).await?;
         txn.commit().await?;
+        lease.into_iter().for_each(crate::audit::Lease::committed);
         Ok(())
     }
 
@@ -250,7 +259,9 @@ impl<C> Scoped<C> {
         C: ConnectionTrait,
     {
         let rows = std::mem::take(&mut *self.audit.lock().expect("audit lock"));
-        crate::audit::append(&self.conn, self.tenant.as_uuid(), rows).await
+        let lease = crate::audit::append(&self.conn, self.tenant.as_uuid(), rows).await?;
+        self.lanes.lock().expect("lanes lock").extend(lease);
+        Ok(())
     }
 
     /// Publishes `update` when this transaction commits (nothing on rollback).
