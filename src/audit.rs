@@ -181,6 +181,85 @@ async fn move_head<C: ConnectionTrait>(
     Ok(moved.rows_affected == 1)
 }
 
+/// On PostgreSQL, one statement: moves `lane`'s head from `from` to `to` and, only if
+/// it moved, inserts `rows` (linked after `from`). `false` when the head was elsewhere
+/// or another transaction holds it (nothing written). It never waits for the lane: a
+/// transaction of another process may hold it while it waits for a row this one holds
+/// (a mandate), and waiting here would close that circle into a deadlock.
+async fn moved_with_rows<C: ConnectionTrait>(
+    conn: &C,
+    tenant: Uuid,
+    lane: i16,
+    from: &(i64, String),
+    to: &(i64, String),
+    rows: &[audit_log::Model],
+) -> Result<bool> {
+    let mut values: Vec<sea_orm::Value> = vec![
+        to.0.into(),
+        to.1.clone().into(),
+        tenant.into(),
+        lane.into(),
+        from.0.into(),
+        from.1.clone().into(),
+    ];
+    let mut tuples = Vec::with_capacity(rows.len());
+    for row in rows {
+        let n = values.len();
+        tuples.push(format!(
+            "(${}::uuid, $3::uuid, ${}::text, ${}::uuid, ${}::text, ${}::text, ${}::uuid, \
+             ${}::text, ${}::text, ${}::json, ${}::timestamptz, $4::smallint, ${}::bigint, \
+             ${}::text, ${}::text)",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5,
+            n + 6,
+            n + 7,
+            n + 8,
+            n + 9,
+            n + 10,
+            n + 11,
+            n + 12,
+            n + 13
+        ));
+        values.extend([
+            row.id.into(),
+            row.actor_type.clone().into(),
+            row.actor_id.into(),
+            row.action.clone().into(),
+            row.subject_type.clone().into(),
+            row.subject_id.into(),
+            row.ip.clone().into(),
+            row.request_id.clone().into(),
+            row.details.to_string().into(),
+            row.created_at.into(),
+            row.seq.into(),
+            row.prev_hash.clone().into(),
+            row.hash.clone().into(),
+        ]);
+    }
+    let sql = format!(
+        "WITH head AS (UPDATE audit_chain_heads SET seq = $1, hash = $2 \
+           WHERE (tenant_id, lane) IN (SELECT tenant_id, lane FROM audit_chain_heads \
+             WHERE tenant_id = $3 AND lane = $4 AND seq = $5 AND hash = $6 \
+             FOR UPDATE SKIP LOCKED) \
+           RETURNING 1) \
+         INSERT INTO audit_log (id, tenant_id, actor_type, actor_id, action, subject_type, \
+           subject_id, ip, request_id, details, created_at, lane, seq, prev_hash, hash) \
+         SELECT v.* FROM (VALUES {}) AS v WHERE EXISTS (SELECT 1 FROM head)",
+        tuples.join(", ")
+    );
+    let done = conn
+        .execute(sea_orm::Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?;
+    Ok(done.rows_affected() == rows.len() as u64)
+}
+
 /// Links `rows` into one lane of the tenant's chain and inserts them, in `conn`'s
 /// transaction (which has entered the tenant's wall); the lane's head stays locked
 /// until the commit. A lane from this process's pool is moved with one UPDATE that
@@ -202,15 +281,22 @@ pub(crate) async fn append<C: ConnectionTrait>(
         let before = (seq, hash);
         let mut linked = rows.clone();
         let after = link_after(&mut linked, lane, before.0, before.1.clone());
-        if move_head(conn, tenant, lane, &before, &after).await? {
+        let lease_of = |after| Lease {
+            tenant,
+            lane,
+            before: before.clone(),
+            after: Some(after),
+            committed: false,
+        };
+        if conn.get_database_backend() == DbBackend::Postgres {
+            // The head's move and the rows in one statement: the rows go in only if
+            // the head moved.
+            if moved_with_rows(conn, tenant, lane, &before, &after, &linked).await? {
+                return Ok(Some(lease_of(after)));
+            }
+        } else if move_head(conn, tenant, lane, &before, &after).await? {
             rows = linked;
-            lease = Some(Lease {
-                tenant,
-                lane,
-                before,
-                after: Some(after),
-                committed: false,
-            });
+            lease = Some(lease_of(after));
         }
     }
     let lease = match lease {
