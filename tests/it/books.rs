@@ -125,8 +125,18 @@ async fn as_owner(app: &TestApp, sql: &str) -> Result<(), sea_orm::DbErr> {
     app.db.execute_unprepared(sql).await.map(|_| ())
 }
 
-/// Drops `table`'s guard against UPDATE, as only the tables' owner can.
-async fn lift_append_only_guard(app: &TestApp, table: &str) {
+/// `edit` of `table` is refused even as the tables' owner (append-only); then the
+/// owner drops the guard, as only the owner can, and the test's books are marked
+/// damaged on purpose.
+async fn refused_then_guard_lifted(app: &TestApp, table: &str, edit: &str) {
+    let refused = as_owner(app, edit).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("append-only")),
+        "{refused:?}"
+    );
+    app.tampered();
     let lift = match app.db.get_database_backend() {
         DbBackend::Postgres => format!("ALTER TABLE {table} DISABLE TRIGGER {table}_no_update"),
         _ => format!("DROP TRIGGER {table}_no_update"),
@@ -140,20 +150,11 @@ async fn entries_balance_and_a_tampered_posting_is_named(app: TestApp) {
     assert_eq!(code, 0, "ledger verify: {out}{err}");
     assert!(out.contains("acme: ok"), "{out}");
 
-    // The journal refuses edits, even the tables' owner's.
+    // The journal refuses edits, even the tables' owner's; someone with the owner's
+    // keys lifts the guard and adds a cent to one posting.
     let edit = "UPDATE ledger_postings SET amount_minor = amount_minor + 1 \
                 WHERE account_kind = 'ESCROW'";
-    let refused = as_owner(&app, edit).await;
-    assert!(
-        refused
-            .as_ref()
-            .is_err_and(|e| e.to_string().contains("append-only")),
-        "{refused:?}"
-    );
-
-    // Someone with the owner's keys lifts the guard and adds a cent to one posting.
-    app.tampered();
-    lift_append_only_guard(&app, "ledger_postings").await;
+    refused_then_guard_lifted(&app, "ledger_postings", edit).await;
     let one = match app.db.get_database_backend() {
         DbBackend::Postgres => {
             "UPDATE ledger_postings SET amount_minor = amount_minor + 1 WHERE id = \
@@ -235,15 +236,7 @@ async fn the_audit_export_verifies_outside_and_an_edited_row_is_named(app: TestA
 
     // The log refuses edits, even the owner's; with the guard lifted, an edit is
     // named by its row.
-    let refused = as_owner(&app, "UPDATE audit_log SET action = 'x'").await;
-    assert!(
-        refused
-            .as_ref()
-            .is_err_and(|e| e.to_string().contains("append-only")),
-        "{refused:?}"
-    );
-    app.tampered();
-    lift_append_only_guard(&app, "audit_log").await;
+    refused_then_guard_lifted(&app, "audit_log", "UPDATE audit_log SET action = 'x'").await;
     let victim = &rows[4];
     as_owner(
         &app,
