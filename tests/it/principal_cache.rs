@@ -25,6 +25,22 @@ async fn cost(app: &TestApp, token: &str, query: &str) -> (u64, Value) {
     (app.statements() - before, r.body)
 }
 
+/// What `{ __typename }` costs once the principal is known. The write that made the
+/// session or key also reaches this process through LISTEN, a few milliseconds after
+/// its commit, and drops the tenant's principals once more; so the cost is the first
+/// of up to 20 requests (50 ms apart) that reads nothing, or the last one's.
+async fn cached_cost(app: &TestApp, token: &str) -> u64 {
+    let mut spent = u64::MAX;
+    for _ in 0..20 {
+        spent = cost(app, token, "{ __typename }").await.0;
+        if spent == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    spent
+}
+
 async fn a_known_principal_costs_no_statement(app: TestApp) {
     let acme = app.tenant("acme").await;
     // A fresh session: its first request reads the principal, the next reads nothing.
@@ -32,12 +48,12 @@ async fn a_known_principal_costs_no_statement(app: TestApp) {
     let token = app.sign_in("acme", &sender.email, &sender.password).await;
     let (first, body) = cost(&app, &token, "{ __typename }").await;
     assert!(body.get("errors").is_none(), "{body}");
-    let (second, _) = cost(&app, &token, "{ __typename }").await;
+    let second = cached_cost(&app, &token).await;
     assert!(
         first >= 1,
         "the first request reads the principal ({first})"
     );
-    assert_eq!(second, 0, "the second request reads nothing");
+    assert_eq!(second, 0, "a later request reads nothing");
 
     // An API key alike (its use is recorded at most once a minute).
     let admin = acme.token(Role::Admin).to_owned();
@@ -47,7 +63,7 @@ async fn a_known_principal_costs_no_statement(app: TestApp) {
         .await;
     let key = r.ok()["createApiKey"]["key"].as_str().unwrap().to_owned();
     let (key_first, _) = cost(&app, &key, "{ __typename }").await;
-    let (key_second, _) = cost(&app, &key, "{ __typename }").await;
+    let key_second = cached_cost(&app, &key).await;
     assert!(key_first >= 1);
     assert_eq!(key_second, 0, "a known key reads nothing");
     crate::harness::report(&format!(
