@@ -25,22 +25,22 @@ inventory::collect!(PaymentMoved);
 
 /// Runs every registered consumer of a payment's move, in name order.
 pub async fn payment_moved(txn: &TenantTxn, payment: &payment::Model) -> Result<()> {
-    let mut consumers: Vec<&PaymentMoved> = inventory::iter::<PaymentMoved>.into_iter().collect();
-    consumers.sort_by_key(|c| c.name);
-    for consumer in consumers {
+    for consumer in consumers() {
         (consumer.run)(txn, payment).await?;
     }
     Ok(())
 }
 
+/// The registered consumers, in the order they run.
+fn consumers() -> Vec<&'static PaymentMoved> {
+    let mut all: Vec<&PaymentMoved> = inventory::iter::<PaymentMoved>.into_iter().collect();
+    all.sort_by_key(|c| c.name);
+    all
+}
+
 /// The registered consumers' names, in the order they run.
 pub fn payment_moved_consumers() -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = inventory::iter::<PaymentMoved>
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
-    names.sort_unstable();
-    names
+    consumers().into_iter().map(|c| c.name).collect()
 }
 
 #[cfg(test)]
