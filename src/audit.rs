@@ -23,6 +23,7 @@ use crate::{
     entity::{audit_chain_head, audit_log},
     error::{Error, Result},
     ids::new_id,
+    kinds::AuditAction,
 };
 
 /// Who did it.
@@ -42,7 +43,7 @@ pub struct Origin {
 
 pub struct Entry<'a> {
     pub actor: Actor,
-    pub action: &'static str,
+    pub action: AuditAction,
     pub subject: Option<(&'static str, Uuid)>,
     pub details: serde_json::Value,
     pub origin: &'a Origin,
@@ -59,7 +60,7 @@ pub async fn record<C: ConnectionTrait>(db: &Scoped<C>, entry: Entry<'_>) -> Res
         tenant_id: db.tenant().as_uuid(),
         actor_type: actor_type.to_owned(),
         actor_id,
-        action: entry.action.to_owned(),
+        action: entry.action.as_str().to_owned(),
         subject_type: entry.subject.map(|(t, _)| t.to_owned()),
         subject_id: entry.subject.map(|(_, id)| id),
         ip: entry.origin.ip.clone(),

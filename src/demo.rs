@@ -175,7 +175,8 @@ pub async fn seed(
             crate::spend::rules::raise_alert(
                 &tenant_db,
                 sender,
-                crate::spend::rules::alerting_reason(&refused).unwrap_or("MERCHANT_NOT_ALLOWED"),
+                crate::spend::rules::alerting_reason(&refused)
+                    .unwrap_or(crate::spend::rules::AlertKind::MerchantNotAllowed),
                 Some(mandate),
                 &refused.to_string(),
                 serde_json::json!({ "merchant": "Lucky Casino", "amount": "40.00" }),

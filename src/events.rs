@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::entity::payment;
+use crate::{entity::payment, kinds::EscrowUpdateEvent};
 
 /// The PostgreSQL channel every process listens on.
 pub const CHANNEL: &str = "sequestra_updates";
@@ -39,7 +39,7 @@ pub enum Update {
     Escrow {
         tenant_id: Uuid,
         escrow_id: Uuid,
-        event: String,
+        event: EscrowUpdateEvent,
     },
     /// Something a principal is built from changed in this tenant (a session, a user,
     /// roles, MFA, an API key): every process drops the tenant's cached principals.
@@ -296,7 +296,7 @@ mod tests {
         bus.deliver([Update::Escrow {
             tenant_id: t,
             escrow_id: e,
-            event: "escrow.released".to_owned(),
+            event: EscrowUpdateEvent::EscrowReleased,
         }]);
     }
 }

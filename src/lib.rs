@@ -22,6 +22,7 @@ pub mod idempotency;
 pub mod identity;
 pub mod ids;
 pub mod jobs;
+pub mod kinds;
 pub mod ledger;
 pub mod money;
 pub mod payments;

@@ -23,6 +23,7 @@ use crate::{
         loaders::UserRolesLoader,
     },
     ids::{self, Kind},
+    kinds::AuditAction,
 };
 
 /// A tenant: an isolated organisation whose data no other tenant can read.
@@ -114,8 +115,8 @@ impl AccountsQuery {
     async fn audit_log(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "Only entries with this action (e.g. `auth.sign_in.failed`).")]
-        action: Option<String>,
+        #[graphql(desc = "Only entries with this action (e.g. `AUTH_SIGN_IN_FAILED`).")]
+        action: Option<AuditAction>,
         #[graphql(desc = "A cursor from an earlier page: the items after it.")] after: Option<
             String,
         >,
@@ -140,7 +141,7 @@ impl AccountsQuery {
                 last,
             },
             |q| match action {
-                Some(action) => q.filter(audit_log::Column::Action.eq(action)),
+                Some(action) => q.filter(audit_log::Column::Action.eq(action.as_str())),
                 None => q,
             },
             |m| (m.id, AuditEntryNode(m)),
@@ -217,9 +218,9 @@ impl AuditEntryNode {
         self.0.actor_id.map(|id| ID(ids::encode(Kind::User, id)))
     }
 
-    /// What happened, e.g. `auth.sign_in.failed`.
-    async fn action(&self) -> &str {
-        &self.0.action
+    /// What happened, e.g. `AUTH_SIGN_IN_FAILED`.
+    async fn action(&self) -> crate::error::Result<AuditAction> {
+        AuditAction::from_stored(&self.0.action)
     }
 
     /// The kind of object acted on (`escrow`, `payment`, `user`, …).

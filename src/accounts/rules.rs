@@ -10,6 +10,7 @@ use secrecy::SecretString;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::kinds::AuditAction;
 use crate::{
     audit::{self, Actor, Origin},
     auth::{Role, password},
@@ -132,7 +133,7 @@ pub async fn create_user<C: ConnectionTrait>(
         db,
         audit::Entry {
             actor,
-            action: "user.created",
+            action: AuditAction::UserCreated,
             subject: Some(("user", created.id)),
             details: json!({ "email": email.as_str(), "roles": roles }),
             origin,
@@ -196,7 +197,7 @@ pub async fn bootstrap(
         &scoped,
         audit::Entry {
             actor: by.actor,
-            action: "tenant.bootstrapped",
+            action: AuditAction::TenantBootstrapped,
             subject: Some(("tenant", tenant.id)),
             details: json!({ "slug": slug.as_str(), "platform": platform }),
             origin: &by.origin,
@@ -278,7 +279,7 @@ pub async fn set_roles<C: ConnectionTrait>(
         db,
         audit::Entry {
             actor: Actor::User(actor),
-            action: "user.roles_changed",
+            action: AuditAction::UserRolesChanged,
             subject: Some(("user", user_id)),
             details: json!({ "before": before, "after": after }),
             origin,
@@ -350,7 +351,7 @@ pub async fn deactivate<C: ConnectionTrait>(
         db,
         audit::Entry {
             actor: Actor::User(actor),
-            action: "user.deactivated",
+            action: AuditAction::UserDeactivated,
             subject: Some(("user", user_id)),
             details: json!({ "sessionsEnded": ended }),
             origin,
@@ -389,7 +390,7 @@ pub async fn change_password(
             db,
             user_id,
             origin,
-            "auth.password.failed",
+            AuditAction::AuthPasswordFailed,
             "change_password",
         )
         .await?;
@@ -410,7 +411,7 @@ pub async fn change_password(
         &txn,
         audit::Entry {
             actor: Actor::User(user_id),
-            action: "user.password_changed",
+            action: AuditAction::UserPasswordChanged,
             subject: Some(("user", user_id)),
             details: json!({ "sessionsEnded": ended }),
             origin,

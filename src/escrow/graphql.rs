@@ -33,6 +33,7 @@ use crate::{
     },
     graphql::{node::global_id, scalars::MoneyValue},
     ids::{self, Kind},
+    kinds::EscrowEventKind,
     ledger::{self, graphql::LedgerEntryNode},
     payments::graphql::PaymentNode,
 };
@@ -420,9 +421,9 @@ impl EscrowEventNode {
         global_id(Kind::EscrowEvent, self.0.id)
     }
 
-    /// E.g. `escrow.funded`, `milestone.approved`, `escrow.deposit_received`.
-    async fn kind(&self) -> &str {
-        &self.0.kind
+    /// What happened, e.g. `ESCROW_FUNDED`, `MILESTONE_APPROVED`.
+    async fn kind(&self) -> Result<EscrowEventKind> {
+        EscrowEventKind::from_stored(&self.0.kind)
     }
 
     /// The status before, when the status changed.

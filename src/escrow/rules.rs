@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{inspect::Inspected, machine};
+use crate::kinds::EscrowEventKind;
 use crate::{
     audit::{self, Actor, Origin},
     auth::Role,
@@ -157,7 +158,7 @@ async fn event<C: ConnectionTrait>(
     act: Act<'_>,
     escrow_id: Uuid,
     milestone_id: Option<Uuid>,
-    kind: &'static str,
+    kind: EscrowEventKind,
     from: Option<&'static str>,
     to: Option<&'static str>,
     data: serde_json::Value,
@@ -168,7 +169,7 @@ async fn event<C: ConnectionTrait>(
         tenant_id: Set(txn.tenant().as_uuid()),
         escrow_id: Set(escrow_id),
         milestone_id: Set(milestone_id),
-        kind: Set(kind.to_owned()),
+        kind: Set(kind.as_str().to_owned()),
         from_status: Set(from.map(str::to_owned)),
         to_status: Set(to.map(str::to_owned)),
         actor_id: Set(act.actor_id()),
@@ -179,7 +180,7 @@ async fn event<C: ConnectionTrait>(
     txn.publish(crate::events::Update::Escrow {
         tenant_id: txn.tenant().as_uuid(),
         escrow_id,
-        event: kind.to_owned(),
+        event: kind.into(),
     });
     let subject = match milestone_id {
         Some(m) => ("milestone", m),
@@ -189,7 +190,7 @@ async fn event<C: ConnectionTrait>(
         txn,
         audit::Entry {
             actor: act.actor,
-            action: kind,
+            action: kind.action(),
             subject: Some(subject),
             details: serde_json::json!({
                 "escrow_id": escrow_id,
@@ -212,7 +213,7 @@ async fn move_escrow<C: ConnectionTrait>(
     esc: &escrow::Model,
     to: EscrowStatus,
     action: &'static str,
-    kind: &'static str,
+    kind: EscrowEventKind,
     data: serde_json::Value,
     set: impl FnOnce(UpdateMany<escrow::Entity>) -> UpdateMany<escrow::Entity>,
 ) -> Result<escrow::Model> {
@@ -254,7 +255,7 @@ async fn move_milestone<C: ConnectionTrait>(
     m: &milestone::Model,
     to: MilestoneStatus,
     action: &'static str,
-    kind: &'static str,
+    kind: EscrowEventKind,
     data: serde_json::Value,
 ) -> Result<milestone::Model> {
     machine::check_milestone(m.status, to, action)?;
@@ -486,7 +487,7 @@ pub async fn create<C: ConnectionTrait>(
         act,
         esc.id,
         None,
-        "escrow.created",
+        EscrowEventKind::EscrowCreated,
         None,
         Some(EscrowStatus::Draft.as_str()),
         serde_json::json!({ "amount_minor": esc.amount_minor, "currency": esc.currency }),
@@ -561,7 +562,7 @@ pub async fn fund<C: ConnectionTrait>(
         act,
         esc.id,
         None,
-        "escrow.deposit_received",
+        EscrowEventKind::EscrowDepositReceived,
         None,
         None,
         serde_json::json!({
@@ -578,7 +579,7 @@ pub async fn fund<C: ConnectionTrait>(
             &now,
             EscrowStatus::Funded,
             "fund",
-            "escrow.funded",
+            EscrowEventKind::EscrowFunded,
             serde_json::json!({}),
             |q| q,
         )
@@ -717,7 +718,7 @@ async fn approve_all<C: ConnectionTrait>(
                 m,
                 MilestoneStatus::Approved,
                 "approve",
-                "milestone.approved",
+                EscrowEventKind::MilestoneApproved,
                 serde_json::json!({ "by": why }),
             )
             .await?;
@@ -738,7 +739,7 @@ async fn pay_milestone<C: ConnectionTrait>(
         m,
         MilestoneStatus::Paying,
         "release",
-        "milestone.paying",
+        EscrowEventKind::MilestonePaying,
         serde_json::json!({}),
     )
     .await?;
@@ -760,7 +761,7 @@ async fn complete_if_paid<C: ConnectionTrait>(
             &esc,
             EscrowStatus::Released,
             "release",
-            "escrow.released",
+            EscrowEventKind::EscrowReleased,
             serde_json::json!({ "released_minor": esc.released_minor, "refunded_minor": esc.refunded_minor }),
             |q| q,
         )
@@ -794,7 +795,7 @@ async fn releasable_if_approved<C: ConnectionTrait>(
         &esc,
         EscrowStatus::Releasable,
         "approve",
-        "escrow.releasable",
+        EscrowEventKind::EscrowReleasable,
         serde_json::json!({}),
         |q| q,
     )
@@ -885,7 +886,7 @@ pub async fn cancel<C: ConnectionTrait>(
         &esc,
         EscrowStatus::Cancelled,
         "cancel",
-        "escrow.cancelled",
+        EscrowEventKind::EscrowCancelled,
         serde_json::json!({ "reason": reason }),
         |q| q,
     )
@@ -928,7 +929,7 @@ pub async fn refund<C: ConnectionTrait>(
         &esc,
         EscrowStatus::Refunded,
         "refund",
-        "escrow.refunded",
+        EscrowEventKind::EscrowRefunded,
         serde_json::json!({}),
         |q| q,
     )
@@ -982,7 +983,7 @@ pub async fn pay_external<C: ConnectionTrait>(
         act,
         esc.id,
         None,
-        "escrow.payee_paid",
+        EscrowEventKind::EscrowPayeePaid,
         None,
         None,
         serde_json::json!({
@@ -1056,7 +1057,7 @@ pub async fn mark_delivered<C: ConnectionTrait>(
         act,
         esc.id,
         None,
-        "escrow.delivered",
+        EscrowEventKind::EscrowDelivered,
         None,
         None,
         serde_json::json!({ "note": note, "inspection_ends_at": ends }),
@@ -1143,7 +1144,7 @@ pub async fn reject<C: ConnectionTrait>(
         act,
         esc.id,
         None,
-        "escrow.delivery_rejected",
+        EscrowEventKind::EscrowDeliveryRejected,
         None,
         None,
         serde_json::json!({ "reason": reason }),
@@ -1174,7 +1175,7 @@ pub async fn open_dispute<C: ConnectionTrait>(
         &esc,
         EscrowStatus::Disputed,
         "open a dispute",
-        "escrow.disputed",
+        EscrowEventKind::EscrowDisputed,
         serde_json::json!({ "reason": reason }),
         move |q| {
             q.col_expr(escrow::Column::DisputedFrom, Expr::value(from))
@@ -1219,7 +1220,7 @@ pub async fn resolve_dispute<C: ConnectionTrait>(
         act,
         esc.id,
         None,
-        "escrow.dispute_resolved",
+        EscrowEventKind::EscrowDisputeResolved,
         None,
         None,
         details,
@@ -1244,7 +1245,7 @@ pub async fn resolve_dispute<C: ConnectionTrait>(
                 &esc,
                 EscrowStatus::Refunded,
                 "refund",
-                "escrow.refunded",
+                EscrowEventKind::EscrowRefunded,
                 serde_json::json!({ "by": "dispute" }),
                 |q| q,
             )
@@ -1375,7 +1376,7 @@ pub async fn submit_proof<C: ConnectionTrait>(
         &m,
         MilestoneStatus::PendingReview,
         "submit a proof",
-        "milestone.proof_submitted",
+        EscrowEventKind::MilestoneProofSubmitted,
         serde_json::json!({ "proofId": ids::encode(Kind::Proof, proof.id), "kind": kind }),
     )
     .await?;
@@ -1386,7 +1387,7 @@ pub async fn submit_proof<C: ConnectionTrait>(
             &m,
             MilestoneStatus::Approved,
             "approve",
-            "milestone.approved",
+            EscrowEventKind::MilestoneApproved,
             serde_json::json!({ "by": "geofence", "proofId": ids::encode(Kind::Proof, proof.id) }),
         )
         .await?;
@@ -1483,9 +1484,9 @@ pub async fn decide_proof<C: ConnectionTrait>(
         to,
         "decide a proof",
         if accept {
-            "milestone.approved"
+            EscrowEventKind::MilestoneApproved
         } else {
-            "milestone.rejected"
+            EscrowEventKind::MilestoneRejected
         },
         serde_json::json!({
             "by": "review",
@@ -1547,7 +1548,7 @@ async fn payment_settled<C: ConnectionTrait>(
         &m,
         MilestoneStatus::Paid,
         "mark it paid",
-        "milestone.paid",
+        EscrowEventKind::MilestonePaid,
         serde_json::json!({
             "paymentId": ids::encode(Kind::Payment, payment.id),
             "escrowId": ids::encode(Kind::Escrow, escrow_id),
@@ -1626,7 +1627,7 @@ pub async fn mark_refundable<C: ConnectionTrait>(
         act,
         escrow_id,
         None,
-        "escrow.deadline_passed",
+        EscrowEventKind::EscrowDeadlinePassed,
         None,
         None,
         serde_json::json!({ "refundable_at": now }),

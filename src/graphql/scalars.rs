@@ -14,7 +14,13 @@ impl async_graphql::Description for Decimal {
     }
 }
 
-#[Scalar(name = "Decimal", use_type_description)]
+// The lexical form is XML Schema's `decimal` (without a leading `+`): the closest
+// published definition of "an exact decimal number as text".
+#[Scalar(
+    name = "Decimal",
+    use_type_description,
+    specified_by_url = "https://www.w3.org/TR/xmlschema11-2/#decimal"
+)]
 impl ScalarType for Decimal {
     fn parse(value: Value) -> InputValueResult<Self> {
         match value {

@@ -10,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::kinds::AuditAction;
 use crate::{
     audit::{self, Actor, Origin},
     auth::{API_KEY_PREFIX, Scope, TokenService, UserPrincipal},
@@ -95,7 +96,7 @@ pub async fn create<C: ConnectionTrait>(
         db,
         audit::Entry {
             actor: Actor::User(creator.user_id),
-            action: "api_key.created",
+            action: AuditAction::ApiKeyCreated,
             subject: Some(("api_key", model.id)),
             details: json!({ "name": name, "scopes": names, "expiresAt": expires_at }),
             origin,
@@ -128,7 +129,7 @@ pub async fn revoke<C: ConnectionTrait>(
             db,
             audit::Entry {
                 actor: Actor::User(actor),
-                action: "api_key.revoked",
+                action: AuditAction::ApiKeyRevoked,
                 subject: Some(("api_key", id)),
                 details: json!({}),
                 origin,

@@ -10,6 +10,7 @@ use super::{
     mfa::{self, SecondFactor},
     rules::{self, IssuedSession, SignInOutcome},
 };
+use crate::kinds::AuditAction;
 use crate::{
     audit::{self, Actor},
     auth::{Role, Scope, password},
@@ -319,8 +320,14 @@ impl IdentityMutation {
         let db = counter.begin().await?;
         let Some(codes) = mfa::activate(&db, &services.sealer, &who, &code, origin).await? else {
             db.rollback().await?;
-            rules::audit_failed_check(counter, who.id, origin, "auth.mfa.failed", "activate_mfa")
-                .await?;
+            rules::audit_failed_check(
+                counter,
+                who.id,
+                origin,
+                AuditAction::AuthMfaFailed,
+                "activate_mfa",
+            )
+            .await?;
             return Err(
                 Error::bad_field("code", "the code is not valid for this enrolment").into(),
             );
@@ -354,8 +361,14 @@ impl IdentityMutation {
         )
         .await?;
         if !verified {
-            rules::audit_failed_check(db, who.id, origin, "auth.password.failed", "disable_mfa")
-                .await?;
+            rules::audit_failed_check(
+                db,
+                who.id,
+                origin,
+                AuditAction::AuthPasswordFailed,
+                "disable_mfa",
+            )
+            .await?;
             return Err(Error::InvalidCredentials.into());
         }
         mfa::verify_code(
@@ -390,7 +403,7 @@ impl IdentityMutation {
             &db,
             audit::Entry {
                 actor: Actor::User(me.user_id),
-                action: "auth.mfa.recovery_codes_regenerated",
+                action: AuditAction::AuthMfaRecoveryCodesRegenerated,
                 subject: Some(("user", me.user_id)),
                 details: json!({}),
                 origin: &ctx.request().origin,
@@ -483,7 +496,7 @@ impl IdentityMutation {
             &db,
             audit::Entry {
                 actor: Actor::User(me.user_id),
-                action: "auth.sessions.revoked_others",
+                action: AuditAction::AuthSessionsRevokedOthers,
                 subject: Some(("user", me.user_id)),
                 details: json!({ "count": count }),
                 origin: &ctx.request().origin,
@@ -508,7 +521,7 @@ async fn revoke_audited(
             &db,
             audit::Entry {
                 actor: Actor::User(me.user_id),
-                action: "auth.session.revoked",
+                action: AuditAction::AuthSessionRevoked,
                 subject: Some(("session", session_id)),
                 details: json!({ "reason": reason }),
                 origin: &ctx.request().origin,

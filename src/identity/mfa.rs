@@ -17,6 +17,7 @@ use super::rules::{
     FailureKind, IssuedSession, LockoutPolicy, audit_failed_check, counted_check, open_session,
     sha256_hex,
 };
+use crate::kinds::AuditAction;
 use crate::{
     audit::{self, Actor, Origin},
     auth::{Role, TokenService, crypto::Sealer},
@@ -222,7 +223,7 @@ pub async fn activate<C: ConnectionTrait>(
         db,
         audit::Entry {
             actor: Actor::User(who.id),
-            action: "auth.mfa.enabled",
+            action: AuditAction::AuthMfaEnabled,
             subject: Some(("user", who.id)),
             details: json!({}),
             origin,
@@ -263,7 +264,7 @@ pub async fn verify_code(
     if valid {
         Ok(())
     } else {
-        audit_failed_check(db, who.id, origin, "auth.mfa.failed", purpose).await?;
+        audit_failed_check(db, who.id, origin, AuditAction::AuthMfaFailed, purpose).await?;
         Err(Error::InvalidCredentials)
     }
 }
@@ -340,7 +341,7 @@ pub async fn disable<C: ConnectionTrait>(db: &Scoped<C>, who: Uuid, origin: &Ori
         db,
         audit::Entry {
             actor: Actor::User(who),
-            action: "auth.mfa.disabled",
+            action: AuditAction::AuthMfaDisabled,
             subject: Some(("user", who)),
             details: json!({}),
             origin,
@@ -435,7 +436,14 @@ pub async fn complete_challenge(
             )
             .await?;
             if !valid {
-                audit_failed_check(&scoped, who.id, origin, "auth.mfa.failed", "sign_in").await?;
+                audit_failed_check(
+                    &scoped,
+                    who.id,
+                    origin,
+                    AuditAction::AuthMfaFailed,
+                    "sign_in",
+                )
+                .await?;
                 return Err(Error::InvalidCredentials);
             }
             true
@@ -459,7 +467,7 @@ pub async fn complete_challenge(
             &txn,
             audit::Entry {
                 actor: Actor::User(who.id),
-                action: "auth.mfa.recovery_code_used",
+                action: AuditAction::AuthMfaRecoveryCodeUsed,
                 subject: Some(("user", who.id)),
                 details: json!({}),
                 origin,
@@ -471,7 +479,7 @@ pub async fn complete_challenge(
         &txn,
         audit::Entry {
             actor: Actor::User(who.id),
-            action: "auth.sign_in.succeeded",
+            action: AuditAction::AuthSignInSucceeded,
             subject: Some(("session", issued.session_id)),
             details: json!({ "mfa": true }),
             origin,
@@ -515,7 +523,7 @@ pub async fn set_required_roles<C: ConnectionTrait>(
         db,
         audit::Entry {
             actor: Actor::User(actor),
-            action: "tenant.mfa_policy.changed",
+            action: AuditAction::TenantMfaPolicyChanged,
             subject: None,
             details: json!({ "roles": unique }),
             origin,

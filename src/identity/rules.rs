@@ -12,6 +12,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::kinds::AuditAction;
 use crate::{
     accounts::rules::find_tenant_by_slug,
     audit::{self, Actor, Origin},
@@ -112,7 +113,7 @@ pub async fn sign_in(
         &txn,
         audit::Entry {
             actor: Actor::User(user.id),
-            action: "auth.sign_in.succeeded",
+            action: AuditAction::AuthSignInSucceeded,
             subject: Some(("session", issued.session_id)),
             details: json!({}),
             origin,
@@ -133,7 +134,7 @@ async fn audit_failure(
         db,
         audit::Entry {
             actor: user.map_or(Actor::System, Actor::User),
-            action: "auth.sign_in.failed",
+            action: AuditAction::AuthSignInFailed,
             subject: user.map(|id| ("user", id)),
             details: json!({ "reason": reason }),
             origin,
@@ -257,7 +258,7 @@ pub async fn refresh(
             &txn,
             audit::Entry {
                 actor: Actor::User(session.user_id),
-                action: "auth.refresh.reused",
+                action: AuditAction::AuthRefreshReused,
                 subject: Some(("session", session.id)),
                 details: json!({ "revoked": true }),
                 origin,
@@ -481,7 +482,7 @@ pub(crate) async fn audit_failed_check<C: ConnectionTrait>(
     db: &Scoped<C>,
     user: Uuid,
     origin: &Origin,
-    action: &'static str,
+    action: AuditAction,
     purpose: &'static str,
 ) -> Result<()> {
     audit::record(

@@ -485,7 +485,7 @@ async fn handle_failure(
         crate::spend::rules::raise_alert(
             tenant,
             payer,
-            "PAYMENT_FAILED",
+            crate::spend::rules::AlertKind::PaymentFailed,
             None,
             &format!(
                 "A payment failed {} times and will not be retried automatically: {}",

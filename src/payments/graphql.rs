@@ -25,6 +25,8 @@ use crate::{
         scalars::MoneyValue,
     },
     ids::{self, Kind},
+    kinds::EscrowUpdateEvent,
+    payments::Via,
     rules::{Caller, MovesMoney},
 };
 
@@ -130,9 +132,9 @@ pub struct PaymentAttemptNode(pub payment_attempt::Model);
 /// One step of a payment's history: a submission, a status check or a webhook.
 #[Object(name = "PaymentAttempt")]
 impl PaymentAttemptNode {
-    /// `SUBMIT`, `STATUS_CHECK` or `WEBHOOK`.
-    async fn kind(&self) -> &str {
-        &self.0.kind
+    /// What the line records: a submission, a status check or a webhook.
+    async fn kind(&self) -> Result<Via> {
+        Via::from_stored(&self.0.kind)
     }
 
     /// `ACCEPTED`, `ERROR`, `SENT`, `SETTLED`, `FAILED`, `PROCESSING` or `UNKNOWN`.
@@ -153,16 +155,17 @@ impl PaymentAttemptNode {
 
 /// A change to an escrow: what happened, and the escrow as it is now.
 pub struct EscrowUpdate {
-    event: String,
+    event: EscrowUpdateEvent,
     escrow: escrow::Model,
 }
 
 /// A change to an escrow, as `escrowUpdated` sends it.
 #[Object]
 impl EscrowUpdate {
-    /// `milestone.paid`, `payment.settled`, `escrow.released`, …
-    async fn event(&self) -> &str {
-        &self.event
+    /// What happened: `MILESTONE_PAID`, `PAYMENT_SETTLED`, `ESCROW_RELEASED`, …, or
+    /// `RESYNC` when updates were skipped.
+    async fn event(&self) -> EscrowUpdateEvent {
+        self.event
     }
 
     /// The escrow after the change.
@@ -269,12 +272,10 @@ impl PaymentsSubscription {
                             tenant_id,
                             escrow_id,
                             event,
-                        } if *escrow_id == id && *tenant_id == db.tenant().as_uuid() => {
-                            event.clone()
-                        }
+                        } if *escrow_id == id && *tenant_id == db.tenant().as_uuid() => *event,
                         _ => continue,
                     },
-                    None => "resync".to_owned(),
+                    None => EscrowUpdateEvent::Resync,
                 };
                 // The escrow as committed now, read through the caller's tenant.
                 let escrow = db.find_by_id::<escrow::Entity>(id).await.ok()??;

@@ -22,6 +22,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use crate::kinds::{AuditAction, EscrowUpdateEvent};
 use crate::{
     audit::{self, Actor, Origin},
     db::{Scoped, TenantDb, TenantTxn},
@@ -143,7 +144,7 @@ pub async fn record<C: ConnectionTrait>(
         txn,
         audit::Entry {
             actor,
-            action: "payment.created",
+            action: AuditAction::PaymentCreated,
             subject: Some(("payment", model.id)),
             details: serde_json::json!({
                 "purpose": model.purpose,
@@ -236,27 +237,27 @@ async fn publish<C: ConnectionTrait>(txn: &Scoped<C>, p: &payment::Model) -> Res
         txn.publish(Update::Escrow {
             tenant_id: p.tenant_id,
             escrow_id,
-            event: format!("payment.{}", p.status.as_str().to_ascii_lowercase()),
+            event: match p.status {
+                PaymentStatus::Pending => EscrowUpdateEvent::PaymentPending,
+                PaymentStatus::Sent => EscrowUpdateEvent::PaymentSent,
+                PaymentStatus::Settled => EscrowUpdateEvent::PaymentSettled,
+                PaymentStatus::Failed => EscrowUpdateEvent::PaymentFailed,
+            },
         });
     }
     Ok(())
 }
 
-/// What told us about a payment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    Submit,
-    StatusCheck,
-    Webhook,
-}
-
-impl Via {
-    fn as_str(self) -> &'static str {
-        match self {
-            Via::Submit => "SUBMIT",
-            Via::StatusCheck => "STATUS_CHECK",
-            Via::Webhook => "WEBHOOK",
-        }
+crate::text_enum! {
+    /// What told us about a payment: the kind of a line of its history.
+    #[graphql(name = "PaymentAttemptKind")]
+    pub enum Via {
+        /// Sending the payment to the PSP.
+        Submit = "SUBMIT",
+        /// Asking the PSP where the payment stands.
+        StatusCheck = "STATUS_CHECK",
+        /// A signed webhook from the PSP.
+        Webhook = "WEBHOOK",
     }
 }
 
@@ -346,9 +347,9 @@ pub async fn transition(txn: &TenantTxn, id: Uuid, m: Move<'_>) -> Result<Option
         audit::Entry {
             actor: Actor::System,
             action: match to {
-                PaymentStatus::Sent => "payment.sent",
-                PaymentStatus::Settled => "payment.settled",
-                _ => "payment.failed",
+                PaymentStatus::Sent => AuditAction::PaymentSent,
+                PaymentStatus::Settled => AuditAction::PaymentSettled,
+                _ => AuditAction::PaymentFailed,
             },
             subject: Some(("payment", p.id)),
             details: serde_json::json!({
@@ -417,7 +418,7 @@ pub async fn record_retry<C: ConnectionTrait>(
         txn,
         audit::Entry {
             actor,
-            action: "payment.retried",
+            action: AuditAction::PaymentRetried,
             subject: Some(("payment", retry.id)),
             details: serde_json::json!({
                 "retry_of": failed.id,

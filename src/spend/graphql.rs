@@ -385,10 +385,9 @@ impl AlertNode {
     async fn id(&self) -> ID {
         global_id(Kind::Alert, self.0.id)
     }
-    /// The refusal: `MANDATE_EXHAUSTED`, `MERCHANT_NOT_ALLOWED`, `MANDATE_EXPIRED`,
-    /// `MANDATE_REVOKED`, `LIMIT_EXCEEDED`, `PAYEE_NOT_ALLOWED`, `TRANSFER_NOT_ALLOWED`.
-    async fn kind(&self) -> &str {
-        &self.0.kind
+    /// What the alert is about: a refusal, or a payment that failed for good.
+    async fn kind(&self) -> Result<rules::AlertKind> {
+        rules::AlertKind::from_stored(&self.0.kind)
     }
     /// The user the alert is for: the mandate's sender, or the payer.
     async fn sender_id(&self) -> ID {
@@ -479,8 +478,8 @@ pub struct MandateFilter {
 /// Which alerts to list.
 #[derive(InputObject, Default)]
 pub struct AlertFilter {
-    /// Only alerts of this kind, e.g. `MANDATE_EXHAUSTED`.
-    pub kind: Option<String>,
+    /// Only alerts of this kind.
+    pub kind: Option<rules::AlertKind>,
 }
 
 // ------------------------------------------------------------------ helpers
@@ -805,7 +804,7 @@ impl SpendQuery {
                     q = q.filter(cond);
                 }
                 if let Some(kind) = kind {
-                    q = q.filter(alert::Column::Kind.eq(kind));
+                    q = q.filter(alert::Column::Kind.eq(kind.as_str()));
                 }
                 q
             },

@@ -15,6 +15,7 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::kinds::AuditAction;
 use crate::{
     audit,
     auth::Role,
@@ -45,17 +46,29 @@ pub mod refusal {
     pub const LIMIT_EXCEEDED: &str = "LIMIT_EXCEEDED";
     pub const PAYEE_NOT_ALLOWED: &str = "PAYEE_NOT_ALLOWED";
     pub const TRANSFER_NOT_ALLOWED: &str = "TRANSFER_NOT_ALLOWED";
+}
 
-    /// Reasons that raise an alert for the sender.
-    pub const ALERTING: [&str; 7] = [
-        MANDATE_EXHAUSTED,
-        MERCHANT_NOT_ALLOWED,
-        MANDATE_EXPIRED,
-        MANDATE_REVOKED,
-        LIMIT_EXCEEDED,
-        PAYEE_NOT_ALLOWED,
-        TRANSFER_NOT_ALLOWED,
-    ];
+crate::text_enum! {
+    /// What an alert tells its sender (or payer): the refusal reason, or a payment that
+    /// failed for good. Stored as the same text.
+    pub enum AlertKind {
+        /// A purchase or payout asked for more than the mandate has left.
+        MandateExhausted = "MANDATE_EXHAUSTED",
+        /// A purchase at a merchant the mandate does not allow.
+        MerchantNotAllowed = "MERCHANT_NOT_ALLOWED",
+        /// A purchase under a mandate past its end date.
+        MandateExpired = "MANDATE_EXPIRED",
+        /// A purchase under a revoked mandate.
+        MandateRevoked = "MANDATE_REVOKED",
+        /// A purchase or payout above a daily or total limit.
+        LimitExceeded = "LIMIT_EXCEEDED",
+        /// A payout to a payee the mandate does not allow.
+        PayeeNotAllowed = "PAYEE_NOT_ALLOWED",
+        /// A transfer to a recipient the payer may not pay.
+        TransferNotAllowed = "TRANSFER_NOT_ALLOWED",
+        /// A payment failed as many times as it is retried automatically.
+        PaymentFailed = "PAYMENT_FAILED",
+    }
 }
 
 fn refuse(reason: &'static str, message: impl Into<String>) -> Error {
@@ -69,7 +82,7 @@ fn today() -> String {
 async fn record<C: ConnectionTrait>(
     txn: &Scoped<C>,
     act: Act<'_>,
-    action: &'static str,
+    action: AuditAction,
     subject: (&'static str, Uuid),
     details: serde_json::Value,
 ) -> Result<()> {
@@ -138,7 +151,7 @@ pub async fn create_category<C: ConnectionTrait>(
     record(
         txn,
         act,
-        "spend.category_created",
+        AuditAction::SpendCategoryCreated,
         ("spend_category", row.id),
         serde_json::json!({ "code": row.code }),
     )
@@ -164,9 +177,9 @@ pub async fn set_category_enabled<C: ConnectionTrait>(
         txn,
         act,
         if enabled {
-            "spend.category_enabled"
+            AuditAction::SpendCategoryEnabled
         } else {
-            "spend.category_disabled"
+            AuditAction::SpendCategoryDisabled
         },
         ("spend_category", id),
         serde_json::json!({}),
@@ -206,7 +219,7 @@ pub async fn create_merchant<C: ConnectionTrait>(
     record(
         txn,
         act,
-        "spend.merchant_created",
+        AuditAction::SpendMerchantCreated,
         ("merchant", row.id),
         serde_json::json!({ "name": row.name, "certified": certified }),
     )
@@ -237,7 +250,7 @@ pub async fn update_merchant<C: ConnectionTrait>(
     record(
         txn,
         act,
-        "spend.merchant_updated",
+        AuditAction::SpendMerchantUpdated,
         ("merchant", id),
         serde_json::json!({ "enabled": enabled, "certified": certified }),
     )
@@ -416,7 +429,7 @@ pub async fn grant<C: ConnectionTrait>(
     record(
         txn,
         act,
-        "mandate.granted",
+        AuditAction::MandateGranted,
         ("mandate", row.id),
         serde_json::json!({
             "beneficiary_id": row.beneficiary_id,
@@ -441,7 +454,14 @@ pub async fn revoke<C: ConnectionTrait>(
 ) -> Result<mandate::Model> {
     let m = visible(txn, caller, id).await?;
     require(m.sender_id == caller.user_id)?;
-    let ended = end(txn, act, &m, MandateStatus::Revoked, "mandate.revoked").await?;
+    let ended = end(
+        txn,
+        act,
+        &m,
+        MandateStatus::Revoked,
+        AuditAction::MandateRevoked,
+    )
+    .await?;
     if !ended {
         let now = txn.get::<mandate::Entity>(id).await?;
         return Err(Error::InvalidState {
@@ -459,7 +479,7 @@ async fn end<C: ConnectionTrait>(
     act: Act<'_>,
     m: &mandate::Model,
     to: MandateStatus,
-    action: &'static str,
+    action: AuditAction,
 ) -> Result<bool> {
     let now = Utc::now();
     let ended = txn
@@ -514,7 +534,14 @@ async fn end<C: ConnectionTrait>(
 /// The expiry job, for one mandate past its expiry: EXPIRED, once.
 pub async fn expire<C: ConnectionTrait>(txn: &Scoped<C>, act: Act<'_>, id: Uuid) -> Result<bool> {
     let m = txn.get::<mandate::Entity>(id).await?;
-    end(txn, act, &m, MandateStatus::Expired, "mandate.expired").await
+    end(
+        txn,
+        act,
+        &m,
+        MandateStatus::Expired,
+        AuditAction::MandateExpired,
+    )
+    .await
 }
 
 // ------------------------------------------------------------------ purchases
@@ -669,7 +696,14 @@ async fn consumed_if_spent<C: ConnectionTrait>(
     m: &mandate::Model,
 ) -> Result<()> {
     if m.status == MandateStatus::Active && m.spent_minor == m.total_minor {
-        end(txn, act, m, MandateStatus::Consumed, "mandate.consumed").await?;
+        end(
+            txn,
+            act,
+            m,
+            MandateStatus::Consumed,
+            AuditAction::MandateConsumed,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -732,7 +766,7 @@ pub async fn purchase<C: ConnectionTrait>(
     record(
         txn,
         act,
-        "purchase.created",
+        AuditAction::PurchaseCreated,
         ("purchase", row.id),
         serde_json::json!({ "mandate_id": m.id, "merchant_id": shop.id, "amount_minor": row.amount_minor }),
     )
@@ -767,7 +801,7 @@ pub async fn purchase<C: ConnectionTrait>(
 pub async fn raise_alert(
     db: &TenantDb,
     sender_id: Uuid,
-    kind: &str,
+    kind: AlertKind,
     mandate_id: Option<Uuid>,
     message: &str,
     details: serde_json::Value,
@@ -777,7 +811,7 @@ pub async fn raise_alert(
         id: Set(new_id()),
         tenant_id: Set(db.tenant().as_uuid()),
         sender_id: Set(sender_id),
-        kind: Set(kind.to_owned()),
+        kind: Set(kind.as_str().to_owned()),
         mandate_id: Set(mandate_id),
         message: Set(message.chars().take(500).collect()),
         details: Set(details),
@@ -788,12 +822,12 @@ pub async fn raise_alert(
 }
 
 /// The reason of a refusal that raises an alert, if `err` is one.
-pub fn alerting_reason(err: &Error) -> Option<&'static str> {
+pub fn alerting_reason(err: &Error) -> Option<AlertKind> {
     match err {
         Error::Conflict {
             reason: Some(reason),
             ..
-        } if refusal::ALERTING.contains(reason) => Some(reason),
+        } => AlertKind::parse(reason).filter(|kind| *kind != AlertKind::PaymentFailed),
         _ => None,
     }
 }
@@ -882,7 +916,7 @@ pub async fn add_payee<C: ConnectionTrait>(
     record(
         txn,
         act,
-        "payee.added",
+        AuditAction::PayeeAdded,
         ("payee", row.id),
         serde_json::json!({
             "mandate_id": mandate_id,
@@ -1029,7 +1063,7 @@ async fn insert_payout<C: ConnectionTrait>(
     record(
         txn,
         act,
-        "payout.created",
+        AuditAction::PayoutCreated,
         ("payout", row.id),
         serde_json::json!({ "payee_id": p.id, "amount_minor": x }),
     )
@@ -1068,7 +1102,7 @@ pub async fn allow_recipient<C: ConnectionTrait>(
     record(
         txn,
         act,
-        "transfer.recipient_allowed",
+        AuditAction::TransferRecipientAllowed,
         ("user", recipient_id),
         serde_json::json!({}),
     )
@@ -1101,7 +1135,7 @@ pub async fn certify_recipient<C: ConnectionTrait>(
         record(
             txn,
             act,
-            "transfer.recipient_certified",
+            AuditAction::TransferRecipientCertified,
             ("user", user_id),
             serde_json::json!({}),
         )
@@ -1188,7 +1222,7 @@ pub async fn transfer<C: ConnectionTrait>(
     record(
         txn,
         act,
-        "transfer.created",
+        AuditAction::TransferCreated,
         ("transfer", row.id),
         serde_json::json!({ "recipient_id": recipient_id, "amount_minor": row.amount_minor }),
     )

@@ -214,12 +214,12 @@ async fn password_change_checks_policy_and_ends_other_sessions(app: TestApp) {
 async fn audit_log_pages_for_auditors_only(app: TestApp) {
     let acme = app.tenant("acme").await;
     let _globex = app.tenant("globex").await;
-    let q = "query($a: String) { auditLog(action: $a, first: 50) { edges { node { action actorType subjectType ip requestId createdAt } } pageInfo { hasNextPage } } }";
+    let q = "query($a: AuditAction) { auditLog(action: $a, first: 50) { edges { node { action actorType subjectType ip requestId createdAt } } pageInfo { hasNextPage } } }";
     let r = app
         .gql(
             Some(acme.token(Role::Admin)),
             q,
-            json!({ "a": "user.created" }),
+            json!({ "a": "USER_CREATED" }),
         )
         .await;
     let edges = r.ok()["auditLog"]["edges"].as_array().unwrap().clone();
@@ -228,7 +228,7 @@ async fn audit_log_pages_for_auditors_only(app: TestApp) {
         .gql(
             Some(acme.token(Role::Admin)),
             q,
-            json!({ "a": "auth.sign_in.succeeded" }),
+            json!({ "a": "AUTH_SIGN_IN_SUCCEEDED" }),
         )
         .await;
     assert_eq!(r.ok()["auditLog"]["edges"].as_array().unwrap().len(), 4);
@@ -248,7 +248,7 @@ async fn audit_log_pages_for_auditors_only(app: TestApp) {
         .gql(
             Some(acme.token(Role::Admin)),
             q,
-            json!({ "a": "auth.sign_in.failed" }),
+            json!({ "a": "AUTH_SIGN_IN_FAILED" }),
         )
         .await;
     let row = r.ok()["auditLog"]["edges"][0]["node"].clone();

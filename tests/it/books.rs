@@ -25,6 +25,14 @@ on_both_backends_with!(
     a_database_from_before_the_ledger_gets_its_books_on_upgrade,
     &[("SEQUESTRA_JOBS_ENABLED", "false")]
 );
+on_both_backends_with!(
+    the_jobs_check_the_books_and_a_discrepancy_shows_in_the_metrics,
+    &[
+        ("SEQUESTRA_JOBS_ENABLED", "true"),
+        ("SEQUESTRA_BOOKS_CHECK_INTERVAL_SECS", "1"),
+        ("SEQUESTRA_JOBS_INTERVAL_MS", "200"),
+    ]
+);
 
 /// `sequestra ARGS` against the app's database: (exit code, stdout, stderr).
 pub async fn command(app: &TestApp, args: &[&str]) -> (i32, String, String) {
@@ -173,6 +181,49 @@ async fn entries_balance_and_a_tampered_posting_is_named(app: TestApp) {
         "{out}"
     );
     assert!(err.contains("the ledger does not hold"), "{err}");
+}
+
+/// Waits (up to 15 s) for `/metrics` to hold `line`; answers the page.
+async fn metrics_until(app: &TestApp, line: &str) -> String {
+    let mut page = String::new();
+    for _ in 0..75 {
+        page = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if page.lines().any(|l| l == line) {
+            return page;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("no `{line}` in /metrics:\n{page}");
+}
+
+async fn the_jobs_check_the_books_and_a_discrepancy_shows_in_the_metrics(app: TestApp) {
+    // The metrics recorder is one per test process: a slug no other test uses.
+    let slug = format!("books-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let t = app.tenant(&slug).await;
+    money_moves(&app, &t).await;
+    metrics_until(&app, &format!("ledger_discrepancy{{tenant=\"{slug}\"}} 0")).await;
+    metrics_until(&app, &format!("audit_chain_broken{{tenant=\"{slug}\"}} 0")).await;
+
+    // Someone with the owner's keys adds a cent to a posting: within the next
+    // interval the jobs' check names the tenant.
+    let edit = "UPDATE ledger_postings SET amount_minor = amount_minor + 1 \
+                WHERE account_kind = 'ESCROW'";
+    refused_then_guard_lifted(&app, "ledger_postings", edit).await;
+    as_owner(&app, edit).await.unwrap();
+    let page = metrics_until(&app, &format!("ledger_discrepancy{{tenant=\"{slug}\"}} 1")).await;
+    assert!(
+        page.lines()
+            .any(|l| l.starts_with("books_checks_total{outcome=\"problem\"}")),
+        "{page}"
+    );
 }
 
 async fn the_audit_export_verifies_outside_and_an_edited_row_is_named(app: TestApp) {

@@ -475,16 +475,16 @@ async fn milestones_proofs_and_releases(app: TestApp) {
     assert_eq!(e["milestones"][0]["proofs"].as_array().unwrap().len(), 2);
     let events = kinds(&e);
     for expected in [
-        "escrow.created",
-        "escrow.deposit_received",
-        "escrow.funded",
-        "milestone.proof_submitted",
-        "milestone.rejected",
-        "milestone.approved",
-        "escrow.releasable",
-        "milestone.paying",
-        "milestone.paid",
-        "escrow.released",
+        "ESCROW_CREATED",
+        "ESCROW_DEPOSIT_RECEIVED",
+        "ESCROW_FUNDED",
+        "MILESTONE_PROOF_SUBMITTED",
+        "MILESTONE_REJECTED",
+        "MILESTONE_APPROVED",
+        "ESCROW_RELEASABLE",
+        "MILESTONE_PAYING",
+        "MILESTONE_PAID",
+        "ESCROW_RELEASED",
     ] {
         assert!(
             events.iter().any(|k| k == expected),
@@ -751,7 +751,7 @@ async fn jobs_auto_release_and_make_refundable(app: TestApp) {
     assert!(payments.iter().all(|p| p["status"] == "SENT"));
     let events = kinds(&released);
     assert_eq!(
-        events.iter().filter(|k| *k == "escrow.released").count(),
+        events.iter().filter(|k| *k == "ESCROW_RELEASED").count(),
         1,
         "{events:?}"
     );
@@ -759,14 +759,14 @@ async fn jobs_auto_release_and_make_refundable(app: TestApp) {
         .as_array()
         .unwrap()
         .iter()
-        .find(|ev| ev["kind"] == "escrow.released")
+        .find(|ev| ev["kind"] == "ESCROW_RELEASED")
         .unwrap()
         .clone();
     assert_eq!(lapse["actorId"], Value::Null, "the system released it");
     assert_eq!(
         kinds(&refundable)
             .iter()
-            .filter(|k| *k == "escrow.deadline_passed")
+            .filter(|k| *k == "ESCROW_DEADLINE_PASSED")
             .count(),
         1
     );
@@ -1347,7 +1347,7 @@ async fn uploads_are_checked(app: TestApp) {
         .as_array()
         .unwrap()
         .iter()
-        .find(|ev| ev["kind"] == "milestone.approved")
+        .find(|ev| ev["kind"] == "MILESTONE_APPROVED")
         .unwrap();
     assert_eq!(approved["fromStatus"], "REJECTED");
     // A provider may (re)declare delivery of a RELEASABLE escrow only once.

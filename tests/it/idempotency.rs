@@ -10,6 +10,7 @@ use sequestra::{
     error::{Error, Result},
     idempotency,
     ids::TenantId,
+    kinds::AuditAction,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -34,7 +35,10 @@ struct Input<'a> {
     amount: &'a str,
 }
 
-const EFFECT: &str = "test.idempotent_effect";
+/// The effect's audit rows: an action of the closed set, on a subject only this test
+/// writes.
+const EFFECT: AuditAction = AuditAction::PaymentCreated;
+const SUBJECT: &str = "receipt";
 
 /// The effect under test: one audit row per real execution.
 async fn effect(txn: &TenantTxn, amount: String) -> Result<Receipt> {
@@ -44,7 +48,7 @@ async fn effect(txn: &TenantTxn, amount: String) -> Result<Receipt> {
         audit::Entry {
             actor: Actor::System,
             action: EFFECT,
-            subject: Some(("receipt", id)),
+            subject: Some((SUBJECT, id)),
             details: serde_json::json!({ "amount": amount }),
             origin: &Origin::default(),
         },
@@ -69,7 +73,8 @@ async fn fund(db: &TenantDb, principal: Uuid, key: &str, amount: &str) -> Result
 async fn effects(app: &TestApp, tenant: Uuid) -> u64 {
     audit_log::Entity::find()
         .filter(audit_log::Column::TenantId.eq(tenant))
-        .filter(audit_log::Column::Action.eq(EFFECT))
+        .filter(audit_log::Column::Action.eq(EFFECT.as_str()))
+        .filter(audit_log::Column::SubjectType.eq(SUBJECT))
         .count(&app.db)
         .await
         .unwrap()

@@ -82,7 +82,7 @@ async fn a_dispute_racing_a_release_has_one_winner(app: TestApp) {
             assert_eq!(state["status"], "RELEASED", "run {run}: {state}");
             assert_eq!(payments, 1, "run {run}: {state}");
             let kinds = state["events"].to_string();
-            assert!(!kinds.contains("escrow.disputed"), "run {run}: {kinds}");
+            assert!(!kinds.contains("ESCROW_DISPUTED"), "run {run}: {kinds}");
         }
     }
     assert_eq!(disputes + releases, RUNS);

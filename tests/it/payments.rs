@@ -224,12 +224,12 @@ async fn subscribers_see_sent_then_settled_and_strangers_nothing(app: TestApp) {
         assert_eq!(msg["type"], "next", "{msg}");
         let update = &msg["payload"]["data"]["escrowUpdated"];
         events.push(update["event"].as_str().unwrap().to_owned());
-        if update["event"] == "milestone.paid" {
+        if update["event"] == "MILESTONE_PAID" {
             assert_eq!(update["escrow"]["milestones"][0]["status"], "PAID");
             break;
         }
     }
-    for expected in ["escrow.released", "payment.sent", "payment.settled"] {
+    for expected in ["ESCROW_RELEASED", "PAYMENT_SENT", "PAYMENT_SETTLED"] {
         assert!(events.iter().any(|e| e == expected), "{events:?}");
     }
 

@@ -170,3 +170,65 @@ fn every_type_field_and_argument_is_described() {
         missing.join("\n")
     );
 }
+
+/// The fields whose values are a closed set are enums, not strings, and the custom
+/// scalar says where it is specified.
+#[test]
+fn closed_sets_are_enums_and_the_scalar_is_specified() {
+    use async_graphql::parser::types::{BaseType, TypeKind, TypeSystemDefinition};
+    let sdl = sequestra::graphql::sdl();
+    let doc = async_graphql::parser::parse_schema(&sdl).expect("the SDL parses");
+    let mut enums = std::collections::HashSet::new();
+    let mut fields = std::collections::HashMap::new();
+    for def in &doc.definitions {
+        let TypeSystemDefinition::Type(ty) = def else {
+            continue;
+        };
+        let name = ty.node.name.node.to_string();
+        match &ty.node.kind {
+            TypeKind::Enum(_) => {
+                enums.insert(name);
+            }
+            TypeKind::Object(o) => {
+                for f in &o.fields {
+                    let mut t = &f.node.ty.node.base;
+                    while let BaseType::List(inner) = t {
+                        t = &inner.base;
+                    }
+                    if let BaseType::Named(named) = t {
+                        fields.insert(format!("{name}.{}", f.node.name.node), named.to_string());
+                    }
+                }
+            }
+            TypeKind::InputObject(i) => {
+                for f in &i.fields {
+                    if let BaseType::Named(named) = &f.node.ty.node.base {
+                        fields.insert(format!("{name}.{}", f.node.name.node), named.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for (field, expected) in [
+        ("Alert.kind", "AlertKind"),
+        ("AlertFilter.kind", "AlertKind"),
+        ("EscrowEvent.kind", "EscrowEventKind"),
+        ("EscrowUpdate.event", "EscrowUpdateEvent"),
+        ("AuditEntry.action", "AuditAction"),
+        ("PaymentAttempt.kind", "PaymentAttemptKind"),
+    ] {
+        assert_eq!(
+            fields.get(field).map(String::as_str),
+            Some(expected),
+            "{field}"
+        );
+        assert!(enums.contains(expected), "{expected} is an enum");
+    }
+    assert!(
+        sdl.contains(
+            "scalar Decimal @specifiedBy(url: \"https://www.w3.org/TR/xmlschema11-2/#decimal\")"
+        ),
+        "Decimal names its specification"
+    );
+}

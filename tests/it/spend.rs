@@ -743,7 +743,7 @@ async fn payees_and_restricted_transfers(app: TestApp) {
             .as_array()
             .unwrap()
             .iter()
-            .any(|ev| ev["kind"] == "escrow.payee_paid")
+            .any(|ev| ev["kind"] == "ESCROW_PAYEE_PAID")
     );
 }
 
