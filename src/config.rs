@@ -125,6 +125,8 @@ pub struct GraphqlConfig {
     pub max_document_bytes: usize,
     /// Upper bound for `first`/`last` on every connection.
     pub max_page_size: u64,
+    /// Only registered operations run (`SEQUESTRA_PERSISTED_ONLY`).
+    pub persisted_only: bool,
 }
 
 /// A 256-bit key that encrypts TOTP secrets at rest; `kid` is stored with each
@@ -478,6 +480,7 @@ impl Config {
             max_cost: parse(&get, "SEQUESTRA_GRAPHQL_MAX_COST", 5000)?,
             max_document_bytes: parse(&get, "SEQUESTRA_GRAPHQL_MAX_DOCUMENT_BYTES", 65_536)?,
             max_page_size: parse(&get, "SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE", 100)?,
+            persisted_only: parse(&get, "SEQUESTRA_PERSISTED_ONLY", false)?,
         };
 
         let mut generated_secrets = Vec::new();

@@ -16,6 +16,11 @@ pub enum ErrorCode {
     /// The document would cost more than the server's limits allow (refused before
     /// it is validated or run).
     QueryTooComplex,
+    /// A document named only by its hash that this server does not know (automatic
+    /// persisted queries: send it again with its text).
+    PersistedQueryNotFound,
+    /// `SEQUESTRA_PERSISTED_ONLY`: the document is not a registered operation.
+    PersistedQueryNotAllowed,
     Internal,
 }
 
@@ -30,6 +35,8 @@ impl ErrorCode {
             Self::RateLimited => "RATE_LIMITED",
             Self::MfaRequired => "MFA_REQUIRED",
             Self::QueryTooComplex => "QUERY_TOO_COMPLEX",
+            Self::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
+            Self::PersistedQueryNotAllowed => "PERSISTED_QUERY_NOT_ALLOWED",
             Self::Internal => "INTERNAL",
         }
     }

@@ -133,6 +133,10 @@ impl Application {
         let state = AppState::new(http::Shared {
             rate_limiter: http::rate_limit::shared(&config.http),
             ws_operations: http::ws::PerUser::default(),
+            persisted: Arc::new(graphql::persisted::Persisted::new(
+                services.db.clone(),
+                config.graphql.persisted_only,
+            )),
             config: Arc::new(config),
             services,
             schema,

@@ -77,6 +77,10 @@ enum Command {
     /// Check or export the hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Manage the persisted operations: the allow-list that SEQUESTRA_PERSISTED_ONLY=true
+    /// holds every request to, and that clients may name by hash at any time.
+    #[command(subcommand)]
+    Operations(OperationsCommand),
     /// Create a tenant and its first ADMIN, printing a one-time password for them.
     ///
     /// The password is random, shown once and stored only as an argon2id hash; there is
@@ -109,6 +113,27 @@ enum LedgerCommand {
         /// Only this tenant (its slug); all tenants without.
         #[arg(long, value_name = "SLUG")]
         tenant: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperationsCommand {
+    /// Register the operations of FILE: an Apollo persisted-query manifest
+    /// (`{"format": "apollo-persisted-query-manifest", "operations": [{"name", "body"}]}`,
+    /// as `generate-persisted-query-manifest` writes it), a JSON object of
+    /// sha256 → document, or a GraphQL file registered whole as one document. Each
+    /// must parse; registering one twice changes nothing. Prints each id (the SHA-256
+    /// of the exact text, what clients send as `persistedQuery.sha256Hash`).
+    Register {
+        /// The file to read.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Write the registered operations as an Apollo persisted-query manifest (JSON).
+    Export {
+        /// Write to FILE instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -251,6 +276,46 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             }
             if failed {
                 anyhow::bail!("the ledger does not hold (see above)");
+            }
+            Ok(())
+        }
+        Command::Operations(OperationsCommand::Register { file }) => {
+            use sequestra::graphql::persisted;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let operations = persisted::operations_in(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            for op in &operations {
+                async_graphql::parser::parse_query(&op.document).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: {} does not parse: {e}",
+                        file.display(),
+                        op.name.as_deref().unwrap_or("the document")
+                    )
+                })?;
+            }
+            let conn = db::open(&config.database, false).await?;
+            let added = persisted::register(&conn, &operations).await?;
+            for op in &operations {
+                println!(
+                    "{} {}",
+                    persisted::sha256_hex(&op.document),
+                    op.name.as_deref().unwrap_or("-")
+                );
+            }
+            println!(
+                "{} operation(s) read, {added} newly registered",
+                operations.len()
+            );
+            Ok(())
+        }
+        Command::Operations(OperationsCommand::Export { output }) => {
+            let conn = db::open(&config.database, false).await?;
+            let manifest = sequestra::graphql::persisted::manifest(&conn).await?;
+            let text = serde_json::to_string_pretty(&manifest)?;
+            match output {
+                Some(path) => std::fs::write(&path, text + "\n")?,
+                None => println!("{text}"),
             }
             Ok(())
         }

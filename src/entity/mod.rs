@@ -25,6 +25,7 @@ pub mod payee;
 pub mod payment;
 pub mod payment_attempt;
 pub mod payout;
+pub mod persisted_operation;
 pub mod proof;
 pub mod purchase;
 pub mod recovery_code;

@@ -9,6 +9,7 @@ pub mod limits;
 pub mod loaders;
 pub mod mutation;
 pub mod node;
+pub mod persisted;
 pub mod role_sdl;
 pub mod scalars;
 pub mod shape;

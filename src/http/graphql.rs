@@ -22,7 +22,7 @@ use crate::{
     audit::Origin,
     auth::{Principal, authenticate_bearer},
     error::{Error, ErrorCode},
-    graphql::{context::RequestContext, loaders},
+    graphql::{context::RequestContext, loaders, persisted},
 };
 
 /// The media type of a response, picked from the request's `Accept`.
@@ -96,14 +96,58 @@ fn not_acceptable() -> Response {
         .into_response()
 }
 
-/// The GraphQL-over-HTTP request parameters, type-checked.
+/// The GraphQL-over-HTTP request parameters, type-checked. `query` may be absent when
+/// `extensions.persistedQuery` names the document by its hash.
 struct Params {
+    query: Option<String>,
+    variables: Option<Json>,
+    operation_name: Option<String>,
+    extensions: Option<Json>,
+}
+
+/// The parameters with their document found: what runs.
+struct Resolved {
     query: String,
     variables: Option<Json>,
     operation_name: Option<String>,
 }
 
 impl Params {
+    /// Finds the document (sent, or named by a persisted hash) or answers why not.
+    async fn resolve(self, state: &AppState, media: Media) -> Result<Resolved, Response> {
+        match state
+            .persisted
+            .document(self.query, self.extensions.as_ref())
+            .await
+        {
+            Ok(query) => Ok(Resolved {
+                query,
+                variables: self.variables,
+                operation_name: self.operation_name,
+            }),
+            Err(refused) => Err(persisted_refusal(media, &refused)),
+        }
+    }
+}
+
+/// A request whose document cannot run (persisted operations).
+fn persisted_refusal(media: Media, refused: &persisted::Refused) -> Response {
+    if let persisted::Refused::Internal(err) = refused {
+        tracing::error!(error = ?err, "cannot read the persisted operations");
+    }
+    let status = match refused {
+        // Apollo's clients send the document again after PersistedQueryNotFound, but
+        // give up on persisted queries for good after a 400: the hash miss is the
+        // protocol's normal first step, so it is a 200 whatever the media type.
+        persisted::Refused::NotFound => StatusCode::OK,
+        persisted::Refused::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ if media == Media::GraphqlResponse => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
+    };
+    request_error(media, status, refused.code(), refused.message())
+}
+
+impl Resolved {
     fn into_request(self) -> async_graphql::Request {
         let mut request = async_graphql::Request::new(self.query);
         if let Some(variables) = self.variables {
@@ -120,8 +164,14 @@ fn params_from_json(body: Json) -> Result<Params, &'static str> {
     let Json::Object(mut map) = body else {
         return Err("the request body must be a JSON object");
     };
+    let extensions = match map.remove("extensions") {
+        None | Some(Json::Null) => None,
+        Some(e @ Json::Object(_)) => Some(e),
+        Some(_) => return Err("`extensions` must be an object or null"),
+    };
     let query = match map.remove("query") {
-        Some(Json::String(q)) => q,
+        Some(Json::String(q)) => Some(q),
+        None | Some(Json::Null) if has_persisted_query(extensions.as_ref()) => None,
         _ => return Err("`query` must be a string"),
     };
     let variables = match map.remove("variables") {
@@ -134,19 +184,20 @@ fn params_from_json(body: Json) -> Result<Params, &'static str> {
         Some(Json::String(name)) => Some(name),
         Some(_) => return Err("`operationName` must be a string or null"),
     };
-    match map.remove("extensions") {
-        None | Some(Json::Null) | Some(Json::Object(_)) => {}
-        Some(_) => return Err("`extensions` must be an object or null"),
-    }
     Ok(Params {
         query,
         variables,
         operation_name,
+        extensions,
     })
 }
 
+fn has_persisted_query(extensions: Option<&Json>) -> bool {
+    extensions.is_some_and(|e| e.get("persistedQuery").is_some_and(|p| !p.is_null()))
+}
+
 fn params_from_query(mut query: HashMap<String, String>) -> Result<Params, &'static str> {
-    let text = query.remove("query").ok_or("`query` is required")?;
+    let text = query.remove("query");
     let json_param =
         |raw: Option<String>, what: &'static str| -> Result<Option<Json>, &'static str> {
             match raw {
@@ -162,19 +213,23 @@ fn params_from_query(mut query: HashMap<String, String>) -> Result<Params, &'sta
         query.remove("variables"),
         "`variables` must be a JSON object",
     )?;
-    json_param(
+    let extensions = json_param(
         query.remove("extensions"),
         "`extensions` must be a JSON object",
     )?;
+    if text.is_none() && !has_persisted_query(extensions.as_ref()) {
+        return Err("`query` is required");
+    }
     Ok(Params {
         query: text,
         variables,
         operation_name: query.remove("operationName").filter(|n| !n.is_empty()),
+        extensions,
     })
 }
 
 /// The operation type a GET would run, when the document parses.
-fn operation_type(params: &Params) -> Option<OperationType> {
+fn operation_type(params: &Resolved) -> Option<OperationType> {
     let document = parse_query(&params.query).ok()?;
     let operations: Vec<_> = document.operations.iter().collect();
     let chosen = match &params.operation_name {
@@ -222,7 +277,19 @@ pub async fn post_handler(
         )
         .await;
         return match request {
-            Ok(request) => execute(state, media, request, &headers, request_id, peer).await,
+            Ok(request) => {
+                // Uploads run under the same allow-list as every other request (the
+                // document is sent in full; a hash alone is not supported here).
+                if state.persisted.only()
+                    && let Err(refused) = state
+                        .persisted
+                        .document(Some(request.query.clone()), None)
+                        .await
+                {
+                    return persisted_refusal(media, &refused);
+                }
+                execute(state, media, request, &headers, request_id, peer).await
+            }
             Err(err) => {
                 let (status, message) = match err {
                     async_graphql::ParseRequestError::PayloadTooLarge => (
@@ -266,17 +333,13 @@ pub async fn post_handler(
         }
     };
     match params_from_json(body) {
-        Ok(params) => {
-            execute(
-                state,
-                media,
-                params.into_request(),
-                &headers,
-                request_id,
-                peer,
-            )
-            .await
-        }
+        Ok(params) => match params.resolve(&state, media).await {
+            Ok(params) => {
+                let request = params.into_request();
+                execute(state, media, request, &headers, request_id, peer).await
+            }
+            Err(refused) => refused,
+        },
         Err(message) => request_error(
             media,
             StatusCode::BAD_REQUEST,
@@ -300,7 +363,10 @@ pub async fn get_handler(
         .map_err(|_| "the query string is malformed")
         .and_then(|q| params_from_query(q.0));
     let params = match parsed {
-        Ok(params) => params,
+        Ok(params) => match params.resolve(&state, media).await {
+            Ok(params) => params,
+            Err(refused) => return refused,
+        },
         Err(message) => {
             return request_error(
                 media,

@@ -58,6 +58,8 @@ pub struct Shared {
     pub rate_limiter: Option<rate_limit::Shared>,
     /// Operations running over each user's WebSockets in this process.
     pub ws_operations: ws::PerUser,
+    /// Documents named by hash: registered ones and those clients sent (APQ).
+    pub persisted: Arc<crate::graphql::persisted::Persisted>,
 }
 
 pub fn router(state: AppState) -> Router {

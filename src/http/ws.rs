@@ -56,7 +56,7 @@ use super::{AppState, RequestId, graphql::request_context};
 use crate::{
     auth::{Principal, authenticate_bearer},
     error::Error,
-    graphql::loaders,
+    graphql::{loaders, persisted::Persisted},
 };
 
 /// graphql-transport-ws: a message of a type or shape the protocol does not define.
@@ -199,6 +199,73 @@ fn rate_limited(id: &str, message: &str, retry_after: u64) -> String {
         }],
     })
     .to_string()
+}
+
+/// Persisted operations over WebSocket: a `subscribe` (or the legacy protocol's
+/// `start`) whose document is named only by `extensions.persistedQuery`, or that must
+/// be registered (`SEQUESTRA_PERSISTED_ONLY`), gets its document put in place, or is
+/// answered with an `error` for its id and goes no further. Anything else (other
+/// messages, a `subscribe` before the acknowledgement or reusing a running id, which
+/// the [`Gate`] closes the socket for) passes unchanged.
+async fn persisted_subscribe(
+    persisted: &Persisted,
+    accepted: &Mutex<Option<Accepted>>,
+    active: &Mutex<Ids>,
+    control: &tokio::sync::mpsc::UnboundedSender<Control>,
+    data: axum::body::Bytes,
+) -> Option<axum::body::Bytes> {
+    if !persisted.only() && !data.windows(14).any(|w| w == b"persistedQuery") {
+        return Some(data);
+    }
+    let Ok(mut message) = serde_json::from_slice::<serde_json::Value>(&data) else {
+        return Some(data);
+    };
+    let kind = message.get("type").and_then(|t| t.as_str());
+    if !matches!(kind, Some("subscribe" | "start")) || accepted.lock().expect("ws lock").is_none() {
+        return Some(data);
+    }
+    let Some(id) = message
+        .get("id")
+        .and_then(|i| i.as_str())
+        .map(str::to_owned)
+    else {
+        return Some(data);
+    };
+    if active.lock().expect("ws lock").running.contains(&id) {
+        return Some(data);
+    }
+    let Some(payload) = message.get_mut("payload").and_then(|p| p.as_object_mut()) else {
+        return Some(data);
+    };
+    let query = payload
+        .get("query")
+        .and_then(|q| q.as_str())
+        .map(str::to_owned);
+    let extensions = payload.get("extensions").cloned();
+    match persisted.document(query.clone(), extensions.as_ref()).await {
+        Ok(document) if query.as_ref() == Some(&document) => Some(data),
+        Ok(document) => {
+            payload.insert("query".to_owned(), serde_json::Value::String(document));
+            serde_json::to_vec(&message).ok().map(Into::into)
+        }
+        Err(refused) => {
+            if let crate::graphql::persisted::Refused::Internal(err) = &refused {
+                tracing::error!(error = ?err, "cannot read the persisted operations");
+            }
+            let _ = control.send(Control::Reply(
+                serde_json::json!({
+                    "id": id,
+                    "type": "error",
+                    "payload": [{
+                        "message": refused.message(),
+                        "extensions": { "code": refused.code().as_str() },
+                    }],
+                })
+                .to_string(),
+            ));
+            None
+        }
+    }
 }
 
 /// A close reason fits RFC 6455's 123 bytes.
@@ -513,6 +580,12 @@ pub async fn handler(
                 closed: AtomicBool::new(false),
             };
             let active = gate.active.clone();
+            let persisted = (
+                state.persisted.clone(),
+                accepted.clone(),
+                gate.active.clone(),
+                gate.control.clone(),
+            );
             let input = stream
                 .take_while(|frame| future::ready(frame.is_ok()))
                 .filter_map(|frame| {
@@ -521,6 +594,13 @@ pub async fn handler(
                         _ => None,
                     })
                 })
+                .then(move |data| {
+                    let (persisted, accepted, active, control) = persisted.clone();
+                    async move {
+                        persisted_subscribe(&persisted, &accepted, &active, &control, data).await
+                    }
+                })
+                .filter_map(future::ready)
                 .filter(move |data| future::ready(gate.admit(data)));
             let schema = state.schema.clone();
             let init_refused = refused.clone();

@@ -19,6 +19,7 @@ mod invariants;
 mod logs;
 mod mfa;
 mod payments;
+mod persisted;
 mod platform;
 mod playground;
 mod principal_cache;

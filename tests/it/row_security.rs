@@ -11,6 +11,7 @@ use crate::harness::{Backend, SERVER_ROLE, TestApp};
 /// the migration history is the one table outside row-level security.
 const PLATFORM_TABLES: &[&str] = &[
     "job_leases",
+    "persisted_operations",
     "tenants",
     "webhook_events",
     "webhook_rejections",
