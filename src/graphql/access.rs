@@ -269,6 +269,7 @@ policies! {
     // Queries.
     Query "serverTime" server_time => Decl::any(Public);
     Query "node" node => Decl::any(SignedIn);
+    Query "nodes" nodes => Decl::any(SignedIn);
     Query "viewer" viewer => Decl::any(SignedIn);
     Query "auditLog" audit_log => Decl::any(All(&[AuditRead]));
     Query "users" users => Decl::any(All(&[UsersRead]));

@@ -16,7 +16,7 @@ pub struct LedgerEntryNode(pub Posted);
 #[Object(name = "LedgerEntry")]
 impl LedgerEntryNode {
     /// The entry's global id.
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         global_id(Kind::LedgerEntry, self.0.entry.id)
     }
 

@@ -43,7 +43,7 @@ pub struct CategoryNode(pub spend_category::Model);
 #[Object(name = "SpendCategory")]
 impl CategoryNode {
     /// The category's global id.
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         global_id(Kind::Category, self.0.id)
     }
     /// Its short code, unique in the tenant.
@@ -70,7 +70,7 @@ pub struct MerchantNode(pub merchant::Model);
 #[Object(name = "Merchant")]
 impl MerchantNode {
     /// The merchant's global id.
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         global_id(Kind::Merchant, self.0.id)
     }
     /// The merchant's name.
@@ -102,7 +102,7 @@ pub struct MandateNode(pub mandate::Model);
 #[Object(name = "Mandate")]
 impl MandateNode {
     /// The mandate's global id.
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         global_id(Kind::Mandate, self.0.id)
     }
     /// Whether it can still be spent.
@@ -220,7 +220,7 @@ pub struct PurchaseNode(pub purchase::Model);
 #[Object(name = "Purchase")]
 impl PurchaseNode {
     /// The purchase's global id.
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         global_id(Kind::Purchase, self.0.id)
     }
     /// The mandate it was spent from.
@@ -264,7 +264,7 @@ pub struct PayeeNode(pub payee::Model);
 #[Object(name = "Payee")]
 impl PayeeNode {
     /// The payee's global id.
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         global_id(Kind::Payee, self.0.id)
     }
     /// The mandate it may be paid from, if any.
@@ -311,7 +311,7 @@ pub struct PayoutNode(pub payout::Model);
 #[Object(name = "Payout")]
 impl PayoutNode {
     /// The payout's global id.
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         global_id(Kind::Payout, self.0.id)
     }
     /// Who is paid.
@@ -342,7 +342,7 @@ pub struct TransferNode(pub transfer::Model);
 #[Object(name = "Transfer")]
 impl TransferNode {
     /// The transfer's global id.
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         global_id(Kind::Transfer, self.0.id)
     }
     /// Who sent it.
@@ -382,7 +382,7 @@ pub struct AlertNode(pub alert::Model);
 #[Object(name = "Alert")]
 impl AlertNode {
     /// The alert's global id.
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         global_id(Kind::Alert, self.0.id)
     }
     /// What the alert is about: a refusal, or a payment that failed for good.

@@ -58,7 +58,7 @@ fn key() -> String {
 }
 
 /// An escrow of two milestones, funded in two deposits and released: two payments.
-async fn money_moves(app: &TestApp, t: &TestTenant) -> String {
+pub async fn money_moves(app: &TestApp, t: &TestTenant) -> String {
     let sender = t.token(Role::Sender).to_owned();
     enrol(app, &sender).await;
     let e = create_escrow(

@@ -18,6 +18,7 @@ mod identity;
 mod invariants;
 mod logs;
 mod mfa;
+mod nodes;
 mod payments;
 mod persisted;
 mod platform;

@@ -1,0 +1,327 @@
+//! The graph a frontend walks: every object with a global id is a `Node`, resolved
+//! by `node(id:)` and `nodes(ids:)` for whoever may read it, NOT_FOUND for anyone
+//! else. The types are taken from the schema, so a new `Node` type without an object
+//! here fails the test.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::Duration;
+use sequestra::auth::Role;
+use serde_json::{Value, json};
+
+use crate::escrow::{create_escrow, fund, user_gid};
+use crate::harness::{TestApp, TestTenant};
+use crate::on_both_backends;
+
+on_both_backends!(every_node_type_resolves_for_who_may_read_it);
+
+const NODE: &str = "query($id: ID!) { node(id: $id) { __typename id } }";
+
+fn key() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Every type the schema says implements `Node`.
+fn node_types() -> BTreeSet<String> {
+    use async_graphql::parser::types::{TypeKind, TypeSystemDefinition};
+    let sdl = sequestra::graphql::sdl();
+    let doc = async_graphql::parser::parse_schema(&sdl).expect("the SDL parses");
+    let mut types = BTreeSet::new();
+    for def in &doc.definitions {
+        if let TypeSystemDefinition::Type(ty) = def
+            && let TypeKind::Object(o) = &ty.node.kind
+            && o.implements.iter().any(|i| i.node == "Node")
+        {
+            types.insert(ty.node.name.node.to_string());
+        }
+    }
+    types
+}
+
+/// Every object type with an `id: ID!` implements `Node` (so none is left out of
+/// `node(id:)`), and the test below has an object of each.
+#[test]
+fn every_object_with_a_global_id_is_a_node() {
+    use async_graphql::parser::types::{BaseType, TypeKind, TypeSystemDefinition};
+    let sdl = sequestra::graphql::sdl();
+    let doc = async_graphql::parser::parse_schema(&sdl).expect("the SDL parses");
+    let nodes = node_types();
+    for def in &doc.definitions {
+        if let TypeSystemDefinition::Type(ty) = def
+            && let TypeKind::Object(o) = &ty.node.kind
+        {
+            let has_id = o.fields.iter().any(|f| {
+                f.node.name.node == "id"
+                    && !f.node.ty.node.nullable
+                    && matches!(&f.node.ty.node.base, BaseType::Named(n) if n == "ID")
+            });
+            let name = ty.node.name.node.as_str();
+            assert_eq!(
+                has_id,
+                nodes.contains(name),
+                "{name}: an object with a global id must implement Node (and only those)"
+            );
+        }
+    }
+}
+
+/// One object of every `Node` type: (typename, id, a token that may read it).
+async fn one_of_each(app: &TestApp, t: &TestTenant) -> BTreeMap<String, (String, String)> {
+    let sender = t.token(Role::Sender).to_owned();
+    let beneficiary = t.token(Role::Beneficiary).to_owned();
+    let admin = t.token(Role::Admin).to_owned();
+    let mut found: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut put = |ty: &str, id: &Value, token: &str| {
+        let id = id.as_str().unwrap_or_else(|| panic!("{ty} id: {id}"));
+        found.insert(ty.to_owned(), (id.to_owned(), token.to_owned()));
+    };
+
+    // An escrow funded in deposits, released (payments, ledger entries, events).
+    let escrow = crate::books::money_moves(app, t).await;
+    let r = app
+        .gql(
+            Some(&sender),
+            "query($id: ID!) { viewer { id tenant { id } } escrow(id: $id) { id senderId \
+             milestones { id } deposits { id } payments { id } events { id } \
+             ledgerEntries { id } } mySessions { id } }",
+            json!({ "id": escrow }),
+        )
+        .await;
+    let d = r.ok();
+    put("User", &d["viewer"]["id"], &sender);
+    put("Tenant", &d["viewer"]["tenant"]["id"], &sender);
+    put("Session", &d["mySessions"][0]["id"], &sender);
+    let e = &d["escrow"];
+    put("Escrow", &e["id"], &sender);
+    assert_eq!(
+        e["senderId"], d["viewer"]["id"],
+        "the escrow's sender is the viewer"
+    );
+    put("Milestone", &e["milestones"][0]["id"], &sender);
+    put("Deposit", &e["deposits"][0]["id"], &sender);
+    put("Payment", &e["payments"][0]["id"], &sender);
+    put("EscrowEvent", &e["events"][0]["id"], &sender);
+    put("LedgerEntry", &e["ledgerEntries"][0]["id"], &sender);
+
+    // A proof on a second, funded escrow.
+    let second = create_escrow(
+        app,
+        t,
+        "10.00",
+        json!([{ "title": "tiles", "amount": "10.00" }]),
+        None,
+        Duration::days(7),
+    )
+    .await;
+    let second_id = second["id"].as_str().unwrap();
+    fund(app, &sender, second_id, "10.00", &key()).await.ok();
+    let proof = app
+        .gql_upload(
+            &beneficiary,
+            "mutation($m: ID!, $file: Upload) { submitProof(milestoneId: $m, file: $file) { id } }",
+            json!({ "m": second["milestones"][0]["id"] }),
+            "file",
+            "plans.pdf",
+            b"%PDF-1.7\n% proof\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n".to_vec(),
+        )
+        .await;
+    put("Proof", &proof.ok()["submitProof"]["id"], &beneficiary);
+
+    // Spending: the catalog, a mandate with a purchase, a refusal (an alert), a payee
+    // and a payout; a transfer.
+    let c = crate::spend::catalog(app, t).await;
+    put("SpendCategory", &json!(c.groceries), &beneficiary);
+    put("Merchant", &json!(c.fresh_mart), &beneficiary);
+    let m = crate::spend::grant(
+        app,
+        t,
+        json!({ "total": "100.00", "currency": "EUR", "allowedMerchantIds": [c.fresh_mart] }),
+    )
+    .await;
+    let mandate = m.ok()["grantMandate"]["id"].as_str().unwrap().to_owned();
+    put("Mandate", &json!(mandate), &beneficiary);
+    let bought =
+        crate::spend::buy(app, &beneficiary, &mandate, &c.fresh_mart, "5.00", &key()).await;
+    put(
+        "Purchase",
+        &bought.ok()["createPurchase"]["id"],
+        &beneficiary,
+    );
+    crate::spend::buy(app, &beneficiary, &mandate, &c.casino, "5.00", &key()).await;
+    let alerts = app
+        .gql(
+            Some(&sender),
+            "{ alerts { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    put(
+        "Alert",
+        &alerts.ok()["alerts"]["edges"][0]["node"]["id"],
+        &sender,
+    );
+    let payee = app
+        .gql(
+            Some(&sender),
+            "mutation($m: ID!) { addPayee(input: { mandateId: $m, reference: \"school-42\", name: \"City School\" }) { id } }",
+            json!({ "m": mandate }),
+        )
+        .await;
+    let payee = payee.ok()["addPayee"]["id"].clone();
+    put("Payee", &payee, &beneficiary);
+    crate::mfa::enrol(app, &beneficiary).await;
+    let payout = app
+        .gql(
+            Some(&beneficiary),
+            "mutation($p: ID!, $k: String!) { payPayee(payeeId: $p, amount: \"3.00\", idempotencyKey: $k) { id } }",
+            json!({ "p": payee, "k": key() }),
+        )
+        .await;
+    put("Payout", &payout.ok()["payPayee"]["id"], &beneficiary);
+    app.gql(
+        Some(&sender),
+        "mutation($r: ID!) { allowTransferRecipient(recipientId: $r) }",
+        json!({ "r": user_gid(t.user(Role::Beneficiary).id) }),
+    )
+    .await
+    .ok();
+    let transfer = app
+        .gql(
+            Some(&sender),
+            "mutation($r: ID!, $k: String!) { createTransfer(recipientId: $r, amount: \"2.00\", currency: \"EUR\", idempotencyKey: $k) { id } }",
+            json!({ "r": user_gid(t.user(Role::Beneficiary).id), "k": key() }),
+        )
+        .await;
+    put(
+        "Transfer",
+        &transfer.ok()["createTransfer"]["id"],
+        &beneficiary,
+    );
+
+    // An API key, read by the admin who manages keys.
+    crate::mfa::enrol(app, &admin).await;
+    app.gql(
+        Some(&admin),
+        "mutation { createApiKey(input: { name: \"integration\", scopes: [ESCROW_READ] }) { key } }",
+        json!({}),
+    )
+    .await
+    .ok();
+    let keys = app
+        .gql(
+            Some(&admin),
+            "{ apiKeys { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    put(
+        "ApiKey",
+        &keys.ok()["apiKeys"]["edges"][0]["node"]["id"],
+        &admin,
+    );
+    found
+}
+
+async fn node(app: &TestApp, token: &str, id: &str) -> crate::harness::GqlResponse {
+    app.gql(Some(token), NODE, json!({ "id": id })).await
+}
+
+async fn every_node_type_resolves_for_who_may_read_it(app: TestApp) {
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    let objects = one_of_each(&app, &acme).await;
+    let types: BTreeSet<String> = objects.keys().cloned().collect();
+    assert_eq!(types, node_types(), "an object of every Node type");
+
+    // Each resolves, as itself, for a reader it has.
+    for (ty, (id, token)) in &objects {
+        let r = node(&app, token, id).await;
+        assert_eq!(
+            r.ok()["node"]["__typename"],
+            ty.as_str(),
+            "{ty} {id}: {}",
+            r.body
+        );
+        assert_eq!(r.ok()["node"]["id"], id.as_str());
+    }
+    // The walk back: viewer → escrow → its sender, through node(id:).
+    let escrow = &objects["Escrow"];
+    let r = app
+        .gql(
+            Some(&escrow.1),
+            "query($id: ID!) { node(id: $id) { ... on Escrow { senderId milestones { id } payments { id } } } }",
+            json!({ "id": escrow.0 }),
+        )
+        .await;
+    let sender = r.ok()["node"]["senderId"].as_str().unwrap().to_owned();
+    assert_eq!(sender, objects["User"].0);
+    assert_eq!(
+        node(&app, &escrow.1, &sender).await.ok()["node"]["__typename"],
+        "User"
+    );
+
+    // Another tenant's reader: every one is NOT_FOUND, like a missing id.
+    let outsider = globex.token(Role::Admin);
+    for (ty, (id, _)) in &objects {
+        assert_eq!(
+            node(&app, outsider, id).await.code(),
+            Some("NOT_FOUND"),
+            "{ty}"
+        );
+    }
+    // A sender of the same tenant with no part in any of it: the catalog (the tenant's
+    // for every spender) resolves, the tenant too; nothing else does.
+    let stranger = app
+        .add_user(&acme, "stranger@acme.test", &[Role::Sender])
+        .await;
+    for (ty, (id, _)) in &objects {
+        let r = node(&app, &stranger.token, id).await;
+        if ["SpendCategory", "Merchant", "Tenant"].contains(&ty.as_str()) {
+            assert_eq!(r.ok()["node"]["__typename"], ty.as_str(), "{ty}");
+        } else {
+            assert_eq!(
+                r.code(),
+                Some("NOT_FOUND"),
+                "{ty} seen by a stranger: {}",
+                r.body
+            );
+        }
+    }
+
+    // nodes(ids:): in order, null with a NOT_FOUND error at the index of each id the
+    // caller may not read. The admin (staff) reads all but another user's session.
+    let ids: Vec<&str> = objects.values().map(|(id, _)| id.as_str()).collect();
+    let r = app
+        .gql(
+            Some(acme.token(Role::Admin)),
+            "query($ids: [ID!]!) { nodes(ids: $ids) { __typename id } }",
+            json!({ "ids": ids }),
+        )
+        .await;
+    let listed = r.body["data"]["nodes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", r.body))
+        .clone();
+    assert_eq!(listed.len(), ids.len());
+    let session_at = objects.keys().position(|t| t == "Session").unwrap();
+    for (i, (ty, (id, _))) in objects.iter().enumerate() {
+        if i == session_at {
+            assert!(listed[i].is_null(), "another user's session: {}", listed[i]);
+        } else {
+            assert_eq!(listed[i]["id"], id.as_str(), "{ty}");
+        }
+    }
+    let errors = r.body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{}", r.body);
+    assert_eq!(errors[0]["path"], json!(["nodes", session_at]));
+    assert_eq!(errors[0]["extensions"]["code"], "NOT_FOUND");
+    let many: Vec<String> = (0..101).map(|_| objects["User"].0.clone()).collect();
+    let r = app
+        .gql(
+            Some(acme.token(Role::Admin)),
+            "query($ids: [ID!]!) { nodes(ids: $ids) { id } }",
+            json!({ "ids": many }),
+        )
+        .await;
+    assert_eq!(r.code(), Some("BAD_USER_INPUT"), "{}", r.body);
+}
