@@ -187,47 +187,62 @@ text_enum! {
     }
 }
 
-text_enum! {
+/// Declares an enum whose values are every escrow event kind (written here once),
+/// followed by `extra` values of its own.
+macro_rules! with_escrow_events {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident { $($extra:tt)* }
+    ) => {
+        $crate::text_enum! {
+            $(#[$meta])*
+            $vis enum $name {
+                /// The escrow was created.
+                EscrowCreated = "escrow.created",
+                /// A deposit was received.
+                EscrowDepositReceived = "escrow.deposit_received",
+                /// The deposits reached the escrow's amount.
+                EscrowFunded = "escrow.funded",
+                /// The escrow was cancelled before funding.
+                EscrowCancelled = "escrow.cancelled",
+                /// The provider marked the escrow delivered.
+                EscrowDelivered = "escrow.delivered",
+                /// The sender rejected the delivery.
+                EscrowDeliveryRejected = "escrow.delivery_rejected",
+                /// Every milestone is approved: the escrow may be released.
+                EscrowReleasable = "escrow.releasable",
+                /// The money went to the provider.
+                EscrowReleased = "escrow.released",
+                /// The money went back to the sender.
+                EscrowRefunded = "escrow.refunded",
+                /// The escrow paid one of its payees.
+                EscrowPayeePaid = "escrow.payee_paid",
+                /// A party opened a dispute.
+                EscrowDisputed = "escrow.disputed",
+                /// Staff resolved the dispute.
+                EscrowDisputeResolved = "escrow.dispute_resolved",
+                /// The deadline passed without delivery.
+                EscrowDeadlinePassed = "escrow.deadline_passed",
+                /// A proof was submitted for a milestone.
+                MilestoneProofSubmitted = "milestone.proof_submitted",
+                /// A milestone was approved.
+                MilestoneApproved = "milestone.approved",
+                /// A milestone's proof was rejected.
+                MilestoneRejected = "milestone.rejected",
+                /// A milestone's payment was sent to the PSP.
+                MilestonePaying = "milestone.paying",
+                /// A milestone's payment settled.
+                MilestonePaid = "milestone.paid",
+                $($extra)*
+            }
+        }
+    };
+}
+
+with_escrow_events! {
     /// What happened to an escrow or one of its milestones (an `EscrowEvent`). Each is
     /// also the audit action of the same name.
-    pub enum EscrowEventKind {
-        /// The escrow was created.
-        EscrowCreated = "escrow.created",
-        /// A deposit was received.
-        EscrowDepositReceived = "escrow.deposit_received",
-        /// The deposits reached the escrow's amount.
-        EscrowFunded = "escrow.funded",
-        /// The escrow was cancelled before funding.
-        EscrowCancelled = "escrow.cancelled",
-        /// The provider marked the escrow delivered.
-        EscrowDelivered = "escrow.delivered",
-        /// The sender rejected the delivery.
-        EscrowDeliveryRejected = "escrow.delivery_rejected",
-        /// Every milestone is approved: the escrow may be released.
-        EscrowReleasable = "escrow.releasable",
-        /// The money went to the provider.
-        EscrowReleased = "escrow.released",
-        /// The money went back to the sender.
-        EscrowRefunded = "escrow.refunded",
-        /// The escrow paid one of its payees.
-        EscrowPayeePaid = "escrow.payee_paid",
-        /// A party opened a dispute.
-        EscrowDisputed = "escrow.disputed",
-        /// Staff resolved the dispute.
-        EscrowDisputeResolved = "escrow.dispute_resolved",
-        /// The deadline passed without delivery.
-        EscrowDeadlinePassed = "escrow.deadline_passed",
-        /// A proof was submitted for a milestone.
-        MilestoneProofSubmitted = "milestone.proof_submitted",
-        /// A milestone was approved.
-        MilestoneApproved = "milestone.approved",
-        /// A milestone's proof was rejected.
-        MilestoneRejected = "milestone.rejected",
-        /// A milestone's payment was sent to the PSP.
-        MilestonePaying = "milestone.paying",
-        /// A milestone's payment settled.
-        MilestonePaid = "milestone.paid",
-    }
+    pub enum EscrowEventKind {}
 }
 
 impl EscrowEventKind {
@@ -256,46 +271,10 @@ impl EscrowEventKind {
     }
 }
 
-text_enum! {
+with_escrow_events! {
     /// What `escrowUpdated` reports: an escrow event, a move of one of the escrow's
     /// payments, or `RESYNC`.
     pub enum EscrowUpdateEvent {
-        /// The escrow was created.
-        EscrowCreated = "escrow.created",
-        /// A deposit was received.
-        EscrowDepositReceived = "escrow.deposit_received",
-        /// The deposits reached the escrow's amount.
-        EscrowFunded = "escrow.funded",
-        /// The escrow was cancelled before funding.
-        EscrowCancelled = "escrow.cancelled",
-        /// The provider marked the escrow delivered.
-        EscrowDelivered = "escrow.delivered",
-        /// The sender rejected the delivery.
-        EscrowDeliveryRejected = "escrow.delivery_rejected",
-        /// Every milestone is approved: the escrow may be released.
-        EscrowReleasable = "escrow.releasable",
-        /// The money went to the provider.
-        EscrowReleased = "escrow.released",
-        /// The money went back to the sender.
-        EscrowRefunded = "escrow.refunded",
-        /// The escrow paid one of its payees.
-        EscrowPayeePaid = "escrow.payee_paid",
-        /// A party opened a dispute.
-        EscrowDisputed = "escrow.disputed",
-        /// Staff resolved the dispute.
-        EscrowDisputeResolved = "escrow.dispute_resolved",
-        /// The deadline passed without delivery.
-        EscrowDeadlinePassed = "escrow.deadline_passed",
-        /// A proof was submitted for a milestone.
-        MilestoneProofSubmitted = "milestone.proof_submitted",
-        /// A milestone was approved.
-        MilestoneApproved = "milestone.approved",
-        /// A milestone's proof was rejected.
-        MilestoneRejected = "milestone.rejected",
-        /// A milestone's payment was sent to the PSP.
-        MilestonePaying = "milestone.paying",
-        /// A milestone's payment settled.
-        MilestonePaid = "milestone.paid",
         /// One of the escrow's payments was recorded, waiting for the PSP.
         PaymentPending = "payment.pending",
         /// One of the escrow's payments was accepted by the PSP.
