@@ -59,6 +59,34 @@ impl From<tenant::Model> for TenantNode {
     }
 }
 
+/// Another user as the parties of an escrow, a mandate, a payment or a transfer see
+/// them. Decided once, here: their global id and email address, nothing more (their
+/// roles, activity, sessions and keys stay with them and the tenant's staff, through
+/// `node(id:)` and `users`).
+pub struct PartyNode(pub user::Model);
+
+/// A user as a counterparty sees them: who they are and how to reach them, nothing
+/// more (`node(id: userId)` gives the full `User` to themselves and to staff).
+#[Object(name = "Party")]
+impl PartyNode {
+    /// The user's global id (`usr_…`).
+    async fn user_id(&self) -> ID {
+        ID(ids::encode(Kind::User, self.0.id))
+    }
+
+    /// Their email address.
+    async fn email(&self) -> &str {
+        &self.0.email
+    }
+}
+
+/// The party `id` (a user of the caller's tenant), batched per request.
+pub async fn party(ctx: &Context<'_>, id: uuid::Uuid) -> crate::error::Result<PartyNode> {
+    crate::graphql::loaders::by_id::<user::Entity>(ctx, id)
+        .await
+        .map(PartyNode)
+}
+
 /// A user of one tenant.
 pub struct UserNode(pub user::Model);
 

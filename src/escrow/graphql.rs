@@ -14,6 +14,7 @@ use super::{
     rules::{self, Effect, Resolution},
 };
 use crate::{
+    accounts::graphql::{PartyNode, party},
     entity::{
         deposit,
         escrow::{self, EscrowStatus},
@@ -23,6 +24,7 @@ use crate::{
         proof::{self, ProofKind, ProofStatus},
     },
     error::{Error, Result},
+    graphql::loaders::by_id,
     graphql::{
         access,
         connection::{IdCursor, PageArgs, paginate},
@@ -90,13 +92,25 @@ impl EscrowNode {
     }
 
     /// The user who pays (the SENDER).
+    #[graphql(deprecation = "Use `sender { userId }`.")]
     async fn sender_id(&self) -> ID {
         global_id(Kind::User, self.0.sender_id)
     }
 
     /// The user who is paid.
+    #[graphql(deprecation = "Use `provider { userId }`.")]
     async fn provider_id(&self) -> ID {
         global_id(Kind::User, self.0.provider_id)
+    }
+
+    /// The user who pays (the SENDER), as a party sees them.
+    async fn sender(&self, ctx: &Context<'_>) -> Result<PartyNode> {
+        party(ctx, self.0.sender_id).await
+    }
+
+    /// The user who is paid, as a party sees them.
+    async fn provider(&self, ctx: &Context<'_>) -> Result<PartyNode> {
+        party(ctx, self.0.provider_id).await
     }
 
     /// Deliver by then, or the sender may take the money back.
@@ -223,8 +237,16 @@ impl MilestoneNode {
     }
 
     /// The escrow it belongs to.
+    #[graphql(deprecation = "Use `escrow { id }`.")]
     async fn escrow_id(&self) -> ID {
         global_id(Kind::Escrow, self.0.escrow_id)
+    }
+
+    /// The escrow it belongs to (whoever sees a milestone sees its escrow).
+    async fn escrow(&self, ctx: &Context<'_>) -> Result<EscrowNode> {
+        by_id::<escrow::Entity>(ctx, self.0.escrow_id)
+            .await
+            .map(EscrowNode)
     }
 
     /// Its place in the escrow, from 1.

@@ -22,8 +22,8 @@ use crate::{
     auth::Role,
     db::{TenantDb, TenantEntity},
     entity::{
-        deposit, escrow_event, mandate_category, mandate_merchant, milestone, payee, payment,
-        payment_attempt, proof, purchase, user_role,
+        deposit, escrow, escrow_event, mandate, mandate_category, mandate_merchant, merchant,
+        milestone, payee, payment, payment_attempt, proof, purchase, user, user_role,
     },
     error::Error,
 };
@@ -292,11 +292,83 @@ where
     }
 }
 
+/// Rows of `E` by their own id (the object a relation field points to: an escrow's
+/// sender, a milestone's escrow, a purchase's merchant, …): one query per batch.
+pub struct ByIdLoader<E>(pub TenantDb, std::marker::PhantomData<E>);
+
+impl<E> ByIdLoader<E> {
+    pub fn new(db: TenantDb) -> Self {
+        Self(db, std::marker::PhantomData)
+    }
+}
+
+/// An entity a `ByIdLoader` reads: its id from a row.
+pub trait ById: TenantEntity {
+    fn id_of(model: &Self::Model) -> Uuid;
+}
+
+macro_rules! by_id {
+    ($($entity:ident),* $(,)?) => {$(
+        impl ById for $entity::Entity {
+            fn id_of(model: &Self::Model) -> Uuid {
+                model.id
+            }
+        }
+    )*};
+}
+
+by_id!(user, escrow, mandate, merchant);
+
+impl<E> Loader<Uuid> for ByIdLoader<E>
+where
+    E: ById + Send + Sync + 'static,
+    E::Model: Clone + Send + Sync,
+{
+    type Value = E::Model;
+    type Error = std::sync::Arc<Error>;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, E::Model>, Self::Error> {
+        let rows = self
+            .0
+            .list::<E>(|q| q.filter(E::ID.is_in(keys.to_vec())))
+            .await
+            .map_err(std::sync::Arc::new)?;
+        Ok(rows.into_iter().map(|row| (E::id_of(&row), row)).collect())
+    }
+}
+
+/// The row `id` of `E` through the request's loader; NOT_FOUND when the caller's
+/// tenant has none.
+pub async fn by_id<E>(ctx: &async_graphql::Context<'_>, id: Uuid) -> Result<E::Model, Error>
+where
+    E: ById + Send + Sync + 'static,
+    E::Model: Clone + Send + Sync,
+{
+    let loader = ctx
+        .data::<DataLoader<ByIdLoader<E>>>()
+        .map_err(|_| Error::internal(anyhow::anyhow!("request built without loaders")))?;
+    loader
+        .load_one(id)
+        .await
+        .map_err(|e| Error::internal(anyhow::anyhow!("{e}")))?
+        .ok_or(Error::NotFound)
+}
+
 /// Adds every per-request loader to a request's (or a WebSocket connection's) data.
 /// Pass the fence the request will run under (`PollFence::run`), if any.
 pub fn attach(data: &mut async_graphql::Data, db: Option<&TenantDb>, fence: Option<&PollFence>) {
     if let Some(db) = db {
         data.insert(loader(UserRolesLoader(db.clone()), fence));
+        data.insert(loader(ByIdLoader::<user::Entity>::new(db.clone()), fence));
+        data.insert(loader(ByIdLoader::<escrow::Entity>::new(db.clone()), fence));
+        data.insert(loader(
+            ByIdLoader::<mandate::Entity>::new(db.clone()),
+            fence,
+        ));
+        data.insert(loader(
+            ByIdLoader::<merchant::Entity>::new(db.clone()),
+            fence,
+        ));
         macro_rules! children {
             ($($entity:ty),* $(,)?) => {$(
                 data.insert(loader(ChildrenLoader::<$entity>::new(db.clone()), fence));

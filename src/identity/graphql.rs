@@ -559,8 +559,17 @@ impl ApiKeyNode {
     }
 
     /// The user who created it.
+    #[graphql(deprecation = "Use `creator { userId }`.")]
     async fn created_by(&self) -> ID {
         ID(ids::encode(Kind::User, self.0.created_by))
+    }
+
+    /// The user who created it (the key acts with some of their scopes).
+    async fn creator(
+        &self,
+        ctx: &Context<'_>,
+    ) -> crate::error::Result<crate::accounts::graphql::PartyNode> {
+        crate::accounts::graphql::party(ctx, self.0.created_by).await
     }
 
     /// When it was created.

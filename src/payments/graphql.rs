@@ -11,6 +11,7 @@ use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use crate::{
+    accounts::graphql::{PartyNode, party},
     db::TenantDb,
     entity::{
         escrow,
@@ -57,8 +58,18 @@ impl PaymentNode {
     }
 
     /// The user paid (none for an external payee).
+    #[graphql(deprecation = "Use `payee { userId }`.")]
     async fn payee_id(&self) -> Option<ID> {
         self.0.payee_id.map(|id| global_id(Kind::User, id))
+    }
+
+    /// The user paid, as a party sees them (none for an external payee: see
+    /// `payeeReference`).
+    async fn payee(&self, ctx: &Context<'_>) -> Result<Option<PartyNode>> {
+        match self.0.payee_id {
+            Some(id) => party(ctx, id).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     /// An external payee's reference (spend payouts).
@@ -67,8 +78,19 @@ impl PaymentNode {
     }
 
     /// The escrow it comes from, if any.
+    #[graphql(deprecation = "Use `escrow { id }`.")]
     async fn escrow_id(&self) -> Option<ID> {
         self.0.escrow_id.map(|id| global_id(Kind::Escrow, id))
+    }
+
+    /// The escrow it comes from, if any (a payment's parties are its escrow's).
+    async fn escrow(&self, ctx: &Context<'_>) -> Result<Option<EscrowNode>> {
+        match self.0.escrow_id {
+            Some(id) => crate::graphql::loaders::by_id::<escrow::Entity>(ctx, id)
+                .await
+                .map(|e| Some(EscrowNode(e))),
+            None => Ok(None),
+        }
     }
 
     /// The milestone it pays, if any.

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::rules::{self, NewMandate, NewPayee, PayeeOn};
 use crate::{
+    accounts::graphql::{PartyNode, party},
     db::TenantDb,
     entity::{
         alert,
@@ -25,7 +26,7 @@ use crate::{
         access,
         connection::{IdCursor, PageArgs, paginate},
         context::ContextExt,
-        loaders::children,
+        loaders::{by_id, children},
         mutation,
         scalars::Decimal,
     },
@@ -110,12 +111,22 @@ impl MandateNode {
         self.0.status
     }
     /// Who granted and pays it.
+    #[graphql(deprecation = "Use `sender { userId }`.")]
     async fn sender_id(&self) -> ID {
         global_id(Kind::User, self.0.sender_id)
     }
     /// Who may spend it.
+    #[graphql(deprecation = "Use `beneficiary { userId }`.")]
     async fn beneficiary_id(&self) -> ID {
         global_id(Kind::User, self.0.beneficiary_id)
+    }
+    /// Who granted and pays it, as a party sees them.
+    async fn sender(&self, ctx: &Context<'_>) -> Result<PartyNode> {
+        party(ctx, self.0.sender_id).await
+    }
+    /// Who may spend it, as a party sees them.
+    async fn beneficiary(&self, ctx: &Context<'_>) -> Result<PartyNode> {
+        party(ctx, self.0.beneficiary_id).await
     }
     /// The budget.
     async fn total(&self) -> MoneyValue {
@@ -228,12 +239,24 @@ impl PurchaseNode {
         global_id(Kind::Mandate, self.0.mandate_id)
     }
     /// Where it was spent.
+    #[graphql(deprecation = "Use `merchant { id }`.")]
     async fn merchant_id(&self) -> ID {
         global_id(Kind::Merchant, self.0.merchant_id)
     }
     /// Who spent it.
+    #[graphql(deprecation = "Use `beneficiary { userId }`.")]
     async fn beneficiary_id(&self) -> ID {
         global_id(Kind::User, self.0.beneficiary_id)
+    }
+    /// Where it was spent.
+    async fn merchant(&self, ctx: &Context<'_>) -> Result<MerchantNode> {
+        by_id::<merchant::Entity>(ctx, self.0.merchant_id)
+            .await
+            .map(MerchantNode)
+    }
+    /// Who spent it, as a party sees them.
+    async fn beneficiary(&self, ctx: &Context<'_>) -> Result<PartyNode> {
+        party(ctx, self.0.beneficiary_id).await
     }
     /// How much.
     async fn amount(&self) -> MoneyValue {
@@ -346,12 +369,22 @@ impl TransferNode {
         global_id(Kind::Transfer, self.0.id)
     }
     /// Who sent it.
+    #[graphql(deprecation = "Use `sender { userId }`.")]
     async fn sender_id(&self) -> ID {
         global_id(Kind::User, self.0.sender_id)
     }
     /// Who receives it.
+    #[graphql(deprecation = "Use `recipient { userId }`.")]
     async fn recipient_id(&self) -> ID {
         global_id(Kind::User, self.0.recipient_id)
+    }
+    /// Who sent it, as a party sees them.
+    async fn sender(&self, ctx: &Context<'_>) -> Result<PartyNode> {
+        party(ctx, self.0.sender_id).await
+    }
+    /// Who receives it, as a party sees them.
+    async fn recipient(&self, ctx: &Context<'_>) -> Result<PartyNode> {
+        party(ctx, self.0.recipient_id).await
     }
     /// How much.
     async fn amount(&self) -> MoneyValue {
@@ -390,12 +423,28 @@ impl AlertNode {
         rules::AlertKind::from_stored(&self.0.kind)
     }
     /// The user the alert is for: the mandate's sender, or the payer.
+    #[graphql(deprecation = "Use `sender { userId }`.")]
     async fn sender_id(&self) -> ID {
         global_id(Kind::User, self.0.sender_id)
     }
     /// The mandate concerned, if any.
+    #[graphql(deprecation = "Use `mandate { id }`.")]
     async fn mandate_id(&self) -> Option<ID> {
         self.0.mandate_id.map(|id| global_id(Kind::Mandate, id))
+    }
+    /// The user the alert is for (the mandate's sender, or the payer), as a party
+    /// sees them.
+    async fn sender(&self, ctx: &Context<'_>) -> Result<PartyNode> {
+        party(ctx, self.0.sender_id).await
+    }
+    /// The mandate concerned, if any (its sender is the alert's).
+    async fn mandate(&self, ctx: &Context<'_>) -> Result<Option<MandateNode>> {
+        match self.0.mandate_id {
+            Some(id) => by_id::<mandate::Entity>(ctx, id)
+                .await
+                .map(|m| Some(MandateNode(m))),
+            None => Ok(None),
+        }
     }
     /// What happened, in words.
     async fn message(&self) -> &str {

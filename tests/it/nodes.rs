@@ -244,21 +244,46 @@ async fn every_node_type_resolves_for_who_may_read_it(app: TestApp) {
         );
         assert_eq!(r.ok()["node"]["id"], id.as_str());
     }
-    // The walk back: viewer → escrow → its sender, through node(id:).
-    let escrow = &objects["Escrow"];
+    // The walk: viewer → its escrows → an escrow's sender, milestones and payments as
+    // objects → back through node(id:) to each of them.
+    let reader = &objects["Escrow"].1;
     let r = app
         .gql(
-            Some(&escrow.1),
-            "query($id: ID!) { node(id: $id) { ... on Escrow { senderId milestones { id } payments { id } } } }",
-            json!({ "id": escrow.0 }),
+            Some(reader),
+            "{ viewer { id } escrows(first: 5) { edges { node { id \
+             sender { userId email } provider { userId } \
+             milestones { id escrow { id } } payments { id payee { userId } escrow { id } } } } } }",
+            json!({}),
         )
         .await;
-    let sender = r.ok()["node"]["senderId"].as_str().unwrap().to_owned();
-    assert_eq!(sender, objects["User"].0);
+    let viewer = r.ok()["viewer"]["id"].clone();
+    let walked = r.ok()["escrows"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["node"]["id"] == objects["Escrow"].0.as_str())
+        .expect("the escrow is among the viewer's")["node"]
+        .clone();
+    assert_eq!(walked["sender"]["userId"], viewer, "the viewer sent it");
     assert_eq!(
-        node(&app, &escrow.1, &sender).await.ok()["node"]["__typename"],
+        node(&app, reader, walked["sender"]["userId"].as_str().unwrap())
+            .await
+            .ok()["node"]["__typename"],
         "User"
     );
+    for milestone in walked["milestones"].as_array().unwrap() {
+        assert_eq!(milestone["escrow"]["id"], walked["id"]);
+        let back = node(&app, reader, milestone["id"].as_str().unwrap()).await;
+        assert_eq!(back.ok()["node"]["__typename"], "Milestone");
+    }
+    for payment in walked["payments"].as_array().unwrap() {
+        assert_eq!(payment["escrow"]["id"], walked["id"]);
+        assert_eq!(payment["payee"]["userId"], walked["provider"]["userId"]);
+        let back = node(&app, reader, payment["id"].as_str().unwrap()).await;
+        assert_eq!(back.ok()["node"]["__typename"], "Payment");
+    }
+    let back = node(&app, reader, walked["id"].as_str().unwrap()).await;
+    assert_eq!(back.ok()["node"]["__typename"], "Escrow");
 
     // Another tenant's reader: every one is NOT_FOUND, like a missing id.
     let outsider = globex.token(Role::Admin);
