@@ -2,8 +2,7 @@
 //! or the scoped layer, map the result.
 
 use async_graphql::{
-    ComplexObject, Context, ID, InputObject, Object, SimpleObject, connection::Connection,
-    dataloader::DataLoader,
+    ComplexObject, Context, ID, InputObject, Object, SimpleObject, dataloader::DataLoader,
 };
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, QueryFilter};
@@ -18,7 +17,7 @@ use crate::{
     entity::{audit_log, tenant, user},
     graphql::{
         access,
-        connection::{IdCursor, PageArgs, paginate},
+        connection::{ListOrder, Page, PageArgs, paginate},
         context::ContextExt,
         loaders::UserRolesLoader,
     },
@@ -140,6 +139,8 @@ impl AccountsQuery {
 
     /// The tenant's audit log, oldest first (`last: N` for the newest).
     #[graphql(visible = "access::visible::audit_log")]
+    // The Relay arguments, the order and a filter: one per GraphQL argument.
+    #[allow(clippy::too_many_arguments)]
     async fn audit_log(
         &self,
         ctx: &Context<'_>,
@@ -159,7 +160,10 @@ impl AccountsQuery {
             desc = "At most this many items from the end (or before `before`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
         )]
         last: Option<i32>,
-    ) -> async_graphql::Result<Connection<IdCursor, AuditEntryNode>> {
+        #[graphql(desc = "Oldest first (the default) or newest first.")] order_by: Option<
+            ListOrder,
+        >,
+    ) -> async_graphql::Result<Page<AuditEntryNode>> {
         paginate::<audit_log::Entity, _>(
             ctx,
             PageArgs {
@@ -167,8 +171,9 @@ impl AccountsQuery {
                 before,
                 first,
                 last,
+                order: order_by.unwrap_or_default(),
             },
-            |q| match action {
+            move |q| match action {
                 Some(action) => q.filter(audit_log::Column::Action.eq(action.as_str())),
                 None => q,
             },
@@ -196,7 +201,10 @@ impl AccountsQuery {
             desc = "At most this many items from the end (or before `before`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
         )]
         last: Option<i32>,
-    ) -> async_graphql::Result<Connection<IdCursor, UserNode>> {
+        #[graphql(desc = "Oldest first (the default) or newest first.")] order_by: Option<
+            ListOrder,
+        >,
+    ) -> async_graphql::Result<Page<UserNode>> {
         paginate::<user::Entity, _>(
             ctx,
             PageArgs {
@@ -204,6 +212,7 @@ impl AccountsQuery {
                 before,
                 first,
                 last,
+                order: order_by.unwrap_or_default(),
             },
             |q| q,
             |m| (m.id, UserNode(m)),

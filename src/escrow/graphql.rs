@@ -1,9 +1,7 @@
 //! GraphQL for escrows. Resolvers authorize (scope guards here, party rules in
 //! `rules`), call a rule in a transaction, and map the result.
 
-use async_graphql::{
-    Context, Enum, ID, InputObject, Json, Object, SimpleObject, Upload, connection::Connection,
-};
+use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject, Upload};
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, QueryFilter};
 use serde::Serialize;
@@ -27,7 +25,7 @@ use crate::{
     graphql::loaders::by_id,
     graphql::{
         access,
-        connection::{IdCursor, PageArgs, paginate},
+        connection::{ListOrder, Page, PageArgs, paginate},
         context::ContextExt,
         loaders::children,
         mutation,
@@ -634,6 +632,8 @@ impl EscrowQuery {
 
     /// Escrows you are a party to (support and admins: the tenant's), oldest first.
     #[graphql(visible = "access::visible::escrows")]
+    // The Relay arguments, the order and a filter: one per GraphQL argument.
+    #[allow(clippy::too_many_arguments)]
     async fn escrows(
         &self,
         ctx: &Context<'_>,
@@ -652,7 +652,10 @@ impl EscrowQuery {
             desc = "At most this many items from the end (or before `before`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
         )]
         last: Option<i32>,
-    ) -> async_graphql::Result<Connection<IdCursor, EscrowNode>> {
+        #[graphql(desc = "Oldest first (the default) or newest first.")] order_by: Option<
+            ListOrder,
+        >,
+    ) -> async_graphql::Result<Page<EscrowNode>> {
         let caller = ctx.caller()?;
         let filter = filter.unwrap_or_default();
         let me = caller.user_id;
@@ -663,6 +666,7 @@ impl EscrowQuery {
                 before,
                 first,
                 last,
+                order: order_by.unwrap_or_default(),
             },
             move |mut q| {
                 if let Some(cond) = rules::visibility(&caller) {

@@ -1,8 +1,11 @@
 //! Relay connections over any tenant-owned entity, keyed by its UUID v7 id (which
-//! sorts by creation time), with opaque cursors.
+//! sorts by creation time), with opaque cursors, oldest or newest first, and a
+//! `totalCount` counted only when asked for.
+
+use std::{future::Future, pin::Pin, sync::Arc};
 
 use async_graphql::{
-    Context, OutputType,
+    Context, Enum, Object, OutputType,
     connection::{Connection, CursorType, Edge, query},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -37,14 +40,42 @@ impl CursorType for IdCursor {
     }
 }
 
-/// The four Relay arguments as a resolver receives them.
+/// The order of a list: by creation.
+#[derive(Enum, Copy, Clone, Default, PartialEq, Eq, Debug)]
+pub enum ListOrder {
+    /// Oldest first (the default).
+    #[default]
+    OldestFirst,
+    /// Newest first.
+    NewestFirst,
+}
+
+/// The four Relay arguments and the order, as a resolver receives them.
 #[derive(Default)]
 pub struct PageArgs {
     pub after: Option<String>,
     pub before: Option<String>,
     pub first: Option<i32>,
     pub last: Option<i32>,
+    pub order: ListOrder,
 }
+
+type Count = dyn Fn() -> Pin<Box<dyn Future<Output = Result<u64, Error>> + Send>> + Send + Sync;
+
+/// What a connection tells about its whole list, beyond the page.
+pub struct Totals(Arc<Count>);
+
+#[Object]
+impl Totals {
+    /// How many items the whole list holds (every page, the same filters). Counted
+    /// only when asked for: one more statement.
+    async fn total_count(&self) -> async_graphql::Result<u64> {
+        Ok((self.0)().await?)
+    }
+}
+
+/// A page of `N`, with `totalCount`.
+pub type Page<N> = Connection<IdCursor, N, Totals>;
 
 pub const DEFAULT_PAGE_SIZE: usize = 20;
 
@@ -56,16 +87,26 @@ pub const DEFAULT_PAGE_SIZE: usize = 20;
 pub async fn paginate<E, N>(
     ctx: &Context<'_>,
     args: PageArgs,
-    filter: impl FnOnce(Select<E>) -> Select<E>,
+    filter: impl Fn(Select<E>) -> Select<E> + Send + Sync + 'static,
     to_node: impl Fn(E::Model) -> (Uuid, N),
-) -> async_graphql::Result<Connection<IdCursor, N>>
+) -> async_graphql::Result<Page<N>>
 where
     E: TenantEntity,
+    E::Model: Sync,
     N: OutputType,
 {
     let db: &TenantDb = ctx.tenant_db()?;
     let max_page_size = ctx.data::<GraphqlConfig>()?.max_page_size;
     let max = usize::try_from(max_page_size).unwrap_or(usize::MAX);
+    let filter = Arc::new(filter);
+    let totals = {
+        let (db, filter) = (db.clone(), filter.clone());
+        Totals(Arc::new(move || {
+            let (db, filter) = (db.clone(), filter.clone());
+            Box::pin(async move { db.count::<E>(|q| filter(q)).await })
+        }))
+    };
+    let newest_first = args.order == ListOrder::NewestFirst;
     query(
         args.after,
         args.before,
@@ -90,13 +131,23 @@ where
             let mut rows = db
                 .list::<E>(|q| {
                     let mut q = filter(q);
+                    // "After" and "before" in the list's own order.
                     if let Some(a) = after_id {
-                        q = q.filter(E::ID.gt(a));
+                        q = q.filter(if newest_first {
+                            E::ID.lt(a)
+                        } else {
+                            E::ID.gt(a)
+                        });
                     }
                     if let Some(b) = before_id {
-                        q = q.filter(E::ID.lt(b));
+                        q = q.filter(if newest_first {
+                            E::ID.gt(b)
+                        } else {
+                            E::ID.lt(b)
+                        });
                     }
-                    let q = if backward {
+                    // A backward page is read from its end, then turned around.
+                    let q = if backward != newest_first {
                         q.order_by_desc(E::ID)
                     } else {
                         q.order_by_asc(E::ID)
@@ -114,7 +165,7 @@ where
             } else {
                 (after_id.is_some(), more)
             };
-            let mut connection = Connection::new(has_previous, has_next);
+            let mut connection = Connection::with_additional_fields(has_previous, has_next, totals);
             connection.edges.extend(rows.into_iter().map(|row| {
                 let (id, node) = to_node(row);
                 Edge::new(IdCursor(id), node)

@@ -1,6 +1,6 @@
 //! GraphQL for sign-in and sessions. Resolvers authorize, call a rule, map.
 
-use async_graphql::{Context, ID, InputObject, Object, SimpleObject, connection::Connection};
+use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -18,7 +18,7 @@ use crate::{
     error::Error,
     graphql::{
         access,
-        connection::{IdCursor, PageArgs, paginate},
+        connection::{ListOrder, Page, PageArgs, paginate},
         context::ContextExt,
     },
     ids::{self, Kind},
@@ -637,7 +637,10 @@ impl ApiKeysQuery {
             desc = "At most this many items from the end (or before `before`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
         )]
         last: Option<i32>,
-    ) -> async_graphql::Result<Connection<IdCursor, ApiKeyNode>> {
+        #[graphql(desc = "Oldest first (the default) or newest first.")] order_by: Option<
+            ListOrder,
+        >,
+    ) -> async_graphql::Result<Page<ApiKeyNode>> {
         paginate::<crate::entity::api_key::Entity, _>(
             ctx,
             PageArgs {
@@ -645,6 +648,7 @@ impl ApiKeysQuery {
                 before,
                 first,
                 last,
+                order: order_by.unwrap_or_default(),
             },
             |q| q,
             |m| (m.id, ApiKeyNode(m)),

@@ -2,7 +2,7 @@
 //! rules in `rules`), run a rule in a transaction, and map; a refusal also records an
 //! alert for the sender concerned.
 
-use async_graphql::{Context, Enum, ID, InputObject, Json, Object, connection::Connection};
+use async_graphql::{Context, Enum, ID, InputObject, Json, Object};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, Condition, QueryFilter,
@@ -24,7 +24,7 @@ use crate::{
     error::{Error, Result},
     graphql::{
         access,
-        connection::{IdCursor, PageArgs, paginate},
+        connection::{ListOrder, Page, PageArgs, paginate},
         context::ContextExt,
         loaders::{by_id, children},
         mutation,
@@ -596,7 +596,10 @@ impl SpendQuery {
             desc = "At most this many items from the end (or before `before`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
         )]
         last: Option<i32>,
-    ) -> async_graphql::Result<Connection<IdCursor, CategoryNode>> {
+        #[graphql(desc = "Oldest first (the default) or newest first.")] order_by: Option<
+            ListOrder,
+        >,
+    ) -> async_graphql::Result<Page<CategoryNode>> {
         paginate::<spend_category::Entity, _>(
             ctx,
             PageArgs {
@@ -604,6 +607,7 @@ impl SpendQuery {
                 before,
                 first,
                 last,
+                order: order_by.unwrap_or_default(),
             },
             |q| q,
             |m| (m.id, CategoryNode(m)),
@@ -630,7 +634,10 @@ impl SpendQuery {
             desc = "At most this many items from the end (or before `before`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
         )]
         last: Option<i32>,
-    ) -> async_graphql::Result<Connection<IdCursor, MerchantNode>> {
+        #[graphql(desc = "Oldest first (the default) or newest first.")] order_by: Option<
+            ListOrder,
+        >,
+    ) -> async_graphql::Result<Page<MerchantNode>> {
         paginate::<merchant::Entity, _>(
             ctx,
             PageArgs {
@@ -638,6 +645,7 @@ impl SpendQuery {
                 before,
                 first,
                 last,
+                order: order_by.unwrap_or_default(),
             },
             |q| q,
             |m| (m.id, MerchantNode(m)),
@@ -660,6 +668,8 @@ impl SpendQuery {
 
     /// Mandates you granted or received (support and admins: all of the tenant's).
     #[graphql(visible = "access::visible::mandates")]
+    // The Relay arguments, the order and a filter: one per GraphQL argument.
+    #[allow(clippy::too_many_arguments)]
     async fn mandates(
         &self,
         ctx: &Context<'_>,
@@ -678,7 +688,10 @@ impl SpendQuery {
             desc = "At most this many items from the end (or before `before`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
         )]
         last: Option<i32>,
-    ) -> async_graphql::Result<Connection<IdCursor, MandateNode>> {
+        #[graphql(desc = "Oldest first (the default) or newest first.")] order_by: Option<
+            ListOrder,
+        >,
+    ) -> async_graphql::Result<Page<MandateNode>> {
         let caller = ctx.caller()?;
         let filter = filter.unwrap_or_default();
         let me = caller.user_id;
@@ -689,6 +702,7 @@ impl SpendQuery {
                 before,
                 first,
                 last,
+                order: order_by.unwrap_or_default(),
             },
             move |mut q| {
                 if let Some(cond) = rules::visibility(&caller) {
@@ -714,6 +728,8 @@ impl SpendQuery {
     /// Purchases under mandates you are a party to (support and admins: all), or
     /// under one mandate.
     #[graphql(visible = "access::visible::purchases")]
+    // The Relay arguments, the order and a filter: one per GraphQL argument.
+    #[allow(clippy::too_many_arguments)]
     async fn purchases(
         &self,
         ctx: &Context<'_>,
@@ -732,7 +748,10 @@ impl SpendQuery {
             desc = "At most this many items from the end (or before `before`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
         )]
         last: Option<i32>,
-    ) -> async_graphql::Result<Connection<IdCursor, PurchaseNode>> {
+        #[graphql(desc = "Oldest first (the default) or newest first.")] order_by: Option<
+            ListOrder,
+        >,
+    ) -> async_graphql::Result<Page<PurchaseNode>> {
         let caller = ctx.caller()?;
         let db = ctx.tenant_db()?;
         let only = match &mandate_id {
@@ -751,6 +770,7 @@ impl SpendQuery {
                 before,
                 first,
                 last,
+                order: order_by.unwrap_or_default(),
             },
             move |mut q| {
                 if let Some(id) = only {
@@ -791,7 +811,10 @@ impl SpendQuery {
             desc = "At most this many items from the end (or before `before`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
         )]
         last: Option<i32>,
-    ) -> async_graphql::Result<Connection<IdCursor, TransferNode>> {
+        #[graphql(desc = "Oldest first (the default) or newest first.")] order_by: Option<
+            ListOrder,
+        >,
+    ) -> async_graphql::Result<Page<TransferNode>> {
         let caller = ctx.caller()?;
         paginate::<transfer::Entity, _>(
             ctx,
@@ -800,6 +823,7 @@ impl SpendQuery {
                 before,
                 first,
                 last,
+                order: order_by.unwrap_or_default(),
             },
             move |q| {
                 if caller.is_staff() {
@@ -819,6 +843,8 @@ impl SpendQuery {
 
     /// Alerts about your mandates and transfers (support and admins: all), newest last.
     #[graphql(visible = "access::visible::alerts")]
+    // The Relay arguments, the order and a filter: one per GraphQL argument.
+    #[allow(clippy::too_many_arguments)]
     async fn alerts(
         &self,
         ctx: &Context<'_>,
@@ -837,7 +863,10 @@ impl SpendQuery {
             desc = "At most this many items from the end (or before `before`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
         )]
         last: Option<i32>,
-    ) -> async_graphql::Result<Connection<IdCursor, AlertNode>> {
+        #[graphql(desc = "Oldest first (the default) or newest first.")] order_by: Option<
+            ListOrder,
+        >,
+    ) -> async_graphql::Result<Page<AlertNode>> {
         let caller = ctx.caller()?;
         let kind = filter.unwrap_or_default().kind;
         paginate::<alert::Entity, _>(
@@ -847,6 +876,7 @@ impl SpendQuery {
                 before,
                 first,
                 last,
+                order: order_by.unwrap_or_default(),
             },
             move |mut q| {
                 if let Some(cond) = rules::alert_visibility(&caller) {

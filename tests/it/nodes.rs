@@ -13,7 +13,10 @@ use crate::escrow::{create_escrow, fund, user_gid};
 use crate::harness::{TestApp, TestTenant};
 use crate::on_both_backends;
 
-on_both_backends!(every_node_type_resolves_for_who_may_read_it);
+on_both_backends!(
+    every_node_type_resolves_for_who_may_read_it,
+    connections_page_either_way_and_count_when_asked,
+);
 
 const NODE: &str = "query($id: ID!) { node(id: $id) { __typename id } }";
 
@@ -349,4 +352,88 @@ async fn every_node_type_resolves_for_who_may_read_it(app: TestApp) {
         )
         .await;
     assert_eq!(r.code(), Some("BAD_USER_INPUT"), "{}", r.body);
+}
+
+/// `orderBy: NEWEST_FIRST` pages from the newest, forward and backward with cursors;
+/// `totalCount` counts the whole filtered list, and costs its one statement only when
+/// a client asks for it.
+async fn connections_page_either_way_and_count_when_asked(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let admin = t.token(Role::Admin);
+    for code in ["A", "B", "C", "D", "E"] {
+        app.gql(
+            Some(admin),
+            "mutation($c: String!) { createSpendCategory(code: $c, label: $c) { id } }",
+            json!({ "c": code }),
+        )
+        .await
+        .ok();
+    }
+    let page = |args: &str| {
+        format!(
+            "{{ spendCategories({args}) {{ totalCount edges {{ node {{ code }} }} \
+             pageInfo {{ hasNextPage hasPreviousPage startCursor endCursor }} }} }}"
+        )
+    };
+    let codes = |r: &Value| -> Vec<String> {
+        r["spendCategories"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"]["code"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let app = &app;
+    let call = |q: String| async move { app.gql(Some(admin), &q, json!({})).await.ok().clone() };
+
+    let newest = call(page("first: 2, orderBy: NEWEST_FIRST")).await;
+    assert_eq!(codes(&newest), ["E", "D"]);
+    assert_eq!(newest["spendCategories"]["totalCount"], 5);
+    assert_eq!(newest["spendCategories"]["pageInfo"]["hasNextPage"], true);
+    let end = newest["spendCategories"]["pageInfo"]["endCursor"]
+        .as_str()
+        .unwrap();
+    let next = call(page(&format!(
+        "first: 2, after: \"{end}\", orderBy: NEWEST_FIRST"
+    )))
+    .await;
+    assert_eq!(codes(&next), ["C", "B"]);
+    let start = next["spendCategories"]["pageInfo"]["startCursor"]
+        .as_str()
+        .unwrap();
+    let back = call(page(&format!(
+        "last: 5, before: \"{start}\", orderBy: NEWEST_FIRST"
+    )))
+    .await;
+    assert_eq!(codes(&back), ["E", "D"], "before C, newest first: E then D");
+    let tail = call(page("last: 2, orderBy: NEWEST_FIRST")).await;
+    assert_eq!(codes(&tail), ["B", "A"]);
+    assert_eq!(tail["spendCategories"]["pageInfo"]["hasPreviousPage"], true);
+    let oldest = call(page("first: 2")).await;
+    assert_eq!(codes(&oldest), ["A", "B"], "oldest first by default");
+
+    // The count is one statement, and only when asked for.
+    let admin_id = t.user(Role::Admin).id;
+    let (plain, _) = app
+        .count_statements(
+            t.id,
+            admin_id,
+            &[Role::Admin],
+            "{ spendCategories(first: 2) { edges { node { code } } } }",
+        )
+        .await;
+    let (counted, data) = app
+        .count_statements(
+            t.id,
+            admin_id,
+            &[Role::Admin],
+            "{ spendCategories(first: 2) { totalCount edges { node { code } } } }",
+        )
+        .await;
+    assert_eq!(data["spendCategories"]["totalCount"], 5);
+    assert_eq!(
+        counted,
+        plain + 1,
+        "totalCount: {plain} → {counted} statements"
+    );
 }
