@@ -220,6 +220,10 @@ pub struct HttpPspConfig {
     pub max_retries: u32,
     /// The first retry waits this long; each next one twice as long.
     pub retry_base: Duration,
+    /// After this many calls in a row that found the PSP down (each after its
+    /// retries), it is not called for `circuit_cool_down`; 0: never.
+    pub circuit_failures: u32,
+    pub circuit_cool_down: Duration,
 }
 
 /// Which PSP carries payouts.
@@ -235,6 +239,9 @@ pub struct PaymentsConfig {
     pub psp: PspChoice,
     /// A payment SENT this long without a webhook is checked with the PSP.
     pub recheck_after: Duration,
+    /// A payment still PENDING this long after it was recorded (the PSP did not take
+    /// it: down, or its circuit open) is submitted again by the jobs.
+    pub resubmit_after: Duration,
     /// A failed payment is retried automatically until this many tries in all.
     pub max_attempts: i32,
     /// The wait before retrying a failed try; doubled for each further try.
@@ -661,6 +668,12 @@ impl Config {
                 timeout: Duration::from_millis(parse(&get, "SEQUESTRA_PSP_TIMEOUT_MS", 5_000)?),
                 max_retries: parse(&get, "SEQUESTRA_PSP_MAX_RETRIES", 3)?,
                 retry_base: Duration::from_millis(parse(&get, "SEQUESTRA_PSP_RETRY_BASE_MS", 200)?),
+                circuit_failures: parse(&get, "SEQUESTRA_PSP_CIRCUIT_FAILURES", 5)?,
+                circuit_cool_down: Duration::from_millis(parse(
+                    &get,
+                    "SEQUESTRA_PSP_CIRCUIT_COOL_DOWN_MS",
+                    30_000,
+                )?),
             }),
             Some(other) => {
                 return Err(ConfigError::new(
@@ -672,6 +685,7 @@ impl Config {
         let payments = PaymentsConfig {
             psp,
             recheck_after: secs(&get, "SEQUESTRA_PAYMENT_RECHECK_AFTER_SECS", 600)?,
+            resubmit_after: secs(&get, "SEQUESTRA_PAYMENT_RESUBMIT_AFTER_SECS", 30)?,
             max_attempts: parse(&get, "SEQUESTRA_PAYMENT_MAX_ATTEMPTS", 3)?,
             retry_backoff: secs(&get, "SEQUESTRA_PAYMENT_RETRY_BACKOFF_SECS", 60)?,
         };

@@ -1,4 +1,5 @@
-//! `/health` (alive), `/ready` (database, migrations, background jobs), `/metrics` (Prometheus).
+//! `/health` (alive), `/ready` (database, migrations, background jobs; the PSP's
+//! circuit, shown without making the server unready), `/metrics` (Prometheus).
 
 use axum::{
     Json,
@@ -44,6 +45,16 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             Some(age) => json!({ "status": "stalled", "lastTickMsAgo": age }),
         }
     };
+    // An open circuit does not make the server unready: everything but payouts works,
+    // and the payouts wait as PENDING for the jobs; it is shown for operators.
+    let psp = match state.services.psp.circuit_open_until() {
+        None => json!({ "status": "ok", "name": state.services.psp.name() }),
+        Some(until) => json!({
+            "status": "circuit_open",
+            "name": state.services.psp.name(),
+            "until": until.to_rfc3339(),
+        }),
+    };
     let ok =
         database["status"] == "ok" && migrations["status"] == "ok" && jobs["status"] != "stalled";
     let status = if ok {
@@ -55,7 +66,7 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         status,
         Json(json!({
             "status": if ok { "ready" } else { "not_ready" },
-            "checks": { "database": database, "migrations": migrations, "jobs": jobs },
+            "checks": { "database": database, "migrations": migrations, "jobs": jobs, "psp": psp },
         })),
     )
 }

@@ -41,8 +41,6 @@ const JOBS_LEASE: &str = "jobs";
 const BOOKS_LEASE: &str = "books";
 /// Rows handled per kind per tick; the next tick takes the rest.
 const BATCH: u64 = 100;
-/// A payment still PENDING this long after it was recorded is submitted again.
-const PAYMENT_RETRY_AFTER: chrono::Duration = chrono::Duration::seconds(30);
 
 /// When the jobs last completed a tick (Unix milliseconds; 0 = never), for `/ready`.
 #[derive(Clone, Default)]
@@ -277,12 +275,15 @@ async fn sweep(
         }
     }
 
+    // PENDING payments recorded before this are submitted again.
+    let resubmit_before = chrono::Duration::from_std(services.payments.resubmit_after)
+        .ok()
+        .and_then(|wait| now.checked_sub_signed(wait))
+        .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
     let stuck = tenant
         .list::<payment::Entity>(|q| {
             q.filter(payment::Column::Status.eq(PaymentStatus::Pending.as_str()))
-                .filter(
-                    Condition::all().add(payment::Column::CreatedAt.lte(now - PAYMENT_RETRY_AFTER)),
-                )
+                .filter(Condition::all().add(payment::Column::CreatedAt.lte(resubmit_before)))
                 .limit(BATCH)
         })
         .await?;

@@ -53,6 +53,12 @@ pub trait Psp: Send + Sync {
 
     /// Asks what became of an accepted payout.
     async fn status(&self, reference: &str) -> Result<PspStatus>;
+
+    /// Until when the PSP is not called (its circuit is open after it was found down
+    /// too many times in a row); `None` while it is called.
+    fn circuit_open_until(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        None
+    }
 }
 
 /// Accepts every payout; the reference is derived from the payment id, so

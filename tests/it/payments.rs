@@ -34,6 +34,7 @@ on_both_backends_with!(
     ]
 );
 on_both_backends!(
+    the_psp_circuit_opens_when_it_is_down_and_closes_when_it_answers,
     http_psp_adapter_retries_with_one_idempotency_key,
     a_webhook_that_beat_its_reference_is_applied_by_the_jobs
 );
@@ -714,4 +715,129 @@ async fn sockets_close_on_init_timeout_and_token_expiry() {
     let (code, reason) = close_code(&mut socket, 10).await;
     assert_eq!(code, Some(CloseCode::Library(4403)));
     assert_eq!(reason, "Token expired");
+}
+
+/// A PSP over HTTP that is down (503) until told otherwise; counts submissions.
+async fn switchable_psp() -> (
+    String,
+    Arc<std::sync::atomic::AtomicBool>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use axum::{
+        Json, Router,
+        extract::Path,
+        http::{HeaderMap, StatusCode},
+        routing::{get, post},
+    };
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let up = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (up2, calls2) = (up.clone(), calls.clone());
+    let router = Router::new()
+        .route(
+            "/payouts",
+            post(move |headers: HeaderMap| async move {
+                calls2.fetch_add(1, Ordering::SeqCst);
+                if !up2.load(Ordering::SeqCst) {
+                    return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({})));
+                }
+                let key = headers["idempotency-key"].to_str().unwrap().to_owned();
+                (
+                    StatusCode::OK,
+                    Json(json!({ "reference": format!("psp_{key}") })),
+                )
+            }),
+        )
+        .route(
+            "/payouts/{reference}",
+            get(|Path(_): Path<String>| async { Json(json!({ "status": "processing" })) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, up, calls)
+}
+
+async fn ready_psp(app: &TestApp) -> Value {
+    let r = app.http.get(app.url("/ready")).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "an open circuit does not make the server unready"
+    );
+    r.json::<Value>().await.unwrap()["checks"]["psp"].clone()
+}
+
+async fn circuit_metric(app: &TestApp, url: &str) -> Option<String> {
+    let page = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let label = format!("psp_circuit_open{{endpoint=\"{url}\"}} ");
+    page.lines()
+        .find_map(|l| l.strip_prefix(label.as_str()).map(str::to_owned))
+}
+
+/// Two calls in a row find the PSP down: its circuit opens, nothing calls it during
+/// the cool-down (the payment waits as PENDING), `/ready` and the metric say so; once
+/// it answers again, the first call after the cool-down goes through and closes it.
+async fn the_psp_circuit_opens_when_it_is_down_and_closes_when_it_answers(app: TestApp) {
+    use std::sync::atomic::Ordering;
+    const SECRET: &str = "psp-shared-secret-0123456789abcdef0123";
+    let (url, up, calls) = switchable_psp().await;
+    let psp_app = app
+        .peer(&[
+            ("SEQUESTRA_PSP", "http"),
+            ("SEQUESTRA_PSP_URL", url.as_str()),
+            ("SEQUESTRA_PSP_SECRET", SECRET),
+            ("SEQUESTRA_PSP_MAX_RETRIES", "0"),
+            ("SEQUESTRA_PSP_TIMEOUT_MS", "2000"),
+            ("SEQUESTRA_PSP_CIRCUIT_FAILURES", "2"),
+            ("SEQUESTRA_PSP_CIRCUIT_COOL_DOWN_MS", "2000"),
+            ("SEQUESTRA_PAYMENT_RESUBMIT_AFTER_SECS", "0"),
+            ("SEQUESTRA_JOBS_ENABLED", "true"),
+            ("SEQUESTRA_JOBS_INTERVAL_MS", "100"),
+        ])
+        .await;
+    assert_eq!(ready_psp(&psp_app).await["status"], "ok");
+    let t = psp_app.tenant("acme").await;
+    let (escrow_id, sender) = funded_escrow(&psp_app, &t).await;
+    let payment_id = release(&psp_app, &sender, &escrow_id).await;
+
+    // The release's own submission and the jobs' next one find it down: open.
+    let mut psp = Value::Null;
+    for _ in 0..100 {
+        psp = ready_psp(&psp_app).await;
+        if psp["status"] == "circuit_open" {
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    assert_eq!(psp["status"], "circuit_open", "{psp}");
+    assert!(psp["until"].is_string(), "{psp}");
+    assert_eq!(circuit_metric(&psp_app, &url).await.as_deref(), Some("1"));
+    let tried = calls.load(Ordering::SeqCst);
+    assert_eq!(tried, 2, "opened after two calls found it down");
+    // The jobs keep trying every 100 ms; the breaker keeps them from calling.
+    tokio::time::sleep(StdDuration::from_millis(800)).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        tried,
+        "no call while the circuit is open"
+    );
+    assert_eq!(
+        payment(&psp_app, &sender, &payment_id).await["status"],
+        "PENDING"
+    );
+
+    // It answers again: after the cool-down, one call goes through and closes it.
+    up.store(true, Ordering::SeqCst);
+    wait_for(&psp_app, &sender, &payment_id, |p| p["status"] == "SENT").await;
+    assert_eq!(ready_psp(&psp_app).await["status"], "ok");
+    assert_eq!(circuit_metric(&psp_app, &url).await.as_deref(), Some("0"));
 }
