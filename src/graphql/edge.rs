@@ -1,17 +1,19 @@
 //! The one extension every operation passes through: the document limits before
 //! it is parsed for execution ([`limits`](super::limits)), the document kept to shape
-//! the response as the spec orders it ([`shape`](super::shape)), and every error
-//! given its stable code ([`errors`](super::errors)), in that order.
+//! the response as the spec orders it ([`shape`](super::shape)), the variables
+//! checked against the operation's definitions before it runs (a required one
+//! missing or null is a request error, GraphQL §6.1.2 CoerceVariableValues), and every
+//! error given its stable code ([`errors`](super::errors)), in that order.
 //!
 //! One extension rather than three: async-graphql calls each registered extension's
 //! `resolve` hook for every field it resolves (a boxed future per extension per
 //! field, even for one that only forwards), so three extensions were three hops per
 //! field where one is the least an extension costs.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_graphql::{
-    Request, Response, ServerResult, Variables,
+    Request, Response, ServerError, ServerResult, Value, Variables,
     extensions::{
         Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery,
         NextPrepareRequest, NextRequest, NextSubscribe,
@@ -31,6 +33,7 @@ impl ExtensionFactory for Edge {
         Arc::new(EdgeExtension {
             limits: self.limits,
             kept: shape::Kept::default(),
+            missing: Mutex::default(),
         })
     }
 }
@@ -38,6 +41,45 @@ impl ExtensionFactory for Edge {
 struct EdgeExtension {
     limits: DocumentLimits,
     kept: shape::Kept,
+    /// Per operation of the document (by name): the first required variable the
+    /// request leaves out or sets to null.
+    missing: Mutex<Vec<(Option<String>, ServerError)>>,
+}
+
+/// The operations of `document` whose required variables (non-null, no default)
+/// `variables` leaves out or sets to null, each with the error to answer.
+fn missing_variables(
+    document: &ExecutableDocument,
+    variables: &Variables,
+) -> Vec<(Option<String>, ServerError)> {
+    let mut out = Vec::new();
+    for (name, operation) in document.operations.iter() {
+        for definition in &operation.node.variable_definitions {
+            let definition = &definition.node;
+            let ty = &definition.var_type.node;
+            let given = variables.get(&definition.name.node);
+            let error = match given {
+                Some(Value::Null) if !ty.nullable => Some(format!(
+                    "Variable \"${}\" of non-null type \"{ty}\" must not be null.",
+                    definition.name.node
+                )),
+                None if !ty.nullable && definition.default_value.is_none() => Some(format!(
+                    "Variable \"${}\" of required type \"{ty}\" was not provided.",
+                    definition.name.node
+                )),
+                _ => None,
+            };
+            if let Some(message) = error {
+                let pos = definition.name.pos;
+                out.push((
+                    name.map(|n| n.to_string()),
+                    ServerError::new(message, Some(pos)),
+                ));
+                break;
+            }
+        }
+    }
+    out
 }
 
 #[async_trait::async_trait]
@@ -83,6 +125,7 @@ impl Extension for EdgeExtension {
     ) -> ServerResult<ExecutableDocument> {
         let document = next.run(ctx, query, variables).await?;
         self.kept.keep(&document);
+        *self.missing.lock().expect("edge lock") = missing_variables(&document, variables);
         Ok(document)
     }
 
@@ -92,6 +135,21 @@ impl Extension for EdgeExtension {
         operation_name: Option<&str>,
         next: NextExecute<'_>,
     ) -> Response {
+        let refused = {
+            let missing = self.missing.lock().expect("edge lock");
+            // The operation that runs: the named one, or the document's only one.
+            let chosen = match operation_name {
+                Some(name) => missing.iter().find(|(n, _)| n.as_deref() == Some(name)),
+                None => missing.first(),
+            };
+            chosen.map(|(_, error)| error.clone())
+        };
+        if let Some(error) = refused {
+            // Not executed: a request error, no `data` (and 400 where it applies).
+            let mut error = error;
+            error.extensions = None;
+            return Response::from_errors(vec![error]);
+        }
         let mut response = next.run(ctx, operation_name).await;
         self.kept.shape(ctx, operation_name, &mut response);
         response
