@@ -248,6 +248,26 @@ pub struct PaymentsConfig {
     pub retry_backoff: Duration,
 }
 
+/// How long operational rows are kept once they are no longer needed (`None`: kept
+/// forever), and how often the jobs purge them. Money, the ledger and the audit log
+/// are never purged.
+#[derive(Debug, Clone)]
+pub struct RetentionConfig {
+    /// How often a purge runs (across replicas: a lease); `None`: never.
+    pub every: Option<Duration>,
+    /// PSP webhook events (the deduplication log), after they were received; and
+    /// refused deliveries.
+    pub webhook_events: Option<Duration>,
+    /// Idempotency keys, after they expired.
+    pub idempotency_keys: Option<Duration>,
+    /// Sessions (and their refresh tokens), after they ended (expired or revoked).
+    pub sessions: Option<Duration>,
+    /// Failed-credential counters, after their window started and any lock ended.
+    pub auth_failures: Option<Duration>,
+    /// MFA sign-in challenges, after they expired.
+    pub mfa_challenges: Option<Duration>,
+}
+
 /// Proof files and background jobs.
 #[derive(Debug, Clone)]
 pub struct EscrowConfig {
@@ -275,6 +295,7 @@ pub struct Config {
     pub escrow: EscrowConfig,
     pub simulated_psp: SimulatedPspConfig,
     pub payments: PaymentsConfig,
+    pub retention: RetentionConfig,
     /// Several secrets are accepted during rotation; the first one signs.
     pub webhook_secrets: Vec<SecretString>,
     pub sentry_dsn: Option<SecretString>,
@@ -720,6 +741,21 @@ impl Config {
             ));
         }
 
+        // A number of days; 0 keeps the rows forever.
+        let days = |name: &'static str, default: u64| -> Result<Option<Duration>, ConfigError> {
+            let days: u64 = parse(&get, name, default)?;
+            Ok((days > 0).then(|| Duration::from_secs(days.saturating_mul(86_400))))
+        };
+        let retention = RetentionConfig {
+            every: Some(secs(&get, "SEQUESTRA_RETENTION_INTERVAL_SECS", 3_600)?)
+                .filter(|d| !d.is_zero()),
+            webhook_events: days("SEQUESTRA_RETAIN_WEBHOOK_EVENTS_DAYS", 90)?,
+            idempotency_keys: days("SEQUESTRA_RETAIN_IDEMPOTENCY_KEYS_DAYS", 7)?,
+            sessions: days("SEQUESTRA_RETAIN_SESSIONS_DAYS", 30)?,
+            auth_failures: days("SEQUESTRA_RETAIN_AUTH_FAILURES_DAYS", 30)?,
+            mfa_challenges: days("SEQUESTRA_RETAIN_MFA_CHALLENGES_DAYS", 1)?,
+        };
+
         Ok(Self {
             env,
             log_format,
@@ -731,6 +767,7 @@ impl Config {
             escrow,
             simulated_psp,
             payments,
+            retention,
             webhook_secrets: webhook_secret_list,
             sentry_dsn,
             migrate_on_start,

@@ -196,6 +196,7 @@ impl Application {
                 self.state.services.clone(),
                 self.state.config.escrow.jobs_interval,
                 self.state.config.escrow.books_check_interval,
+                self.state.config.retention.clone(),
                 self.state.jobs.clone(),
                 jobs_stop,
             ))

@@ -16,6 +16,7 @@ mod m20261122_000010_payment_attempts;
 mod m20261130_000011_row_level_security;
 mod m20261130_000012_ledger_and_audit_chain;
 mod m20261130_000013_persisted_operations;
+mod m20261130_000014_purge_old_rejections;
 
 pub mod audit_chain;
 pub mod statement;
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000011_row_level_security::Migration),
             Box::new(m20261130_000012_ledger_and_audit_chain::Migration),
             Box::new(m20261130_000013_persisted_operations::Migration),
+            Box::new(m20261130_000014_purge_old_rejections::Migration),
         ]
     }
 }

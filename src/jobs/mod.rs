@@ -5,6 +5,7 @@
 //! thing twice.
 
 pub mod lease;
+pub mod retention;
 
 use std::{
     sync::{
@@ -39,6 +40,8 @@ const JOBS_LEASE: &str = "jobs";
 /// Held for a whole books-check interval by whoever checked last, so replicas and
 /// restarts check the books once per interval between them.
 const BOOKS_LEASE: &str = "books";
+/// Held for a whole retention interval, as the books lease.
+const RETENTION_LEASE: &str = "retention";
 /// Rows handled per kind per tick; the next tick takes the rest.
 const BATCH: u64 = 100;
 
@@ -75,12 +78,14 @@ pub struct TickReport {
     pub failures_handled: usize,
 }
 
-/// Runs the jobs every `interval` until `stop` fires, and checks the books every
-/// `books_every` (when set).
+/// Runs the jobs every `interval` until `stop` fires, checks the books every
+/// `books_every` and purges expired operational rows every `retention.every` (when
+/// set).
 pub async fn run(
     services: Services,
     interval: Duration,
     books_every: Option<Duration>,
+    retention: crate::config::RetentionConfig,
     heartbeat: Heartbeat,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -89,6 +94,7 @@ pub async fn run(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut books_due = tokio::time::Instant::now();
+    let mut purge_due = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -106,6 +112,23 @@ pub async fn run(
                 }
                 Ok(false) => {}
                 Err(err) => tracing::warn!(error = ?err, "books lease not taken"),
+            }
+        }
+        if let Some(every) = retention.every
+            && tokio::time::Instant::now() >= purge_due
+        {
+            purge_due = tokio::time::Instant::now() + every;
+            match lease::acquire(&services.db, RETENTION_LEASE, &holder, every).await {
+                Ok(true) => match retention::purge(&services, &retention).await {
+                    Ok(purged) => {
+                        if purged != retention::Purged::default() {
+                            tracing::info!(?purged, "expired operational rows purged");
+                        }
+                    }
+                    Err(err) => tracing::error!(error = ?err, "purging expired rows failed"),
+                },
+                Ok(false) => {}
+                Err(err) => tracing::warn!(error = ?err, "retention lease not taken"),
             }
         }
         match tick(&services, &holder, ttl).await {

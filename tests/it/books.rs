@@ -363,9 +363,16 @@ async fn a_database_from_before_the_ledger_gets_its_books_on_upgrade(app: TestAp
     .await
     .ok();
 
-    // Back to before the ledger migration (the persisted-operations table after it goes
-    // too).
-    migration::Migrator::down(&app.db, Some(2)).await.unwrap();
+    // Back to before the ledger migration (those after it go too).
+    let undo = migration::Migrator::migrations()
+        .iter()
+        .rev()
+        .position(|m| m.name() == "m20261130_000012_ledger_and_audit_chain")
+        .expect("the ledger migration")
+        + 1;
+    migration::Migrator::down(&app.db, Some(undo as u32))
+        .await
+        .unwrap();
     let gone = app
         .db
         .execute_unprepared("SELECT COUNT(*) FROM ledger_postings")

@@ -25,6 +25,7 @@ mod platform;
 mod playground;
 mod principal_cache;
 mod rate_limit;
+mod retention;
 mod row_security;
 mod schema;
 mod spend;

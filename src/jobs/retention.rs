@@ -1,0 +1,182 @@
+//! Retention: operational rows that are no longer needed are deleted after the periods
+//! of [`RetentionConfig`], by the jobs (under a lease, once per interval across
+//! replicas). Each statement deletes at most [`BATCH`] rows and commits on its own, so
+//! no lock is held for long and a large backlog is worked off batch after batch.
+//! Money, the ledger, the audit log and every business row are never purged.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
+    sea_query::{Expr, Query},
+};
+
+use crate::{
+    config::RetentionConfig,
+    db::{TenantDb, TenantEntity},
+    entity::{
+        auth_failure, idempotency_key, mfa_challenge, session, tenant, webhook_event,
+        webhook_rejection,
+    },
+    error::Result,
+    graphql::context::Services,
+    ids::TenantId,
+};
+
+/// Rows one statement deletes at most.
+pub const BATCH: u64 = 1000;
+
+/// What one purge deleted, per kind of row.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Purged {
+    pub webhook_events: u64,
+    pub webhook_rejections: u64,
+    pub idempotency_keys: u64,
+    pub sessions: u64,
+    pub auth_failures: u64,
+    pub mfa_challenges: u64,
+}
+
+fn cutoff(now: DateTime<Utc>, keep: Option<std::time::Duration>) -> Option<DateTime<Utc>> {
+    let keep = chrono::Duration::from_std(keep?).ok()?;
+    now.checked_sub_signed(keep)
+}
+
+/// Deletes a tenant's `E` rows matching `old`, a batch per statement, until none is
+/// left; answers how many.
+async fn purge_tenant<E>(db: &TenantDb, old: Condition) -> Result<u64>
+where
+    E: TenantEntity,
+{
+    let mut total = 0;
+    loop {
+        let batch = Query::select()
+            .column(E::ID)
+            .from(E::default())
+            .and_where(Expr::col(E::TENANT).eq(db.tenant().as_uuid()))
+            .cond_where(old.clone())
+            .limit(BATCH)
+            .to_owned();
+        let deleted = db
+            .delete_where::<E>(|q| q.filter(E::ID.in_subquery(batch)))
+            .await?;
+        total += deleted;
+        if deleted < BATCH {
+            return Ok(total);
+        }
+    }
+}
+
+/// One purge of every tenant's expired rows and of the platform's own.
+pub async fn purge(services: &Services, config: &RetentionConfig) -> Result<Purged> {
+    let now = Utc::now();
+    let mut purged = Purged::default();
+    for t in tenant::Entity::find().all(&services.db).await? {
+        let db = services.tenant_db(TenantId::from_uuid(t.id));
+        if let Some(before) = cutoff(now, config.idempotency_keys) {
+            purged.idempotency_keys += purge_tenant::<idempotency_key::Entity>(
+                &db,
+                Condition::all().add(idempotency_key::Column::ExpiresAt.lt(before)),
+            )
+            .await?;
+        }
+        if let Some(before) = cutoff(now, config.sessions) {
+            // Ended: expired, or revoked; their refresh tokens go with them (cascade).
+            purged.sessions += purge_tenant::<session::Entity>(
+                &db,
+                Condition::any()
+                    .add(session::Column::ExpiresAt.lt(before))
+                    .add(session::Column::RevokedAt.lt(before)),
+            )
+            .await?;
+        }
+        if let Some(before) = cutoff(now, config.auth_failures) {
+            purged.auth_failures += purge_tenant::<auth_failure::Entity>(
+                &db,
+                Condition::all()
+                    .add(auth_failure::Column::WindowStartedAt.lt(before))
+                    .add(
+                        Condition::any()
+                            .add(auth_failure::Column::LockedUntil.is_null())
+                            .add(auth_failure::Column::LockedUntil.lt(now)),
+                    ),
+            )
+            .await?;
+        }
+        if let Some(before) = cutoff(now, config.mfa_challenges) {
+            purged.mfa_challenges += purge_tenant::<mfa_challenge::Entity>(
+                &db,
+                Condition::all().add(mfa_challenge::Column::ExpiresAt.lt(before)),
+            )
+            .await?;
+        }
+        if let Some(before) = cutoff(now, config.webhook_events) {
+            // A tenant's own events (row-level security shows each tenant its own).
+            purged.webhook_events += purge_webhook_events(&db, Some(t.id), before).await?;
+        }
+    }
+    if let Some(before) = cutoff(now, config.webhook_events) {
+        // Events never matched to a payment belong to no tenant.
+        purged.webhook_events += purge_webhook_events_unmatched(services, before).await?;
+        loop {
+            let batch = Query::select()
+                .column(webhook_rejection::Column::Id)
+                .from(webhook_rejection::Entity)
+                .and_where(webhook_rejection::Column::ReceivedAt.lt(before))
+                .limit(BATCH)
+                .to_owned();
+            let deleted = webhook_rejection::Entity::delete_many()
+                .filter(webhook_rejection::Column::Id.in_subquery(batch))
+                .exec(&services.db)
+                .await?
+                .rows_affected;
+            purged.webhook_rejections += deleted;
+            if deleted < BATCH {
+                break;
+            }
+        }
+    }
+    Ok(purged)
+}
+
+/// A tenant's webhook events received before `before`, through its wall.
+async fn purge_webhook_events(
+    db: &TenantDb,
+    tenant: Option<uuid::Uuid>,
+    before: DateTime<Utc>,
+) -> Result<u64> {
+    purge_events_on(db.unscoped(), tenant, before).await
+}
+
+async fn purge_webhook_events_unmatched(services: &Services, before: DateTime<Utc>) -> Result<u64> {
+    purge_events_on(&services.db, None, before).await
+}
+
+async fn purge_events_on<C: ConnectionTrait>(
+    conn: &C,
+    tenant: Option<uuid::Uuid>,
+    before: DateTime<Utc>,
+) -> Result<u64> {
+    let owner = match tenant {
+        Some(t) => webhook_event::Column::TenantId.eq(t),
+        None => webhook_event::Column::TenantId.is_null(),
+    };
+    let mut total = 0;
+    loop {
+        let batch = Query::select()
+            .column(webhook_event::Column::Id)
+            .from(webhook_event::Entity)
+            .and_where(owner.clone())
+            .and_where(webhook_event::Column::ReceivedAt.lt(before))
+            .limit(BATCH)
+            .to_owned();
+        let deleted = webhook_event::Entity::delete_many()
+            .filter(webhook_event::Column::Id.in_subquery(batch))
+            .exec(conn)
+            .await?
+            .rows_affected;
+        total += deleted;
+        if deleted < BATCH {
+            return Ok(total);
+        }
+    }
+}
