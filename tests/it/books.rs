@@ -187,15 +187,7 @@ async fn entries_balance_and_a_tampered_posting_is_named(app: TestApp) {
 async fn metrics_until(app: &TestApp, line: &str) -> String {
     let mut page = String::new();
     for _ in 0..75 {
-        page = app
-            .http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        page = app.metrics().await;
         if page.lines().any(|l| l == line) {
             return page;
         }

@@ -682,6 +682,18 @@ impl TestApp {
     }
 
     /// The actions of `tenant`'s audit rows, oldest first.
+    /// This server's `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn audit_actions(&self, tenant: &TestTenant) -> Vec<String> {
         use sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
         use sequestra::entity::audit_log;

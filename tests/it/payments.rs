@@ -769,15 +769,7 @@ async fn ready_psp(app: &TestApp) -> Value {
 }
 
 async fn circuit_metric(app: &TestApp, url: &str) -> Option<String> {
-    let page = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.metrics().await;
     let label = format!("psp_circuit_open{{endpoint=\"{url}\"}} ");
     page.lines()
         .find_map(|l| l.strip_prefix(label.as_str()).map(str::to_owned))
