@@ -317,7 +317,7 @@ macro_rules! by_id {
     )*};
 }
 
-by_id!(user, escrow, mandate, merchant);
+by_id!(user, escrow, mandate, merchant, payee);
 
 impl<E> Loader<Uuid> for ByIdLoader<E>
 where
@@ -359,16 +359,18 @@ where
 pub fn attach(data: &mut async_graphql::Data, db: Option<&TenantDb>, fence: Option<&PollFence>) {
     if let Some(db) = db {
         data.insert(loader(UserRolesLoader(db.clone()), fence));
-        data.insert(loader(ByIdLoader::<user::Entity>::new(db.clone()), fence));
-        data.insert(loader(ByIdLoader::<escrow::Entity>::new(db.clone()), fence));
-        data.insert(loader(
-            ByIdLoader::<mandate::Entity>::new(db.clone()),
-            fence,
-        ));
-        data.insert(loader(
-            ByIdLoader::<merchant::Entity>::new(db.clone()),
-            fence,
-        ));
+        macro_rules! by_ids {
+            ($($entity:ty),* $(,)?) => {$(
+                data.insert(loader(ByIdLoader::<$entity>::new(db.clone()), fence));
+            )*};
+        }
+        by_ids!(
+            user::Entity,
+            escrow::Entity,
+            mandate::Entity,
+            merchant::Entity,
+            payee::Entity,
+        );
         macro_rules! children {
             ($($entity:ty),* $(,)?) => {$(
                 data.insert(loader(ChildrenLoader::<$entity>::new(db.clone()), fence));

@@ -291,12 +291,35 @@ impl PayeeNode {
         global_id(Kind::Payee, self.0.id)
     }
     /// The mandate it may be paid from, if any.
+    #[graphql(deprecation = "Use `mandate { id }`.")]
     async fn mandate_id(&self) -> Option<ID> {
         self.0.mandate_id.map(|id| global_id(Kind::Mandate, id))
     }
     /// The escrow it may be paid from, if any.
+    #[graphql(deprecation = "Use `escrow { id }`.")]
     async fn escrow_id(&self) -> Option<ID> {
         self.0.escrow_id.map(|id| global_id(Kind::Escrow, id))
+    }
+    /// The mandate it may be paid from, if any (whoever sees a payee sees it).
+    async fn mandate(&self, ctx: &Context<'_>) -> Result<Option<MandateNode>> {
+        match self.0.mandate_id {
+            Some(id) => by_id::<mandate::Entity>(ctx, id)
+                .await
+                .map(|m| Some(MandateNode(m))),
+            None => Ok(None),
+        }
+    }
+    /// The escrow it may be paid from, if any (whoever sees a payee sees it).
+    async fn escrow(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<Option<crate::escrow::graphql::EscrowNode>> {
+        match self.0.escrow_id {
+            Some(id) => by_id::<crate::entity::escrow::Entity>(ctx, id)
+                .await
+                .map(|e| Some(crate::escrow::graphql::EscrowNode(e))),
+            None => Ok(None),
+        }
     }
     /// The payee's reference at the PSP.
     async fn reference(&self) -> &str {
@@ -338,8 +361,15 @@ impl PayoutNode {
         global_id(Kind::Payout, self.0.id)
     }
     /// Who is paid.
+    #[graphql(deprecation = "Use `payee { id }`.")]
     async fn payee_id(&self) -> ID {
         global_id(Kind::Payee, self.0.payee_id)
+    }
+    /// Who is paid (whoever sees a payout sees its payee).
+    async fn payee(&self, ctx: &Context<'_>) -> Result<PayeeNode> {
+        by_id::<payee::Entity>(ctx, self.0.payee_id)
+            .await
+            .map(PayeeNode)
     }
     /// How much.
     async fn amount(&self) -> MoneyValue {

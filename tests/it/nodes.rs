@@ -288,6 +288,20 @@ async fn every_node_type_resolves_for_who_may_read_it(app: TestApp) {
     let back = node(&app, reader, walked["id"].as_str().unwrap()).await;
     assert_eq!(back.ok()["node"]["__typename"], "Escrow");
 
+    // A payout's payee and the payee's mandate are objects too.
+    let (payout, reader) = &objects["Payout"];
+    let r = app
+        .gql(
+            Some(reader),
+            "query($id: ID!) { node(id: $id) { ... on Payout { payee { id mandate { id } escrow { id } } } } }",
+            json!({ "id": payout }),
+        )
+        .await;
+    let payee = &r.ok()["node"]["payee"];
+    assert_eq!(payee["id"], objects["Payee"].0.as_str());
+    assert_eq!(payee["mandate"]["id"], objects["Mandate"].0.as_str());
+    assert!(payee["escrow"].is_null());
+
     // Another tenant's reader: every one is NOT_FOUND, like a missing id.
     let outsider = globex.token(Role::Admin);
     for (ty, (id, _)) in &objects {
