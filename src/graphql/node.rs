@@ -146,17 +146,13 @@ async fn resolve(ctx: &Context<'_>, id: &str) -> Result<Node, Error> {
             Ok(Node::User(UserNode(db.get::<user::Entity>(uuid).await?)))
         }
         Kind::ApiKey => {
-            if !ctx.principal().has_scope(Scope::KeysAdmin) {
-                return Err(Error::NotFound);
-            }
+            require(ctx, Scope::KeysAdmin)?;
             Ok(Node::ApiKey(ApiKeyNode(
                 db.get::<api_key::Entity>(uuid).await?,
             )))
         }
         Kind::Escrow | Kind::Milestone | Kind::Proof | Kind::Payment => {
-            if !ctx.principal().has_scope(Scope::EscrowRead) {
-                return Err(Error::NotFound);
-            }
+            require(ctx, Scope::EscrowRead)?;
             let caller = ctx.caller()?;
             // Each is visible exactly when its escrow is.
             Ok(match kind {

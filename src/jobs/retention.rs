@@ -111,66 +111,50 @@ pub async fn purge(services: &Services, config: &RetentionConfig) -> Result<Purg
         }
         if let Some(before) = cutoff(now, config.webhook_events) {
             // A tenant's own events (row-level security shows each tenant its own).
-            purged.webhook_events += purge_webhook_events(&db, Some(t.id), before).await?;
+            purged.webhook_events += purge_rows::<webhook_event::Entity, _>(
+                db.unscoped(),
+                webhook_event::Column::Id,
+                old_events(Some(t.id), before),
+            )
+            .await?;
         }
     }
     if let Some(before) = cutoff(now, config.webhook_events) {
         // Events never matched to a payment belong to no tenant.
-        purged.webhook_events += purge_webhook_events_unmatched(services, before).await?;
-        loop {
-            let batch = Query::select()
-                .column(webhook_rejection::Column::Id)
-                .from(webhook_rejection::Entity)
-                .and_where(webhook_rejection::Column::ReceivedAt.lt(before))
-                .limit(BATCH)
-                .to_owned();
-            let deleted = webhook_rejection::Entity::delete_many()
-                .filter(webhook_rejection::Column::Id.in_subquery(batch))
-                .exec(&services.db)
-                .await?
-                .rows_affected;
-            purged.webhook_rejections += deleted;
-            if deleted < BATCH {
-                break;
-            }
-        }
+        purged.webhook_events += purge_rows::<webhook_event::Entity, _>(
+            &services.db,
+            webhook_event::Column::Id,
+            old_events(None, before),
+        )
+        .await?;
+        purged.webhook_rejections += purge_rows::<webhook_rejection::Entity, _>(
+            &services.db,
+            webhook_rejection::Column::Id,
+            Condition::all().add(webhook_rejection::Column::ReceivedAt.lt(before)),
+        )
+        .await?;
     }
     Ok(purged)
 }
 
-/// A tenant's webhook events received before `before`, through its wall.
-async fn purge_webhook_events(
-    db: &TenantDb,
-    tenant: Option<uuid::Uuid>,
-    before: DateTime<Utc>,
-) -> Result<u64> {
-    purge_events_on(db.unscoped(), tenant, before).await
-}
-
-async fn purge_webhook_events_unmatched(services: &Services, before: DateTime<Utc>) -> Result<u64> {
-    purge_events_on(&services.db, None, before).await
-}
-
-async fn purge_events_on<C: ConnectionTrait>(
-    conn: &C,
-    tenant: Option<uuid::Uuid>,
-    before: DateTime<Utc>,
-) -> Result<u64> {
-    let owner = match tenant {
-        Some(t) => webhook_event::Column::TenantId.eq(t),
-        None => webhook_event::Column::TenantId.is_null(),
-    };
+/// Deletes the rows of a platform table `E` (no tenant column of ours; row-level
+/// security still applies on `conn`) matching `old`, a batch per statement, until none
+/// is left; answers how many.
+async fn purge_rows<E, C>(conn: &C, id: E::Column, old: Condition) -> Result<u64>
+where
+    E: EntityTrait,
+    C: ConnectionTrait,
+{
     let mut total = 0;
     loop {
         let batch = Query::select()
-            .column(webhook_event::Column::Id)
-            .from(webhook_event::Entity)
-            .and_where(owner.clone())
-            .and_where(webhook_event::Column::ReceivedAt.lt(before))
+            .column(id)
+            .from(E::default())
+            .cond_where(old.clone())
             .limit(BATCH)
             .to_owned();
-        let deleted = webhook_event::Entity::delete_many()
-            .filter(webhook_event::Column::Id.in_subquery(batch))
+        let deleted = E::delete_many()
+            .filter(id.in_subquery(batch))
             .exec(conn)
             .await?
             .rows_affected;
@@ -179,4 +163,15 @@ async fn purge_events_on<C: ConnectionTrait>(
             return Ok(total);
         }
     }
+}
+
+/// Webhook events received before `before`: one tenant's (through its wall), or
+/// those matched to no tenant.
+fn old_events(tenant: Option<uuid::Uuid>, before: DateTime<Utc>) -> Condition {
+    Condition::all()
+        .add(match tenant {
+            Some(t) => webhook_event::Column::TenantId.eq(t),
+            None => webhook_event::Column::TenantId.is_null(),
+        })
+        .add(webhook_event::Column::ReceivedAt.lt(before))
 }
