@@ -23,10 +23,12 @@ RUN mkdir -p src migration/src \
     && rm -rf src migration/src
 
 # 2. The sources and what they embed at compile time: assets/ holds the sample photo
-#    (include_bytes!) and the playground's built page (rust-embed).
+#    (include_bytes!) and the playground's built page (rust-embed); templates/ the
+#    mail templates (include_str!).
 COPY migration ./migration
 COPY src ./src
 COPY assets ./assets
+COPY templates ./templates
 # COPY keeps the sources' times, which can be older than the stub build's outputs:
 # touch them so cargo rebuilds the real crates instead of shipping the stubs.
 RUN touch src/main.rs src/lib.rs migration/src/lib.rs \

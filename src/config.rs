@@ -266,6 +266,46 @@ pub struct RetentionConfig {
     pub auth_failures: Option<Duration>,
     /// MFA sign-in challenges, after they expired.
     pub mfa_challenges: Option<Duration>,
+    /// Notifications, after they were sent or given up on; mail tokens, after they
+    /// were used or expired.
+    pub notifications: Option<Duration>,
+}
+
+/// Where mail goes.
+#[derive(Debug, Clone)]
+pub enum MailTransport {
+    /// An SMTP server: `smtp://[user:password@]host[:port][?tls=required|opportunistic]`
+    /// (STARTTLS) or `smtps://…` (TLS from the first byte), as lettre reads it.
+    Smtp(SecretString),
+    /// Development: each mail written as an `.eml` file into this folder.
+    Dir(std::path::PathBuf),
+    /// Development: who was mailed what kind of notice is logged (never the body,
+    /// which may carry a reset token); nothing is delivered.
+    Log,
+}
+
+/// Notifications by mail: the transport, the sender, the sending jobs' pace and the
+/// password reset's limits.
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    pub transport: MailTransport,
+    /// The sender's address; the display name is the tenant's name.
+    pub from: String,
+    /// The address links in mails start with (`{app_url}/reset-password#token=…`);
+    /// without it a mail carries the token alone.
+    pub app_url: Option<String>,
+    /// How often the jobs look for mail to send.
+    pub poll_interval: Duration,
+    /// A mail the server did not take is tried again until this many tries in all.
+    pub max_attempts: i32,
+    /// The wait before the second try; doubled for each further try.
+    pub retry_base: Duration,
+    /// How long a password reset token works.
+    pub reset_token_ttl: Duration,
+    /// Reset mails one account is sent per hour at most (across processes).
+    pub resets_per_account_per_hour: u32,
+    /// Reset requests one address may make per hour in one process (known or not).
+    pub resets_per_address_per_hour: u32,
 }
 
 /// Proof files and background jobs.
@@ -296,6 +336,7 @@ pub struct Config {
     pub simulated_psp: SimulatedPspConfig,
     pub payments: PaymentsConfig,
     pub retention: RetentionConfig,
+    pub mail: MailConfig,
     /// Several secrets are accepted during rotation; the first one signs.
     pub webhook_secrets: Vec<SecretString>,
     pub sentry_dsn: Option<SecretString>,
@@ -754,7 +795,9 @@ impl Config {
             sessions: days("SEQUESTRA_RETAIN_SESSIONS_DAYS", 30)?,
             auth_failures: days("SEQUESTRA_RETAIN_AUTH_FAILURES_DAYS", 30)?,
             mfa_challenges: days("SEQUESTRA_RETAIN_MFA_CHALLENGES_DAYS", 1)?,
+            notifications: days("SEQUESTRA_RETAIN_NOTIFICATIONS_DAYS", 30)?,
         };
+        let mail = mail_config(&get, env)?;
 
         Ok(Self {
             env,
@@ -768,6 +811,7 @@ impl Config {
             simulated_psp,
             payments,
             retention,
+            mail,
             webhook_secrets: webhook_secret_list,
             sentry_dsn,
             migrate_on_start,
@@ -778,6 +822,88 @@ impl Config {
 
     pub fn is_production(&self) -> bool {
         self.env == Environment::Production
+    }
+}
+
+fn mail_config(
+    get: &impl Fn(&str) -> Option<String>,
+    env: Environment,
+) -> Result<MailConfig, ConfigError> {
+    let transport = match (get("SEQUESTRA_SMTP_URL"), get("SEQUESTRA_MAIL_DIR")) {
+        (Some(url), _) => {
+            let plain = url.starts_with("smtp://") && !url.contains("tls=required");
+            if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+                return Err(ConfigError::new(
+                    "SEQUESTRA_SMTP_URL",
+                    format!(
+                        "must start with smtp:// or smtps://, got `{}`",
+                        redact_url(&url)
+                    ),
+                ));
+            }
+            let local = matches!(smtp_host(&url), "localhost" | "127.0.0.1" | "[::1]");
+            if plain && !local && env == Environment::Production {
+                return Err(ConfigError::new(
+                    "SEQUESTRA_SMTP_URL",
+                    "would send mail (and any credentials) in the clear: use smtps:// or add ?tls=required",
+                ));
+            }
+            MailTransport::Smtp(SecretString::from(url))
+        }
+        (None, Some(dir)) => MailTransport::Dir(dir.into()),
+        (None, None) => MailTransport::Log,
+    };
+    let mail = MailConfig {
+        transport,
+        from: get("SEQUESTRA_MAIL_FROM")
+            .unwrap_or_else(|| "no-reply@sequestra.localhost".to_owned()),
+        app_url: get("SEQUESTRA_APP_URL").map(|u| u.trim_end_matches('/').to_owned()),
+        poll_interval: Duration::from_millis(parse(get, "SEQUESTRA_MAIL_POLL_MS", 1_000)?),
+        max_attempts: parse(get, "SEQUESTRA_MAIL_MAX_ATTEMPTS", 8)?,
+        retry_base: secs(get, "SEQUESTRA_MAIL_RETRY_BASE_SECS", 30)?,
+        reset_token_ttl: Duration::from_secs(
+            60 * u64::from(positive(get, "SEQUESTRA_PASSWORD_RESET_TTL_MINUTES", 30)?),
+        ),
+        resets_per_account_per_hour: positive(
+            get,
+            "SEQUESTRA_PASSWORD_RESETS_PER_ACCOUNT_HOUR",
+            3,
+        )?,
+        resets_per_address_per_hour: positive(
+            get,
+            "SEQUESTRA_PASSWORD_RESETS_PER_ADDRESS_HOUR",
+            5,
+        )?,
+    };
+    if crate::domain::Email::parse(&mail.from).is_err() {
+        return Err(ConfigError::new(
+            "SEQUESTRA_MAIL_FROM",
+            format!("`{}` is not an email address", mail.from),
+        ));
+    }
+    if mail.poll_interval.is_zero() {
+        return Err(ConfigError::new(
+            "SEQUESTRA_MAIL_POLL_MS",
+            "must be at least 1",
+        ));
+    }
+    if mail.max_attempts < 1 {
+        return Err(ConfigError::new(
+            "SEQUESTRA_MAIL_MAX_ATTEMPTS",
+            "must be at least 1",
+        ));
+    }
+    Ok(mail)
+}
+
+/// The host an `smtp://` / `smtps://` URL names (an IPv6 address with its brackets).
+fn smtp_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match host.find(']') {
+        Some(end) if host.starts_with('[') => &host[..=end],
+        _ => host.split(':').next().unwrap_or_default(),
     }
 }
 

@@ -2,7 +2,8 @@
 //! to, in the same transaction, without the announcer knowing who listens.
 //!
 //! Payments announce that a payment moved on ([`payment_moved`]); the escrow rules
-//! (a settled release pays its milestone) and the ledger (the clearing entry) react.
+//! (a settled release pays its milestone), the ledger (the clearing entry) and the
+//! notifications (the payee's mail, into the outbox) react.
 //! A reacting area registers a consumer next to its own code with
 //! `inventory::submit!`; the announcing area never names it, so the dependency runs
 //! one way (escrow → payments, ledger ← payments) and a new consumer needs no edit
@@ -45,11 +46,14 @@ pub fn payment_moved_consumers() -> Vec<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    /// The consumers register themselves: a payment's move reaches the escrow rules
-    /// and the ledger without payments naming either.
+    /// The consumers register themselves: a payment's move reaches the escrow rules,
+    /// the ledger and the notifications without payments naming any of them.
     #[test]
     fn escrow_and_ledger_consume_payment_moves() {
-        assert_eq!(super::payment_moved_consumers(), ["escrow", "ledger"]);
+        assert_eq!(
+            super::payment_moved_consumers(),
+            ["escrow", "ledger", "notify"]
+        );
     }
 
     /// The money modules depend one way: payments' rules name no business area that

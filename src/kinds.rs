@@ -180,8 +180,14 @@ text_enum! {
         UserCreated = "user.created",
         /// A user was deactivated (`user.deactivated`).
         UserDeactivated = "user.deactivated",
+        /// A user turned a kind of notification off or on (`user.notifications_changed`).
+        UserNotificationsChanged = "user.notifications_changed",
         /// A user's password was changed (`user.password_changed`).
         UserPasswordChanged = "user.password_changed",
+        /// A user's password was reset with a mailed token (`user.password_reset`).
+        UserPasswordReset = "user.password_reset",
+        /// A password reset was mailed to a user (`user.password_reset_requested`).
+        UserPasswordResetRequested = "user.password_reset_requested",
         /// A user's roles were changed (`user.roles_changed`).
         UserRolesChanged = "user.roles_changed",
     }

@@ -25,6 +25,7 @@ pub mod jobs;
 pub mod kinds;
 pub mod ledger;
 pub mod money;
+pub mod notify;
 pub mod payments;
 pub mod rules;
 pub mod spend;
@@ -122,6 +123,14 @@ impl Application {
             proof_max_bytes: config.escrow.proof_max_bytes,
             payments: Arc::new(config.payments.clone()),
             bus: events::Bus::default(),
+            mail: Arc::new(config.mail.clone()),
+            mailer: Arc::new(
+                notify::deliver::Mailer::new(&config.mail).context("cannot set up mail")?,
+            ),
+            reset_limiter: Arc::new(governor::RateLimiter::keyed(governor::Quota::per_hour(
+                std::num::NonZeroU32::new(config.mail.resets_per_address_per_hour)
+                    .unwrap_or(std::num::NonZeroU32::MIN),
+            ))),
         };
         let update_listener = services
             .bus
@@ -198,6 +207,16 @@ impl Application {
                 self.state.config.escrow.books_check_interval,
                 self.state.config.retention.clone(),
                 self.state.jobs.clone(),
+                jobs_stop.clone(),
+            ))
+        });
+        // Mail is sent by the jobs too (its own loop and lease: a slow SMTP server
+        // never delays a payment's retry).
+        let mail = self.state.config.escrow.jobs_enabled.then(|| {
+            tokio::spawn(notify::deliver::run(
+                self.state.services.clone(),
+                self.state.services.mailer.clone(),
+                self.state.services.mail.clone(),
                 jobs_stop,
             ))
         });
@@ -222,8 +241,8 @@ impl Application {
         }
         // No new job ticks once shutdown starts; a tick in progress finishes.
         let _ = stop_jobs.send(true);
-        if let Some(jobs) = jobs {
-            let _ = tokio::time::timeout(grace, jobs).await;
+        for task in [jobs, mail].into_iter().flatten() {
+            let _ = tokio::time::timeout(grace, task).await;
         }
         match tokio::time::timeout(grace, server).await {
             Ok(result) => result.context("server failed"),

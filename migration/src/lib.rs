@@ -17,6 +17,7 @@ mod m20261130_000011_row_level_security;
 mod m20261130_000012_ledger_and_audit_chain;
 mod m20261130_000013_persisted_operations;
 mod m20261130_000014_purge_old_rejections;
+mod m20261201_000015_notifications;
 
 pub mod audit_chain;
 pub mod statement;
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000012_ledger_and_audit_chain::Migration),
             Box::new(m20261130_000013_persisted_operations::Migration),
             Box::new(m20261130_000014_purge_old_rejections::Migration),
+            Box::new(m20261201_000015_notifications::Migration),
         ]
     }
 }

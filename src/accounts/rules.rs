@@ -418,6 +418,15 @@ pub async fn change_password(
         },
     )
     .await?;
+    let mut notice = crate::notify::security_data(origin.ip.as_deref());
+    notice["how"] = json!("changed");
+    crate::notify::enqueue(
+        &txn,
+        user_id,
+        crate::notify::NoticeKind::PasswordChanged,
+        notice,
+    )
+    .await?;
     txn.commit().await?;
     Ok(ended)
 }

@@ -1169,7 +1169,8 @@ pub async fn open_dispute<C: ConnectionTrait>(
     let reason = text("reason", &reason, 2000)?;
     let from = esc.status.as_str();
     let stored = reason.clone();
-    move_escrow(
+    let told = reason.clone();
+    let disputed = move_escrow(
         txn,
         act,
         &esc,
@@ -1182,7 +1183,27 @@ pub async fn open_dispute<C: ConnectionTrait>(
                 .col_expr(escrow::Column::DisputeReason, Expr::value(stored))
         },
     )
-    .await
+    .await?;
+    // The other party is told.
+    let other = if caller.user_id == esc.sender_id {
+        esc.provider_id
+    } else {
+        esc.sender_id
+    };
+    let mut data = escrow_notice(&disputed);
+    data["reason"] = serde_json::json!(told);
+    crate::notify::enqueue(txn, other, crate::notify::NoticeKind::EscrowDisputed, data).await?;
+    Ok(disputed)
+}
+
+/// What an escrow's notices show of it.
+fn escrow_notice(esc: &escrow::Model) -> serde_json::Value {
+    serde_json::json!({
+        "description": esc.description,
+        "amount": crate::notify::amount(esc.amount_minor, &esc.currency),
+        "currency": esc.currency,
+        "escrow_id": crate::ids::encode(crate::ids::Kind::Escrow, esc.id),
+    })
 }
 
 /// How an admin settles a dispute.
@@ -1593,6 +1614,13 @@ pub async fn auto_release<C: ConnectionTrait>(
         }
     }
     complete_if_paid(txn, act, esc.id).await?;
+    crate::notify::enqueue(
+        txn,
+        esc.sender_id,
+        crate::notify::NoticeKind::EscrowAutoReleased,
+        escrow_notice(&esc),
+    )
+    .await?;
     Ok(Some(Effect {
         escrow: esc.id,
         deposit: None,

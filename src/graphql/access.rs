@@ -276,6 +276,7 @@ policies! {
     Query "mfaEnabled" mfa_enabled => Decl::user(Enrolling);
     Query "mfaRequiredRoles" mfa_required_roles => Decl::any(All(&[UsersRead]));
     Query "mySessions" my_sessions => Decl::user(SignedIn);
+    Query "notificationSettings" notification_settings => Decl::user(SignedIn);
     Query "apiKeys" api_keys => Decl::any(All(&[KeysAdmin]));
     Query "escrow" escrow => Decl::any(All(&[EscrowRead]));
     Query "escrows" escrows => Decl::any(All(&[EscrowRead]));
@@ -292,6 +293,8 @@ policies! {
     Mutation "signIn" sign_in => Decl::any(Public);
     Mutation "refreshSession" refresh_session => Decl::any(Public);
     Mutation "verifyMfa" verify_mfa => Decl::any(Public);
+    Mutation "requestPasswordReset" request_password_reset => Decl::any(Public);
+    Mutation "resetPassword" reset_password => Decl::any(Public);
     Mutation "enrollMfa" enroll_mfa => Decl::user(Enrolling);
     Mutation "activateMfa" activate_mfa => Decl::user(Enrolling);
     Mutation "disableMfa" disable_mfa => Decl::user(SignedIn);
@@ -301,6 +304,7 @@ policies! {
     Mutation "revokeSession" revoke_session => Decl::user(SignedIn);
     Mutation "revokeOtherSessions" revoke_other_sessions => Decl::user(SignedIn);
     Mutation "changePassword" change_password => Decl::user(SignedIn);
+    Mutation "setNotificationEnabled" set_notification_enabled => Decl::user(SignedIn);
 
     // Access administration: every grant of access needs a step-up.
     Mutation "setMfaRequiredRoles" set_mfa_required_roles => Decl::any(All(&[UsersAdmin])).step_up();

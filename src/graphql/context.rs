@@ -90,6 +90,11 @@ pub struct Services {
     pub payments: Arc<crate::config::PaymentsConfig>,
     /// Committed updates, for subscriptions.
     pub bus: crate::events::Bus,
+    /// Mail: where it goes, who it is from, the reset limits.
+    pub mail: Arc<crate::config::MailConfig>,
+    pub mailer: Arc<crate::notify::deliver::Mailer>,
+    /// Password reset requests per address (tenant and email), in this process.
+    pub reset_limiter: Arc<governor::DefaultKeyedRateLimiter<String>>,
 }
 
 impl Services {

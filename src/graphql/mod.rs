@@ -33,6 +33,7 @@ pub struct Query(
     system::SystemQuery,
     AccountsQuery,
     IdentityQuery,
+    crate::notify::graphql::NotifyQuery,
     ApiKeysQuery,
     EscrowQuery,
     SpendQuery,
@@ -42,6 +43,7 @@ pub struct Query(
 #[derive(MergedObject, Default)]
 pub struct Mutation(
     IdentityMutation,
+    crate::notify::graphql::NotifyMutation,
     ApiKeysMutation,
     AccountsMutation,
     EscrowMutation,

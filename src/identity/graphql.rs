@@ -36,6 +36,41 @@ pub struct SignInInput {
     pub password: String,
 }
 
+/// Who asks for a password reset.
+#[derive(InputObject)]
+pub struct RequestPasswordResetInput {
+    /// The tenant's slug.
+    pub tenant: String,
+    /// The account's email; a reset token is mailed there if it names an active user.
+    pub email: String,
+}
+
+/// The answer to `requestPasswordReset`: the same whatever the address.
+#[derive(SimpleObject)]
+pub struct RequestPasswordResetPayload {
+    /// Always true: the request was taken. Whether a mail goes out (only to an active
+    /// account, a few per hour at most) is not told.
+    pub accepted: bool,
+}
+
+/// A new password, with the token a reset mail carried.
+#[derive(InputObject)]
+pub struct ResetPasswordInput {
+    /// The token from the reset mail (single use, valid for 30 minutes by default).
+    #[graphql(secret)]
+    pub token: String,
+    /// The new password: at least 12 characters, not a common one.
+    #[graphql(secret)]
+    pub new_password: String,
+}
+
+/// The answer to `resetPassword`.
+#[derive(SimpleObject)]
+pub struct ResetPasswordPayload {
+    /// How many sessions the reset signed out (all of the account's).
+    pub sessions_ended: i32,
+}
+
 /// A refresh token to trade for new tokens.
 #[derive(InputObject)]
 pub struct RefreshSessionInput {
@@ -237,6 +272,76 @@ impl IdentityMutation {
         )
         .await?;
         Ok(issued.into())
+    }
+
+    /// Asks for a password reset mail. Answers the same, at once, for any tenant and
+    /// address (nothing tells whether an account exists); an active account gets a
+    /// single-use token by mail, a few per hour at most. RATE_LIMITED when one address
+    /// asks too often.
+    async fn request_password_reset(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant and the account's email.")] input: RequestPasswordResetInput,
+    ) -> async_graphql::Result<RequestPasswordResetPayload> {
+        ctx.take_credential_attempt()?;
+        let services = ctx.services()?;
+        let key = format!(
+            "{}\n{}",
+            input.tenant.trim().to_lowercase(),
+            input.email.trim().to_lowercase()
+        );
+        if services.reset_limiter.len() > 100_000 {
+            services.reset_limiter.retain_recent();
+        }
+        services
+            .reset_limiter
+            .check_key(&key)
+            .map_err(|not_until| {
+                let now = governor::clock::Clock::now(&governor::clock::DefaultClock::default());
+                Error::RateLimited {
+                    retry_after_secs: not_until.wait_time_from(now).as_secs().max(1),
+                }
+            })?;
+        // The work happens after the answer: its time tells nothing either.
+        let (db, bus, mail) = (
+            services.db.clone(),
+            services.bus.clone(),
+            services.mail.clone(),
+        );
+        let origin = ctx.request().origin.clone();
+        tokio::spawn(async move {
+            let asked =
+                super::reset::request(&db, Some(bus), &mail, &origin, &input.tenant, &input.email)
+                    .await;
+            if let Err(err) = asked {
+                tracing::error!(error = ?err, "password reset request failed");
+            }
+        });
+        Ok(RequestPasswordResetPayload { accepted: true })
+    }
+
+    /// Sets a new password with the token of a reset mail. Every session of the
+    /// account is signed out and the owner is told by mail. BAD_USER_INPUT (field
+    /// `token`) for a token that is unknown, used or expired; the password policy as
+    /// for `changePassword`.
+    async fn reset_password(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The mailed token and the new password.")] input: ResetPasswordInput,
+    ) -> async_graphql::Result<ResetPasswordPayload> {
+        ctx.take_credential_attempt()?;
+        let services = ctx.services()?;
+        let ended = super::reset::reset(
+            &services.db,
+            Some(services.bus.clone()),
+            &ctx.request().origin,
+            SecretString::from(input.token),
+            SecretString::from(input.new_password),
+        )
+        .await?;
+        Ok(ResetPasswordPayload {
+            sessions_ended: i32::try_from(ended).unwrap_or(i32::MAX),
+        })
     }
 
     /// Exchanges a refresh token for new tokens. Each refresh token works once.

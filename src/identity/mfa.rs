@@ -347,6 +347,13 @@ pub async fn disable<C: ConnectionTrait>(db: &Scoped<C>, who: Uuid, origin: &Ori
             origin,
         },
     )
+    .await?;
+    crate::notify::enqueue(
+        db,
+        who,
+        crate::notify::NoticeKind::MfaDisabled,
+        crate::notify::security_data(origin.ip.as_deref()),
+    )
     .await
 }
 

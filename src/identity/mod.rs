@@ -3,4 +3,5 @@
 pub mod api_keys;
 pub mod graphql;
 pub mod mfa;
+pub mod reset;
 pub mod rules;

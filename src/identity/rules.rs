@@ -41,7 +41,7 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FailureKind::Password => "PASSWORD",
             FailureKind::Totp => "TOTP",
@@ -143,7 +143,8 @@ async fn audit_failure(
     .await
 }
 
-/// Creates a session for `user` with its first refresh token and an access token.
+/// Creates a session for `user` with its first refresh token and an access token, and
+/// tells the user by mail that someone signed in.
 pub(super) async fn open_session<C: ConnectionTrait>(
     db: &Scoped<C>,
     tokens: &TokenService,
@@ -169,6 +170,14 @@ pub(super) async fn open_session<C: ConnectionTrait>(
         .await?;
     let refresh_token = new_refresh_token(db, session.id).await?;
     let access = tokens.issue(db.tenant(), user, session.id)?;
+    // Every sign-in is told to the account's owner (a security notice).
+    crate::notify::enqueue(
+        db,
+        user,
+        crate::notify::NoticeKind::SignIn,
+        crate::notify::security_data(origin.ip.as_deref()),
+    )
+    .await?;
     Ok(IssuedSession {
         session_id: session.id,
         access,
@@ -183,13 +192,7 @@ async fn new_refresh_token<C: ConnectionTrait>(
     db: &Scoped<C>,
     session: Uuid,
 ) -> Result<SecretString> {
-    let mut random = [0u8; 32];
-    rand::rng().fill_bytes(&mut random);
-    let token = format!(
-        "{REFRESH_PREFIX}{}_{}",
-        db.tenant().as_uuid().simple(),
-        hex::encode(random)
-    );
+    let token = tenant_token(REFRESH_PREFIX, db.tenant());
     db.insert(refresh_token::ActiveModel {
         id: Set(new_id()),
         tenant_id: Set(db.tenant().as_uuid()),
@@ -207,7 +210,24 @@ pub fn sha256_hex(value: &str) -> String {
 }
 
 fn tenant_of_refresh_token(token: &str) -> Option<TenantId> {
-    let rest = token.strip_prefix(REFRESH_PREFIX)?;
+    tenant_of_token(REFRESH_PREFIX, token)
+}
+
+/// A fresh opaque token `<prefix><tenant>_<256 random bits in hex>`: the tenant part
+/// lets whoever presents it be served without a cross-tenant lookup.
+pub(crate) fn tenant_token(prefix: &str, tenant: TenantId) -> String {
+    let mut random = [0u8; 32];
+    rand::rng().fill_bytes(&mut random);
+    format!(
+        "{prefix}{}_{}",
+        tenant.as_uuid().simple(),
+        hex::encode(random)
+    )
+}
+
+/// The tenant a [`tenant_token`] with `prefix` names; `None` for anything else.
+pub(crate) fn tenant_of_token(prefix: &str, token: &str) -> Option<TenantId> {
+    let rest = token.strip_prefix(prefix)?;
     let (tenant, secret) = rest.split_once('_')?;
     if secret.len() != 64 {
         return None;

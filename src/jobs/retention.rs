@@ -14,8 +14,8 @@ use crate::{
     config::RetentionConfig,
     db::{TenantDb, TenantEntity},
     entity::{
-        auth_failure, idempotency_key, mfa_challenge, session, tenant, webhook_event,
-        webhook_rejection,
+        auth_failure, idempotency_key, mail_token, mfa_challenge, notification, session, tenant,
+        webhook_event, webhook_rejection,
     },
     error::Result,
     graphql::context::Services,
@@ -34,6 +34,8 @@ pub struct Purged {
     pub sessions: u64,
     pub auth_failures: u64,
     pub mfa_challenges: u64,
+    pub notifications: u64,
+    pub mail_tokens: u64,
 }
 
 fn cutoff(now: DateTime<Utc>, keep: Option<std::time::Duration>) -> Option<DateTime<Utc>> {
@@ -106,6 +108,23 @@ pub async fn purge(services: &Services, config: &RetentionConfig) -> Result<Purg
             purged.mfa_challenges += purge_tenant::<mfa_challenge::Entity>(
                 &db,
                 Condition::all().add(mfa_challenge::Column::ExpiresAt.lt(before)),
+            )
+            .await?;
+        }
+        if let Some(before) = cutoff(now, config.notifications) {
+            // Sent or given up on; a mail still to be sent is kept however old.
+            purged.notifications += purge_tenant::<notification::Entity>(
+                &db,
+                Condition::all()
+                    .add(notification::Column::Status.ne(crate::notify::deliver::PENDING))
+                    .add(notification::Column::CreatedAt.lt(before)),
+            )
+            .await?;
+            purged.mail_tokens += purge_tenant::<mail_token::Entity>(
+                &db,
+                Condition::any()
+                    .add(mail_token::Column::UsedAt.lt(before))
+                    .add(mail_token::Column::ExpiresAt.lt(before)),
             )
             .await?;
         }

@@ -439,6 +439,18 @@ pub async fn grant<C: ConnectionTrait>(
         }),
     )
     .await?;
+    crate::notify::enqueue(
+        txn,
+        row.beneficiary_id,
+        crate::notify::NoticeKind::MandateGranted,
+        serde_json::json!({
+            "total": crate::notify::amount(row.total_minor, &row.currency),
+            "currency": row.currency,
+            "mandate_id": crate::ids::encode(crate::ids::Kind::Mandate, row.id),
+            "expires": row.expires_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+        }),
+    )
+    .await?;
     Ok(Outcome {
         id: row.id,
         payments: vec![],
@@ -688,12 +700,14 @@ async fn why_refused<C: ConnectionTrait>(txn: &Scoped<C>, id: Uuid, x: i64) -> R
     ))
 }
 
-/// Marks a mandate whose budget is all spent CONSUMED (`m` as the budget UPDATE
-/// left it).
-async fn consumed_if_spent<C: ConnectionTrait>(
+/// After `taken` was spent from a mandate (`m` as the budget UPDATE left it): all
+/// spent, it is CONSUMED; this spending took it past nine-tenths, its beneficiary is
+/// told (once: only the spending that crosses the line tells).
+async fn after_spending<C: ConnectionTrait>(
     txn: &Scoped<C>,
     act: Act<'_>,
     m: &mandate::Model,
+    taken: i64,
 ) -> Result<()> {
     if m.status == MandateStatus::Active && m.spent_minor == m.total_minor {
         end(
@@ -702,6 +716,22 @@ async fn consumed_if_spent<C: ConnectionTrait>(
             m,
             MandateStatus::Consumed,
             AuditAction::MandateConsumed,
+        )
+        .await?;
+        return Ok(());
+    }
+    let nine_tenths = |spent: i64| i128::from(spent) * 10 >= i128::from(m.total_minor) * 9;
+    if nine_tenths(m.spent_minor) && !nine_tenths(m.spent_minor - taken) {
+        crate::notify::enqueue(
+            txn,
+            m.beneficiary_id,
+            crate::notify::NoticeKind::MandateNearlySpent,
+            serde_json::json!({
+                "total": crate::notify::amount(m.total_minor, &m.currency),
+                "remaining": crate::notify::amount(m.total_minor - m.spent_minor, &m.currency),
+                "currency": m.currency,
+                "mandate_id": crate::ids::encode(crate::ids::Kind::Mandate, m.id),
+            }),
         )
         .await?;
     }
@@ -790,7 +820,7 @@ pub async fn purchase<C: ConnectionTrait>(
     let Some(after) = take_budget(txn, &m, money.minor()).await? else {
         return Err(why_refused(txn, m.id, money.minor()).await?);
     };
-    consumed_if_spent(txn, act, &after).await?;
+    after_spending(txn, act, &after, money.minor()).await?;
     Ok(outcome)
 }
 
@@ -1031,7 +1061,7 @@ pub async fn payout<C: ConnectionTrait>(
     )
     .await?;
     let row = insert_payout(txn, act, caller, &p, Some(m.id), payment.id, x).await?;
-    consumed_if_spent(txn, act, &after).await?;
+    after_spending(txn, act, &after, x).await?;
     Ok(Outcome {
         id: row.id,
         payments: vec![payment.id],

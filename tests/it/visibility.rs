@@ -34,7 +34,16 @@ async fn introspection_differs_per_role(app: TestApp) {
     let acme = app.tenant("acme").await;
     let (q, m) = roots(&app, None).await;
     assert_eq!(q, ["serverTime"]);
-    assert_eq!(m, ["signIn", "refreshSession", "verifyMfa"]);
+    assert_eq!(
+        m,
+        [
+            "signIn",
+            "requestPasswordReset",
+            "resetPassword",
+            "refreshSession",
+            "verifyMfa"
+        ]
+    );
 
     let (q, m) = roots(&app, Some(acme.token(Role::Sender))).await;
     for hidden in ["users", "auditLog", "apiKeys", "mfaRequiredRoles"] {
