@@ -182,6 +182,12 @@ text_enum! {
         UserDeactivated = "user.deactivated",
         /// A user turned a kind of notification off or on (`user.notifications_changed`).
         UserNotificationsChanged = "user.notifications_changed",
+        /// A user confirmed a new address (`user.email_changed`).
+        UserEmailChanged = "user.email_changed",
+        /// A user asked to change their address (`user.email_change_requested`).
+        UserEmailChangeRequested = "user.email_change_requested",
+        /// A user verified their address (`user.email_verified`).
+        UserEmailVerified = "user.email_verified",
         /// A user's password was changed (`user.password_changed`).
         UserPasswordChanged = "user.password_changed",
         /// A user's password was reset with a mailed token (`user.password_reset`).

@@ -1,7 +1,8 @@
-//! Notifications: the outbox of mails written in the business transaction that causes
+//! Notifications and mailed tokens: the outbox of mails written in the business transaction that causes
 //! them (one INSERT: the kind and its data; rendered when sent) and sent by the jobs
 //! (`notifications`), the single-use tokens those mails carry
-//! (`mail_tokens`: password reset, stored as a SHA-256 only), and what each user
+//! (`mail_tokens`: password reset, email verification and change, stored as a
+//! SHA-256 only), when a user's address was verified (`users.email_verified_at`), and what each user
 //! turned off (`notification_opt_outs`). All three are tenant-owned: `tenant_id NOT
 //! NULL`, the user referenced by `(tenant_id, user_id)`, and on PostgreSQL the same
 //! `tenant_wall` policy as every tenant table.
@@ -16,6 +17,7 @@ enum Users {
     Table,
     Id,
     TenantId,
+    EmailVerifiedAt,
 }
 
 #[derive(DeriveIden)]
@@ -43,6 +45,7 @@ enum MailTokens {
     TenantId,
     UserId,
     Purpose,
+    NewEmail,
     TokenHash,
     ExpiresAt,
     UsedAt,
@@ -174,6 +177,7 @@ impl MigrationTrait for Migration {
                             .string_len(24)
                             .not_null(),
                     )
+                    .col(ColumnDef::new(MailTokens::NewEmail).string_len(320).null())
                     .col(
                         ColumnDef::new(MailTokens::TokenHash)
                             .string_len(64)
@@ -241,6 +245,16 @@ impl MigrationTrait for Migration {
             )
             .await?;
 
+        // When the user proved the address is theirs (a mailed token); NULL: not yet.
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Users::Table)
+                    .add_column(at_or_null(Users::EmailVerifiedAt))
+                    .to_owned(),
+            )
+            .await?;
+
         if manager.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
             let mut sql = String::new();
             for table in TABLES {
@@ -258,6 +272,14 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Users::Table)
+                    .drop_column(Users::EmailVerifiedAt)
+                    .to_owned(),
+            )
+            .await?;
         manager
             .drop_table(Table::drop().table(NotificationOptOuts::Table).to_owned())
             .await?;

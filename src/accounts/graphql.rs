@@ -107,6 +107,11 @@ impl UserNode {
         self.0.is_active
     }
 
+    /// Whether the user proved `email` is theirs (the token mailed to it).
+    async fn email_verified(&self) -> bool {
+        self.0.email_verified_at.is_some()
+    }
+
     /// When the user was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
@@ -337,7 +342,8 @@ impl AccountsMutation {
         })
     }
 
-    /// Creates a user with a random one-time password.
+    /// Creates a user with a random one-time password; a token to verify the address
+    /// is mailed to it.
     #[graphql(visible = "access::visible::create_user")]
     async fn create_user(
         &self,
@@ -356,6 +362,14 @@ impl AccountsMutation {
             &email,
             hash,
             &input.roles,
+        )
+        .await?;
+        // The new user confirms the address is theirs.
+        crate::identity::email::send_verification(
+            &db,
+            ctx.services()?.mail.app_url.as_deref(),
+            user.id,
+            &user.email,
         )
         .await?;
         db.commit().await?;

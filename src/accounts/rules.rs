@@ -118,6 +118,7 @@ pub async fn create_user<C: ConnectionTrait>(
             is_active: Set(true),
             created_at: Set(now),
             updated_at: Set(now),
+            email_verified_at: Set(None),
         })
         .await?;
     for role in roles {

@@ -1,6 +1,6 @@
 use sea_orm::entity::prelude::*;
 
-/// A single-use token sent by mail (a password reset), stored as a SHA-256 hash only.
+/// A single-use token sent by mail (a password reset, an address to verify), stored as a SHA-256 hash only.
 /// Used by one conditional UPDATE of `used_at`, so it works once.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "mail_tokens")]
@@ -9,8 +9,10 @@ pub struct Model {
     pub id: Uuid,
     pub tenant_id: Uuid,
     pub user_id: Uuid,
-    /// What it is for (`PASSWORD_RESET`).
+    /// What it is for (`PASSWORD_RESET`, `EMAIL_VERIFY`, `EMAIL_CHANGE`).
     pub purpose: String,
+    /// The address it proves (verification and change).
+    pub new_email: Option<String>,
     #[sea_orm(unique)]
     pub token_hash: String,
     pub expires_at: DateTimeUtc,

@@ -11,6 +11,8 @@ pub struct Model {
     pub is_active: bool,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// When the user proved `email` is theirs (a mailed token); `None`: not yet.
+    pub email_verified_at: Option<DateTimeUtc>,
 }
 
 // Hand-written so the password hash never reaches a log.
@@ -22,6 +24,7 @@ impl std::fmt::Debug for Model {
             .field("email", &self.email)
             .field("password_hash", &"[REDACTED]")
             .field("is_active", &self.is_active)
+            .field("email_verified_at", &self.email_verified_at)
             .finish()
     }
 }

@@ -295,6 +295,8 @@ policies! {
     Mutation "verifyMfa" verify_mfa => Decl::any(Public);
     Mutation "requestPasswordReset" request_password_reset => Decl::any(Public);
     Mutation "resetPassword" reset_password => Decl::any(Public);
+    Mutation "verifyEmail" verify_email => Decl::any(Public);
+    Mutation "confirmEmailChange" confirm_email_change => Decl::any(Public);
     Mutation "enrollMfa" enroll_mfa => Decl::user(Enrolling);
     Mutation "activateMfa" activate_mfa => Decl::user(Enrolling);
     Mutation "disableMfa" disable_mfa => Decl::user(SignedIn);
@@ -304,6 +306,7 @@ policies! {
     Mutation "revokeSession" revoke_session => Decl::user(SignedIn);
     Mutation "revokeOtherSessions" revoke_other_sessions => Decl::user(SignedIn);
     Mutation "changePassword" change_password => Decl::user(SignedIn);
+    Mutation "changeEmail" change_email => Decl::user(SignedIn).step_up();
     Mutation "setNotificationEnabled" set_notification_enabled => Decl::user(SignedIn);
 
     // Access administration: every grant of access needs a step-up.

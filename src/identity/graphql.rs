@@ -71,6 +71,38 @@ pub struct ResetPasswordPayload {
     pub sessions_ended: i32,
 }
 
+/// A token a verification mail carried.
+#[derive(InputObject)]
+pub struct MailedTokenInput {
+    /// The token from the mail (single use).
+    #[graphql(secret)]
+    pub token: String,
+}
+
+/// The answer to `verifyEmail` and `confirmEmailChange`.
+#[derive(SimpleObject)]
+pub struct EmailConfirmedPayload {
+    /// Always true (a bad token is an error).
+    pub confirmed: bool,
+}
+
+/// A new address for the signed-in user.
+#[derive(InputObject)]
+pub struct ChangeEmailInput {
+    /// The address to move to; it takes effect once confirmed from it.
+    pub new_email: String,
+    /// Your password now.
+    #[graphql(secret)]
+    pub password: String,
+}
+
+/// The answer to `changeEmail`.
+#[derive(SimpleObject)]
+pub struct ChangeEmailPayload {
+    /// Always true: a confirmation went to the new address, a notice to the old one.
+    pub confirmation_sent: bool,
+}
+
 /// A refresh token to trade for new tokens.
 #[derive(InputObject)]
 pub struct RefreshSessionInput {
@@ -342,6 +374,91 @@ impl IdentityMutation {
         Ok(ResetPasswordPayload {
             sessions_ended: i32::try_from(ended).unwrap_or(i32::MAX),
         })
+    }
+
+    /// Confirms the address a verification mail went to. BAD_USER_INPUT (field
+    /// `token`) for a token that is unknown, used, expired, or for an address that is
+    /// no longer the user's.
+    async fn verify_email(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The token from the verification mail.")] input: MailedTokenInput,
+    ) -> async_graphql::Result<EmailConfirmedPayload> {
+        ctx.take_credential_attempt()?;
+        let services = ctx.services()?;
+        super::email::verify(
+            &services.db,
+            Some(services.bus.clone()),
+            &ctx.request().origin,
+            SecretString::from(input.token),
+        )
+        .await?;
+        Ok(EmailConfirmedPayload { confirmed: true })
+    }
+
+    /// Asks to move your address (password and a recent step-up): a confirmation
+    /// token goes to the new address, a notice to the old one; nothing changes until
+    /// `confirmEmailChange`. CONFLICT `EMAIL_TAKEN` when another user has it.
+    #[graphql(visible = "access::visible::change_email")]
+    async fn change_email(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The new address and your password.")] input: ChangeEmailInput,
+    ) -> async_graphql::Result<ChangeEmailPayload> {
+        ctx.take_credential_attempt()?;
+        let me = ctx.user()?;
+        let db = ctx.tenant_db()?;
+        let services = ctx.services()?;
+        let origin = &ctx.request().origin;
+        let new = crate::domain::Email::parse(&input.new_email)
+            .map_err(|_| Error::bad_field("newEmail", "is not a valid email address"))?;
+        let who = db.get::<user::Entity>(me.user_id).await?;
+        let verified = rules::counted_check(
+            db,
+            services.tokens.lockout(),
+            who.id,
+            rules::FailureKind::Password,
+            password::verify(
+                SecretString::from(input.password),
+                who.password_hash.clone(),
+            ),
+        )
+        .await?;
+        if !verified {
+            rules::audit_failed_check(
+                db,
+                who.id,
+                origin,
+                AuditAction::AuthPasswordFailed,
+                "change_email",
+            )
+            .await?;
+            return Err(Error::InvalidCredentials.into());
+        }
+        super::email::request_change(db, &services.mail, origin, who.id, &new).await?;
+        Ok(ChangeEmailPayload {
+            confirmation_sent: true,
+        })
+    }
+
+    /// Switches the address to the one a change confirmation mail went to (which is
+    /// then verified). BAD_USER_INPUT (field `token`) for a bad token; CONFLICT
+    /// `EMAIL_TAKEN` when another user took the address meanwhile.
+    async fn confirm_email_change(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The token from the confirmation mail.")] input: MailedTokenInput,
+    ) -> async_graphql::Result<EmailConfirmedPayload> {
+        ctx.take_credential_attempt()?;
+        let services = ctx.services()?;
+        super::email::confirm_change(
+            &services.db,
+            Some(services.bus.clone()),
+            &ctx.request().origin,
+            SecretString::from(input.token),
+        )
+        .await?;
+        Ok(EmailConfirmedPayload { confirmed: true })
     }
 
     /// Exchanges a refresh token for new tokens. Each refresh token works once.

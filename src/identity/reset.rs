@@ -85,6 +85,7 @@ pub async fn request(
         tenant_id: Set(scoped.tenant().as_uuid()),
         user_id: Set(found.id),
         purpose: Set(PURPOSE.to_owned()),
+        new_email: Set(None),
         token_hash: Set(sha256_hex(&token)),
         expires_at: Set(now + ttl),
         used_at: Set(None),

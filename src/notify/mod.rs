@@ -60,6 +60,13 @@ crate::text_enum! {
         MfaDisabled = "MFA_DISABLED",
         /// The password reset you asked for (always sent).
         PasswordReset = "PASSWORD_RESET",
+        /// Confirm your address (always sent).
+        EmailVerification = "EMAIL_VERIFICATION",
+        /// Confirm the new address you asked for, sent to it (always sent).
+        EmailChangeConfirmation = "EMAIL_CHANGE_CONFIRMATION",
+        /// A change of your address was asked for, sent to the old one (a security
+        /// notice: always sent).
+        EmailChangeRequested = "EMAIL_CHANGE_REQUESTED",
     }
 }
 
@@ -67,23 +74,29 @@ impl NoticeKind {
     /// Security notices and mails the user asked for: sent whatever the user turned
     /// off.
     pub fn always_sent(self) -> bool {
-        matches!(
-            self,
-            Self::SignIn | Self::PasswordChanged | Self::MfaDisabled | Self::PasswordReset
-        )
+        self.is_security()
     }
 
-    /// A security notice (the mail says so and offers no opt-out).
+    /// A security notice or a mail the user asked for (the mail offers no opt-out).
     pub fn is_security(self) -> bool {
         matches!(
             self,
-            Self::SignIn | Self::PasswordChanged | Self::MfaDisabled | Self::PasswordReset
+            Self::SignIn
+                | Self::PasswordChanged
+                | Self::MfaDisabled
+                | Self::PasswordReset
+                | Self::EmailVerification
+                | Self::EmailChangeConfirmation
+                | Self::EmailChangeRequested
         )
     }
 
     /// Its data carries a single-use secret: emptied once the mail is sent.
     pub fn carries_secret(self) -> bool {
-        matches!(self, Self::PasswordReset)
+        matches!(
+            self,
+            Self::PasswordReset | Self::EmailVerification | Self::EmailChangeConfirmation
+        )
     }
 
     /// The templates' base name (`payment_settled` → `payment_settled.txt/.html`).
@@ -100,13 +113,25 @@ pub async fn enqueue<C: ConnectionTrait>(
     kind: NoticeKind,
     data: Value,
 ) -> Result<()> {
+    enqueue_to(db, user, kind, data, None).await
+}
+
+/// Like [`enqueue`], to `to` instead of the user's address of the moment of sending
+/// (a new address to confirm; the old one, told of a change).
+pub async fn enqueue_to<C: ConnectionTrait>(
+    db: &Scoped<C>,
+    user: Uuid,
+    kind: NoticeKind,
+    data: Value,
+    to: Option<&str>,
+) -> Result<()> {
     let now = Utc::now();
     db.insert(notification::ActiveModel {
         id: Set(new_id()),
         tenant_id: Set(db.tenant().as_uuid()),
         user_id: Set(user),
         kind: Set(kind.as_str().to_owned()),
-        to_address: Set(None),
+        to_address: Set(to.map(str::to_owned)),
         data: Set(data.to_string()),
         status: Set(deliver::PENDING.to_owned()),
         attempts: Set(0),

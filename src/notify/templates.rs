@@ -40,6 +40,9 @@ const TEMPLATES: &[(&str, &str)] = templates![
     "password_changed",
     "mfa_disabled",
     "password_reset",
+    "email_verification",
+    "email_change_confirmation",
+    "email_change_requested",
 ];
 
 static ENV: LazyLock<Result<Environment<'static>, String>> = LazyLock::new(|| {
@@ -112,6 +115,12 @@ mod tests {
             }
             NoticeKind::PasswordReset => {
                 json!({ "token": "sq_pr_x", "link": null, "minutes": 30 })
+            }
+            NoticeKind::EmailVerification | NoticeKind::EmailChangeConfirmation => {
+                json!({ "token": "sq_ev_x", "link": null, "address": "new@example.com", "hours": 24 })
+            }
+            NoticeKind::EmailChangeRequested => {
+                json!({ "at": "2026-11-30 10:00 UTC", "ip": null, "address": "new@example.com" })
             }
         }
     }

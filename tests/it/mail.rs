@@ -36,6 +36,7 @@ on_both_backends_by_hand!(
     a_payee_is_told_when_a_payment_moves,
     mail_the_server_refuses_is_retried_then_given_up,
     parties_are_told_of_disputes_auto_releases_and_mandates,
+    an_address_is_verified_and_changed_only_once_confirmed,
 );
 
 /// The app with its jobs sending mail to `sink` every 100 ms (the other jobs rarely).
@@ -58,9 +59,9 @@ async fn spawn(backend: Backend, sink: &SmtpSink, extra: &[(&str, &str)]) -> Opt
     app
 }
 
-/// The reset token a mail carries.
-fn token_in(text: &str) -> String {
-    let start = text.find("sq_pr_").expect("a reset token in the mail");
+/// The token (`prefix…`) a mail carries.
+fn token_in(text: &str, prefix: &str) -> String {
+    let start = text.find(prefix).expect("a token in the mail");
     text[start..]
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
@@ -134,7 +135,7 @@ async fn a_forgotten_password_is_reset_by_mail(backend: Backend) {
     let mail = sink
         .wait_for(&sender.email, "Reset your acme password")
         .await;
-    let token = token_in(&mail.text);
+    let token = token_in(&mail.text, "sq_pr_");
     assert!(mail.html.contains(&token), "{}", mail.html);
     assert!(mail.text.contains("within 30 minutes"), "{}", mail.text);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -514,5 +515,146 @@ async fn parties_are_told_of_disputes_auto_releases_and_mandates(backend: Backen
         .await;
     settled(&app, "MANDATE_NEARLY_SPENT").await;
     assert_eq!(notifications(&app, "MANDATE_NEARLY_SPENT").await.len(), 1);
+    books.check().await;
+}
+
+async fn an_address_is_verified_and_changed_only_once_confirmed(backend: Backend) {
+    let sink = SmtpSink::start().await;
+    let Some(app) = spawn(backend, &sink, &[]).await else {
+        return;
+    };
+    let books = app.books();
+    let t = app.tenant("acme").await;
+    let admin = t.token(Role::Admin).to_owned();
+    crate::mfa::enrol(&app, &admin).await;
+
+    // A new user is mailed a token that verifies the address.
+    let r = app
+        .gql(
+            Some(&admin),
+            "mutation($i: CreateUserInput!) { createUser(input: $i) { user { emailVerified } oneTimePassword } }",
+            json!({ "i": { "email": "new@acme.test", "roles": ["SENDER"] } }),
+        )
+        .await;
+    let created = r.ok()["createUser"].clone();
+    assert_eq!(created["user"]["emailVerified"], false);
+    let newcomer = app
+        .sign_in(
+            "acme",
+            "new@acme.test",
+            created["oneTimePassword"].as_str().unwrap(),
+        )
+        .await;
+    let mail = sink.wait_for("new@acme.test", "Confirm your address").await;
+    let token = token_in(&mail.text, "sq_ev_");
+    let verify = async |token: &str| {
+        app.gql(
+            None,
+            "mutation($i: MailedTokenInput!) { verifyEmail(input: $i) { confirmed } }",
+            json!({ "i": { "token": token } }),
+        )
+        .await
+    };
+    assert_eq!(verify(&token).await.ok()["verifyEmail"]["confirmed"], true);
+    assert_eq!(verify(&token).await.code(), Some("BAD_USER_INPUT"));
+    let me = async |token: &str| {
+        app.gql(Some(token), "{ viewer { email emailVerified } }", json!({}))
+            .await
+            .ok()["viewer"]
+            .clone()
+    };
+    assert_eq!(
+        me(&newcomer).await,
+        json!({ "email": "new@acme.test", "emailVerified": true })
+    );
+
+    // A change needs a recent step-up and the password, and waits for the new address.
+    let sender = t.user(Role::Sender).clone();
+    let change = async |email: &str, password: &str| {
+        app.gql(
+            Some(&sender.token),
+            "mutation($i: ChangeEmailInput!) { changeEmail(input: $i) { confirmationSent } }",
+            json!({ "i": { "newEmail": email, "password": password } }),
+        )
+        .await
+    };
+    assert_eq!(
+        change("s.new@acme.test", &sender.password).await.code(),
+        Some("MFA_REQUIRED")
+    );
+    crate::mfa::enrol(&app, &sender.token).await;
+    assert_eq!(
+        change("s.new@acme.test", "wrong password here")
+            .await
+            .code(),
+        Some("UNAUTHENTICATED")
+    );
+    let taken = change("admin@acme.test", &sender.password).await;
+    assert_eq!(
+        (
+            taken.code(),
+            &taken.body["errors"][0]["extensions"]["reason"]
+        ),
+        (Some("CONFLICT"), &json!("EMAIL_TAKEN"))
+    );
+    let asked = change("s.new@acme.test", &sender.password).await;
+    assert_eq!(asked.ok()["changeEmail"]["confirmationSent"], true);
+    let notice = sink
+        .wait_for(&sender.email, "A new address was asked for")
+        .await;
+    assert!(notice.text.contains("s.new@acme.test"), "{}", notice.text);
+    let confirm = sink
+        .wait_for("s.new@acme.test", "Confirm your new address")
+        .await;
+    let token = token_in(&confirm.text, "sq_ec_");
+    // Nothing changed yet.
+    assert_eq!(me(&sender.token).await["email"], sender.email.as_str());
+
+    let confirm_change = async |token: &str| {
+        app.gql(
+            None,
+            "mutation($i: MailedTokenInput!) { confirmEmailChange(input: $i) { confirmed } }",
+            json!({ "i": { "token": token } }),
+        )
+        .await
+    };
+    // A verification token is not a change token.
+    assert_eq!(
+        confirm_change(&token.replace("sq_ec_", "sq_ev_"))
+            .await
+            .code(),
+        Some("BAD_USER_INPUT")
+    );
+    assert_eq!(
+        confirm_change(&token).await.ok()["confirmEmailChange"]["confirmed"],
+        true
+    );
+    assert_eq!(confirm_change(&token).await.code(), Some("BAD_USER_INPUT"));
+    assert_eq!(
+        me(&sender.token).await,
+        json!({ "email": "s.new@acme.test", "emailVerified": true })
+    );
+    let sign_in = async |email: &str| {
+        app.gql(
+            None,
+            "mutation($i: SignInInput!) { signIn(input: $i) { mfaChallenge } }",
+            json!({ "i": { "tenant": "acme", "email": email, "password": sender.password } }),
+        )
+        .await
+    };
+    assert!(sign_in("s.new@acme.test").await.ok()["signIn"]["mfaChallenge"].is_string());
+    assert_eq!(sign_in(&sender.email).await.code(), Some("UNAUTHENTICATED"));
+
+    let actions = app.audit_actions(&t).await;
+    for action in [
+        "user.email_verified",
+        "user.email_change_requested",
+        "user.email_changed",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == action),
+            "{action} in {actions:?}"
+        );
+    }
     books.check().await;
 }

@@ -120,6 +120,7 @@ async fn scoped_layer_filters_every_statement(app: TestApp) {
             is_active: Set(true),
             created_at: Set(now),
             updated_at: Set(now),
+            email_verified_at: Set(None),
         })
         .await
         .unwrap();

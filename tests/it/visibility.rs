@@ -40,6 +40,8 @@ async fn introspection_differs_per_role(app: TestApp) {
             "signIn",
             "requestPasswordReset",
             "resetPassword",
+            "verifyEmail",
+            "confirmEmailChange",
             "refreshSession",
             "verifyMfa"
         ]
