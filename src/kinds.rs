@@ -188,6 +188,8 @@ text_enum! {
         UserEmailChangeRequested = "user.email_change_requested",
         /// A user verified their address (`user.email_verified`).
         UserEmailVerified = "user.email_verified",
+        /// A user's personal data was erased (`user.erased`).
+        UserErased = "user.erased",
         /// A user's password was changed (`user.password_changed`).
         UserPasswordChanged = "user.password_changed",
         /// A user's password was reset with a mailed token (`user.password_reset`).

@@ -81,6 +81,9 @@ enum Command {
     /// holds every request to, and that clients may name by hash at any time.
     #[command(subcommand)]
     Operations(OperationsCommand),
+    /// Personal data (GDPR): export what is held about a person.
+    #[command(subcommand)]
+    Gdpr(GdprCommand),
     /// Create a tenant and its first ADMIN, printing a one-time password for them.
     ///
     /// The password is random, shown once and stored only as an argon2id hash; there is
@@ -113,6 +116,25 @@ enum LedgerCommand {
         /// Only this tenant (its slug); all tenants without.
         #[arg(long, value_name = "SLUG")]
         tenant: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum GdprCommand {
+    /// Write everything held about one user as a JSON document (the same as their
+    /// `exportMyData`): profile, roles, MFA, sessions, the escrows, mandates and
+    /// payments they are party to, notifications and settings, audit entries by or
+    /// about them.
+    Export {
+        /// The user's tenant (its slug).
+        #[arg(long, value_name = "SLUG")]
+        tenant: String,
+        /// The user's email address.
+        #[arg(long, value_name = "EMAIL")]
+        email: String,
+        /// Write to FILE instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -307,6 +329,34 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 "{} operation(s) read, {added} newly registered",
                 operations.len()
             );
+            Ok(())
+        }
+        Command::Gdpr(GdprCommand::Export {
+            tenant,
+            email,
+            output,
+        }) => {
+            use sea_orm::{ColumnTrait, QueryFilter};
+            let conn = db::open(&config.database, false).await?;
+            let t = rules::find_tenant_by_slug(&conn, &tenant)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no tenant `{tenant}`"))?;
+            let email = sequestra::domain::Email::parse(&email)?;
+            let scoped = db::TenantDb::new(conn.clone(), TenantId::from_uuid(t.id));
+            let txn = scoped.begin_snapshot().await?;
+            let who = txn
+                .first::<sequestra::entity::user::Entity>(|q| {
+                    q.filter(sequestra::entity::user::Column::Email.eq(email.as_str()))
+                })
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no user {} in `{tenant}`", email.as_str()))?;
+            let document = sequestra::accounts::privacy::export(&txn, who.id).await?;
+            txn.commit().await?;
+            let text = serde_json::to_string_pretty(&document)?;
+            match output {
+                Some(path) => std::fs::write(&path, text + "\n")?,
+                None => println!("{text}"),
+            }
             Ok(())
         }
         Command::Operations(OperationsCommand::Export { output }) => {

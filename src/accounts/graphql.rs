@@ -142,6 +142,21 @@ impl AccountsQuery {
         Ok(UserNode(model))
     }
 
+    /// Everything this server holds about you, as one JSON document (profile, roles,
+    /// MFA, sessions, the escrows, mandates and payments you are party to, your
+    /// notifications and settings, audit entries by or about you).
+    #[graphql(visible = "access::visible::export_my_data")]
+    async fn export_my_data(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<async_graphql::Json<serde_json::Value>> {
+        let me = ctx.user()?;
+        let txn = ctx.tenant_db()?.begin_snapshot().await?;
+        let document = super::privacy::export(&txn, me.user_id).await?;
+        txn.commit().await?;
+        Ok(async_graphql::Json(document))
+    }
+
     /// The tenant's audit log, oldest first (`last: N` for the newest).
     #[graphql(visible = "access::visible::audit_log")]
     // The Relay arguments, the order and a filter: one per GraphQL argument.
@@ -233,6 +248,29 @@ pub struct CreateUserInput {
     pub email: String,
     /// The user's roles (and so their scopes).
     pub roles: Vec<Role>,
+}
+
+/// Whom `eraseUser` erases.
+#[derive(InputObject)]
+pub struct EraseUserInput {
+    /// The user's global id.
+    pub user_id: ID,
+}
+
+/// Your confirmation of `eraseMyAccount`.
+#[derive(InputObject)]
+pub struct EraseMyAccountInput {
+    /// Your password now.
+    #[graphql(secret)]
+    pub password: String,
+}
+
+/// The answer to `eraseUser` and `eraseMyAccount`.
+#[derive(SimpleObject)]
+pub struct ErasedPayload {
+    /// The erased user's id (it stays in the ledger and the audit log, leading to no
+    /// one).
+    pub user_id: ID,
 }
 
 /// A new user and the one-time password to hand them (shown once).
@@ -394,6 +432,71 @@ impl AccountsMutation {
         let user = db.get::<user::Entity>(target).await?;
         db.commit().await?;
         Ok(UserNode(user))
+    }
+
+    /// Erases a user's personal data (an ADMIN, with a recent step-up): the account is
+    /// anonymized and closed; amounts, the ledger and the audit log stay, pointing at
+    /// a pseudonymous id. CONFLICT `FUNDS_IN_FLIGHT` while money is still moving for
+    /// them (the message says what), `LAST_ADMIN` for the last active ADMIN.
+    #[graphql(visible = "access::visible::erase_user")]
+    async fn erase_user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user to erase.")] input: EraseUserInput,
+    ) -> async_graphql::Result<ErasedPayload> {
+        let me = ctx.user()?;
+        let target = ids::decode_as(Kind::User, &input.user_id)?;
+        let db = ctx.tenant_db()?.begin().await?;
+        super::privacy::erase(&db, Actor::User(me.user_id), &ctx.request().origin, target).await?;
+        db.commit().await?;
+        Ok(ErasedPayload {
+            user_id: input.user_id,
+        })
+    }
+
+    /// Erases your own personal data and closes your account (your password is
+    /// asked again), as `eraseUser` does: refused with CONFLICT `FUNDS_IN_FLIGHT`
+    /// while money is still moving for you.
+    #[graphql(visible = "access::visible::erase_my_account")]
+    async fn erase_my_account(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Your password.")] input: EraseMyAccountInput,
+    ) -> async_graphql::Result<ErasedPayload> {
+        ctx.take_credential_attempt()?;
+        let me = ctx.user()?;
+        let db = ctx.tenant_db()?;
+        let services = ctx.services()?;
+        let origin = &ctx.request().origin;
+        let who = db.get::<user::Entity>(me.user_id).await?;
+        let verified = crate::identity::rules::counted_check(
+            db,
+            services.tokens.lockout(),
+            who.id,
+            crate::identity::rules::FailureKind::Password,
+            password::verify(
+                SecretString::from(input.password),
+                who.password_hash.clone(),
+            ),
+        )
+        .await?;
+        if !verified {
+            crate::identity::rules::audit_failed_check(
+                db,
+                who.id,
+                origin,
+                AuditAction::AuthPasswordFailed,
+                "erase_my_account",
+            )
+            .await?;
+            return Err(crate::error::Error::InvalidCredentials.into());
+        }
+        let txn = db.begin().await?;
+        super::privacy::erase(&txn, Actor::User(who.id), origin, who.id).await?;
+        txn.commit().await?;
+        Ok(ErasedPayload {
+            user_id: ID(ids::encode(Kind::User, who.id)),
+        })
     }
 
     /// Deactivates a user; all their sessions end at once.

@@ -136,7 +136,8 @@ pub async fn create_user<C: ConnectionTrait>(
             actor,
             action: AuditAction::UserCreated,
             subject: Some(("user", created.id)),
-            details: json!({ "email": email.as_str(), "roles": roles }),
+            // No address: the audit log outlives an erasure (the subject's id suffices).
+            details: json!({ "roles": roles }),
             origin,
         },
     )
@@ -291,7 +292,10 @@ pub async fn set_roles<C: ConnectionTrait>(
 }
 
 /// CONFLICT unless an active ADMIN other than `leaving` remains.
-async fn ensure_another_admin<C: ConnectionTrait>(db: &Scoped<C>, leaving: Uuid) -> Result<()> {
+pub(crate) async fn ensure_another_admin<C: ConnectionTrait>(
+    db: &Scoped<C>,
+    leaving: Uuid,
+) -> Result<()> {
     let admins = db
         .list::<user_role::Entity>(|q| {
             q.filter(user_role::Column::Role.eq(Role::Admin))

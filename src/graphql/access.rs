@@ -273,6 +273,7 @@ policies! {
     Query "viewer" viewer => Decl::any(SignedIn);
     Query "auditLog" audit_log => Decl::any(All(&[AuditRead]));
     Query "users" users => Decl::any(All(&[UsersRead]));
+    Query "exportMyData" export_my_data => Decl::user(SignedIn);
     Query "mfaEnabled" mfa_enabled => Decl::user(Enrolling);
     Query "mfaRequiredRoles" mfa_required_roles => Decl::any(All(&[UsersRead]));
     Query "mySessions" my_sessions => Decl::user(SignedIn);
@@ -317,6 +318,8 @@ policies! {
     Mutation "createUser" create_user => Decl::any(All(&[UsersAdmin])).step_up();
     Mutation "setUserRoles" set_user_roles => Decl::any(All(&[UsersAdmin])).step_up();
     Mutation "deactivateUser" deactivate_user => Decl::any(All(&[UsersAdmin])).step_up();
+    Mutation "eraseUser" erase_user => Decl::any(All(&[UsersAdmin])).roles(&[Admin]).step_up();
+    Mutation "eraseMyAccount" erase_my_account => Decl::user(SignedIn);
 
     // Escrows.
     Mutation "createEscrow" create_escrow => Decl::any(All(&[EscrowWrite])).roles(&[Sender]);

@@ -292,13 +292,15 @@ fn policy_of(root: Root, field: &str) -> &'static FieldPolicy {
 const ENDING: [&str; 2] = ["revokeOtherSessions", "signOut"];
 /// Fields whose allowed answer may be UNAUTHENTICATED: they check a credential given
 /// as an argument (a placeholder, so it is wrong).
-const CHECKS_A_CREDENTIAL: [&str; 6] = [
+const CHECKS_A_CREDENTIAL: [&str; 8] = [
     "signIn",
     "refreshSession",
     "verifyMfa",
     "verifyStepUp",
     "changePassword",
     "disableMfa",
+    "changeEmail",
+    "eraseMyAccount",
 ];
 
 async fn user_caller(

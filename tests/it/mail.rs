@@ -37,6 +37,7 @@ on_both_backends_by_hand!(
     mail_the_server_refuses_is_retried_then_given_up,
     parties_are_told_of_disputes_auto_releases_and_mandates,
     an_address_is_verified_and_changed_only_once_confirmed,
+    two_processes_send_each_mail_once,
 );
 
 /// The app with its jobs sending mail to `sink` every 100 ms (the other jobs rarely).
@@ -657,4 +658,40 @@ async fn an_address_is_verified_and_changed_only_once_confirmed(backend: Backend
         );
     }
     books.check().await;
+}
+
+async fn two_processes_send_each_mail_once(backend: Backend) {
+    let sink = SmtpSink::start().await;
+    let Some(app) = spawn(backend, &sink, &[("SEQUESTRA_MAIL_POLL_MS", "50")]).await else {
+        return;
+    };
+    // A second replica on the same database, sending to the same server as often.
+    let url = sink.url();
+    let _peer = app
+        .peer(&[
+            ("SEQUESTRA_JOBS_ENABLED", "true"),
+            ("SEQUESTRA_JOBS_INTERVAL_MS", "600000"),
+            ("SEQUESTRA_MAIL_POLL_MS", "50"),
+            ("SEQUESTRA_SMTP_URL", url.as_str()),
+        ])
+        .await;
+    let t = app.tenant("acme").await;
+    let mut addresses: Vec<String> = Role::ALL.iter().map(|r| t.user(*r).email.clone()).collect();
+    for i in 0..12 {
+        let email = format!("user{i}@acme.test");
+        app.add_user(&t, &email, &[Role::Sender]).await;
+        addresses.push(email);
+    }
+    let rows = settled(&app, "SIGN_IN").await;
+    assert_eq!(rows.len(), addresses.len());
+    assert!(
+        rows.iter().all(|n| n.status == "SENT" && n.attempts == 1),
+        "{rows:?}"
+    );
+    // Each mail arrived once, though two processes were sending.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.mails().len(), addresses.len());
+    for address in &addresses {
+        assert_eq!(sink.mails_to(address).len(), 1, "{address}");
+    }
 }

@@ -25,6 +25,7 @@ mod persisted;
 mod platform;
 mod playground;
 mod principal_cache;
+mod privacy;
 mod rate_limit;
 mod retention;
 mod row_security;

@@ -1,6 +1,7 @@
 //! Retention: the jobs purge operational rows past their periods (webhook events and
 //! refused deliveries, expired idempotency keys, ended sessions with their refresh
-//! tokens, old credential-failure counters, expired MFA challenges) and keep the rest.
+//! tokens, old credential-failure counters, expired MFA challenges, sent notifications
+//! and spent mailed tokens) and keep the rest.
 
 use chrono::{Duration, Utc};
 use sea_orm::{
@@ -10,8 +11,8 @@ use sea_orm::{
 use sequestra::{
     auth::Role,
     entity::{
-        auth_failure, idempotency_key, mfa_challenge, refresh_token, session, webhook_event,
-        webhook_rejection,
+        auth_failure, idempotency_key, mail_token, mfa_challenge, notification, refresh_token,
+        session, webhook_event, webhook_rejection,
     },
 };
 use serde_json::json;
@@ -75,6 +76,53 @@ async fn challenge(app: &TestApp, tenant: Uuid, user: Uuid, days_ago: i64) -> Uu
         created_at: Set(at),
         expires_at: Set(at + Duration::minutes(5)),
         consumed_at: Set(None),
+    }
+    .insert(&app.db)
+    .await
+    .unwrap();
+    id
+}
+
+/// A notification of `user` written `days_ago`, in `status`.
+async fn notice(app: &TestApp, tenant: Uuid, user: Uuid, days_ago: i64, status: &str) -> Uuid {
+    let id = Uuid::now_v7();
+    let at = Utc::now() - Duration::days(days_ago);
+    notification::ActiveModel {
+        id: Set(id),
+        tenant_id: Set(tenant),
+        user_id: Set(user),
+        kind: Set("PAYMENT_SETTLED".into()),
+        to_address: Set(None),
+        data: Set("{}".into()),
+        status: Set(status.into()),
+        attempts: Set(1),
+        // A pending one is not due for a long time (so it stays pending).
+        next_attempt_at: Set(Utc::now() + Duration::days(1)),
+        claimed_until: Set(None),
+        sent_at: Set((status == "SENT").then_some(at)),
+        last_error: Set(None),
+        created_at: Set(at),
+    }
+    .insert(&app.db)
+    .await
+    .unwrap();
+    id
+}
+
+/// A mailed token of `user`, created `days_ago`, used then or not.
+async fn token(app: &TestApp, tenant: Uuid, user: Uuid, days_ago: i64, used: bool) -> Uuid {
+    let id = Uuid::now_v7();
+    let at = Utc::now() - Duration::days(days_ago);
+    mail_token::ActiveModel {
+        id: Set(id),
+        tenant_id: Set(tenant),
+        user_id: Set(user),
+        purpose: Set("PASSWORD_RESET".into()),
+        new_email: Set(None),
+        token_hash: Set(id.simple().to_string()),
+        expires_at: Set(at + Duration::minutes(30)),
+        used_at: Set(used.then_some(at)),
+        created_at: Set(at),
     }
     .insert(&app.db)
     .await
@@ -160,6 +208,18 @@ async fn expired_operational_rows_are_purged_and_the_rest_kept(app: TestApp) {
         challenge(&app, t.id, sender, 0).await,
     );
 
+    // Notifications: an old sent one goes, an old one still to send stays, a fresh
+    // sent one stays; mailed tokens: an old used one goes, a fresh unused one stays.
+    let (old_notice, pending_notice, fresh_notice) = (
+        notice(&app, t.id, sender, 100, "SENT").await,
+        notice(&app, t.id, sender, 100, "PENDING").await,
+        notice(&app, t.id, sender, 1, "SENT").await,
+    );
+    let (old_token, fresh_token) = (
+        token(&app, t.id, sender, 100, true).await,
+        token(&app, t.id, sender, 0, false).await,
+    );
+
     // Within a few job ticks, the old rows are gone.
     let mut left = u64::MAX;
     for _ in 0..100 {
@@ -187,6 +247,14 @@ async fn expired_operational_rows_are_purged_and_the_rest_kept(app: TestApp) {
                 .unwrap()
             + auth_failure::Entity::find()
                 .filter(auth_failure::Column::UserId.eq(sender))
+                .count(&app.db)
+                .await
+                .unwrap()
+            + notification::Entity::find_by_id(old_notice)
+                .count(&app.db)
+                .await
+                .unwrap()
+            + mail_token::Entity::find_by_id(old_token)
                 .count(&app.db)
                 .await
                 .unwrap();
@@ -246,6 +314,22 @@ async fn expired_operational_rows_are_purged_and_the_rest_kept(app: TestApp) {
             .await
             .unwrap(),
         1
+    );
+    for kept in [pending_notice, fresh_notice] {
+        assert!(
+            notification::Entity::find_by_id(kept)
+                .one(&app.db)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    assert!(
+        mail_token::Entity::find_by_id(fresh_token)
+            .one(&app.db)
+            .await
+            .unwrap()
+            .is_some()
     );
     // The other users still work with their sessions.
     let r = app
