@@ -12,22 +12,36 @@
 
 use futures_util::future::BoxFuture;
 
-use crate::{db::TenantTxn, entity::payment, error::Result};
+use crate::{
+    db::TenantTxn,
+    entity::payment::{self, PaymentStatus},
+    error::Result,
+};
 
 /// Reacts to a payment that moved to a new state (`payment.status`: SENT, SETTLED or
-/// FAILED), inside the transaction that moved it. An error rolls the move back.
+/// FAILED), inside the transaction that moved it. An error rolls the move back. The
+/// third argument is the state the payment left when it was not a forward move: a
+/// payout the PSP returned after it had settled left `SETTLED` (`None` otherwise).
 pub struct PaymentMoved {
     /// Orders the consumers; names one in logs.
     pub name: &'static str,
-    pub run: for<'a> fn(&'a TenantTxn, &'a payment::Model) -> BoxFuture<'a, Result<()>>,
+    pub run: for<'a> fn(
+        &'a TenantTxn,
+        &'a payment::Model,
+        Option<PaymentStatus>,
+    ) -> BoxFuture<'a, Result<()>>,
 }
 
 inventory::collect!(PaymentMoved);
 
 /// Runs every registered consumer of a payment's move, in name order.
-pub async fn payment_moved(txn: &TenantTxn, payment: &payment::Model) -> Result<()> {
+pub async fn payment_moved(
+    txn: &TenantTxn,
+    payment: &payment::Model,
+    from: Option<PaymentStatus>,
+) -> Result<()> {
     for consumer in consumers() {
-        (consumer.run)(txn, payment).await?;
+        (consumer.run)(txn, payment, from).await?;
     }
     Ok(())
 }

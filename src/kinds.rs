@@ -136,6 +136,8 @@ text_enum! {
         MilestonePaid = "milestone.paid",
         /// A milestone's payment was sent to the PSP (`milestone.paying`).
         MilestonePaying = "milestone.paying",
+        /// The PSP took a milestone's settled payment back (`milestone.payment_returned`).
+        MilestonePaymentReturned = "milestone.payment_returned",
         /// A proof was submitted for a milestone (`milestone.proof_submitted`).
         MilestoneProofSubmitted = "milestone.proof_submitted",
         /// A milestone's proof was rejected (`milestone.rejected`).
@@ -148,6 +150,8 @@ text_enum! {
         PaymentFailed = "payment.failed",
         /// A failed payment was tried again (`payment.retried`).
         PaymentRetried = "payment.retried",
+        /// The PSP took back a payment it had settled (`payment.returned`).
+        PaymentReturned = "payment.returned",
         /// The PSP accepted a payment (`payment.sent`).
         PaymentSent = "payment.sent",
         /// The PSP settled a payment (`payment.settled`).
@@ -247,6 +251,8 @@ macro_rules! with_escrow_events {
                 MilestonePaying = "milestone.paying",
                 /// A milestone's payment settled.
                 MilestonePaid = "milestone.paid",
+                /// The PSP took a milestone's settled payment back: it is paid again.
+                MilestonePaymentReturned = "milestone.payment_returned",
                 $($extra)*
             }
         }
@@ -281,6 +287,7 @@ impl EscrowEventKind {
             Self::MilestoneRejected => AuditAction::MilestoneRejected,
             Self::MilestonePaying => AuditAction::MilestonePaying,
             Self::MilestonePaid => AuditAction::MilestonePaid,
+            Self::MilestonePaymentReturned => AuditAction::MilestonePaymentReturned,
         }
     }
 }

@@ -45,6 +45,9 @@ pub const MILESTONE: &[(MilestoneStatus, MilestoneStatus)] = &[
     (M::Rejected, M::Approved),
     (M::Approved, M::Paying),
     (M::Paying, M::Paid),
+    // The PSP took the settled payout back (`payout.returned`, `payment.refunded`):
+    // paying again, until the payment's retry settles.
+    (M::Paid, M::Paying),
 ];
 
 pub fn check_escrow(from: EscrowStatus, to: EscrowStatus, action: &'static str) -> Result<()> {
@@ -93,7 +96,14 @@ mod tests {
                 "{status:?} must be final"
             );
         }
-        assert!(MILESTONE.iter().all(|(from, _)| *from != M::Paid));
+        // A paid milestone leaves PAID only when the PSP takes its payout back.
+        assert_eq!(
+            MILESTONE
+                .iter()
+                .filter(|(from, _)| *from == M::Paid)
+                .collect::<Vec<_>>(),
+            [&(M::Paid, M::Paying)]
+        );
     }
 
     #[test]

@@ -1530,13 +1530,55 @@ pub async fn decide_proof<C: ConnectionTrait>(
 fn payment_moved<'a>(
     txn: &'a TenantTxn,
     payment: &'a payment::Model,
+    from: Option<PaymentStatus>,
 ) -> futures_util::future::BoxFuture<'a, Result<()>> {
     Box::pin(async move {
-        if payment.status == PaymentStatus::Settled {
-            payment_settled(txn, payment).await?;
+        match (payment.status, from) {
+            (PaymentStatus::Settled, _) => payment_settled(txn, payment).await?,
+            (PaymentStatus::Failed, Some(PaymentStatus::Settled)) => {
+                payment_returned(txn, payment).await?
+            }
+            _ => {}
         }
         Ok(())
     })
+}
+
+/// The PSP took back the settled payment of a milestone: the milestone is being paid
+/// again (PAID → PAYING), until the payment's retry settles.
+async fn payment_returned<C: ConnectionTrait>(
+    txn: &Scoped<C>,
+    payment: &payment::Model,
+) -> Result<()> {
+    let (Some(escrow_id), Some(milestone_id)) = (payment.escrow_id, payment.milestone_id) else {
+        return Ok(());
+    };
+    txn.get_for_update::<escrow::Entity>(escrow_id).await?;
+    let m = txn.get::<milestone::Entity>(milestone_id).await?;
+    if m.status != MilestoneStatus::Paid {
+        return Ok(());
+    }
+    let origin = Origin::default();
+    let act = Act {
+        actor: Actor::System,
+        origin: &origin,
+        psp: &payment.psp,
+    };
+    move_milestone(
+        txn,
+        act,
+        &m,
+        MilestoneStatus::Paying,
+        "pay it again",
+        EscrowEventKind::MilestonePaymentReturned,
+        serde_json::json!({
+            "paymentId": ids::encode(Kind::Payment, payment.id),
+            "escrowId": ids::encode(Kind::Escrow, escrow_id),
+            "reason": payment.failure_reason,
+        }),
+    )
+    .await?;
+    Ok(())
 }
 
 inventory::submit! {

@@ -116,6 +116,9 @@ pub enum EntryKind {
     PaymentSettled,
     /// The PSP failed a payment: the money waits for a retry.
     PaymentFailed,
+    /// The PSP took back a payment it had settled (the payee's bank returned it, or
+    /// the PSP refunded it): the money waits for a retry.
+    PaymentReturned,
 }
 
 impl EntryKind {
@@ -129,6 +132,7 @@ impl EntryKind {
             EntryKind::PaymentRetried => "PAYMENT_RETRIED",
             EntryKind::PaymentSettled => "PAYMENT_SETTLED",
             EntryKind::PaymentFailed => "PAYMENT_FAILED",
+            EntryKind::PaymentReturned => "PAYMENT_RETURNED",
         }
     }
 
@@ -142,6 +146,7 @@ impl EntryKind {
             EntryKind::PaymentRetried,
             EntryKind::PaymentSettled,
             EntryKind::PaymentFailed,
+            EntryKind::PaymentReturned,
         ]
         .into_iter()
         .find(|k| k.as_str() == raw)
@@ -242,16 +247,31 @@ fn payee_of(p: &payment::Model) -> Result<Account> {
 }
 
 /// A settled payment leaves PSP clearing for its payee; a failed one waits in PSP
-/// returned for its retry.
+/// returned for its retry; one the PSP took back after it settled comes back from its
+/// payee to PSP returned.
 fn payment_moved<'a>(
     txn: &'a TenantTxn,
     p: &'a payment::Model,
+    from: Option<PaymentStatus>,
 ) -> futures_util::future::BoxFuture<'a, Result<()>> {
     Box::pin(async move {
-        let (kind, to) = match p.status {
-            PaymentStatus::Settled => (EntryKind::PaymentSettled, payee_of(p)?),
-            PaymentStatus::Failed => (EntryKind::PaymentFailed, Account::PspReturned),
-            PaymentStatus::Pending | PaymentStatus::Sent => return Ok(()),
+        let (kind, source, to) = match (p.status, from) {
+            (PaymentStatus::Settled, _) => (
+                EntryKind::PaymentSettled,
+                Account::PspClearing,
+                payee_of(p)?,
+            ),
+            (PaymentStatus::Failed, Some(PaymentStatus::Settled)) => (
+                EntryKind::PaymentReturned,
+                payee_of(p)?,
+                Account::PspReturned,
+            ),
+            (PaymentStatus::Failed, _) => (
+                EntryKind::PaymentFailed,
+                Account::PspClearing,
+                Account::PspReturned,
+            ),
+            (PaymentStatus::Pending | PaymentStatus::Sent, _) => return Ok(()),
         };
         post(
             txn,
@@ -259,7 +279,7 @@ fn payment_moved<'a>(
             ("payment", p.id),
             &p.currency,
             p.amount_minor,
-            Account::PspClearing,
+            source,
             to,
         )
         .await

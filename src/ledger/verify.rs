@@ -326,9 +326,11 @@ async fn check<C: ConnectionTrait>(
                 }
             }
             PaymentStatus::Failed => {
-                if !has(EntryKind::PaymentFailed) {
+                // Failed on its way, or taken back after it settled.
+                let returned = has(EntryKind::PaymentSettled) && has(EntryKind::PaymentReturned);
+                if !has(EntryKind::PaymentFailed) && !returned {
                     return Ok(Some(format!(
-                        "payment {name} is FAILED but has no PAYMENT_FAILED ledger entry"
+                        "payment {name} is FAILED but has no PAYMENT_FAILED (or PAYMENT_SETTLED and PAYMENT_RETURNED) ledger entry"
                     )));
                 }
                 if !retried.contains(&p.id) {

@@ -178,6 +178,7 @@ pub fn security_data(ip: Option<&str>) -> Value {
 fn payment_moved<'a>(
     txn: &'a TenantTxn,
     p: &'a payment::Model,
+    _from: Option<PaymentStatus>,
 ) -> futures_util::future::BoxFuture<'a, Result<()>> {
     Box::pin(tell_payee(txn, p))
 }

@@ -313,9 +313,57 @@ pub struct Move<'a> {
 /// ([`crate::hooks::PaymentMoved`]: the escrow's consequence, the ledger's entry).
 /// `None` when the payment had already moved on (a late or repeated report).
 pub async fn transition(txn: &TenantTxn, id: Uuid, m: Move<'_>) -> Result<Option<payment::Model>> {
+    let from = allowed_from(m.to);
+    move_payment(txn, id, m, from, None).await
+}
+
+/// The PSP took a payment back (`payout.returned`, `payment.refunded`): a SETTLED one
+/// becomes FAILED again, the money back from its payee to PSP returned
+/// (`PAYMENT_RETURNED`), its milestone paid again, and the retry policy takes it
+/// like any failure; one still on its way fails as `payout.failed` would. `None`
+/// when it had failed already (a late or repeated report).
+pub async fn take_back(txn: &TenantTxn, id: Uuid, m: Move<'_>) -> Result<Option<payment::Model>> {
+    let settled = Move {
+        to: PaymentStatus::Failed,
+        reference: m.reference,
+        failure_reason: m.failure_reason,
+        via: m.via,
+        detail: m.detail.clone(),
+    };
+    if let Some(p) = move_payment(
+        txn,
+        id,
+        settled,
+        &[PaymentStatus::Settled],
+        Some(PaymentStatus::Settled),
+    )
+    .await?
+    {
+        return Ok(Some(p));
+    }
+    transition(
+        txn,
+        id,
+        Move {
+            to: PaymentStatus::Failed,
+            ..m
+        },
+    )
+    .await
+}
+
+/// One conditional UPDATE from `from` to `m.to`, and everything that follows a move
+/// (see [`transition`]); `left` is the state it left when that is not a forward move.
+async fn move_payment(
+    txn: &TenantTxn,
+    id: Uuid,
+    m: Move<'_>,
+    from: &[PaymentStatus],
+    left: Option<PaymentStatus>,
+) -> Result<Option<payment::Model>> {
     let now = Utc::now();
     let to = m.to;
-    let from: Vec<&str> = allowed_from(to).iter().map(|s| s.as_str()).collect();
+    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     let moved = txn
         .transition::<payment::Entity>(id, payment::Column::Status, &from, to.as_str(), |q| {
             let mut q = q.col_expr(payment::Column::UpdatedAt, Expr::value(now));
@@ -333,7 +381,14 @@ pub async fn transition(txn: &TenantTxn, id: Uuid, m: Move<'_>) -> Result<Option
                     .chars()
                     .take(MAX_REASON_CHARS)
                     .collect();
-                q = q.col_expr(payment::Column::FailureReason, Expr::value(reason));
+                q = q
+                    .col_expr(payment::Column::FailureReason, Expr::value(reason))
+                    // The retry policy claims a failure by setting it: a failure
+                    // starts unclaimed, whatever reconciliation left there.
+                    .col_expr(
+                        payment::Column::CheckedAt,
+                        Expr::value(None::<chrono::DateTime<Utc>>),
+                    );
             }
             q
         })
@@ -346,9 +401,10 @@ pub async fn transition(txn: &TenantTxn, id: Uuid, m: Move<'_>) -> Result<Option
         txn,
         audit::Entry {
             actor: Actor::System,
-            action: match to {
-                PaymentStatus::Sent => AuditAction::PaymentSent,
-                PaymentStatus::Settled => AuditAction::PaymentSettled,
+            action: match (to, left) {
+                (PaymentStatus::Sent, _) => AuditAction::PaymentSent,
+                (PaymentStatus::Settled, _) => AuditAction::PaymentSettled,
+                (_, Some(PaymentStatus::Settled)) => AuditAction::PaymentReturned,
                 _ => AuditAction::PaymentFailed,
             },
             subject: Some(("payment", p.id)),
@@ -364,7 +420,7 @@ pub async fn transition(txn: &TenantTxn, id: Uuid, m: Move<'_>) -> Result<Option
     .await?;
     note_attempt(txn, p.id, m.via, to.as_str(), m.detail).await?;
     publish(txn, &p).await?;
-    crate::hooks::payment_moved(txn, &p).await?;
+    crate::hooks::payment_moved(txn, &p, left).await?;
     Ok(Some(p))
 }
 

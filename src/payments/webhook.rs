@@ -2,7 +2,9 @@
 //! HMAC-SHA256 over `"<t>.<raw body>"`), the event, and its effect on a payment.
 //!
 //! Payments only move forward (PENDING → SENT → SETTLED | FAILED): a late `SENT`
-//! after `SETTLED` is recorded and changes nothing. Event ids are deduplicated by
+//! after `SETTLED` is recorded and changes nothing. The one way back is the PSP
+//! taking the money back (`payout.returned`, `payment.refunded`): a SETTLED payment
+//! becomes FAILED (see [`payments::take_back`]). Event ids are deduplicated by
 //! the primary key of `webhook_events`, inserted in the same transaction as the
 //! effect, so concurrent duplicates have one effect.
 
@@ -165,8 +167,10 @@ impl Event {
         if event.data.reference.is_empty() || event.data.reference.len() > 128 {
             return Err("`data.reference` must be 1 to 128 characters");
         }
-        if target(&event.kind).is_none() {
-            return Err("`type` must be payout.sent, payout.settled or payout.failed");
+        if effect(&event.kind).is_none() {
+            return Err(
+                "`type` must be payout.sent, payout.settled, payout.failed, payout.returned or payment.refunded",
+            );
         }
         if Utc.timestamp_opt(event.created, 0).single().is_none() {
             return Err("`created` must be a Unix time");
@@ -175,13 +179,68 @@ impl Event {
     }
 }
 
-/// The status an event moves a payment to.
-fn target(kind: &str) -> Option<PaymentStatus> {
+/// What an event does to its payment.
+#[derive(Debug, Clone, Copy)]
+enum Effect {
+    /// Moves it forward to this status.
+    Forward(PaymentStatus),
+    /// The PSP took the money back (the payee's bank returned it, or the PSP refunded
+    /// it): a failure, even after it settled; the reason starts with this word.
+    TakeBack(&'static str),
+}
+
+fn effect(kind: &str) -> Option<Effect> {
     match kind {
-        "payout.sent" => Some(PaymentStatus::Sent),
-        "payout.settled" => Some(PaymentStatus::Settled),
-        "payout.failed" => Some(PaymentStatus::Failed),
+        "payout.sent" => Some(Effect::Forward(PaymentStatus::Sent)),
+        "payout.settled" => Some(Effect::Forward(PaymentStatus::Settled)),
+        "payout.failed" => Some(Effect::Forward(PaymentStatus::Failed)),
+        "payout.returned" => Some(Effect::TakeBack("returned")),
+        "payment.refunded" => Some(Effect::TakeBack("refunded")),
         _ => None,
+    }
+}
+
+/// Applies what an event says to payment `id`; `None` when it changed nothing.
+async fn apply(
+    txn: &TenantTxn,
+    id: uuid::Uuid,
+    effect: Effect,
+    failure_reason: Option<&str>,
+    event_id: &str,
+) -> Result<Option<payment::Model>> {
+    match effect {
+        Effect::Forward(to) => {
+            payments::transition(
+                txn,
+                id,
+                Move {
+                    to,
+                    reference: None,
+                    failure_reason,
+                    via: Via::Webhook,
+                    detail: Some(event_id.to_owned()),
+                },
+            )
+            .await
+        }
+        Effect::TakeBack(word) => {
+            let why = format!(
+                "{word}: {}",
+                failure_reason.unwrap_or("taken back by the PSP")
+            );
+            payments::take_back(
+                txn,
+                id,
+                Move {
+                    to: PaymentStatus::Failed,
+                    reference: None,
+                    failure_reason: Some(&why),
+                    via: Via::Webhook,
+                    detail: Some(event_id.to_owned()),
+                },
+            )
+            .await
+        }
     }
 }
 
@@ -215,7 +274,7 @@ pub async fn receive(
     psp: &str,
     event: &Event,
 ) -> Result<Received> {
-    let to = target(&event.kind).ok_or_else(|| Error::bad_input("unknown event type"))?;
+    let effect = effect(&event.kind).ok_or_else(|| Error::bad_input("unknown event type"))?;
     let created: DateTime<Utc> = Utc
         .timestamp_opt(event.created, 0)
         .single()
@@ -266,16 +325,12 @@ pub async fn receive(
     let scoped = TenantTxn::bind(txn, TenantId::from_uuid(found.tenant_id))
         .await?
         .with_bus(bus.cloned());
-    let moved = payments::transition(
+    let moved = apply(
         &scoped,
         found.id,
-        Move {
-            to,
-            reference: None,
-            failure_reason: event.data.failure_reason.as_deref(),
-            via: Via::Webhook,
-            detail: Some(event.id.clone()),
-        },
+        effect,
+        event.data.failure_reason.as_deref(),
+        &event.id,
     )
     .await?;
     // Nothing moved: the payment is already there or beyond (a late or repeated
@@ -336,19 +391,15 @@ pub async fn adopt_orphans(txn: &TenantTxn, payment: &payment::Model) -> Result<
             .exec(txn.unscoped())
             .await?
             .rows_affected;
-        let Some(to) = target(&orphan.kind).filter(|_| claimed == 1) else {
+        let Some(effect) = effect(&orphan.kind).filter(|_| claimed == 1) else {
             continue;
         };
-        let moved = payments::transition(
+        let moved = apply(
             txn,
             payment.id,
-            Move {
-                to,
-                reference: None,
-                failure_reason: orphan.failure_reason.as_deref(),
-                via: Via::Webhook,
-                detail: Some(orphan.id.clone()),
-            },
+            effect,
+            orphan.failure_reason.as_deref(),
+            &orphan.id,
         )
         .await?;
         let outcome = if moved.is_some() {

@@ -12,7 +12,10 @@ use crate::harness::{TestApp, WEBHOOK_SECRETS};
 use crate::mfa::enrol;
 use crate::on_both_backends;
 
-on_both_backends!(webhooks_are_signed_deduplicated_and_forward_only);
+on_both_backends!(
+    webhooks_are_signed_deduplicated_and_forward_only,
+    a_payout_taken_back_after_it_settled_is_paid_again,
+);
 
 pub(crate) async fn post(app: &TestApp, body: &[u8], signature: Option<String>) -> (u16, Value) {
     let mut request = app
@@ -311,4 +314,165 @@ async fn simulated_psp_closes_the_loop_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_psp_closes_the_loop_postgres() {
     simulated_psp_closes_the_loop(crate::harness::Backend::Postgres).await;
+}
+
+/// An event with a failure reason.
+fn event_because(id: &str, kind: &str, reference: &str, reason: &str) -> Vec<u8> {
+    json!({ "id": id, "type": kind, "created": Utc::now().timestamp(), "data": { "reference": reference, "failureReason": reason } })
+        .to_string()
+        .into_bytes()
+}
+
+async fn deliver(app: &TestApp, body: &[u8]) -> Value {
+    let (status, answer) = post(app, body, signed(WEBHOOK_SECRETS[0], body)).await;
+    assert_eq!(status, 200, "{answer}");
+    answer["outcome"].clone()
+}
+
+/// `payout.returned` after `payout.settled`: the payment fails again (the money back
+/// from the provider to PSP returned in the ledger), the milestone is being paid
+/// again, the payee is told; its retry settles and pays the milestone once more.
+/// `payment.refunded` on a payment still on its way fails it as `payout.failed`
+/// would. The books hold throughout.
+async fn a_payout_taken_back_after_it_settled_is_paid_again(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let sender = t.token(Role::Sender).to_owned();
+    enrol(&app, &sender).await;
+    let e = create_escrow(
+        &app,
+        &t,
+        "100.00",
+        json!([{ "title": "all of it", "amount": "100.00" }]),
+        None,
+        Duration::days(7),
+    )
+    .await;
+    let id = e["id"].as_str().unwrap().to_owned();
+    fund(&app, &sender, &id, "100.00", "fund-1").await.ok();
+    let r = app
+        .gql(
+            Some(&sender),
+            "mutation($id: ID!) { releaseEscrow(escrowId: $id, idempotencyKey: \"rel-1\") { payments { id pspReference } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    let paid = r.ok()["releaseEscrow"]["payments"][0].clone();
+    let reference = paid["pspReference"].as_str().unwrap().to_owned();
+    let payment = paid["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        deliver(&app, &event("evt-s1", "payout.settled", &reference)).await,
+        "applied"
+    );
+    let settled = escrow(&app, &sender, &id).await;
+    assert_eq!(settled["milestones"][0]["status"], "PAID");
+
+    // The payee's bank returns it.
+    let returned = event_because("evt-r1", "payout.returned", &reference, "account closed");
+    assert_eq!(deliver(&app, &returned).await, "applied");
+    assert_eq!(deliver(&app, &returned).await, "duplicate");
+    // Again, or a late failure: nothing more to do.
+    assert_eq!(
+        deliver(
+            &app,
+            &event_because("evt-r2", "payout.returned", &reference, "again")
+        )
+        .await,
+        "stale"
+    );
+    assert_eq!(
+        deliver(&app, &event("evt-f1", "payout.failed", &reference)).await,
+        "stale"
+    );
+    let back = escrow(&app, &sender, &id).await;
+    assert_eq!(back["status"], "RELEASED");
+    assert_eq!(back["milestones"][0]["status"], "PAYING");
+    assert_eq!(back["payments"][0]["status"], "FAILED");
+    let kinds: Vec<&str> = back["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == "MILESTONE_PAYMENT_RETURNED")
+            .count(),
+        1,
+        "{kinds:?}"
+    );
+    let r = app
+        .gql(
+            Some(&sender),
+            "query($id: ID!) { node(id: $id) { ... on Payment { status failureReason } } }",
+            json!({ "id": payment }),
+        )
+        .await;
+    assert_eq!(
+        r.ok()["node"],
+        json!({ "status": "FAILED", "failureReason": "returned: account closed" })
+    );
+    let actions = app.audit_actions(&t).await;
+    assert!(
+        actions.iter().any(|a| a == "payment.returned"),
+        "{actions:?}"
+    );
+    assert!(
+        actions.iter().any(|a| a == "milestone.payment_returned"),
+        "{actions:?}"
+    );
+    // The payee is told.
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let told = sequestra::entity::notification::Entity::find()
+        .filter(sequestra::entity::notification::Column::UserId.eq(t.user(Role::Beneficiary).id))
+        .filter(sequestra::entity::notification::Column::Kind.eq("PAYMENT_FAILED"))
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(told.len(), 1);
+    assert!(
+        told[0].data.contains("returned: account closed"),
+        "{}",
+        told[0].data
+    );
+    app.books().check().await;
+
+    // Paid again: the retry settles and the milestone is paid once more.
+    let r = app
+        .gql(
+            Some(&sender),
+            "mutation($id: ID!) { retryPayment(paymentId: $id, idempotencyKey: \"retry-1\") { id status pspReference } }",
+            json!({ "id": payment }),
+        )
+        .await;
+    let retry = r.ok()["retryPayment"].clone();
+    assert_eq!(retry["status"], "SENT", "{retry}");
+    let again = retry["pspReference"].as_str().unwrap().to_owned();
+    assert_eq!(
+        deliver(&app, &event("evt-s2", "payout.settled", &again)).await,
+        "applied"
+    );
+    let done = escrow(&app, &sender, &id).await;
+    assert_eq!(done["milestones"][0]["status"], "PAID");
+    app.books().check().await;
+
+    // A refund of a payment still on its way is a failure like any other.
+    let e = create_escrow(&app, &t, "20.00", json!([]), None, Duration::days(7)).await;
+    let other = e["id"].as_str().unwrap().to_owned();
+    fund(&app, &sender, &other, "20.00", "fund-2").await.ok();
+    let r = app
+        .gql(
+            Some(&sender),
+            "mutation($id: ID!) { releaseEscrow(escrowId: $id, idempotencyKey: \"rel-2\") { payments { pspReference } } }",
+            json!({ "id": other }),
+        )
+        .await;
+    let on_its_way = r.ok()["releaseEscrow"]["payments"][0]["pspReference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refunded = event_because("evt-rf", "payment.refunded", &on_its_way, "payer asked");
+    assert_eq!(deliver(&app, &refunded).await, "applied");
+    assert_eq!(first_payment_status(&app, &sender, &other).await, "FAILED");
+    app.books().check().await;
 }
