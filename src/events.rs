@@ -252,6 +252,9 @@ mod tests {
             attempt: 1,
             sent_at: None,
             checked_at: None,
+            dispute_opened_at: None,
+            dispute_closed_at: None,
+            dispute_outcome: None,
         }
     }
 

@@ -34,6 +34,41 @@ pub struct PaymentMoved {
 
 inventory::collect!(PaymentMoved);
 
+/// A [`PaymentDisputed`] consumer: the payment as it is now, what the PSP said, and
+/// its reason.
+pub type DisputeConsumer = for<'a> fn(
+    &'a TenantTxn,
+    &'a payment::Model,
+    crate::payments::Dispute,
+    Option<&'a str>,
+) -> BoxFuture<'a, Result<()>>;
+
+/// Reacts to what the PSP said of a dispute on a payment (opened, won, lost), inside
+/// the transaction that recorded it, with the PSP's reason. A lost dispute has also
+/// moved the payment (FAILED), which [`PaymentMoved`] consumers saw first.
+pub struct PaymentDisputed {
+    /// Orders the consumers; names one in logs.
+    pub name: &'static str,
+    pub run: DisputeConsumer,
+}
+
+inventory::collect!(PaymentDisputed);
+
+/// Runs every registered consumer of a payment's dispute, in name order.
+pub async fn payment_disputed(
+    txn: &TenantTxn,
+    payment: &payment::Model,
+    what: crate::payments::Dispute,
+    reason: Option<&str>,
+) -> Result<()> {
+    let mut all: Vec<&PaymentDisputed> = inventory::iter::<PaymentDisputed>.into_iter().collect();
+    all.sort_by_key(|c| c.name);
+    for consumer in all {
+        (consumer.run)(txn, payment, what, reason).await?;
+    }
+    Ok(())
+}
+
 /// Runs every registered consumer of a payment's move, in name order.
 pub async fn payment_moved(
     txn: &TenantTxn,

@@ -146,6 +146,10 @@ text_enum! {
         PayeeAdded = "payee.added",
         /// A payment was recorded for the PSP (`payment.created`).
         PaymentCreated = "payment.created",
+        /// The PSP closed a dispute on a payment (`payment.dispute_closed`).
+        PaymentDisputeClosed = "payment.dispute_closed",
+        /// The PSP opened a dispute on a payment (`payment.dispute_opened`).
+        PaymentDisputeOpened = "payment.dispute_opened",
         /// The PSP failed a payment (`payment.failed`).
         PaymentFailed = "payment.failed",
         /// A failed payment was tried again (`payment.retried`).

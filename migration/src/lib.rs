@@ -18,6 +18,7 @@ mod m20261130_000012_ledger_and_audit_chain;
 mod m20261130_000013_persisted_operations;
 mod m20261130_000014_purge_old_rejections;
 mod m20261201_000015_notifications;
+mod m20261201_000016_payment_disputes;
 
 pub mod audit_chain;
 pub mod statement;
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000013_persisted_operations::Migration),
             Box::new(m20261130_000014_purge_old_rejections::Migration),
             Box::new(m20261201_000015_notifications::Migration),
+            Box::new(m20261201_000016_payment_disputes::Migration),
         ]
     }
 }

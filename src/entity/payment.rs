@@ -109,6 +109,16 @@ pub struct Model {
     pub sent_at: Option<DateTimeUtc>,
     /// When reconciliation last asked the PSP about it.
     pub checked_at: Option<DateTimeUtc>,
+    /// When the PSP opened a dispute on it (`dispute.opened`). (`serde(default)`: the
+    /// update bus may carry a payment from a process of the version before.)
+    #[serde(default)]
+    pub dispute_opened_at: Option<DateTimeUtc>,
+    /// When the PSP closed that dispute (`dispute.closed`).
+    #[serde(default)]
+    pub dispute_closed_at: Option<DateTimeUtc>,
+    /// How it closed: `WON` (the payout stands) or `LOST` (the PSP took it back).
+    #[serde(default)]
+    pub dispute_outcome: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -8,7 +8,8 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
     pub psp: String,
-    /// `payout.sent`, `payout.settled` or `payout.failed`.
+    /// `payout.sent`, `payout.settled`, `payout.failed`, `payout.returned`,
+    /// `payment.refunded`, `dispute.opened` or `dispute.closed`.
     pub kind: String,
     pub reference: String,
     /// When the PSP says the event happened.

@@ -1585,6 +1585,75 @@ inventory::submit! {
     crate::hooks::PaymentMoved { name: "escrow", run: payment_moved }
 }
 
+fn payment_disputed<'a>(
+    txn: &'a TenantTxn,
+    payment: &'a payment::Model,
+    what: crate::payments::Dispute,
+    reason: Option<&'a str>,
+) -> futures_util::future::BoxFuture<'a, Result<()>> {
+    Box::pin(async move {
+        if what == crate::payments::Dispute::Opened {
+            psp_dispute_opened(txn, payment, reason).await?;
+        }
+        Ok(())
+    })
+}
+
+inventory::submit! {
+    crate::hooks::PaymentDisputed { name: "escrow", run: payment_disputed }
+}
+
+/// The PSP opened a dispute on one of an escrow's payments: an escrow that may still
+/// be disputed (FUNDED, RELEASABLE) is, as if a party had opened it, until an admin
+/// resolves it; both parties are told. A final or already disputed escrow keeps its
+/// state (the payment and the audit log carry the dispute).
+async fn psp_dispute_opened<C: ConnectionTrait>(
+    txn: &Scoped<C>,
+    payment: &payment::Model,
+    reason: Option<&str>,
+) -> Result<()> {
+    let Some(escrow_id) = payment.escrow_id else {
+        return Ok(());
+    };
+    let esc = txn.get_for_update::<escrow::Entity>(escrow_id).await?;
+    if !matches!(esc.status, EscrowStatus::Funded | EscrowStatus::Releasable) {
+        return Ok(());
+    }
+    let origin = Origin::default();
+    let act = Act {
+        actor: Actor::System,
+        origin: &origin,
+        psp: &payment.psp,
+    };
+    let reason = format!(
+        "the PSP opened a dispute on payment {}: {}",
+        ids::encode(Kind::Payment, payment.id),
+        reason.unwrap_or("no reason given")
+    );
+    let from = esc.status.as_str();
+    let stored = reason.clone();
+    let disputed = move_escrow(
+        txn,
+        act,
+        &esc,
+        EscrowStatus::Disputed,
+        "open a dispute",
+        EscrowEventKind::EscrowDisputed,
+        serde_json::json!({ "reason": reason, "paymentId": ids::encode(Kind::Payment, payment.id) }),
+        move |q| {
+            q.col_expr(escrow::Column::DisputedFrom, Expr::value(from))
+                .col_expr(escrow::Column::DisputeReason, Expr::value(stored))
+        },
+    )
+    .await?;
+    for party in [disputed.sender_id, disputed.provider_id] {
+        let mut data = escrow_notice(&disputed);
+        data["reason"] = serde_json::json!(reason);
+        crate::notify::enqueue(txn, party, crate::notify::NoticeKind::EscrowDisputed, data).await?;
+    }
+    Ok(())
+}
+
 /// The PSP settled a payment: its milestone is paid.
 async fn payment_settled<C: ConnectionTrait>(
     txn: &Scoped<C>,

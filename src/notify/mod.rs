@@ -43,6 +43,8 @@ crate::text_enum! {
         PaymentSettled = "PAYMENT_SETTLED",
         /// A payment to you failed.
         PaymentFailed = "PAYMENT_FAILED",
+        /// The PSP opened or closed a dispute on a payment you pay or are paid.
+        PaymentDisputed = "PAYMENT_DISPUTED",
         /// The other party of an escrow you are party to opened a dispute.
         EscrowDisputed = "ESCROW_DISPUTED",
         /// Your escrow was released to its provider when its inspection period ended.
@@ -217,4 +219,46 @@ async fn tell_payee(txn: &TenantTxn, p: &payment::Model) -> Result<()> {
 
 inventory::submit! {
     crate::hooks::PaymentMoved { name: "notify", run: payment_moved }
+}
+
+fn payment_disputed<'a>(
+    txn: &'a TenantTxn,
+    p: &'a payment::Model,
+    what: crate::payments::Dispute,
+    reason: Option<&'a str>,
+) -> futures_util::future::BoxFuture<'a, Result<()>> {
+    Box::pin(tell_of_dispute(txn, p, what, reason))
+}
+
+/// The PSP opened or closed a dispute on a payment: its payer and its payee (users of
+/// the tenant) are told.
+async fn tell_of_dispute(
+    txn: &TenantTxn,
+    p: &payment::Model,
+    what: crate::payments::Dispute,
+    reason: Option<&str>,
+) -> Result<()> {
+    let payer = crate::payments::parties(txn, p).await?.payer;
+    let mut told: Vec<Uuid> = payer.into_iter().chain(p.payee_id).collect();
+    told.dedup();
+    for user in told {
+        enqueue(
+            txn,
+            user,
+            NoticeKind::PaymentDisputed,
+            json!({
+                "amount": amount(p.amount_minor, &p.currency),
+                "currency": p.currency,
+                "payment_id": ids::encode(Kind::Payment, p.id),
+                "outcome": what.as_str(),
+                "reason": reason.unwrap_or("no reason given"),
+            }),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+inventory::submit! {
+    crate::hooks::PaymentDisputed { name: "notify", run: payment_disputed }
 }

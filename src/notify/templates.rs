@@ -32,6 +32,7 @@ const TEMPLATES: &[(&str, &str)] = templates![
     "payment_sent",
     "payment_settled",
     "payment_failed",
+    "payment_disputed",
     "escrow_disputed",
     "escrow_auto_released",
     "mandate_granted",
@@ -98,6 +99,9 @@ mod tests {
     /// What each kind's data carries (as the code that enqueues it writes it).
     fn sample(kind: NoticeKind) -> Value {
         match kind {
+            NoticeKind::PaymentDisputed => {
+                json!({ "amount": "12.50", "currency": "EUR", "payment_id": "pay_x", "reason": "fraud claim", "outcome": "LOST" })
+            }
             NoticeKind::PaymentSent | NoticeKind::PaymentSettled | NoticeKind::PaymentFailed => {
                 json!({ "amount": "12.50", "currency": "EUR", "payment_id": "pay_x", "reason": "account closed" })
             }

@@ -113,6 +113,27 @@ impl PaymentNode {
         self.0.failure_reason.as_deref()
     }
 
+    /// When the PSP opened a dispute on this payment (null: none).
+    async fn dispute_opened_at(&self) -> Option<DateTime<Utc>> {
+        self.0.dispute_opened_at
+    }
+
+    /// When the PSP closed that dispute (null: open, or none).
+    async fn dispute_closed_at(&self) -> Option<DateTime<Utc>> {
+        self.0.dispute_closed_at
+    }
+
+    /// Where a PSP dispute on this payment stands: OPENED while it is open, WON (the
+    /// payment stands) or LOST (the PSP took the money back; the payment is FAILED
+    /// and waits for an operator) once closed; null when there was none.
+    async fn dispute_state(&self) -> Option<crate::payments::Dispute> {
+        match (&self.0.dispute_outcome, self.0.dispute_opened_at) {
+            (Some(outcome), _) => crate::payments::Dispute::parse(outcome),
+            (None, Some(_)) => Some(crate::payments::Dispute::Opened),
+            (None, None) => None,
+        }
+    }
+
     /// 1 for a first try; a retry counts on from the payment it retries.
     async fn attempt(&self) -> i32 {
         self.0.attempt

@@ -115,6 +115,9 @@ fn pending_row(
         attempt: Set(retry_of.map_or(1, |f| f.attempt + 1)),
         sent_at: Set(None),
         checked_at: Set(None),
+        dispute_opened_at: Set(None),
+        dispute_closed_at: Set(None),
+        dispute_outcome: Set(None),
     }
 }
 
@@ -421,6 +424,117 @@ async fn move_payment(
     note_attempt(txn, p.id, m.via, to.as_str(), m.detail).await?;
     publish(txn, &p).await?;
     crate::hooks::payment_moved(txn, &p, left).await?;
+    Ok(Some(p))
+}
+
+crate::text_enum! {
+    /// What the PSP said of a dispute on a payment, and where one stands.
+    #[graphql(name = "PaymentDisputeState")]
+    pub enum Dispute {
+        /// The PSP opened a dispute on the payment (`dispute.opened`); it is open.
+        Opened = "OPENED",
+        /// The PSP closed it in the payee's favour: the payment stands.
+        Won = "WON",
+        /// The PSP closed it against the payee and took the money back.
+        Lost = "LOST",
+    }
+}
+
+/// Records what the PSP said of a dispute on payment `id`: one conditional UPDATE (a
+/// dispute is opened once and closed once; a close that came first opens and closes
+/// it), the audit row, the published update and the areas that react
+/// ([`crate::hooks::PaymentDisputed`]: the escrow is disputed, the parties told). A
+/// lost dispute takes the money back as [`take_back`] does and leaves the failure to
+/// an operator (`retryPayment`): the retry policy does not pay it again by itself.
+/// `None` when nothing changed (a late or repeated report).
+pub async fn dispute(
+    txn: &TenantTxn,
+    id: Uuid,
+    what: Dispute,
+    reason: Option<&str>,
+    event_id: &str,
+) -> Result<Option<payment::Model>> {
+    use sea_orm::sea_query::Func;
+    let now = Utc::now();
+    let changed = txn
+        .update_returning::<payment::Entity>(|q| {
+            let q = q
+                .col_expr(payment::Column::UpdatedAt, Expr::value(now))
+                .filter(payment::Column::Id.eq(id))
+                .filter(payment::Column::DisputeClosedAt.is_null());
+            match what {
+                Dispute::Opened => q
+                    .col_expr(payment::Column::DisputeOpenedAt, Expr::value(now))
+                    .filter(payment::Column::DisputeOpenedAt.is_null()),
+                Dispute::Won | Dispute::Lost => q
+                    .col_expr(
+                        payment::Column::DisputeOpenedAt,
+                        Func::coalesce([
+                            Expr::col(payment::Column::DisputeOpenedAt).into(),
+                            Expr::value(now),
+                        ])
+                        .into(),
+                    )
+                    .col_expr(payment::Column::DisputeClosedAt, Expr::value(now))
+                    .col_expr(payment::Column::DisputeOutcome, Expr::value(what.as_str())),
+            }
+        })
+        .await?;
+    let Some(mut p) = changed.into_iter().next() else {
+        return Ok(None);
+    };
+    let reason: Option<String> = reason.map(|r| r.chars().take(MAX_REASON_CHARS).collect());
+    let origin = Origin::default();
+    audit::record(
+        txn,
+        audit::Entry {
+            actor: Actor::System,
+            action: match what {
+                Dispute::Opened => AuditAction::PaymentDisputeOpened,
+                Dispute::Won | Dispute::Lost => AuditAction::PaymentDisputeClosed,
+            },
+            subject: Some(("payment", p.id)),
+            details: serde_json::json!({
+                "outcome": what.as_str(),
+                "reason": reason,
+                "event": event_id,
+            }),
+            origin: &origin,
+        },
+    )
+    .await?;
+    if what == Dispute::Lost {
+        let why = format!(
+            "dispute lost: {}",
+            reason.as_deref().unwrap_or("the PSP took the money back")
+        );
+        match take_back(
+            txn,
+            id,
+            Move {
+                to: PaymentStatus::Failed,
+                reference: None,
+                failure_reason: Some(&why),
+                via: Via::Webhook,
+                detail: Some(event_id.to_owned()),
+            },
+        )
+        .await?
+        {
+            Some(back) => p = back,
+            None => publish(txn, &p).await?,
+        }
+        // Claimed for the retry policy: an operator decides (`retryPayment`).
+        txn.update_where::<payment::Entity>(|q| {
+            q.col_expr(payment::Column::CheckedAt, Expr::value(now))
+                .filter(payment::Column::Id.eq(id))
+                .filter(payment::Column::Status.eq(PaymentStatus::Failed.as_str()))
+        })
+        .await?;
+    } else {
+        publish(txn, &p).await?;
+    }
+    crate::hooks::payment_disputed(txn, &p, what, reason.as_deref()).await?;
     Ok(Some(p))
 }
 

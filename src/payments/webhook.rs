@@ -142,6 +142,9 @@ pub struct EventData {
     pub reference: String,
     #[serde(rename = "failureReason")]
     pub failure_reason: Option<String>,
+    /// `dispute.closed`: `won` (the payout stands) or `lost` (the PSP took it back).
+    #[serde(default)]
+    pub outcome: Option<String>,
 }
 
 impl Event {
@@ -167,9 +170,14 @@ impl Event {
         if event.data.reference.is_empty() || event.data.reference.len() > 128 {
             return Err("`data.reference` must be 1 to 128 characters");
         }
-        if effect(&event.kind).is_none() {
+        if event.kind == "dispute.closed"
+            && !matches!(event.data.outcome.as_deref(), Some("won" | "lost"))
+        {
+            return Err("`data.outcome` must be won or lost for dispute.closed");
+        }
+        if effect(&event.kind, event.data.outcome.as_deref()).is_none() {
             return Err(
-                "`type` must be payout.sent, payout.settled, payout.failed, payout.returned or payment.refunded",
+                "`type` must be payout.sent, payout.settled, payout.failed, payout.returned, payment.refunded, dispute.opened or dispute.closed",
             );
         }
         if Utc.timestamp_opt(event.created, 0).single().is_none() {
@@ -187,10 +195,18 @@ enum Effect {
     /// The PSP took the money back (the payee's bank returned it, or the PSP refunded
     /// it): a failure, even after it settled; the reason starts with this word.
     TakeBack(&'static str),
+    /// The PSP opened or closed a dispute on the payment.
+    Dispute(payments::Dispute),
 }
 
-fn effect(kind: &str) -> Option<Effect> {
+fn effect(kind: &str, outcome: Option<&str>) -> Option<Effect> {
     match kind {
+        "dispute.opened" => Some(Effect::Dispute(payments::Dispute::Opened)),
+        "dispute.closed" => match outcome {
+            Some("won") => Some(Effect::Dispute(payments::Dispute::Won)),
+            Some("lost") => Some(Effect::Dispute(payments::Dispute::Lost)),
+            _ => None,
+        },
         "payout.sent" => Some(Effect::Forward(PaymentStatus::Sent)),
         "payout.settled" => Some(Effect::Forward(PaymentStatus::Settled)),
         "payout.failed" => Some(Effect::Forward(PaymentStatus::Failed)),
@@ -223,6 +239,7 @@ async fn apply(
             )
             .await
         }
+        Effect::Dispute(what) => payments::dispute(txn, id, what, failure_reason, event_id).await,
         Effect::TakeBack(word) => {
             let why = format!(
                 "{word}: {}",
@@ -274,7 +291,8 @@ pub async fn receive(
     psp: &str,
     event: &Event,
 ) -> Result<Received> {
-    let effect = effect(&event.kind).ok_or_else(|| Error::bad_input("unknown event type"))?;
+    let effect = effect(&event.kind, event.data.outcome.as_deref())
+        .ok_or_else(|| Error::bad_input("unknown event type"))?;
     let created: DateTime<Utc> = Utc
         .timestamp_opt(event.created, 0)
         .single()
@@ -391,7 +409,9 @@ pub async fn adopt_orphans(txn: &TenantTxn, payment: &payment::Model) -> Result<
             .exec(txn.unscoped())
             .await?
             .rows_affected;
-        let Some(effect) = effect(&orphan.kind).filter(|_| claimed == 1) else {
+        // (A `dispute.closed` keeps no outcome here: one that came before its payment
+        // had a reference stays RECEIVED, for an operator.)
+        let Some(effect) = effect(&orphan.kind, None).filter(|_| claimed == 1) else {
             continue;
         };
         let moved = apply(

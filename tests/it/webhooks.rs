@@ -15,6 +15,7 @@ use crate::on_both_backends;
 on_both_backends!(
     webhooks_are_signed_deduplicated_and_forward_only,
     a_payout_taken_back_after_it_settled_is_paid_again,
+    a_psp_dispute_freezes_the_escrow_and_a_lost_one_takes_the_money_back,
 );
 
 pub(crate) async fn post(app: &TestApp, body: &[u8], signature: Option<String>) -> (u16, Value) {
@@ -474,5 +475,229 @@ async fn a_payout_taken_back_after_it_settled_is_paid_again(app: TestApp) {
     let refunded = event_because("evt-rf", "payment.refunded", &on_its_way, "payer asked");
     assert_eq!(deliver(&app, &refunded).await, "applied");
     assert_eq!(first_payment_status(&app, &sender, &other).await, "FAILED");
+    app.books().check().await;
+}
+
+fn dispute_closed(id: &str, reference: &str, outcome: Option<&str>, reason: &str) -> Vec<u8> {
+    json!({ "id": id, "type": "dispute.closed", "created": Utc::now().timestamp(),
+            "data": { "reference": reference, "failureReason": reason, "outcome": outcome } })
+    .to_string()
+    .into_bytes()
+}
+
+async fn payment_state(app: &TestApp, token: &str, id: &str) -> Value {
+    let r = app
+        .gql(
+            Some(token),
+            "query($id: ID!) { node(id: $id) { ... on Payment { status failureReason disputeState disputeOpenedAt disputeClosedAt } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    r.ok()["node"].clone()
+}
+
+/// `dispute.opened` on a milestone's settled payment while its escrow is still
+/// RELEASABLE (another milestone unpaid):
+/// the escrow is DISPUTED (for an admin to resolve), the payer and payee are told.
+/// `dispute.closed` lost: the money is taken back (FAILED, its milestone PAYING) and
+/// left to an operator. On a RELEASED escrow a dispute changes the payment only, and a
+/// won one leaves it SETTLED. The books hold throughout.
+async fn a_psp_dispute_freezes_the_escrow_and_a_lost_one_takes_the_money_back(app: TestApp) {
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let t = app.tenant("acme").await;
+    let sender = t.token(Role::Sender).to_owned();
+    enrol(&app, &sender).await;
+    let e = create_escrow(
+        &app,
+        &t,
+        "100.00",
+        json!([{ "title": "first", "amount": "50.00" }, { "title": "second", "amount": "50.00" }]),
+        None,
+        Duration::days(7),
+    )
+    .await;
+    let id = e["id"].as_str().unwrap().to_owned();
+    fund(&app, &sender, &id, "100.00", "fund-1").await.ok();
+    // Delivered and accepted: both milestones approved, the escrow RELEASABLE; the
+    // sender pays the first one only.
+    app.gql(
+        Some(t.token(Role::Beneficiary)),
+        "mutation($id: ID!) { markDelivered(escrowId: $id, note: \"done\") { status } }",
+        json!({ "id": id }),
+    )
+    .await
+    .ok();
+    app.gql(
+        Some(&sender),
+        "mutation($id: ID!) { approveEscrow(escrowId: $id) { status } }",
+        json!({ "id": id }),
+    )
+    .await
+    .ok();
+    let first = e["milestones"][0]["id"].as_str().unwrap().to_owned();
+    let r = app
+        .gql(
+            Some(&sender),
+            "mutation($id: ID!) { releaseMilestone(milestoneId: $id, idempotencyKey: \"rm-1\") { payments { id pspReference } } }",
+            json!({ "id": first }),
+        )
+        .await;
+    let paid = r.ok()["releaseMilestone"]["payments"][0].clone();
+    let (payment, reference) = (
+        paid["id"].as_str().unwrap().to_owned(),
+        paid["pspReference"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(
+        deliver(&app, &event("evt-s1", "payout.settled", &reference)).await,
+        "applied"
+    );
+    assert_eq!(escrow(&app, &sender, &id).await["status"], "RELEASABLE");
+
+    // Opened: the escrow is disputed, once.
+    let opened = event_because("evt-d1", "dispute.opened", &reference, "fraud claim");
+    assert_eq!(deliver(&app, &opened).await, "applied");
+    assert_eq!(
+        deliver(
+            &app,
+            &event_because("evt-d2", "dispute.opened", &reference, "again")
+        )
+        .await,
+        "stale"
+    );
+    let held = escrow(&app, &sender, &id).await;
+    assert_eq!(
+        (held["status"].as_str(), held["disputedFrom"].as_str()),
+        (Some("DISPUTED"), Some("RELEASABLE"))
+    );
+    let why = held["disputeReason"].as_str().unwrap();
+    assert!(
+        why.contains(&payment) && why.contains("fraud claim"),
+        "{why}"
+    );
+    let state = payment_state(&app, &sender, &payment).await;
+    assert_eq!(
+        (state["status"].as_str(), state["disputeState"].as_str()),
+        (Some("SETTLED"), Some("OPENED"))
+    );
+    assert!(state["disputeOpenedAt"].is_string() && state["disputeClosedAt"].is_null());
+    for (user, kind) in [
+        (t.user(Role::Sender).id, "PAYMENT_DISPUTED"),
+        (t.user(Role::Beneficiary).id, "PAYMENT_DISPUTED"),
+        (t.user(Role::Sender).id, "ESCROW_DISPUTED"),
+        (t.user(Role::Beneficiary).id, "ESCROW_DISPUTED"),
+    ] {
+        let n = sequestra::entity::notification::Entity::find()
+            .filter(sequestra::entity::notification::Column::UserId.eq(user))
+            .filter(sequestra::entity::notification::Column::Kind.eq(kind))
+            .all(&app.db)
+            .await
+            .unwrap();
+        assert_eq!(n.len(), 1, "{kind} for {user}");
+    }
+
+    // A close must say how it ended.
+    let body = dispute_closed("evt-c0", &reference, None, "x");
+    let (status, _) = post(&app, &body, signed(WEBHOOK_SECRETS[0], &body)).await;
+    assert_eq!(status, 400);
+
+    // Lost: the money is taken back and left to an operator.
+    assert_eq!(
+        deliver(
+            &app,
+            &dispute_closed("evt-c1", &reference, Some("lost"), "chargeback")
+        )
+        .await,
+        "applied"
+    );
+    assert_eq!(
+        deliver(
+            &app,
+            &dispute_closed("evt-c2", &reference, Some("won"), "late")
+        )
+        .await,
+        "stale"
+    );
+    let state = payment_state(&app, &sender, &payment).await;
+    assert_eq!(
+        (
+            state["status"].as_str(),
+            state["failureReason"].as_str(),
+            state["disputeState"].as_str()
+        ),
+        (
+            Some("FAILED"),
+            Some("dispute lost: chargeback"),
+            Some("LOST")
+        )
+    );
+    let uuid = sequestra::ids::decode_as(sequestra::ids::Kind::Payment, &payment).unwrap();
+    let row = sequestra::entity::payment::Entity::find_by_id(uuid)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        row.checked_at.is_some(),
+        "the retry policy leaves it to an operator"
+    );
+    let held = escrow(&app, &sender, &id).await;
+    assert_eq!(held["status"], "DISPUTED");
+    assert_eq!(held["milestones"][0]["status"], "PAYING");
+    let actions = app.audit_actions(&t).await;
+    for action in [
+        "payment.dispute_opened",
+        "payment.dispute_closed",
+        "payment.returned",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == action),
+            "{action} in {actions:?}"
+        );
+    }
+    app.books().check().await;
+
+    // On a released escrow: the payment only; won, it stands.
+    let e = create_escrow(&app, &t, "30.00", json!([]), None, Duration::days(7)).await;
+    let other = e["id"].as_str().unwrap().to_owned();
+    fund(&app, &sender, &other, "30.00", "fund-2").await.ok();
+    let r = app
+        .gql(
+            Some(&sender),
+            "mutation($id: ID!) { releaseEscrow(escrowId: $id, idempotencyKey: \"rel-2\") { payments { id pspReference } } }",
+            json!({ "id": other }),
+        )
+        .await;
+    let paid = r.ok()["releaseEscrow"]["payments"][0].clone();
+    let (payment, reference) = (
+        paid["id"].as_str().unwrap().to_owned(),
+        paid["pspReference"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(
+        deliver(&app, &event("evt-s3", "payout.settled", &reference)).await,
+        "applied"
+    );
+    assert_eq!(
+        deliver(
+            &app,
+            &event_because("evt-d3", "dispute.opened", &reference, "query")
+        )
+        .await,
+        "applied"
+    );
+    assert_eq!(escrow(&app, &sender, &other).await["status"], "RELEASED");
+    assert_eq!(
+        deliver(
+            &app,
+            &dispute_closed("evt-c3", &reference, Some("won"), "resolved")
+        )
+        .await,
+        "applied"
+    );
+    let state = payment_state(&app, &sender, &payment).await;
+    assert_eq!(
+        (state["status"].as_str(), state["disputeState"].as_str()),
+        (Some("SETTLED"), Some("WON"))
+    );
+    assert!(state["disputeClosedAt"].is_string());
     app.books().check().await;
 }
