@@ -469,28 +469,15 @@ impl AccountsMutation {
         let services = ctx.services()?;
         let origin = &ctx.request().origin;
         let who = db.get::<user::Entity>(me.user_id).await?;
-        let verified = crate::identity::rules::counted_check(
+        crate::identity::rules::confirm_password(
             db,
             services.tokens.lockout(),
-            who.id,
-            crate::identity::rules::FailureKind::Password,
-            password::verify(
-                SecretString::from(input.password),
-                who.password_hash.clone(),
-            ),
+            &who,
+            origin,
+            SecretString::from(input.password),
+            "erase_my_account",
         )
         .await?;
-        if !verified {
-            crate::identity::rules::audit_failed_check(
-                db,
-                who.id,
-                origin,
-                AuditAction::AuthPasswordFailed,
-                "erase_my_account",
-            )
-            .await?;
-            return Err(crate::error::Error::InvalidCredentials.into());
-        }
         let txn = db.begin().await?;
         super::privacy::erase(&txn, Actor::User(who.id), origin, who.id).await?;
         txn.commit().await?;

@@ -380,27 +380,9 @@ pub async fn change_password(
     current: SecretString,
     new: SecretString,
 ) -> Result<u64> {
-    use crate::identity::rules::{FailureKind, audit_failed_check, counted_check};
     let who = db.get::<user::Entity>(user_id).await?;
-    let verified = counted_check(
-        db,
-        lockout,
-        user_id,
-        FailureKind::Password,
-        password::verify(current, who.password_hash.clone()),
-    )
-    .await?;
-    if !verified {
-        audit_failed_check(
-            db,
-            user_id,
-            origin,
-            AuditAction::AuthPasswordFailed,
-            "change_password",
-        )
+    crate::identity::rules::confirm_password(db, lockout, &who, origin, current, "change_password")
         .await?;
-        return Err(Error::InvalidCredentials);
-    }
     crate::auth::policy::check_password(secrecy::ExposeSecret::expose_secret(&new), &who.email)?;
     let hash = password::hash(new).await?;
     let txn = db.begin().await?;

@@ -1534,51 +1534,31 @@ fn payment_moved<'a>(
 ) -> futures_util::future::BoxFuture<'a, Result<()>> {
     Box::pin(async move {
         match (payment.status, from) {
-            (PaymentStatus::Settled, _) => payment_settled(txn, payment).await?,
-            (PaymentStatus::Failed, Some(PaymentStatus::Settled)) => {
-                payment_returned(txn, payment).await?
+            (PaymentStatus::Settled, _) => {
+                milestone_payment_moved(
+                    txn,
+                    payment,
+                    MilestoneStatus::Paying,
+                    MilestoneStatus::Paid,
+                    "mark it paid",
+                    EscrowEventKind::MilestonePaid,
+                )
+                .await
             }
-            _ => {}
+            (PaymentStatus::Failed, Some(PaymentStatus::Settled)) => {
+                milestone_payment_moved(
+                    txn,
+                    payment,
+                    MilestoneStatus::Paid,
+                    MilestoneStatus::Paying,
+                    "pay it again",
+                    EscrowEventKind::MilestonePaymentReturned,
+                )
+                .await
+            }
+            _ => Ok(()),
         }
-        Ok(())
     })
-}
-
-/// The PSP took back the settled payment of a milestone: the milestone is being paid
-/// again (PAID → PAYING), until the payment's retry settles.
-async fn payment_returned<C: ConnectionTrait>(
-    txn: &Scoped<C>,
-    payment: &payment::Model,
-) -> Result<()> {
-    let (Some(escrow_id), Some(milestone_id)) = (payment.escrow_id, payment.milestone_id) else {
-        return Ok(());
-    };
-    txn.get_for_update::<escrow::Entity>(escrow_id).await?;
-    let m = txn.get::<milestone::Entity>(milestone_id).await?;
-    if m.status != MilestoneStatus::Paid {
-        return Ok(());
-    }
-    let origin = Origin::default();
-    let act = Act {
-        actor: Actor::System,
-        origin: &origin,
-        psp: &payment.psp,
-    };
-    move_milestone(
-        txn,
-        act,
-        &m,
-        MilestoneStatus::Paying,
-        "pay it again",
-        EscrowEventKind::MilestonePaymentReturned,
-        serde_json::json!({
-            "paymentId": ids::encode(Kind::Payment, payment.id),
-            "escrowId": ids::encode(Kind::Escrow, escrow_id),
-            "reason": payment.failure_reason,
-        }),
-    )
-    .await?;
-    Ok(())
 }
 
 inventory::submit! {
@@ -1654,10 +1634,16 @@ async fn psp_dispute_opened<C: ConnectionTrait>(
     Ok(())
 }
 
-/// The PSP settled a payment: its milestone is paid.
-async fn payment_settled<C: ConnectionTrait>(
+/// A milestone's payment settled (PAYING → PAID), or the PSP took its settled payment
+/// back (PAID → PAYING: paid again, until the payment's retry settles). Nothing when
+/// the payment pays no milestone or the milestone is not where the move starts.
+async fn milestone_payment_moved<C: ConnectionTrait>(
     txn: &Scoped<C>,
     payment: &payment::Model,
+    from: MilestoneStatus,
+    to: MilestoneStatus,
+    action: &'static str,
+    kind: EscrowEventKind,
 ) -> Result<()> {
     let (Some(escrow_id), Some(milestone_id)) = (payment.escrow_id, payment.milestone_id) else {
         return Ok(());
@@ -1665,7 +1651,7 @@ async fn payment_settled<C: ConnectionTrait>(
     // Escrow first, then its milestone: the order every escrow rule locks in.
     txn.get_for_update::<escrow::Entity>(escrow_id).await?;
     let m = txn.get::<milestone::Entity>(milestone_id).await?;
-    if m.status != MilestoneStatus::Paying {
+    if m.status != from {
         return Ok(());
     }
     let origin = Origin::default();
@@ -1674,19 +1660,14 @@ async fn payment_settled<C: ConnectionTrait>(
         origin: &origin,
         psp: &payment.psp,
     };
-    move_milestone(
-        txn,
-        act,
-        &m,
-        MilestoneStatus::Paid,
-        "mark it paid",
-        EscrowEventKind::MilestonePaid,
-        serde_json::json!({
-            "paymentId": ids::encode(Kind::Payment, payment.id),
-            "escrowId": ids::encode(Kind::Escrow, escrow_id),
-        }),
-    )
-    .await?;
+    let mut data = serde_json::json!({
+        "paymentId": ids::encode(Kind::Payment, payment.id),
+        "escrowId": ids::encode(Kind::Escrow, escrow_id),
+    });
+    if payment.status == PaymentStatus::Failed {
+        data["reason"] = serde_json::json!(payment.failure_reason);
+    }
+    move_milestone(txn, act, &m, to, action, kind, data).await?;
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use super::{
 use crate::kinds::AuditAction;
 use crate::{
     audit::{self, Actor},
-    auth::{Role, Scope, password},
+    auth::{Role, Scope},
     entity::{session, user},
     error::Error,
     graphql::{
@@ -413,28 +413,15 @@ impl IdentityMutation {
         let new = crate::domain::Email::parse(&input.new_email)
             .map_err(|_| Error::bad_field("newEmail", "is not a valid email address"))?;
         let who = db.get::<user::Entity>(me.user_id).await?;
-        let verified = rules::counted_check(
+        rules::confirm_password(
             db,
             services.tokens.lockout(),
-            who.id,
-            rules::FailureKind::Password,
-            password::verify(
-                SecretString::from(input.password),
-                who.password_hash.clone(),
-            ),
+            &who,
+            origin,
+            SecretString::from(input.password),
+            "change_email",
         )
         .await?;
-        if !verified {
-            rules::audit_failed_check(
-                db,
-                who.id,
-                origin,
-                AuditAction::AuthPasswordFailed,
-                "change_email",
-            )
-            .await?;
-            return Err(Error::InvalidCredentials.into());
-        }
         super::email::request_change(db, &services.mail, origin, who.id, &new).await?;
         Ok(ChangeEmailPayload {
             confirmation_sent: true,
@@ -574,25 +561,15 @@ impl IdentityMutation {
         let services = ctx.services()?;
         let origin = &ctx.request().origin;
         let who = db.get::<user::Entity>(me.user_id).await?;
-        let verified = rules::counted_check(
+        rules::confirm_password(
             db,
             services.tokens.lockout(),
-            who.id,
-            rules::FailureKind::Password,
-            password::verify(SecretString::from(password), who.password_hash.clone()),
+            &who,
+            origin,
+            SecretString::from(password),
+            "disable_mfa",
         )
         .await?;
-        if !verified {
-            rules::audit_failed_check(
-                db,
-                who.id,
-                origin,
-                AuditAction::AuthPasswordFailed,
-                "disable_mfa",
-            )
-            .await?;
-            return Err(Error::InvalidCredentials.into());
-        }
         mfa::verify_code(
             db,
             services.tokens.lockout(),

@@ -496,6 +496,32 @@ where
     Ok(passed)
 }
 
+/// Checks the signed-in user `who`'s password again before a sensitive change
+/// (`purpose` names it): counted against the account as a sign-in is, a failure
+/// audited and answered UNAUTHENTICATED "invalid credentials".
+pub(crate) async fn confirm_password(
+    db: &TenantDb,
+    policy: &LockoutPolicy,
+    who: &user::Model,
+    origin: &Origin,
+    presented: SecretString,
+    purpose: &'static str,
+) -> Result<()> {
+    let verified = counted_check(
+        db,
+        policy,
+        who.id,
+        FailureKind::Password,
+        password::verify(presented, who.password_hash.clone()),
+    )
+    .await?;
+    if verified {
+        return Ok(());
+    }
+    audit_failed_check(db, who.id, origin, AuditAction::AuthPasswordFailed, purpose).await?;
+    Err(Error::InvalidCredentials)
+}
+
 /// Audits a failed credential check of a signed-in user (`what`: which secret, and
 /// `purpose`: which operation asked for it).
 pub(crate) async fn audit_failed_check<C: ConnectionTrait>(

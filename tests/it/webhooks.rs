@@ -317,6 +317,35 @@ async fn simulated_psp_closes_the_loop_postgres() {
     simulated_psp_closes_the_loop(crate::harness::Backend::Postgres).await;
 }
 
+/// An escrow of `amount` without milestones, funded and released by the tenant's
+/// SENDER (who has MFA): its id, its payment's id and the payment's PSP reference.
+async fn released(
+    app: &TestApp,
+    t: &crate::harness::TestTenant,
+    amount: &str,
+    key: &str,
+) -> (String, String, String) {
+    let sender = t.token(Role::Sender);
+    let e = create_escrow(app, t, amount, json!([]), None, Duration::days(7)).await;
+    let id = e["id"].as_str().unwrap().to_owned();
+    fund(app, sender, &id, amount, &format!("fund-{key}"))
+        .await
+        .ok();
+    let r = app
+        .gql(
+            Some(sender),
+            "mutation($id: ID!, $k: String!) { releaseEscrow(escrowId: $id, idempotencyKey: $k) { payments { id pspReference } } }",
+            json!({ "id": id, "k": format!("rel-{key}") }),
+        )
+        .await;
+    let paid = &r.ok()["releaseEscrow"]["payments"][0];
+    (
+        id,
+        paid["id"].as_str().unwrap().to_owned(),
+        paid["pspReference"].as_str().unwrap().to_owned(),
+    )
+}
+
 /// An event with a failure reason.
 fn event_because(id: &str, kind: &str, reference: &str, reason: &str) -> Vec<u8> {
     json!({ "id": id, "type": kind, "created": Utc::now().timestamp(), "data": { "reference": reference, "failureReason": reason } })
@@ -458,20 +487,7 @@ async fn a_payout_taken_back_after_it_settled_is_paid_again(app: TestApp) {
     app.books().check().await;
 
     // A refund of a payment still on its way is a failure like any other.
-    let e = create_escrow(&app, &t, "20.00", json!([]), None, Duration::days(7)).await;
-    let other = e["id"].as_str().unwrap().to_owned();
-    fund(&app, &sender, &other, "20.00", "fund-2").await.ok();
-    let r = app
-        .gql(
-            Some(&sender),
-            "mutation($id: ID!) { releaseEscrow(escrowId: $id, idempotencyKey: \"rel-2\") { payments { pspReference } } }",
-            json!({ "id": other }),
-        )
-        .await;
-    let on_its_way = r.ok()["releaseEscrow"]["payments"][0]["pspReference"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (other, _, on_its_way) = released(&app, &t, "20.00", "2").await;
     let refunded = event_because("evt-rf", "payment.refunded", &on_its_way, "payer asked");
     assert_eq!(deliver(&app, &refunded).await, "applied");
     assert_eq!(first_payment_status(&app, &sender, &other).await, "FAILED");
@@ -657,21 +673,7 @@ async fn a_psp_dispute_freezes_the_escrow_and_a_lost_one_takes_the_money_back(ap
     app.books().check().await;
 
     // On a released escrow: the payment only; won, it stands.
-    let e = create_escrow(&app, &t, "30.00", json!([]), None, Duration::days(7)).await;
-    let other = e["id"].as_str().unwrap().to_owned();
-    fund(&app, &sender, &other, "30.00", "fund-2").await.ok();
-    let r = app
-        .gql(
-            Some(&sender),
-            "mutation($id: ID!) { releaseEscrow(escrowId: $id, idempotencyKey: \"rel-2\") { payments { id pspReference } } }",
-            json!({ "id": other }),
-        )
-        .await;
-    let paid = r.ok()["releaseEscrow"]["payments"][0].clone();
-    let (payment, reference) = (
-        paid["id"].as_str().unwrap().to_owned(),
-        paid["pspReference"].as_str().unwrap().to_owned(),
-    );
+    let (other, payment, reference) = released(&app, &t, "30.00", "3").await;
     assert_eq!(
         deliver(&app, &event("evt-s3", "payout.settled", &reference)).await,
         "applied"
