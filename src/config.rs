@@ -112,6 +112,10 @@ pub struct HttpConfig {
     pub hsts: bool,
     /// Host names requests may name (lower case, no port); empty: any.
     pub trusted_hosts: Vec<String>,
+    /// Serve `/metrics` on this address instead of the main one (which then has none).
+    pub metrics_listen: Option<SocketAddr>,
+    /// `/metrics` answers only `Authorization: Bearer <token>` (401 otherwise).
+    pub metrics_token: Option<SecretString>,
 }
 
 #[derive(Debug, Clone)]
@@ -540,7 +544,21 @@ impl Config {
                 .map(|h| h.trim().to_ascii_lowercase())
                 .filter(|h| !h.is_empty())
                 .collect(),
+            metrics_listen: get("SEQUESTRA_METRICS_LISTEN")
+                .map(|raw| {
+                    raw.parse().map_err(|_| {
+                        ConfigError::new(
+                            "SEQUESTRA_METRICS_LISTEN",
+                            format!("`{raw}` is not an address (host:port)"),
+                        )
+                    })
+                })
+                .transpose()?,
+            metrics_token: get("SEQUESTRA_METRICS_TOKEN").map(SecretString::from),
         };
+        if let Some(token) = &http.metrics_token {
+            check_secret_strength(env, "SEQUESTRA_METRICS_TOKEN", token.expose_secret())?;
+        }
 
         let graphql = GraphqlConfig {
             max_depth: parse(&get, "SEQUESTRA_GRAPHQL_MAX_DEPTH", 16)?,

@@ -57,6 +57,8 @@ use crate::{auth::TokenService, config::Config, http::AppState};
 /// A bound, ready-to-run server.
 pub struct Application {
     listener: TcpListener,
+    /// `SEQUESTRA_METRICS_LISTEN`: `/metrics` on an address of its own.
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     /// Forwards PostgreSQL notifications to the bus (none on SQLite).
     update_listener: AbortOnDrop,
@@ -95,6 +97,13 @@ impl Application {
         let listener = TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+        let metrics_listener =
+            match config.http.metrics_listen {
+                Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+                    format!("cannot listen on {addr} (SEQUESTRA_METRICS_LISTEN)")
+                })?),
+                None => None,
+            };
         let tokens = TokenService::new(&config.auth);
         let services = graphql::context::Services {
             db,
@@ -154,6 +163,7 @@ impl Application {
         });
         Ok(Self {
             listener,
+            metrics_listener,
             state,
             update_listener: AbortOnDrop(update_listener),
         })
@@ -161,6 +171,13 @@ impl Application {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where `/metrics` is served when `SEQUESTRA_METRICS_LISTEN` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn db(&self) -> &DatabaseConnection {
@@ -209,6 +226,22 @@ impl Application {
                 self.state.jobs.clone(),
                 jobs_stop.clone(),
             ))
+        });
+        // `/metrics` on its own address, stopped when the jobs are.
+        let metrics_stop = jobs_stop.clone();
+        let metrics_router = http::metrics_router(self.state.clone());
+        let _metrics_server = self.metrics_listener.map(|listener| {
+            AbortOnDrop(Some(tokio::spawn(async move {
+                let mut stop = metrics_stop;
+                let served = axum::serve(listener, metrics_router)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.changed().await;
+                    })
+                    .await;
+                if let Err(err) = served {
+                    tracing::error!(error = %err, "the metrics listener failed");
+                }
+            })))
         });
         // Mail is sent by the jobs too (its own loop and lease: a slow SMTP server
         // never delays a payment's retry).

@@ -90,9 +90,11 @@ static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn metrics_handle() -> PrometheusHandle {
     METRICS
         .get_or_init(|| {
+            // Every `…_duration_seconds` histogram: the HTTP requests, the GraphQL
+            // operations.
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
-                    Matcher::Full("http_request_duration_seconds".to_owned()),
+                    Matcher::Suffix("_duration_seconds".to_owned()),
                     &[
                         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                         10.0,

@@ -176,6 +176,7 @@ impl EscrowNode {
     }
 
     /// The payments out of it (releases, refunds, payouts), oldest first.
+    #[graphql(deprecation = "Unbounded: use paymentsConnection, a page at a time.")]
     async fn payments(&self, ctx: &Context<'_>) -> Result<Vec<PaymentNode>> {
         Ok(children::<payment::Entity>(ctx, self.0.id)
             .await?
@@ -203,12 +204,93 @@ impl EscrowNode {
     }
 
     /// The timeline, oldest first.
+    #[graphql(deprecation = "Unbounded: use eventsConnection, a page at a time.")]
     async fn events(&self, ctx: &Context<'_>) -> Result<Vec<EscrowEventNode>> {
         Ok(children::<escrow_event::Entity>(ctx, self.0.id)
             .await?
             .into_iter()
             .map(EscrowEventNode)
             .collect())
+    }
+
+    /// The payments out of it (releases, refunds, payouts), a page at a time.
+    // The Relay arguments and the order: one per GraphQL argument.
+    #[allow(clippy::too_many_arguments)]
+    async fn payments_connection(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "A cursor from an earlier page: the items after it.")] after: Option<
+            String,
+        >,
+        #[graphql(desc = "A cursor from an earlier page: the items before it.")] before: Option<
+            String,
+        >,
+        #[graphql(
+            desc = "At most this many items from the start (or after `after`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
+        first: Option<i32>,
+        #[graphql(
+            desc = "At most this many items from the end (or before `before`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
+        last: Option<i32>,
+        #[graphql(desc = "Oldest first (the default) or newest first.")] order_by: Option<
+            ListOrder,
+        >,
+    ) -> async_graphql::Result<Page<PaymentNode>> {
+        let parent = self.0.id;
+        paginate::<payment::Entity, _>(
+            ctx,
+            PageArgs {
+                after,
+                before,
+                first,
+                last,
+                order: order_by.unwrap_or_default(),
+            },
+            move |q| q.filter(payment::Column::EscrowId.eq(parent)),
+            |m| (m.id, PaymentNode(m)),
+        )
+        .await
+    }
+
+    /// Its timeline, a page at a time.
+    // The Relay arguments and the order: one per GraphQL argument.
+    #[allow(clippy::too_many_arguments)]
+    async fn events_connection(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "A cursor from an earlier page: the items after it.")] after: Option<
+            String,
+        >,
+        #[graphql(desc = "A cursor from an earlier page: the items before it.")] before: Option<
+            String,
+        >,
+        #[graphql(
+            desc = "At most this many items from the start (or after `after`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
+        first: Option<i32>,
+        #[graphql(
+            desc = "At most this many items from the end (or before `before`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
+        last: Option<i32>,
+        #[graphql(desc = "Oldest first (the default) or newest first.")] order_by: Option<
+            ListOrder,
+        >,
+    ) -> async_graphql::Result<Page<EscrowEventNode>> {
+        let parent = self.0.id;
+        paginate::<escrow_event::Entity, _>(
+            ctx,
+            PageArgs {
+                after,
+                before,
+                first,
+                last,
+                order: order_by.unwrap_or_default(),
+            },
+            move |q| q.filter(escrow_event::Column::EscrowId.eq(parent)),
+            |m| (m.id, EscrowEventNode(m)),
+        )
+        .await
     }
 }
 

@@ -2,7 +2,8 @@
 //! it is parsed for execution ([`limits`](super::limits)), the document kept to shape
 //! the response as the spec orders it ([`shape`](super::shape)), the variables
 //! checked against the operation's definitions before it runs (a required one
-//! missing or null is a request error, GraphQL §6.1.2 CoerceVariableValues), and every
+//! missing or null is a request error, GraphQL §6.1.2 CoerceVariableValues), the
+//! operation's latency (`graphql_operation_duration_seconds{type, root}`), and every
 //! error given its stable code ([`errors`](super::errors)), in that order.
 //!
 //! One extension rather than three: async-graphql calls each registered extension's
@@ -34,6 +35,7 @@ impl ExtensionFactory for Edge {
             limits: self.limits,
             kept: shape::Kept::default(),
             missing: Mutex::default(),
+            labels: Mutex::default(),
         })
     }
 }
@@ -44,6 +46,37 @@ struct EdgeExtension {
     /// Per operation of the document (by name): the first required variable the
     /// request leaves out or sets to null.
     missing: Mutex<Vec<(Option<String>, ServerError)>>,
+    /// Per operation of the document (by name): its type and first root field, the
+    /// labels of its latency (bounded by the schema, unlike a client's operation name).
+    labels: Mutex<Vec<(Option<String>, &'static str, String)>>,
+}
+
+/// Each operation's name, type and first root field (`…` for a fragment first).
+fn operation_labels(document: &ExecutableDocument) -> Vec<(Option<String>, &'static str, String)> {
+    use async_graphql::parser::types::{OperationType, Selection};
+    document
+        .operations
+        .iter()
+        .map(|(name, operation)| {
+            let kind = match operation.node.ty {
+                OperationType::Query => "query",
+                OperationType::Mutation => "mutation",
+                OperationType::Subscription => "subscription",
+            };
+            let root = match operation
+                .node
+                .selection_set
+                .node
+                .items
+                .first()
+                .map(|s| &s.node)
+            {
+                Some(Selection::Field(field)) => field.node.name.node.to_string(),
+                _ => "…".to_owned(),
+            };
+            (name.map(|n| n.to_string()), kind, root)
+        })
+        .collect()
 }
 
 /// The operations of `document` whose required variables (non-null, no default)
@@ -126,6 +159,7 @@ impl Extension for EdgeExtension {
         let document = next.run(ctx, query, variables).await?;
         self.kept.keep(&document);
         *self.missing.lock().expect("edge lock") = missing_variables(&document, variables);
+        *self.labels.lock().expect("edge lock") = operation_labels(&document);
         Ok(document)
     }
 
@@ -150,7 +184,20 @@ impl Extension for EdgeExtension {
             error.extensions = None;
             return Response::from_errors(vec![error]);
         }
+        let labels = {
+            let labels = self.labels.lock().expect("edge lock");
+            match operation_name {
+                Some(name) => labels.iter().find(|(n, ..)| n.as_deref() == Some(name)),
+                None => labels.first(),
+            }
+            .map(|(_, kind, root)| (*kind, root.clone()))
+        };
+        let started = std::time::Instant::now();
         let mut response = next.run(ctx, operation_name).await;
+        if let Some((kind, root)) = labels {
+            metrics::histogram!("graphql_operation_duration_seconds", "type" => kind, "root" => root)
+                .record(started.elapsed().as_secs_f64());
+        }
         self.kept.shape(ctx, operation_name, &mut response);
         response
     }

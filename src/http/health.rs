@@ -71,7 +71,31 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// The Prometheus page; behind `SEQUESTRA_METRICS_TOKEN` when one is set.
+pub async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    if let Some(token) = &state.config.http.metrics_token {
+        use secrecy::ExposeSecret;
+        use sha2::{Digest, Sha256};
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        // Digests compared: the time taken tells nothing of the token.
+        if Sha256::digest(presented.as_bytes()) != Sha256::digest(token.expose_secret().as_bytes())
+        {
+            return (
+                axum::http::StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a metrics token is required",
+            )
+                .into_response();
+        }
+    }
+    super::metrics::refresh(&state);
     (
         [(
             header::CONTENT_TYPE,
@@ -79,4 +103,5 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+        .into_response()
 }

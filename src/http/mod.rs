@@ -5,7 +5,7 @@
 mod client_ip;
 mod graphql;
 mod health;
-mod metrics;
+pub mod metrics;
 mod playground;
 pub mod rate_limit;
 mod request_id;
@@ -62,6 +62,14 @@ pub struct Shared {
     pub persisted: Arc<crate::graphql::persisted::Persisted>,
 }
 
+/// `/metrics` alone, for `SEQUESTRA_METRICS_LISTEN`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
+        .with_state(state)
+}
+
 pub fn router(state: AppState) -> Router {
     // Uploads (multipart) may be as large as a proof file plus its form; the JSON
     // handler holds its own bodies to `SEQUESTRA_BODY_LIMIT_BYTES`.
@@ -96,10 +104,12 @@ pub fn router(state: AppState) -> Router {
             .route("/playground/", get(playground::index))
             .route("/playground/assets/{*path}", get(playground::asset));
     }
+    if state.config.http.metrics_listen.is_none() {
+        router = router.route("/metrics", get(health::metrics));
+    }
     router
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TimeoutLayer::with_status_code(

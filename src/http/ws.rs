@@ -553,6 +553,8 @@ pub async fn handler(
         .write_buffer_size(0)
         .max_message_size(state.config.http.body_limit_bytes)
         .on_upgrade(move |socket| async move {
+            // Counted in `websocket_connections` until this task ends.
+            let _open = super::metrics::OpenSocket::count();
             let refused = Arc::new(AtomicBool::new(false));
             // Set once `connection_init` is accepted.
             let accepted: Arc<Mutex<Option<Accepted>>> = Arc::default();

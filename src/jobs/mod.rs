@@ -17,7 +17,8 @@ use std::{
 
 use chrono::Utc;
 use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+    ColumnTrait, Condition, EntityTrait, Iterable, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::Expr,
 };
 
 use crate::{
@@ -106,7 +107,9 @@ pub async fn run(
             books_due = tokio::time::Instant::now() + every;
             match lease::acquire(&services.db, BOOKS_LEASE, &holder, every).await {
                 Ok(true) => {
-                    if let Err(err) = check_books(&services).await {
+                    let checked = check_books(&services).await;
+                    ran("books", checked.is_ok());
+                    if let Err(err) = checked {
                         tracing::error!(error = ?err, "checking the books failed");
                     }
                 }
@@ -119,7 +122,11 @@ pub async fn run(
         {
             purge_due = tokio::time::Instant::now() + every;
             match lease::acquire(&services.db, RETENTION_LEASE, &holder, every).await {
-                Ok(true) => match retention::purge(&services, &retention).await {
+                Ok(true) => match retention::purge(&services, &retention)
+                    .await
+                    .inspect(|_| ran("retention", true))
+                    .inspect_err(|_| ran("retention", false))
+                {
                     Ok(purged) => {
                         if purged != retention::Purged::default() {
                             tracing::info!(?purged, "expired operational rows purged");
@@ -134,6 +141,9 @@ pub async fn run(
         match tick(&services, &holder, ttl).await {
             Ok(report) => {
                 heartbeat.beat();
+                if report.leased {
+                    ran("tick", true);
+                }
                 if report.released
                     + report.made_refundable
                     + report.payments_retried
@@ -145,9 +155,19 @@ pub async fn run(
                     tracing::info!(?report, "background jobs did work");
                 }
             }
-            Err(err) => tracing::error!(error = ?err, "background jobs failed; retrying next tick"),
+            Err(err) => {
+                ran("tick", false);
+                tracing::error!(error = ?err, "background jobs failed; retrying next tick")
+            }
         }
     }
+}
+
+/// Counts a run of `job` in `jobs_runs_total{job, outcome}` (runs this process made
+/// while it held the job's lease).
+pub(crate) fn ran(job: &'static str, ok: bool) {
+    let outcome = if ok { "ok" } else { "error" };
+    metrics::counter!("jobs_runs_total", "job" => job, "outcome" => outcome).increment(1);
 }
 
 /// One pass: auto-release lapsed inspections, mark missed deadlines refundable,
@@ -182,9 +202,19 @@ pub async fn tick(services: &Services, holder: &str, ttl: Duration) -> Result<Ti
     }
     // Jobs span tenants: each tenant's rows are found and changed inside its own
     // wall (row-level security admits no other way), one tenant after another.
+    let mut by_state: std::collections::BTreeMap<String, u64> = PaymentStatus::iter()
+        .map(|s| (s.as_str().to_owned(), 0))
+        .collect();
     for tenant in tenant::Entity::find().all(db).await? {
         let tenant = services.tenant_db(TenantId::from_uuid(tenant.id));
         sweep(services, &tenant, act, now, &mut report).await?;
+        for (state, n) in payments_by_state(&tenant).await? {
+            *by_state.entry(state).or_default() += n;
+        }
+    }
+    // Reported by the process that ran the tick (the jobs lease holder).
+    for (state, n) in by_state {
+        metrics::gauge!("payments", "state" => state).set(n as f64);
     }
     Ok(report)
 }
@@ -317,6 +347,23 @@ async fn sweep(
     report.payments_rechecked += reconcile(services, tenant, now).await?;
     report.failures_handled += handle_failures(services, tenant, now).await?;
     Ok(())
+}
+
+/// How many of `tenant`'s payments are in each state (one grouped count).
+async fn payments_by_state(tenant: &TenantDb) -> Result<Vec<(String, u64)>> {
+    let rows: Vec<(String, i64)> = payment::Entity::find()
+        .select_only()
+        .column(payment::Column::Status)
+        .column_as(payment::Column::Id.count(), "n")
+        .filter(payment::Column::TenantId.eq(tenant.tenant().as_uuid()))
+        .group_by(payment::Column::Status)
+        .into_tuple()
+        .all(tenant.unscoped())
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(state, n)| (state, u64::try_from(n).unwrap_or_default()))
+        .collect())
 }
 
 /// Runs `rule` in a write transaction of `tenant` and commits what it did.

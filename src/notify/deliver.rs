@@ -129,7 +129,11 @@ pub async fn run(
             _ = stop.changed() => return,
         }
         match lease::acquire(&services.db, LEASE, &holder, ttl).await {
-            Ok(true) => match send_due(&services, &mailer, &config).await {
+            Ok(true) => match send_due(&services, &mailer, &config)
+                .await
+                .inspect(|_| crate::jobs::ran("mail", true))
+                .inspect_err(|_| crate::jobs::ran("mail", false))
+            {
                 Ok(0) => {}
                 Ok(sent) => tracing::debug!(sent, "mail sent"),
                 Err(err) => tracing::warn!(error = %err, "sending mail failed; retrying next tick"),

@@ -190,12 +190,52 @@ impl MandateNode {
             .collect())
     }
     /// Oldest first.
+    #[graphql(deprecation = "Unbounded: use purchasesConnection, a page at a time.")]
     async fn purchases(&self, ctx: &Context<'_>) -> Result<Vec<PurchaseNode>> {
         Ok(children::<purchase::Entity>(ctx, self.0.id)
             .await?
             .into_iter()
             .map(PurchaseNode)
             .collect())
+    }
+    /// Its purchases, a page at a time.
+    // The Relay arguments and the order: one per GraphQL argument.
+    #[allow(clippy::too_many_arguments)]
+    async fn purchases_connection(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "A cursor from an earlier page: the items after it.")] after: Option<
+            String,
+        >,
+        #[graphql(desc = "A cursor from an earlier page: the items before it.")] before: Option<
+            String,
+        >,
+        #[graphql(
+            desc = "At most this many items from the start (or after `after`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
+        first: Option<i32>,
+        #[graphql(
+            desc = "At most this many items from the end (or before `before`); at most SEQUESTRA_GRAPHQL_MAX_PAGE_SIZE (100)."
+        )]
+        last: Option<i32>,
+        #[graphql(desc = "Oldest first (the default) or newest first.")] order_by: Option<
+            ListOrder,
+        >,
+    ) -> async_graphql::Result<Page<PurchaseNode>> {
+        let parent = self.0.id;
+        paginate::<purchase::Entity, _>(
+            ctx,
+            PageArgs {
+                after,
+                before,
+                first,
+                last,
+                order: order_by.unwrap_or_default(),
+            },
+            move |q| q.filter(purchase::Column::MandateId.eq(parent)),
+            |m| (m.id, PurchaseNode(m)),
+        )
+        .await
     }
     /// Its ledger entries, oldest first: the budget set aside, purchases, payouts and
     /// their settlement by the PSP, and what went back to the sender when it ended.

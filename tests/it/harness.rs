@@ -296,6 +296,8 @@ impl GqlResponse {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served with `SEQUESTRA_METRICS_LISTEN` (none: on `addr`).
+    pub metrics_addr: Option<SocketAddr>,
     pub http: reqwest::Client,
     /// The database as its owner sees it (on PostgreSQL a superuser, outside
     /// row-level security), for tests that set up or inspect rows directly.
@@ -433,6 +435,7 @@ impl TestApp {
         let config_database = config.database.clone();
         let app = Application::build(config).await.expect("build application");
         let addr = app.local_addr().expect("local addr");
+        let metrics_addr = app.metrics_addr();
         let server_db = app.db().clone();
         let db = match &config_database.owner_url {
             Some(owner) => {
@@ -453,6 +456,7 @@ impl TestApp {
         }));
         Self {
             addr,
+            metrics_addr,
             http: reqwest::Client::new(),
             db,
             server_db,

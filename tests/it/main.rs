@@ -18,6 +18,7 @@ mod identity;
 mod invariants;
 mod logs;
 mod mail;
+mod metrics;
 mod mfa;
 mod nodes;
 mod payments;

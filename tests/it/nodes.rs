@@ -16,6 +16,7 @@ use crate::on_both_backends;
 on_both_backends!(
     every_node_type_resolves_for_who_may_read_it,
     connections_page_either_way_and_count_when_asked,
+    nested_lists_that_grow_page_as_connections,
 );
 
 const NODE: &str = "query($id: ID!) { node(id: $id) { __typename id } }";
@@ -450,4 +451,113 @@ async fn connections_page_either_way_and_count_when_asked(app: TestApp) {
         plain + 1,
         "totalCount: {plain} → {counted} statements"
     );
+}
+
+/// An escrow's events and payments and a mandate's purchases page like the root
+/// connections (the unbounded lists stay, deprecated): the same items, a page at a
+/// time, counted on request.
+async fn nested_lists_that_grow_page_as_connections(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let sender = t.token(Role::Sender).to_owned();
+    crate::mfa::enrol(&app, &sender).await;
+    let e = create_escrow(&app, &t, "40.00", json!([]), None, Duration::days(3)).await;
+    let id = e["id"].as_str().unwrap().to_owned();
+    fund(&app, &sender, &id, "15.00", &key()).await.ok();
+    fund(&app, &sender, &id, "25.00", &key()).await.ok();
+    app.gql(
+        Some(&sender),
+        "mutation($id: ID!, $k: String!) { releaseEscrow(escrowId: $id, idempotencyKey: $k) { escrow { status } } }",
+        json!({ "id": id, "k": key() }),
+    )
+    .await
+    .ok();
+
+    let page = async |after: Option<&str>| {
+        let r = app
+            .gql(
+                Some(&sender),
+                "query($id: ID!, $after: String) { escrow(id: $id) {
+                   events { kind }
+                   eventsConnection(first: 2, after: $after) { totalCount pageInfo { hasNextPage endCursor } edges { node { kind } } }
+                   payments { id }
+                   paymentsConnection(first: 5) { totalCount edges { node { id } } } } }",
+                json!({ "id": id, "after": after }),
+            )
+            .await;
+        r.ok()["escrow"].clone()
+    };
+    let first = page(None).await;
+    let all: Vec<Value> = first["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].clone())
+        .collect();
+    assert!(all.len() > 2, "{all:?}");
+    let mut paged: Vec<Value> = Vec::new();
+    let mut current = first.clone();
+    loop {
+        let c = &current["eventsConnection"];
+        assert_eq!(c["totalCount"], all.len());
+        paged.extend(
+            c["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["node"]["kind"].clone()),
+        );
+        if c["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        let cursor = c["pageInfo"]["endCursor"].as_str().unwrap().to_owned();
+        current = page(Some(&cursor)).await;
+    }
+    assert_eq!(paged, all);
+    let listed: Vec<&Value> = first["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["id"])
+        .collect();
+    let paged: Vec<&Value> = first["paymentsConnection"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["node"]["id"])
+        .collect();
+    assert_eq!((paged.len(), &paged), (1, &listed));
+    assert_eq!(first["paymentsConnection"]["totalCount"], 1);
+
+    // A mandate's purchases, newest first.
+    let c = crate::spend::catalog(&app, &t).await;
+    let r = crate::spend::grant(
+        &app,
+        &t,
+        json!({ "total": "50.00", "currency": "EUR", "allowedCategoryIds": [c.groceries] }),
+    )
+    .await;
+    let mandate = r.ok()["grantMandate"]["id"].as_str().unwrap().to_owned();
+    let beneficiary = t.token(Role::Beneficiary).to_owned();
+    for amount in ["1.00", "2.00", "3.00"] {
+        crate::spend::buy(&app, &beneficiary, &mandate, &c.fresh_mart, amount, &key())
+            .await
+            .ok();
+    }
+    let r = app
+        .gql(
+            Some(&beneficiary),
+            "query($id: ID!) { mandate(id: $id) { purchasesConnection(first: 2, orderBy: NEWEST_FIRST) { totalCount pageInfo { hasNextPage } edges { node { amount { amount } } } } } }",
+            json!({ "id": mandate }),
+        )
+        .await;
+    let c = &r.ok()["mandate"]["purchasesConnection"];
+    assert_eq!(c["totalCount"], 3);
+    assert_eq!(c["pageInfo"]["hasNextPage"], true);
+    let amounts: Vec<&Value> = c["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["node"]["amount"]["amount"])
+        .collect();
+    assert_eq!(amounts, [&json!("3.00"), &json!("2.00")]);
 }
