@@ -69,6 +69,17 @@ pub async fn create_escrow(
     r.ok()["createEscrow"]["escrow"].clone()
 }
 
+/// An escrow of `amount` without milestones from the tenant's SENDER to its
+/// BENEFICIARY, funded in full (idempotency key `key`): its id.
+pub async fn funded_escrow(app: &TestApp, t: &TestTenant, amount: &str, key: &str) -> String {
+    let e = create_escrow(app, t, amount, json!([]), None, Duration::days(7)).await;
+    let id = e["id"].as_str().unwrap().to_owned();
+    fund(app, t.token(Role::Sender), &id, amount, key)
+        .await
+        .ok();
+    id
+}
+
 pub async fn fund(app: &TestApp, token: &str, id: &str, amount: &str, key: &str) -> GqlResponse {
     app.gql(
         Some(token),

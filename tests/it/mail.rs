@@ -290,19 +290,7 @@ async fn a_payee_is_told_when_a_payment_moves(backend: Backend) {
     // Release an escrow to the provider; the PSP settles it.
     let sender = t.token(Role::Sender).to_owned();
     crate::mfa::enrol(&app, &sender).await;
-    let escrow = crate::escrow::create_escrow(
-        &app,
-        &t,
-        "100.00",
-        json!([]),
-        None,
-        chrono::Duration::days(3),
-    )
-    .await;
-    let id = escrow["id"].as_str().unwrap().to_owned();
-    crate::escrow::fund(&app, &sender, &id, "100.00", "f-1")
-        .await
-        .ok();
+    let id = crate::escrow::funded_escrow(&app, &t, "100.00", "f-1").await;
     let r = app
         .gql(
             Some(&sender),

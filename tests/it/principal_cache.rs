@@ -263,19 +263,7 @@ async fn statements_per_operation(app: TestApp) {
     r.ok();
     let purchase = app.statements() - before;
 
-    let escrow = crate::escrow::create_escrow(
-        &app,
-        &t,
-        "100.00",
-        json!([]),
-        None,
-        chrono::Duration::days(3),
-    )
-    .await;
-    let id = escrow["id"].as_str().unwrap().to_owned();
-    crate::escrow::fund(&app, &sender, &id, "100.00", "f-1")
-        .await
-        .ok();
+    let id = crate::escrow::funded_escrow(&app, &t, "100.00", "f-1").await;
     let before = app.statements();
     let r = app
         .gql(

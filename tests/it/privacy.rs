@@ -259,19 +259,7 @@ async fn erasure_waits_for_money_in_flight_and_keeps_the_books(app: TestApp) {
     };
 
     // Money held for the provider: not yet.
-    let e = crate::escrow::create_escrow(
-        &app,
-        &t,
-        "120.00",
-        json!([]),
-        None,
-        chrono::Duration::days(7),
-    )
-    .await;
-    let id = e["id"].as_str().unwrap().to_owned();
-    crate::escrow::fund(&app, &sender, &id, "120.00", "f-1")
-        .await
-        .ok();
+    let id = crate::escrow::funded_escrow(&app, &t, "120.00", "f-1").await;
     refused(&erase(&provider_gid).await, "is FUNDED");
     let own = app
         .gql(

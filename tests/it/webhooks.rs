@@ -326,11 +326,7 @@ async fn released(
     key: &str,
 ) -> (String, String, String) {
     let sender = t.token(Role::Sender);
-    let e = create_escrow(app, t, amount, json!([]), None, Duration::days(7)).await;
-    let id = e["id"].as_str().unwrap().to_owned();
-    fund(app, sender, &id, amount, &format!("fund-{key}"))
-        .await
-        .ok();
+    let id = crate::escrow::funded_escrow(app, t, amount, &format!("fund-{key}")).await;
     let r = app
         .gql(
             Some(sender),
