@@ -298,7 +298,8 @@ pub struct MailConfig {
     /// The address links in mails start with (`{app_url}/reset-password#token=…`);
     /// without it a mail carries the token alone.
     pub app_url: Option<String>,
-    /// How often the jobs look for mail to send.
+    /// How often the jobs sweep every outbox (retries that came due, missed wake-ups);
+    /// a new mail wakes them at once.
     pub poll_interval: Duration,
     /// A mail the server did not take is tried again until this many tries in all.
     pub max_attempts: i32,
@@ -876,7 +877,7 @@ fn mail_config(
         from: get("SEQUESTRA_MAIL_FROM")
             .unwrap_or_else(|| "no-reply@sequestra.localhost".to_owned()),
         app_url: get("SEQUESTRA_APP_URL").map(|u| u.trim_end_matches('/').to_owned()),
-        poll_interval: Duration::from_millis(parse(get, "SEQUESTRA_MAIL_POLL_MS", 1_000)?),
+        poll_interval: Duration::from_millis(parse(get, "SEQUESTRA_MAIL_POLL_MS", 10_000)?),
         max_attempts: parse(get, "SEQUESTRA_MAIL_MAX_ATTEMPTS", 8)?,
         retry_base: secs(get, "SEQUESTRA_MAIL_RETRY_BASE_SECS", 30)?,
         reset_token_ttl: Duration::from_secs(

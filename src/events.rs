@@ -45,6 +45,9 @@ pub enum Update {
     /// roles, MFA, an API key): every process drops the tenant's cached principals.
     /// `None`: updates may have been missed (the listener reconnected), drop them all.
     Access { tenant_id: Option<Uuid> },
+    /// A notification was written into this tenant's outbox: the mail sender wakes
+    /// (instead of waiting for its next sweep).
+    Mail { tenant_id: Uuid },
 }
 
 impl Update {
@@ -53,6 +56,7 @@ impl Update {
             Update::Payment { payment, .. } => payment.tenant_id,
             Update::Escrow { tenant_id, .. } => *tenant_id,
             Update::Access { tenant_id } => tenant_id.unwrap_or_default(),
+            Update::Mail { tenant_id } => *tenant_id,
         }
     }
 }
@@ -70,6 +74,8 @@ pub enum Topic {
     PartyPayments(Uuid, Uuid),
     /// Every payment of a tenant (what its staff follow).
     TenantPayments(Uuid),
+    /// Outboxes that received mail, any tenant (what the mail sender follows).
+    Mail,
 }
 
 impl Topic {
@@ -98,6 +104,7 @@ fn topics(update: &Update) -> Vec<Topic> {
             ..
         } => vec![Topic::Escrow(*tenant_id, *escrow_id)],
         Update::Access { .. } => vec![],
+        Update::Mail { .. } => vec![Topic::Mail],
     }
 }
 

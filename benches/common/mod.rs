@@ -345,6 +345,7 @@ impl Server {
     pub async fn sign_in(&self, email: &str) -> String {
         match sign_in(
             &self.db,
+            None,
             &self.tokens,
             &Origin::default(),
             "bench",

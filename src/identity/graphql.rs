@@ -296,6 +296,7 @@ impl IdentityMutation {
         let services = ctx.services()?;
         let issued = rules::sign_in(
             &services.db,
+            Some(services.bus.clone()),
             &services.tokens,
             &ctx.request().origin,
             &input.tenant,
@@ -483,6 +484,7 @@ impl IdentityMutation {
         let services = ctx.services()?;
         let issued = mfa::complete_challenge(
             &services.db,
+            Some(services.bus.clone()),
             &services.tokens,
             &services.sealer,
             &ctx.request().origin,

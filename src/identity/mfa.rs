@@ -392,6 +392,7 @@ pub enum SecondFactor {
 /// Completes an MFA sign-in. Failures count against the account like password ones.
 pub async fn complete_challenge(
     db: &DatabaseConnection,
+    bus: Option<crate::events::Bus>,
     tokens: &TokenService,
     sealer: &Sealer,
     origin: &Origin,
@@ -405,7 +406,7 @@ pub async fn complete_challenge(
         .and_then(|(tenant, _)| Uuid::try_parse(tenant).ok())
         .map(TenantId::from_uuid)
         .ok_or(Error::InvalidCredentials)?;
-    let scoped = TenantDb::new(db.clone(), tenant);
+    let scoped = TenantDb::new(db.clone(), tenant).with_bus(bus);
     let hash = sha256_hex(challenge);
     let now = Utc::now();
     let row = scoped

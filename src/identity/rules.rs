@@ -55,11 +55,13 @@ pub enum SignInOutcome {
     MfaRequired(SecretString),
 }
 
-/// `email` + `password` in tenant `slug`. An unknown tenant, an unknown email, an
+/// `email` + `password` in tenant `slug` (`bus`: where this process's subscribers and
+/// mail sender listen, woken when the sign-in commits). An unknown tenant, an unknown email, an
 /// inactive user and a wrong password all take the same path (a dummy hash is
 /// verified when there is no user) and get the same answer.
 pub async fn sign_in(
     db: &DatabaseConnection,
+    bus: Option<crate::events::Bus>,
     tokens: &TokenService,
     origin: &Origin,
     slug: &str,
@@ -68,7 +70,7 @@ pub async fn sign_in(
 ) -> Result<SignInOutcome> {
     let tenant = find_tenant_by_slug(db, slug).await?;
     let email = Email::parse(email).ok();
-    let scoped = tenant.map(|t| TenantDb::new(db.clone(), TenantId::from_uuid(t.id)));
+    let scoped = tenant.map(|t| TenantDb::new(db.clone(), TenantId::from_uuid(t.id)).with_bus(bus));
     let user = match (&scoped, &email) {
         (Some(scoped), Some(email)) => scoped
             .first::<user::Entity>(|q| q.filter(user::Column::Email.eq(email.as_str())))

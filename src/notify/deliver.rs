@@ -1,6 +1,9 @@
 //! Sending the outbox: the jobs' mail loop and the transports it sends through.
 //!
-//! One process sends at a time (the `mail` lease, taken for a few poll intervals and
+//! Every outbox write wakes the sender (an update on the bus, across processes by
+//! LISTEN/NOTIFY), which then sends that tenant's mail; a sweep of every tenant every
+//! `poll_interval` takes the retries that came due and whatever a wake-up missed. One
+//! process sends at a time (the `mail` lease, taken for a few poll intervals and
 //! renewed while it works), and each mail is claimed by a conditional UPDATE
 //! (`PENDING`, not claimed or its claim lapsed) before it is sent, so two senders never
 //! send the same mail. A mail the server did not take is tried again after
@@ -123,13 +126,18 @@ pub async fn run(
     let ttl = config.poll_interval * 3 + CLAIM;
     let mut ticker = tokio::time::interval(config.poll_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Woken by every outbox write (this process's and, on PostgreSQL, every other's):
+    // that tenant's mail goes at once; the sweep every `poll_interval` takes retries
+    // that came due and anything a wake-up missed.
+    let mut wake = services.bus.subscribe(crate::events::Topic::Mail);
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
+        let only = tokio::select! {
+            _ = ticker.tick() => None,
+            woke = wake.recv() => woke.ok().map(|update| update.tenant_id()),
             _ = stop.changed() => return,
-        }
+        };
         match lease::acquire(&services.db, LEASE, &holder, ttl).await {
-            Ok(true) => match send_due(&services, &mailer, &config)
+            Ok(true) => match send_due(&services, &mailer, &config, only)
                 .await
                 .inspect(|_| crate::jobs::ran("mail", true))
                 .inspect_err(|_| crate::jobs::ran("mail", false))
@@ -144,10 +152,20 @@ pub async fn run(
     }
 }
 
-/// One pass over every tenant's due mail; answers how many were sent.
-pub async fn send_due(services: &Services, mailer: &Mailer, config: &MailConfig) -> Result<usize> {
+/// One pass over every tenant's due mail (or `only` one tenant's); answers how many
+/// were sent.
+pub async fn send_due(
+    services: &Services,
+    mailer: &Mailer,
+    config: &MailConfig,
+    only: Option<uuid::Uuid>,
+) -> Result<usize> {
     let mut sent = 0;
-    for t in tenant::Entity::find().all(&services.db).await? {
+    let tenants = match only {
+        Some(id) => tenant::Entity::find_by_id(id).all(&services.db).await?,
+        None => tenant::Entity::find().all(&services.db).await?,
+    };
+    for t in tenants {
         let db = services.tenant_db(TenantId::from_uuid(t.id));
         let now = Utc::now();
         let due = db

@@ -144,6 +144,11 @@ pub async fn enqueue_to<C: ConnectionTrait>(
         created_at: Set(now),
     })
     .await?;
+    // The sender wakes when this commits (in the same notification statement as the
+    // transaction's other updates).
+    db.publish(crate::events::Update::Mail {
+        tenant_id: db.tenant().as_uuid(),
+    });
     Ok(())
 }
 

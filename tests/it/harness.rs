@@ -716,6 +716,7 @@ impl TestApp {
     pub async fn sign_in(&self, slug: &str, email: &str, password: &str) -> String {
         let outcome = sequestra::identity::rules::sign_in(
             &self.db,
+            None,
             &self.tokens,
             &Origin::default(),
             slug,
