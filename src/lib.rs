@@ -246,6 +246,14 @@ impl Application {
         // Mail is sent by the jobs too (its own loop and lease: a slow SMTP server
         // never delays a payment's retry).
         let mail = self.state.config.escrow.jobs_enabled.then(|| {
+            let transport = self.state.services.mailer.describe();
+            if transport == "log" && self.state.config.is_production() {
+                tracing::warn!(
+                    "no SEQUESTRA_SMTP_URL: mail is only logged, nobody receives a reset or a notice"
+                );
+            } else {
+                tracing::info!(transport, "mail sender started");
+            }
             tokio::spawn(notify::deliver::run(
                 self.state.services.clone(),
                 self.state.services.mailer.clone(),

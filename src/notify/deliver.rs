@@ -80,7 +80,7 @@ impl Mailer {
         })
     }
 
-    /// What `/ready` and the start-up log say about it.
+    /// What the start-up log says of it: `smtp`, `dir` or `log`.
     pub fn describe(&self) -> &'static str {
         match self {
             Mailer::Smtp(_) => "smtp",
