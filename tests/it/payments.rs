@@ -27,6 +27,13 @@ on_both_backends_with!(
     &[("SEQUESTRA_PAYMENT_RECHECK_AFTER_SECS", "0")]
 );
 on_both_backends_with!(
+    a_failure_reconciliation_finds_is_retried,
+    &[
+        ("SEQUESTRA_PAYMENT_RECHECK_AFTER_SECS", "0"),
+        ("SEQUESTRA_SIM_PSP_FAIL_EVERY", "1"),
+    ]
+);
+on_both_backends_with!(
     failed_payments_are_retried_once_each_then_alerted,
     &[
         ("SEQUESTRA_SIM_PSP_SETTLE_AFTER_MS", "100"),
@@ -392,6 +399,55 @@ async fn reconciliation_settles_a_payment_whose_webhook_never_came(app: TestApp)
         actions.iter().filter(|a| *a == "payment.settled").count(),
         1
     );
+}
+
+/// A SENT payment without a webhook that the PSP's status check reports FAILED is
+/// retried by the policy like any failure. (It was not: the check's claim on the
+/// payment, `checked_at`, is also the retry policy's, and the failure kept it.)
+async fn a_failure_reconciliation_finds_is_retried(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let (escrow_id, sender) = funded_escrow(&app, &t).await;
+    let payment_id = release(&app, &sender, &escrow_id).await;
+    assert_eq!(payment(&app, &sender, &payment_id).await["status"], "SENT");
+    // Another process runs the jobs: it asks the PSP (which fails every payout), then
+    // the retry policy (two tries in all, no backoff) takes the failure.
+    let jobs = app
+        .peer(&[
+            ("SEQUESTRA_JOBS_ENABLED", "true"),
+            ("SEQUESTRA_JOBS_INTERVAL_MS", "50"),
+            ("SEQUESTRA_PAYMENT_RECHECK_AFTER_SECS", "0"),
+            ("SEQUESTRA_SIM_PSP_FAIL_EVERY", "1"),
+            ("SEQUESTRA_SIM_PSP_SETTLE_AFTER_MS", "0"),
+            ("SEQUESTRA_PAYMENT_MAX_ATTEMPTS", "2"),
+            ("SEQUESTRA_PAYMENT_RETRY_BACKOFF_SECS", "0"),
+        ])
+        .await;
+    let failed = wait_for(&app, &sender, &payment_id, |p| p["status"] == "FAILED").await;
+    let checked: Vec<&Value> = failed["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "STATUS_CHECK" && a["outcome"] == "FAILED")
+        .collect();
+    assert_eq!(checked.len(), 1, "{failed}");
+    // The retry: a second payment of the escrow, retrying the first.
+    let mut retried = Value::Null;
+    for _ in 0..200 {
+        let e = crate::escrow::escrow(&app, &sender, &escrow_id).await;
+        if let Some(p) = e["payments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] != payment_id.as_str())
+        {
+            retried = payment(&app, &sender, p["id"].as_str().unwrap()).await;
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    assert_eq!(retried["retryOf"], payment_id.as_str(), "{retried}");
+    assert_eq!(retried["attempt"], 2);
+    drop(jobs);
 }
 
 async fn failed_payments_are_retried_once_each_then_alerted(app: TestApp) {
