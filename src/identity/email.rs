@@ -1,12 +1,12 @@
 //! A user's address: verified by a mailed token, changed only once the new address
 //! confirmed it.
 //!
-//! A new user is mailed a verification token (`sq_ev_…`, 7 days); `verify` marks the
-//! address verified if it is still the user's. `request_change` (password and a
+//! A new user is mailed a verification token (`sq_ev_…`, 7 days); confirming it marks
+//! the address verified if it is still the user's. `request_change` (password and a
 //! recent step-up, checked by the caller's policy) mails a confirmation token
 //! (`sq_ec_…`, 24 hours) to the new address and a security notice to the old one; the
-//! address switches only in `confirm_change`, one conditional UPDATE that spends the
-//! token. Tokens are stored as SHA-256 hashes, like the reset's.
+//! address switches only when that token is confirmed. [`confirm`] does both, in the
+//! transaction that spends the token (one conditional UPDATE). Tokens are stored as SHA-256 hashes, like the reset's.
 
 use chrono::Utc;
 use sea_orm::{
@@ -135,42 +135,6 @@ async fn spend(
     }
 }
 
-/// Marks the address a verification token names verified, if it is still the user's.
-pub async fn verify(
-    db: &DatabaseConnection,
-    bus: Option<Bus>,
-    origin: &Origin,
-    token: SecretString,
-) -> Result<()> {
-    let (txn, row) = spend(db, bus, VERIFY_PREFIX, VERIFY, &token).await?;
-    let address = row.new_email.unwrap_or_default();
-    let verified = txn
-        .update_where::<user::Entity>(|q| {
-            q.col_expr(user::Column::EmailVerifiedAt, Expr::value(Utc::now()))
-                .filter(user::Column::Id.eq(row.user_id))
-                .filter(user::Column::Email.eq(address.as_str()))
-                .filter(user::Column::IsActive.eq(true))
-        })
-        .await?;
-    if verified == 0 {
-        // The address changed (or the user was deactivated) since the mail left.
-        txn.rollback().await?;
-        return Err(invalid());
-    }
-    audit::record(
-        &txn,
-        audit::Entry {
-            actor: Actor::User(row.user_id),
-            action: AuditAction::UserEmailVerified,
-            subject: Some(("user", row.user_id)),
-            details: json!({}),
-            origin,
-        },
-    )
-    .await?;
-    txn.commit().await
-}
-
 /// Asks to move `user`'s address to `new`: a token to the new address, a notice to the
 /// old one. The password and step-up were checked by the caller.
 pub async fn request_change(
@@ -229,40 +193,63 @@ pub async fn request_change(
     txn.commit().await
 }
 
-/// Switches the address to the one a change token confirmed (verified by that).
-/// CONFLICT `EMAIL_TAKEN` when another user took it meanwhile.
-pub async fn confirm_change(
+/// What a mailed address token confirms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirm {
+    /// The user's address is theirs (`verifyEmail`): verified if it is still theirs.
+    Verification,
+    /// The new address of a change (`confirmEmailChange`): it becomes the user's,
+    /// verified; CONFLICT `EMAIL_TAKEN` when another user took it meanwhile.
+    Change,
+}
+
+/// Spends a mailed address token and applies what it confirms, in one transaction.
+pub async fn confirm(
     db: &DatabaseConnection,
     bus: Option<Bus>,
     origin: &Origin,
     token: SecretString,
+    what: Confirm,
 ) -> Result<()> {
-    let (txn, row) = spend(db, bus, CHANGE_PREFIX, CHANGE, &token).await?;
+    let (prefix, purpose, action) = match what {
+        Confirm::Verification => (VERIFY_PREFIX, VERIFY, AuditAction::UserEmailVerified),
+        Confirm::Change => (CHANGE_PREFIX, CHANGE, AuditAction::UserEmailChanged),
+    };
+    let (txn, row) = spend(db, bus, prefix, purpose, &token).await?;
     let address = row.new_email.unwrap_or_default();
-    let taken = txn
-        .count::<user::Entity>(|q| {
-            q.filter(user::Column::Email.eq(address.as_str()))
-                .filter(user::Column::Id.ne(row.user_id))
-        })
-        .await?;
-    if taken > 0 {
-        txn.rollback().await?;
-        return Err(Error::conflict(
-            "EMAIL_TAKEN",
-            "a user with this email already exists",
-        ));
+    if what == Confirm::Change {
+        let taken = txn
+            .count::<user::Entity>(|q| {
+                q.filter(user::Column::Email.eq(address.as_str()))
+                    .filter(user::Column::Id.ne(row.user_id))
+            })
+            .await?;
+        if taken > 0 {
+            txn.rollback().await?;
+            return Err(Error::conflict(
+                "EMAIL_TAKEN",
+                "a user with this email already exists",
+            ));
+        }
     }
     let now = Utc::now();
     let changed = txn
         .update_where::<user::Entity>(|q| {
-            q.col_expr(user::Column::Email, Expr::value(address.as_str()))
+            let q = q
                 .col_expr(user::Column::EmailVerifiedAt, Expr::value(now))
-                .col_expr(user::Column::UpdatedAt, Expr::value(now))
                 .filter(user::Column::Id.eq(row.user_id))
-                .filter(user::Column::IsActive.eq(true))
+                .filter(user::Column::IsActive.eq(true));
+            match what {
+                // Only if the address is still the one the mail went to.
+                Confirm::Verification => q.filter(user::Column::Email.eq(address.as_str())),
+                Confirm::Change => q
+                    .col_expr(user::Column::Email, Expr::value(address.as_str()))
+                    .col_expr(user::Column::UpdatedAt, Expr::value(now)),
+            }
         })
         .await?;
     if changed == 0 {
+        // The address changed, or the user was deactivated, since the mail left.
         txn.rollback().await?;
         return Err(invalid());
     }
@@ -270,7 +257,7 @@ pub async fn confirm_change(
         &txn,
         audit::Entry {
             actor: Actor::User(row.user_id),
-            action: AuditAction::UserEmailChanged,
+            action,
             subject: Some(("user", row.user_id)),
             details: json!({}),
             origin,

@@ -86,6 +86,25 @@ pub struct EmailConfirmedPayload {
     pub confirmed: bool,
 }
 
+/// Spends a mailed address token (one credential attempt) for what it confirms.
+async fn confirm_mailed(
+    ctx: &Context<'_>,
+    input: MailedTokenInput,
+    what: super::email::Confirm,
+) -> async_graphql::Result<EmailConfirmedPayload> {
+    ctx.take_credential_attempt()?;
+    let services = ctx.services()?;
+    super::email::confirm(
+        &services.db,
+        Some(services.bus.clone()),
+        &ctx.request().origin,
+        SecretString::from(input.token),
+        what,
+    )
+    .await?;
+    Ok(EmailConfirmedPayload { confirmed: true })
+}
+
 /// A new address for the signed-in user.
 #[derive(InputObject)]
 pub struct ChangeEmailInput {
@@ -385,16 +404,7 @@ impl IdentityMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The token from the verification mail.")] input: MailedTokenInput,
     ) -> async_graphql::Result<EmailConfirmedPayload> {
-        ctx.take_credential_attempt()?;
-        let services = ctx.services()?;
-        super::email::verify(
-            &services.db,
-            Some(services.bus.clone()),
-            &ctx.request().origin,
-            SecretString::from(input.token),
-        )
-        .await?;
-        Ok(EmailConfirmedPayload { confirmed: true })
+        confirm_mailed(ctx, input, super::email::Confirm::Verification).await
     }
 
     /// Asks to move your address (password and a recent step-up): a confirmation
@@ -437,16 +447,7 @@ impl IdentityMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The token from the confirmation mail.")] input: MailedTokenInput,
     ) -> async_graphql::Result<EmailConfirmedPayload> {
-        ctx.take_credential_attempt()?;
-        let services = ctx.services()?;
-        super::email::confirm_change(
-            &services.db,
-            Some(services.bus.clone()),
-            &ctx.request().origin,
-            SecretString::from(input.token),
-        )
-        .await?;
-        Ok(EmailConfirmedPayload { confirmed: true })
+        confirm_mailed(ctx, input, super::email::Confirm::Change).await
     }
 
     /// Exchanges a refresh token for new tokens. Each refresh token works once.
