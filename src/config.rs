@@ -345,12 +345,53 @@ pub struct Config {
     /// Several secrets are accepted during rotation; the first one signs.
     pub webhook_secrets: Vec<SecretString>,
     pub sentry_dsn: Option<SecretString>,
+    /// Where traces go over OTLP/HTTP, when set.
+    pub otlp: Option<OtlpConfig>,
     /// Apply pending migrations when `serve` starts.
     pub migrate_on_start: bool,
     /// Settings that were missing in development and got an ephemeral random value.
     pub generated_secrets: Vec<&'static str>,
     /// Development: settings left unset whose values come from the kept secrets file.
     pub kept_secrets: Option<KeptSecrets>,
+}
+
+/// OpenTelemetry traces exported over OTLP/HTTP (protobuf).
+#[derive(Debug, Clone)]
+pub struct OtlpConfig {
+    /// The collector's traces URL: `SEQUESTRA_OTLP_ENDPOINT` (its base URL, as
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`) with `/v1/traces` appended.
+    pub traces_url: String,
+    /// The share of traces started here that are kept (`SEQUESTRA_OTLP_SAMPLE_RATIO`,
+    /// 0 to 1); a request whose `traceparent` says sampled is always kept.
+    pub sample_ratio: f64,
+}
+
+impl OtlpConfig {
+    fn new(raw: &str, sample_ratio: f64) -> Result<Self, ConfigError> {
+        const NAME: &str = "SEQUESTRA_OTLP_ENDPOINT";
+        let url = reqwest::Url::parse(raw.trim())
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .filter(|u| u.query().is_none() && u.fragment().is_none())
+            .ok_or_else(|| {
+                ConfigError::new(
+                    NAME,
+                    "is not the base URL of an OTLP/HTTP collector (http:// or https://, \
+                     e.g. http://localhost:4318)",
+                )
+            })?;
+        if !(0.0..=1.0).contains(&sample_ratio) {
+            return Err(ConfigError::new(
+                "SEQUESTRA_OTLP_SAMPLE_RATIO",
+                "must be between 0 and 1",
+            ));
+        }
+        let base = url.as_str().trim_end_matches('/');
+        Ok(Self {
+            traces_url: format!("{base}/v1/traces"),
+            sample_ratio,
+        })
+    }
 }
 
 /// Development secrets read from (and, the first time, written to) a file outside the
@@ -685,6 +726,9 @@ impl Config {
                 "is not a valid Sentry DSN (https://KEY@HOST/PROJECT)",
             ));
         }
+        let otlp = get("SEQUESTRA_OTLP_ENDPOINT")
+            .map(|raw| OtlpConfig::new(&raw, parse(&get, "SEQUESTRA_OTLP_SAMPLE_RATIO", 1.0)?))
+            .transpose()?;
         let migrate_on_start = parse(&get, "SEQUESTRA_MIGRATE_ON_START", true)?;
         let proof_storage = match get("SEQUESTRA_PROOF_STORE").as_deref() {
             None | Some("local") => ProofStorage::Local(
@@ -833,6 +877,7 @@ impl Config {
             mail,
             webhook_secrets: webhook_secret_list,
             sentry_dsn,
+            otlp,
             migrate_on_start,
             generated_secrets,
             kept_secrets: None,
@@ -1287,5 +1332,40 @@ mod tests {
         let err = config(&[("SEQUESTRA_SENTRY_DSN", "not a dsn")]).unwrap_err();
         assert_eq!(err.setting, "SEQUESTRA_SENTRY_DSN");
         assert!(config(&[("SEQUESTRA_SENTRY_DSN", "https://abc@o1.ingest.example/42")]).is_ok());
+    }
+
+    #[test]
+    fn otlp_endpoint_is_a_collector_base_url() {
+        assert!(config(&[]).unwrap().otlp.is_none());
+        for (raw, traces) in [
+            ("http://localhost:4318", "http://localhost:4318/v1/traces"),
+            ("https://otel.example/", "https://otel.example/v1/traces"),
+            (
+                "http://gw.example/otlp/",
+                "http://gw.example/otlp/v1/traces",
+            ),
+        ] {
+            let otlp = config(&[("SEQUESTRA_OTLP_ENDPOINT", raw)])
+                .unwrap()
+                .otlp
+                .unwrap();
+            assert_eq!(otlp.traces_url, traces);
+            assert_eq!(otlp.sample_ratio, 1.0);
+        }
+        for raw in [
+            "localhost:4318",
+            "grpc://x:4317",
+            "http://x/?a=b",
+            "not a url",
+        ] {
+            let err = config(&[("SEQUESTRA_OTLP_ENDPOINT", raw)]).unwrap_err();
+            assert_eq!(err.setting, "SEQUESTRA_OTLP_ENDPOINT", "{raw}");
+        }
+        let err = config(&[
+            ("SEQUESTRA_OTLP_ENDPOINT", "http://localhost:4318"),
+            ("SEQUESTRA_OTLP_SAMPLE_RATIO", "1.5"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.setting, "SEQUESTRA_OTLP_SAMPLE_RATIO");
     }
 }

@@ -242,7 +242,7 @@ async fn entry() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_tracing(&config);
+    let _traces = telemetry::init_tracing(&config);
     let _sentry = telemetry::init_sentry(&config);
     for setting in &config.generated_secrets {
         tracing::warn!(

@@ -182,7 +182,8 @@ pub async fn ping(db: &DatabaseConnection) -> Result<(), DbErr> {
     db.execute_unprepared("SELECT 1").await.map(|_| ())
 }
 
-/// What the server's pool runs, seen from SeaORM's metric callback: a count of
+/// What the server's pool runs, seen from SeaORM's metric callback (which also gives
+/// each statement its trace span when traces are exported): a count of
 /// statements (tests assert what an operation costs) and, while a capture is on,
 /// their text with the values inlined (the nested-page benchmark replays one page's
 /// statements with pgbench). Off, a capture costs one relaxed load per statement.
@@ -198,7 +199,10 @@ impl StatementTap {
     pub fn attach(db: &mut DatabaseConnection) -> std::sync::Arc<Self> {
         let tap = std::sync::Arc::new(Self::default());
         let seen = tap.clone();
-        db.set_metric_callback(move |info| seen.saw(info.statement));
+        db.set_metric_callback(move |info| {
+            seen.saw(info.statement);
+            crate::telemetry::traces::statement(info);
+        });
         tap
     }
 

@@ -3,8 +3,9 @@
 //! the response as the spec orders it ([`shape`](super::shape)), the variables
 //! checked against the operation's definitions before it runs (a required one
 //! missing or null is a request error, GraphQL §6.1.2 CoerceVariableValues), the
-//! operation's latency (`graphql_operation_duration_seconds{type, root}`), and every
-//! error given its stable code ([`errors`](super::errors)), in that order.
+//! operation's latency (`graphql_operation_duration_seconds{type, root}`) and its
+//! trace spans (the operation's, each root field's), and every error given its stable
+//! code ([`errors`](super::errors)), in that order.
 //!
 //! One extension rather than three: async-graphql calls each registered extension's
 //! `resolve` hook for every field it resolves (a boxed future per extension per
@@ -17,11 +18,12 @@ use async_graphql::{
     Request, Response, ServerError, ServerResult, Value, Variables,
     extensions::{
         Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery,
-        NextPrepareRequest, NextRequest, NextSubscribe,
+        NextPrepareRequest, NextRequest, NextResolve, NextSubscribe, ResolveInfo,
     },
     parser::types::ExecutableDocument,
 };
 use futures_util::{StreamExt, stream::BoxStream};
+use tracing::Instrument;
 
 use super::{errors, limits::DocumentLimits, shape};
 
@@ -149,6 +151,27 @@ impl Extension for EdgeExtension {
         next.run(ctx, request).await
     }
 
+    /// A trace span for each root field's resolver (the fields under it are not
+    /// traced: their statements are, as the root field's children).
+    async fn resolve(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        info: ResolveInfo<'_>,
+        next: NextResolve<'_>,
+    ) -> ServerResult<Option<Value>> {
+        if info.path_node.parent.is_some() {
+            return next.run(ctx, info).await;
+        }
+        let span = tracing::trace_span!(
+            "graphql.resolve",
+            otel.name = %format_args!("{}.{}", info.parent_type, info.name),
+            graphql.field.name = info.name,
+            graphql.field.alias = info.alias,
+            graphql.parent_type = info.parent_type,
+        );
+        next.run(ctx, info).instrument(span).await
+    }
+
     async fn parse_query(
         &self,
         ctx: &ExtensionContext<'_>,
@@ -192,8 +215,19 @@ impl Extension for EdgeExtension {
             }
             .map(|(_, kind, root)| (*kind, root.clone()))
         };
+        // The operation's trace span (a `trace`-level span: only the trace exporter
+        // takes it, so the log and a run without traces pay nothing for it).
+        let span = match &labels {
+            Some((kind, root)) => tracing::trace_span!(
+                "graphql.operation",
+                otel.name = %format_args!("{kind} {root}"),
+                graphql.operation.type = *kind,
+                graphql.operation.name = operation_name,
+            ),
+            None => tracing::Span::none(),
+        };
         let started = std::time::Instant::now();
-        let mut response = next.run(ctx, operation_name).await;
+        let mut response = next.run(ctx, operation_name).instrument(span).await;
         if let Some((kind, root)) = labels {
             metrics::histogram!("graphql_operation_duration_seconds", "type" => kind, "root" => root)
                 .record(started.elapsed().as_secs_f64());

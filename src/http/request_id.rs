@@ -1,6 +1,7 @@
 //! Gives every request an id: a well-formed incoming `x-request-id` is kept, anything
 //! else is replaced. The id is on the response, and on every log line through the
-//! request's span.
+//! request's span. The span is the request's trace span when traces are exported,
+//! continuing the caller's trace when a `traceparent` header names one.
 
 use axum::{
     extract::Request,
@@ -36,7 +37,9 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
         request_id = %id,
         method = %request.method(),
         path = %request.uri().path(),
+        otel.kind = "server",
     );
+    crate::telemetry::traces::continue_from(&span, request.headers());
     let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     // One line per request: at `debug` when it went well (at `info` it cost the
@@ -46,6 +49,7 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
         let status = response.status();
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let status_code = status.as_u16();
+        crate::telemetry::traces::record(&span, "http.response.status_code", status_code.into());
         if status.is_server_error() {
             tracing::warn!(status = status_code, latency_ms, "request finished");
         } else if status.is_client_error() {

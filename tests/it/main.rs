@@ -35,6 +35,7 @@ mod smtp;
 mod spend;
 mod tenancy;
 mod tenancy_matrix;
+mod traces;
 mod visibility;
 mod webhooks;
 mod ws;
