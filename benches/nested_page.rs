@@ -63,8 +63,9 @@ async fn bench(url: &str, owner: &str) {
     let origin = Origin::default();
     for i in 0..ESCROWS {
         let body = serde_json::json!({
-            "query": "mutation($i: CreateEscrowInput!, $k: String!) { createEscrow(input: $i, idempotencyKey: $k) { escrow { id } } }",
-            "variables": { "k": format!("page-{i}"), "i": {
+            "query": "mutation($i: CreateEscrowInput!) { createEscrow(input: $i) { escrow { id } } }",
+            "variables": { "i": {
+                "idempotencyKey": format!("page-{i}"),
                 "providerId": ids::encode(Kind::User, provider),
                 "amount": "100.00",
                 "currency": "EUR",

@@ -83,7 +83,7 @@ async fn run(url: &str, owner: &str) {
     let endpoint = format!("http://{addr}/graphql");
     let mandate_id = ids::encode(Kind::Mandate, mandate.id);
     let merchant_id = ids::encode(Kind::Merchant, shop.id);
-    let query = "mutation($m: ID!, $s: ID!, $k: String!) { createPurchase(mandateId: $m, merchantId: $s, amount: \"1.00\", idempotencyKey: $k) { id } }";
+    let query = "mutation($m: ID!, $s: ID!, $k: String!) { createPurchase(input: { mandateId: $m, merchantId: $s, amount: \"1.00\", idempotencyKey: $k }) { purchase { id } } }";
     println!(
         "sequestra spend contention benchmark ({} cores, PostgreSQL, {CLIENTS} clients, {SECONDS} s, one mandate)",
         std::thread::available_parallelism().map_or(0, |n| n.get())

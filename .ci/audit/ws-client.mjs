@@ -146,8 +146,8 @@ try {
   const escrow = must(
     await gql(
       token,
-      `mutation($i: CreateEscrowInput!, $k: String!) {
-         createEscrow(input: $i, idempotencyKey: $k) { escrow { id status } } }`,
+      `mutation($i: CreateEscrowInput!) {
+         createEscrow(input: $i) { escrow { id status } } }`,
       {
         i: {
           providerId,
@@ -155,8 +155,8 @@ try {
           currency: 'EUR',
           description: 'ws-client.mjs: a release watched over WebSocket',
           deadline,
+          idempotencyKey: randomUUID(),
         },
-        k: randomUUID(),
       },
     ),
     'createEscrow',
@@ -164,7 +164,7 @@ try {
   must(
     await gql(
       token,
-      'mutation($e: ID!, $k: String!) { fundEscrow(escrowId: $e, amount: "12.50", idempotencyKey: $k) { escrow { status } } }',
+      'mutation($e: ID!, $k: String!) { fundEscrow(input: { escrowId: $e, amount: "12.50", idempotencyKey: $k }) { escrow { status } } }',
       { e: escrow.id, k: randomUUID() },
     ),
     'fundEscrow',
@@ -172,7 +172,7 @@ try {
   const released = must(
     await gql(
       token,
-      'mutation($e: ID!, $k: String!) { releaseEscrow(escrowId: $e, idempotencyKey: $k) { escrow { status } payments { id status } } }',
+      'mutation($e: ID!, $k: String!) { releaseEscrow(input: { escrowId: $e, idempotencyKey: $k }) { escrow { status } payments { id status } } }',
       { e: escrow.id, k: randomUUID() },
     ),
     'releaseEscrow',

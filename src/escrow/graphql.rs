@@ -559,11 +559,22 @@ impl EscrowEventNode {
     }
 }
 
-/// What a money-moving mutation did. Replaying its idempotency key answers the
-/// same deposit and payments again (with their current state).
+/// What an escrow mutation did. Replaying a money-moving one's idempotency key
+/// answers the same deposit and payments again (with their current state).
 pub struct EscrowPayload(Effect);
 
-/// What a money-moving escrow mutation did.
+impl EscrowPayload {
+    /// What a mutation that moved no money did to `escrow`.
+    fn of(escrow: escrow::Model) -> Self {
+        Self(Effect {
+            escrow: escrow.id,
+            deposit: None,
+            payments: Vec::new(),
+        })
+    }
+}
+
+/// What an escrow mutation did.
 #[Object]
 impl EscrowPayload {
     /// The escrow as it is now.
@@ -651,6 +662,151 @@ pub struct CreateEscrowInput {
     /// They must add up to `amount`. None: one milestone for the whole amount.
     #[graphql(default)]
     pub milestones: Vec<MilestoneInput>,
+    /// Any 1 to 255 visible ASCII characters you choose for this operation: a retry
+    /// with the same key and input answers what the first call answered, without
+    /// doing it again; the same key with another input is CONFLICT
+    /// (IDEMPOTENCY_KEY_REUSED).
+    #[serde(skip)]
+    pub idempotency_key: String,
+}
+
+/// A deposit into a DRAFT escrow you send.
+#[derive(InputObject)]
+pub struct FundEscrowInput {
+    /// The DRAFT escrow you send.
+    pub escrow_id: ID,
+    /// The deposit, in the escrow's currency; at most what remains to fund.
+    pub amount: Decimal,
+    /// Any 1 to 255 visible ASCII characters you choose for this operation: a retry
+    /// with the same key and input answers what the first call answered, without
+    /// doing it again; the same key with another input is CONFLICT
+    /// (IDEMPOTENCY_KEY_REUSED).
+    pub idempotency_key: String,
+}
+
+/// An escrow to cancel.
+#[derive(InputObject)]
+pub struct CancelEscrowInput {
+    /// The escrow to cancel.
+    pub escrow_id: ID,
+    /// Why, for the other party and the audit log.
+    pub reason: Option<String>,
+    /// Any 1 to 255 visible ASCII characters you choose for this operation: a retry
+    /// with the same key and input answers what the first call answered, without
+    /// doing it again; the same key with another input is CONFLICT
+    /// (IDEMPOTENCY_KEY_REUSED).
+    pub idempotency_key: String,
+}
+
+/// An undelivered escrow to take back.
+#[derive(InputObject)]
+pub struct RefundEscrowInput {
+    /// The escrow you send, past its deadline and not delivered.
+    pub escrow_id: ID,
+    /// Any 1 to 255 visible ASCII characters you choose for this operation: a retry
+    /// with the same key and input answers what the first call answered, without
+    /// doing it again; the same key with another input is CONFLICT
+    /// (IDEMPOTENCY_KEY_REUSED).
+    pub idempotency_key: String,
+}
+
+/// An APPROVED milestone to pay.
+#[derive(InputObject)]
+pub struct ReleaseMilestoneInput {
+    /// The APPROVED milestone to pay.
+    pub milestone_id: ID,
+    /// Any 1 to 255 visible ASCII characters you choose for this operation: a retry
+    /// with the same key and input answers what the first call answered, without
+    /// doing it again; the same key with another input is CONFLICT
+    /// (IDEMPOTENCY_KEY_REUSED).
+    pub idempotency_key: String,
+}
+
+/// An escrow to release whole.
+#[derive(InputObject)]
+pub struct ReleaseEscrowInput {
+    /// The escrow you send.
+    pub escrow_id: ID,
+    /// Any 1 to 255 visible ASCII characters you choose for this operation: a retry
+    /// with the same key and input answers what the first call answered, without
+    /// doing it again; the same key with another input is CONFLICT
+    /// (IDEMPOTENCY_KEY_REUSED).
+    pub idempotency_key: String,
+}
+
+/// A delivery to announce.
+#[derive(InputObject)]
+pub struct MarkDeliveredInput {
+    /// The escrow you provide.
+    pub escrow_id: ID,
+    /// What was delivered, for the sender.
+    pub note: Option<String>,
+}
+
+/// A delivery to accept.
+#[derive(InputObject)]
+pub struct ApproveEscrowInput {
+    /// The escrow whose delivery you accept.
+    pub escrow_id: ID,
+}
+
+/// A delivery to refuse.
+#[derive(InputObject)]
+pub struct RejectEscrowInput {
+    /// The escrow whose delivery you refuse.
+    pub escrow_id: ID,
+    /// What is missing, for the provider.
+    pub reason: String,
+}
+
+/// A dispute to open.
+#[derive(InputObject)]
+pub struct OpenDisputeInput {
+    /// The escrow you are a party to.
+    pub escrow_id: ID,
+    /// What went wrong, for the other party and the admins.
+    pub reason: String,
+}
+
+/// A decision on a pending proof.
+#[derive(InputObject)]
+pub struct DecideProofInput {
+    /// The pending proof.
+    pub proof_id: ID,
+    /// true approves the proof (and its milestone), false rejects it.
+    pub accept: bool,
+    /// Why, for the provider.
+    pub note: Option<String>,
+}
+
+/// What `decideProof` did: the proof decided.
+pub struct DecideProofPayload(proof::Model);
+
+/// What `decideProof` did.
+#[Object]
+impl DecideProofPayload {
+    /// The proof, decided (its milestone approved with it when accepted).
+    async fn proof(&self) -> ProofNode {
+        ProofNode(self.0.clone())
+    }
+}
+
+/// How an admin settles a dispute.
+#[derive(InputObject)]
+pub struct ResolveDisputeInput {
+    /// The DISPUTED escrow.
+    pub escrow_id: ID,
+    /// Who gets the money: the provider, the sender, or a split.
+    pub outcome: DisputeOutcome,
+    /// For SPLIT: what the provider gets; the sender gets the rest.
+    pub provider_amount: Option<Decimal>,
+    /// The decision's reasons, for both parties and the audit log.
+    pub note: Option<String>,
+    /// Any 1 to 255 visible ASCII characters you choose for this operation: a retry
+    /// with the same key and input answers what the first call answered, without
+    /// doing it again; the same key with another input is CONFLICT
+    /// (IDEMPOTENCY_KEY_REUSED).
+    pub idempotency_key: String,
 }
 
 /// Your part in an escrow.
@@ -788,10 +944,6 @@ impl EscrowMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The provider, amount, currency, deadline and milestones.")]
         input: CreateEscrowInput,
-        #[graphql(
-            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
-        )]
-        idempotency_key: String,
     ) -> Result<EscrowPayload> {
         let new = rules::NewEscrow {
             provider_id: ids::decode_as(Kind::User, &input.provider_id)?,
@@ -820,7 +972,7 @@ impl EscrowMutation {
         mutation::money_move(
             ctx,
             "createEscrow",
-            &idempotency_key,
+            &input.idempotency_key,
             &input,
             move |txn, act, caller| {
                 Box::pin(async move { rules::create(txn, act, &caller, new).await })
@@ -836,14 +988,14 @@ impl EscrowMutation {
     async fn fund_escrow(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The DRAFT escrow you send.")] escrow_id: ID,
-        #[graphql(desc = "The deposit, in the escrow's currency; at most what remains to fund.")]
-        amount: Decimal,
-        #[graphql(
-            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
-        )]
-        idempotency_key: String,
+        #[graphql(desc = "The escrow, the deposit and your idempotency key.")]
+        input: FundEscrowInput,
     ) -> Result<EscrowPayload> {
+        let FundEscrowInput {
+            escrow_id,
+            amount,
+            idempotency_key,
+        } = input;
         let id = self::escrow_id(&escrow_id)?;
         let input = serde_json::json!({ "escrow": id, "amount": amount });
         mutation::money_move(
@@ -865,13 +1017,13 @@ impl EscrowMutation {
     async fn cancel_escrow(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The escrow to cancel.")] escrow_id: ID,
-        #[graphql(desc = "Why, for the other party and the audit log.")] reason: Option<String>,
-        #[graphql(
-            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
-        )]
-        idempotency_key: String,
+        #[graphql(desc = "The escrow, why, and your idempotency key.")] input: CancelEscrowInput,
     ) -> Result<EscrowPayload> {
+        let CancelEscrowInput {
+            escrow_id,
+            reason,
+            idempotency_key,
+        } = input;
         let id = self::escrow_id(&escrow_id)?;
         let input = serde_json::json!({ "escrow": id, "reason": reason });
         mutation::money_move(
@@ -892,13 +1044,12 @@ impl EscrowMutation {
     async fn refund_escrow(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The escrow you send, past its deadline and not delivered.")]
-        escrow_id: ID,
-        #[graphql(
-            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
-        )]
-        idempotency_key: String,
+        #[graphql(desc = "The escrow and your idempotency key.")] input: RefundEscrowInput,
     ) -> Result<EscrowPayload> {
+        let RefundEscrowInput {
+            escrow_id,
+            idempotency_key,
+        } = input;
         let id = self::escrow_id(&escrow_id)?;
         let input = serde_json::json!({ "escrow": id });
         mutation::money_move(
@@ -919,12 +1070,12 @@ impl EscrowMutation {
     async fn release_milestone(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The APPROVED milestone to pay.")] milestone_id: ID,
-        #[graphql(
-            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
-        )]
-        idempotency_key: String,
+        #[graphql(desc = "The milestone and your idempotency key.")] input: ReleaseMilestoneInput,
     ) -> Result<EscrowPayload> {
+        let ReleaseMilestoneInput {
+            milestone_id,
+            idempotency_key,
+        } = input;
         let id = ids::decode_as(Kind::Milestone, &milestone_id)?;
         let input = serde_json::json!({ "milestone": id });
         mutation::money_move(
@@ -946,12 +1097,12 @@ impl EscrowMutation {
     async fn release_escrow(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The escrow you send.")] escrow_id: ID,
-        #[graphql(
-            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
-        )]
-        idempotency_key: String,
+        #[graphql(desc = "The escrow and your idempotency key.")] input: ReleaseEscrowInput,
     ) -> Result<EscrowPayload> {
+        let ReleaseEscrowInput {
+            escrow_id,
+            idempotency_key,
+        } = input;
         let id = self::escrow_id(&escrow_id)?;
         let input = serde_json::json!({ "escrow": id });
         mutation::money_move(
@@ -972,18 +1123,16 @@ impl EscrowMutation {
     async fn resolve_dispute(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The DISPUTED escrow.")] escrow_id: ID,
-        #[graphql(desc = "Who gets the money: the provider, the sender, or a split.")]
-        outcome: DisputeOutcome,
-        #[graphql(desc = "For SPLIT: what the provider gets; the sender gets the rest.")]
-        provider_amount: Option<Decimal>,
-        #[graphql(desc = "The decision's reasons, for both parties and the audit log.")]
-        note: Option<String>,
-        #[graphql(
-            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
-        )]
-        idempotency_key: String,
+        #[graphql(desc = "The escrow, the decision and your idempotency key.")]
+        input: ResolveDisputeInput,
     ) -> Result<EscrowPayload> {
+        let ResolveDisputeInput {
+            escrow_id,
+            outcome,
+            provider_amount,
+            note,
+            idempotency_key,
+        } = input;
         let id = self::escrow_id(&escrow_id)?;
         let resolution = match (outcome, provider_amount) {
             (DisputeOutcome::Release, None) => Resolution::Release,
@@ -1025,15 +1174,15 @@ impl EscrowMutation {
     async fn mark_delivered(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The escrow you provide.")] escrow_id: ID,
-        #[graphql(desc = "What was delivered, for the sender.")] note: Option<String>,
-    ) -> Result<EscrowNode> {
+        #[graphql(desc = "The escrow and what was delivered.")] input: MarkDeliveredInput,
+    ) -> Result<EscrowPayload> {
+        let MarkDeliveredInput { escrow_id, note } = input;
         let id = self::escrow_id(&escrow_id)?;
         mutation::in_txn(ctx, move |txn, act, caller| {
             Box::pin(async move {
                 rules::mark_delivered(txn, act, &caller, id, note)
                     .await
-                    .map(EscrowNode)
+                    .map(EscrowPayload::of)
             })
         })
         .await
@@ -1044,11 +1193,16 @@ impl EscrowMutation {
     async fn approve_escrow(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The escrow whose delivery you accept.")] escrow_id: ID,
-    ) -> Result<EscrowNode> {
+        #[graphql(desc = "The escrow whose delivery you accept.")] input: ApproveEscrowInput,
+    ) -> Result<EscrowPayload> {
+        let ApproveEscrowInput { escrow_id } = input;
         let id = self::escrow_id(&escrow_id)?;
         mutation::in_txn(ctx, move |txn, act, caller| {
-            Box::pin(async move { rules::approve(txn, act, &caller, id).await.map(EscrowNode) })
+            Box::pin(async move {
+                rules::approve(txn, act, &caller, id)
+                    .await
+                    .map(EscrowPayload::of)
+            })
         })
         .await
     }
@@ -1059,15 +1213,15 @@ impl EscrowMutation {
     async fn reject_escrow(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The escrow whose delivery you refuse.")] escrow_id: ID,
-        #[graphql(desc = "What is missing, for the provider.")] reason: String,
-    ) -> Result<EscrowNode> {
+        #[graphql(desc = "The escrow and what is missing.")] input: RejectEscrowInput,
+    ) -> Result<EscrowPayload> {
+        let RejectEscrowInput { escrow_id, reason } = input;
         let id = self::escrow_id(&escrow_id)?;
         mutation::in_txn(ctx, move |txn, act, caller| {
             Box::pin(async move {
                 rules::reject(txn, act, &caller, id, reason)
                     .await
-                    .map(EscrowNode)
+                    .map(EscrowPayload::of)
             })
         })
         .await
@@ -1078,15 +1232,15 @@ impl EscrowMutation {
     async fn open_dispute(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The escrow you are a party to.")] escrow_id: ID,
-        #[graphql(desc = "What went wrong, for the other party and the admins.")] reason: String,
-    ) -> Result<EscrowNode> {
+        #[graphql(desc = "The escrow and what went wrong.")] input: OpenDisputeInput,
+    ) -> Result<EscrowPayload> {
+        let OpenDisputeInput { escrow_id, reason } = input;
         let id = self::escrow_id(&escrow_id)?;
         mutation::in_txn(ctx, move |txn, act, caller| {
             Box::pin(async move {
                 rules::open_dispute(txn, act, &caller, id, reason)
                     .await
-                    .map(EscrowNode)
+                    .map(EscrowPayload::of)
             })
         })
         .await
@@ -1146,17 +1300,19 @@ impl EscrowMutation {
     async fn decide_proof(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The pending proof.")] proof_id: ID,
-        #[graphql(desc = "true approves the proof (and its milestone), false rejects it.")]
-        accept: bool,
-        #[graphql(desc = "Why, for the provider.")] note: Option<String>,
-    ) -> Result<ProofNode> {
+        #[graphql(desc = "The proof and the decision.")] input: DecideProofInput,
+    ) -> Result<DecideProofPayload> {
+        let DecideProofInput {
+            proof_id,
+            accept,
+            note,
+        } = input;
         let id = ids::decode_as(Kind::Proof, &proof_id)?;
         mutation::in_txn(ctx, move |txn, act, caller| {
             Box::pin(async move {
                 rules::decide_proof(txn, act, &caller, id, accept, note)
                     .await
-                    .map(ProofNode)
+                    .map(DecideProofPayload)
             })
         })
         .await

@@ -39,7 +39,8 @@ pub struct Query(
     SpendQuery,
 );
 
-/// Everything that changes state. Money-moving mutations take an `idempotencyKey`.
+/// Everything that changes state. Money-moving mutations take an `idempotencyKey` in
+/// their `input`.
 #[derive(MergedObject, Default)]
 pub struct Mutation(
     IdentityMutation,

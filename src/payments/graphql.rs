@@ -407,12 +407,12 @@ impl PaymentsMutation {
     async fn retry_payment(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The FAILED payment you made.")] payment_id: ID,
-        #[graphql(
-            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
-        )]
-        idempotency_key: String,
-    ) -> Result<PaymentNode> {
+        #[graphql(desc = "The FAILED payment and your idempotency key.")] input: RetryPaymentInput,
+    ) -> Result<RetryPaymentPayload> {
+        let RetryPaymentInput {
+            payment_id,
+            idempotency_key,
+        } = input;
         let id = ids::decode_as(Kind::Payment, &payment_id)?;
         let input = serde_json::json!({ "payment": id });
         let done: Retried = mutation::money_move(
@@ -440,8 +440,32 @@ impl PaymentsMutation {
             .first()
             .copied()
             .ok_or_else(|| Error::internal(anyhow::anyhow!("a retry without its payment")))?;
-        Ok(PaymentNode(
+        Ok(RetryPaymentPayload(
             ctx.tenant_db()?.get::<payment::Entity>(retry).await?,
         ))
+    }
+}
+
+/// A FAILED payment to retry.
+#[derive(async_graphql::InputObject)]
+pub struct RetryPaymentInput {
+    /// The FAILED payment you made.
+    pub payment_id: ID,
+    /// Any 1 to 255 visible ASCII characters you choose for this operation: a retry
+    /// with the same key and input answers what the first call answered, without
+    /// doing it again; the same key with another input is CONFLICT
+    /// (IDEMPOTENCY_KEY_REUSED).
+    pub idempotency_key: String,
+}
+
+/// What `retryPayment` did: the new payment.
+pub struct RetryPaymentPayload(payment::Model);
+
+/// What `retryPayment` did.
+#[Object]
+impl RetryPaymentPayload {
+    /// The new payment (`retryOf` the failed one).
+    async fn payment(&self) -> PaymentNode {
+        PaymentNode(self.0.clone())
     }
 }

@@ -556,6 +556,126 @@ pub struct GrantMandateInput {
     /// Only certified merchants of the allowed categories.
     #[graphql(default)]
     pub certified_merchants_only: bool,
+    /// Any 1 to 255 visible ASCII characters you choose for this operation: a retry
+    /// with the same key and input answers what the first call answered, without
+    /// doing it again; the same key with another input is CONFLICT
+    /// (IDEMPOTENCY_KEY_REUSED).
+    #[serde(skip)]
+    pub idempotency_key: String,
+}
+
+/// A mandate to end.
+#[derive(InputObject)]
+pub struct RevokeMandateInput {
+    /// The mandate you granted; what is left of its budget is no longer spendable.
+    pub mandate_id: ID,
+}
+
+/// A purchase under a mandate.
+#[derive(InputObject)]
+pub struct CreatePurchaseInput {
+    /// The mandate it is spent from (yours, as its beneficiary).
+    pub mandate_id: ID,
+    /// Where it is spent; the mandate must allow it.
+    pub merchant_id: ID,
+    /// What the purchase costs, in the mandate's currency.
+    pub amount: Decimal,
+    /// What was bought, for the sender.
+    pub description: Option<String>,
+    /// Any 1 to 255 visible ASCII characters you choose for this operation: a retry
+    /// with the same key and input answers what the first call answered, without
+    /// doing it again; the same key with another input is CONFLICT
+    /// (IDEMPOTENCY_KEY_REUSED).
+    pub idempotency_key: String,
+}
+
+/// A payment to an allowed payee.
+#[derive(InputObject)]
+pub struct PayPayeeInput {
+    /// The allowed payee to pay.
+    pub payee_id: ID,
+    /// How much to pay, within the payee's limits.
+    pub amount: Decimal,
+    /// Any 1 to 255 visible ASCII characters you choose for this operation: a retry
+    /// with the same key and input answers what the first call answered, without
+    /// doing it again; the same key with another input is CONFLICT
+    /// (IDEMPOTENCY_KEY_REUSED).
+    pub idempotency_key: String,
+}
+
+/// Money sent to another user of the tenant.
+#[derive(InputObject)]
+pub struct CreateTransferInput {
+    /// Who receives it: a user of your tenant you allowlisted, or one the tenant
+    /// certified.
+    pub recipient_id: ID,
+    /// How much to send.
+    pub amount: Decimal,
+    /// ISO 4217, e.g. "EUR".
+    pub currency: String,
+    /// A message for the recipient.
+    pub note: Option<String>,
+    /// Any 1 to 255 visible ASCII characters you choose for this operation: a retry
+    /// with the same key and input answers what the first call answered, without
+    /// doing it again; the same key with another input is CONFLICT
+    /// (IDEMPOTENCY_KEY_REUSED).
+    pub idempotency_key: String,
+}
+
+/// What `grantMandate` or `revokeMandate` did: the mandate.
+pub struct MandatePayload(mandate::Model);
+
+/// What a mandate mutation did.
+#[Object]
+impl MandatePayload {
+    /// The mandate granted or revoked (replaying a grant's key answers it as it is
+    /// now).
+    async fn mandate(&self) -> MandateNode {
+        MandateNode(self.0.clone())
+    }
+}
+
+/// What `createPurchase` did: the purchase, and the mandate it was spent from.
+pub struct CreatePurchasePayload(purchase::Model);
+
+/// What `createPurchase` did.
+#[Object]
+impl CreatePurchasePayload {
+    /// The purchase made.
+    async fn purchase(&self) -> PurchaseNode {
+        PurchaseNode(self.0.clone())
+    }
+
+    /// The mandate it was spent from, as it is now (what is left of its budget).
+    async fn mandate(&self, ctx: &Context<'_>) -> Result<MandateNode> {
+        by_id::<mandate::Entity>(ctx, self.0.mandate_id)
+            .await
+            .map(MandateNode)
+    }
+}
+
+/// What `payPayee` did: the payout made.
+pub struct PayPayeePayload(payout::Model);
+
+/// What `payPayee` did.
+#[Object]
+impl PayPayeePayload {
+    /// The payout made (its payment goes through the PSP).
+    async fn payout(&self) -> PayoutNode {
+        PayoutNode(self.0.clone())
+    }
+}
+
+/// What `createTransfer` did: the transfer made.
+pub struct CreateTransferPayload(transfer::Model);
+
+/// What `createTransfer` did.
+#[Object]
+impl CreateTransferPayload {
+    /// The transfer made (its payment goes through the PSP).
+    async fn transfer(&self) -> TransferNode {
+        TransferNode(self.0.clone())
+    }
 }
 
 /// A payee on a mandate (paid by its beneficiary) or on an escrow (paid by its
@@ -1055,11 +1175,7 @@ impl SpendMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The beneficiary, budget, currency, period and where it may be spent.")]
         input: GrantMandateInput,
-        #[graphql(
-            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
-        )]
-        idempotency_key: String,
-    ) -> Result<MandateNode> {
+    ) -> Result<MandatePayload> {
         let new = NewMandate {
             beneficiary_id: ids::decode_as(Kind::User, &input.beneficiary_id)?,
             total: input.total.0,
@@ -1074,14 +1190,14 @@ impl SpendMutation {
         let outcome = mutation::money_move(
             ctx,
             "grantMandate",
-            &idempotency_key,
+            &input.idempotency_key,
             &input,
             move |txn, act, caller| {
                 Box::pin(async move { rules::grant(txn, act, &caller, new).await })
             },
         )
         .await?;
-        Ok(MandateNode(
+        Ok(MandatePayload(
             ctx.tenant_db()?.get::<mandate::Entity>(outcome.id).await?,
         ))
     }
@@ -1091,14 +1207,15 @@ impl SpendMutation {
     async fn revoke_mandate(
         &self,
         ctx: &Context<'_>,
-        #[graphql(
-            desc = "The mandate you granted; what is left of its budget is no longer spendable."
-        )]
-        mandate_id: ID,
-    ) -> Result<MandateNode> {
-        let id = decode(Kind::Mandate, &mandate_id)?;
+        #[graphql(desc = "The mandate to end.")] input: RevokeMandateInput,
+    ) -> Result<MandatePayload> {
+        let id = decode(Kind::Mandate, &input.mandate_id)?;
         mutation::in_txn(ctx, move |txn, act, caller| {
-            Box::pin(async move { rules::revoke(txn, act, &caller, id).await.map(MandateNode) })
+            Box::pin(async move {
+                rules::revoke(txn, act, &caller, id)
+                    .await
+                    .map(MandatePayload)
+            })
         })
         .await
     }
@@ -1110,16 +1227,16 @@ impl SpendMutation {
     async fn create_purchase(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The mandate it is spent from (yours, as its beneficiary).")]
-        mandate_id: ID,
-        #[graphql(desc = "Where it is spent; the mandate must allow it.")] merchant_id: ID,
-        #[graphql(desc = "What the purchase costs, in the mandate's currency.")] amount: Decimal,
-        #[graphql(desc = "What was bought, for the sender.")] description: Option<String>,
-        #[graphql(
-            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
-        )]
-        idempotency_key: String,
-    ) -> Result<PurchaseNode> {
+        #[graphql(desc = "The mandate, merchant, amount and your idempotency key.")]
+        input: CreatePurchaseInput,
+    ) -> Result<CreatePurchasePayload> {
+        let CreatePurchaseInput {
+            mandate_id,
+            merchant_id,
+            amount,
+            description,
+            idempotency_key,
+        } = input;
         let mandate = decode(Kind::Mandate, &mandate_id)?;
         let shop = decode(Kind::Merchant, &merchant_id)?;
         let db = ctx.tenant_db()?;
@@ -1150,7 +1267,9 @@ impl SpendMutation {
             alert(db, err, m.sender_id, Some(m.id), details).await;
         }
         let outcome = result?;
-        Ok(PurchaseNode(db.get::<purchase::Entity>(outcome.id).await?))
+        Ok(CreatePurchasePayload(
+            db.get::<purchase::Entity>(outcome.id).await?,
+        ))
     }
 
     /// The sender allows a payee on a mandate, with optional limits.
@@ -1194,13 +1313,13 @@ impl SpendMutation {
     async fn pay_payee(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The allowed payee to pay.")] payee_id: ID,
-        #[graphql(desc = "How much to pay, within the payee's limits.")] amount: Decimal,
-        #[graphql(
-            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
-        )]
-        idempotency_key: String,
-    ) -> Result<PayoutNode> {
+        #[graphql(desc = "The payee, the amount and your idempotency key.")] input: PayPayeeInput,
+    ) -> Result<PayPayeePayload> {
+        let PayPayeeInput {
+            payee_id,
+            amount,
+            idempotency_key,
+        } = input;
         let payee_uuid = decode(Kind::Payee, &payee_id)?;
         let db = ctx.tenant_db()?;
         let caller = ctx.caller()?;
@@ -1234,7 +1353,7 @@ impl SpendMutation {
             alert(db, err, m.sender_id, Some(m.id), details).await;
         }
         let outcome = result?;
-        Ok(PayoutNode(db.get::<payout::Entity>(outcome.id).await?))
+        Ok(PayPayeePayload(db.get::<payout::Entity>(outcome.id).await?))
     }
 
     /// Allowlists a recipient for your transfers.
@@ -1280,18 +1399,16 @@ impl SpendMutation {
     async fn create_transfer(
         &self,
         ctx: &Context<'_>,
-        #[graphql(
-            desc = "Who receives it: a user of your tenant you allowlisted, or one the tenant certified."
-        )]
-        recipient_id: ID,
-        #[graphql(desc = "How much to send.")] amount: Decimal,
-        #[graphql(desc = "ISO 4217, e.g. \"EUR\".")] currency: String,
-        #[graphql(desc = "A message for the recipient.")] note: Option<String>,
-        #[graphql(
-            desc = "Any 1 to 255 visible ASCII characters you choose for this operation: a retry with the same key and input answers what the first call answered, without doing it again; the same key with another input is CONFLICT (IDEMPOTENCY_KEY_REUSED)."
-        )]
-        idempotency_key: String,
-    ) -> Result<TransferNode> {
+        #[graphql(desc = "The recipient, the amount and your idempotency key.")]
+        input: CreateTransferInput,
+    ) -> Result<CreateTransferPayload> {
+        let CreateTransferInput {
+            recipient_id,
+            amount,
+            currency,
+            note,
+            idempotency_key,
+        } = input;
         let recipient = ids::decode_as(Kind::User, &recipient_id)?;
         let db = ctx.tenant_db()?;
         let me = ctx.caller()?.user_id;
@@ -1316,6 +1433,8 @@ impl SpendMutation {
             alert(db, err, me, None, details).await;
         }
         let outcome = result?;
-        Ok(TransferNode(db.get::<transfer::Entity>(outcome.id).await?))
+        Ok(CreateTransferPayload(
+            db.get::<transfer::Entity>(outcome.id).await?,
+        ))
     }
 }

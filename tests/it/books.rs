@@ -75,7 +75,7 @@ pub async fn money_moves(app: &TestApp, t: &TestTenant) -> String {
     fund(app, &sender, &id, "17.50", &key()).await.ok();
     app.gql(
         Some(&sender),
-        "mutation($id: ID!, $k: String!) { releaseEscrow(escrowId: $id, idempotencyKey: $k) { escrow { status } } }",
+        "mutation($id: ID!, $k: String!) { releaseEscrow(input: { escrowId: $id, idempotencyKey: $k }) { escrow { status } } }",
         json!({ "id": id, "k": key() }),
     )
     .await
@@ -321,7 +321,10 @@ async fn a_database_from_before_the_ledger_gets_its_books_on_upgrade(app: TestAp
         json!({ "total": "50.00", "currency": "EUR", "allowedMerchantIds": [shops.fresh_mart] }),
     )
     .await;
-    let mandate = r.ok()["grantMandate"]["id"].as_str().unwrap().to_owned();
+    let mandate = r.ok()["grantMandate"]["mandate"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     crate::spend::buy(
         &app,
         beneficiary,
@@ -349,7 +352,7 @@ async fn a_database_from_before_the_ledger_gets_its_books_on_upgrade(app: TestAp
     .ok();
     app.gql(
         Some(sender),
-        "mutation($m: ID!) { revokeMandate(mandateId: $m) { status } }",
+        "mutation($m: ID!) { revokeMandate(input: { mandateId: $m }) { mandate { status } } }",
         json!({ "m": mandate }),
     )
     .await
@@ -382,10 +385,10 @@ async fn a_database_from_before_the_ledger_gets_its_books_on_upgrade(app: TestAp
 
 // ------------------------------------------------------------------ crash consistency
 
-const RELEASE: &str = "mutation($id: ID!, $k: String!) { releaseEscrow(escrowId: $id, idempotencyKey: $k) { escrow { id status } payments { id } } }";
-const FUND: &str = "mutation($id: ID!, $a: Decimal!, $k: String!) { fundEscrow(escrowId: $id, amount: $a, idempotencyKey: $k) { deposit { id } } }";
-const PURCHASE: &str = "mutation($m: ID!, $s: ID!, $a: Decimal!, $k: String!) { createPurchase(mandateId: $m, merchantId: $s, amount: $a, idempotencyKey: $k) { id } }";
-const PAY: &str = "mutation($p: ID!, $a: Decimal!, $k: String!) { payPayee(payeeId: $p, amount: $a, idempotencyKey: $k) { id payment { id } } }";
+const RELEASE: &str = "mutation($id: ID!, $k: String!) { releaseEscrow(input: { escrowId: $id, idempotencyKey: $k }) { escrow { id status } payments { id } } }";
+const FUND: &str = "mutation($id: ID!, $a: Decimal!, $k: String!) { fundEscrow(input: { escrowId: $id, amount: $a, idempotencyKey: $k }) { deposit { id } } }";
+const PURCHASE: &str = "mutation($m: ID!, $s: ID!, $a: Decimal!, $k: String!) { createPurchase(input: { mandateId: $m, merchantId: $s, amount: $a, idempotencyKey: $k }) { purchase { id } } }";
+const PAY: &str = "mutation($p: ID!, $a: Decimal!, $k: String!) { payPayee(input: { payeeId: $p, amount: $a, idempotencyKey: $k }) { payout { id payment { id } } } }";
 
 /// One money-moving request of the load, with its idempotency key.
 struct Op {
@@ -452,7 +455,10 @@ async fn money_survives_sigkill_mid_load() {
         json!({ "total": "1000.00", "currency": "EUR", "allowedMerchantIds": [shops.fresh_mart] }),
     )
     .await;
-    let mandate = r.ok()["grantMandate"]["id"].as_str().unwrap().to_owned();
+    let mandate = r.ok()["grantMandate"]["mandate"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let r = app
         .gql(
             Some(&sender),
@@ -605,7 +611,11 @@ async fn money_survives_sigkill_mid_load() {
     for (op, (body, _)) in ops.iter().zip(&answers) {
         if op.query == PURCHASE {
             assert!(
-                purchases.contains(body["data"]["createPurchase"]["id"].as_str().unwrap()),
+                purchases.contains(
+                    body["data"]["createPurchase"]["purchase"]["id"]
+                        .as_str()
+                        .unwrap()
+                ),
                 "an acknowledged purchase is missing: {body}"
             );
         }

@@ -50,11 +50,11 @@ pub async fn create_escrow(
         .gql(
             Some(t.token(Role::Sender)),
             &format!(
-                "mutation($i: CreateEscrowInput!, $k: String!) {{ createEscrow(input: $i, idempotencyKey: $k) {{ escrow {{ {ESCROW_FIELDS} }} }} }}"
+                "mutation($i: CreateEscrowInput!) {{ createEscrow(input: $i) {{ escrow {{ {ESCROW_FIELDS} }} }} }}"
             ),
             json!({
-                "k": key(),
                 "i": {
+                    "idempotencyKey": key(),
                     "providerId": user_gid(t.user(Role::Beneficiary).id),
                     "amount": amount,
                     "currency": "EUR",
@@ -83,7 +83,7 @@ pub async fn funded_escrow(app: &TestApp, t: &TestTenant, amount: &str, key: &st
 pub async fn fund(app: &TestApp, token: &str, id: &str, amount: &str, key: &str) -> GqlResponse {
     app.gql(
         Some(token),
-        "mutation($id: ID!, $a: Decimal!, $k: String!) { fundEscrow(escrowId: $id, amount: $a, idempotencyKey: $k) { escrow { status funded { amount } } deposit { id amount { amount } } } }",
+        "mutation($id: ID!, $a: Decimal!, $k: String!) { fundEscrow(input: { escrowId: $id, amount: $a, idempotencyKey: $k }) { escrow { status funded { amount } } deposit { id amount { amount } } } }",
         json!({ "id": id, "a": amount, "k": key }),
     )
     .await
@@ -104,18 +104,17 @@ async fn call(app: &TestApp, token: &str, mutation: &str, vars: Value) -> GqlRes
     app.gql(Some(token), mutation, vars).await
 }
 
-const RELEASE_MILESTONE: &str = "mutation($id: ID!, $k: String!) { releaseMilestone(milestoneId: $id, idempotencyKey: $k) { escrow { status released { amount } } payments { status purpose amount { amount } pspReference } } }";
-const RELEASE_ESCROW: &str = "mutation($id: ID!, $k: String!) { releaseEscrow(escrowId: $id, idempotencyKey: $k) { escrow { status } payments { status purpose amount { amount } } } }";
+const RELEASE_MILESTONE: &str = "mutation($id: ID!, $k: String!) { releaseMilestone(input: { milestoneId: $id, idempotencyKey: $k }) { escrow { status released { amount } } payments { status purpose amount { amount } pspReference } } }";
+const RELEASE_ESCROW: &str = "mutation($id: ID!, $k: String!) { releaseEscrow(input: { escrowId: $id, idempotencyKey: $k }) { escrow { status } payments { status purpose amount { amount } } } }";
 const SUBMIT: &str = "mutation($m: ID!, $n: String, $file: Upload) { submitProof(milestoneId: $m, note: $n, file: $file) { id kind status decidedAutomatically contentType sha256 latitude capturedAt } }";
-const DECIDE: &str = "mutation($p: ID!, $a: Boolean!, $n: String) { decideProof(proofId: $p, accept: $a, note: $n) { id status } }";
-const DELIVER: &str = "mutation($id: ID!) { markDelivered(escrowId: $id, note: \"done\") { status deliveredAt inspectionEndsAt } }";
-const APPROVE: &str =
-    "mutation($id: ID!) { approveEscrow(escrowId: $id) { status milestones { status } } }";
-const REJECT: &str = "mutation($id: ID!) { rejectEscrow(escrowId: $id, reason: \"the tiles are cracked\") { status deliveredAt } }";
-const DISPUTE: &str = "mutation($id: ID!) { openDispute(escrowId: $id, reason: \"not what we agreed\") { status disputedFrom disputeReason } }";
-const RESOLVE: &str = "mutation($id: ID!, $o: DisputeOutcome!, $a: Decimal, $k: String!) { resolveDispute(escrowId: $id, outcome: $o, providerAmount: $a, idempotencyKey: $k) { escrow { status released { amount } refunded { amount } held { amount } } payments { purpose status amount { amount } } } }";
-const CANCEL: &str = "mutation($id: ID!, $k: String!) { cancelEscrow(escrowId: $id, reason: \"changed plans\", idempotencyKey: $k) { escrow { status refunded { amount } } payments { purpose status amount { amount } payeeId } } }";
-const REFUND: &str = "mutation($id: ID!, $k: String!) { refundEscrow(escrowId: $id, idempotencyKey: $k) { escrow { status refunded { amount } } payments { purpose status amount { amount } } } }";
+const DECIDE: &str = "mutation($p: ID!, $a: Boolean!, $n: String) { decideProof(input: { proofId: $p, accept: $a, note: $n }) { proof { id status } } }";
+const DELIVER: &str = "mutation($id: ID!) { markDelivered(input: { escrowId: $id, note: \"done\" }) { escrow { status deliveredAt inspectionEndsAt } } }";
+const APPROVE: &str = "mutation($id: ID!) { approveEscrow(input: { escrowId: $id }) { escrow { status milestones { status } } } }";
+const REJECT: &str = "mutation($id: ID!) { rejectEscrow(input: { escrowId: $id, reason: \"the tiles are cracked\" }) { escrow { status deliveredAt } } }";
+const DISPUTE: &str = "mutation($id: ID!) { openDispute(input: { escrowId: $id, reason: \"not what we agreed\" }) { escrow { status disputedFrom disputeReason } } }";
+const RESOLVE: &str = "mutation($id: ID!, $o: DisputeOutcome!, $a: Decimal, $k: String!) { resolveDispute(input: { escrowId: $id, outcome: $o, providerAmount: $a, idempotencyKey: $k }) { escrow { status released { amount } refunded { amount } held { amount } } payments { purpose status amount { amount } } } }";
+const CANCEL: &str = "mutation($id: ID!, $k: String!) { cancelEscrow(input: { escrowId: $id, reason: \"changed plans\", idempotencyKey: $k }) { escrow { status refunded { amount } } payments { purpose status amount { amount } payeeId } } }";
+const REFUND: &str = "mutation($id: ID!, $k: String!) { refundEscrow(input: { escrowId: $id, idempotencyKey: $k }) { escrow { status refunded { amount } } payments { purpose status amount { amount } } } }";
 
 fn pdf(tag: &str) -> Vec<u8> {
     format!("%PDF-1.7\n% proof {tag}\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n").into_bytes()
@@ -179,8 +178,8 @@ async fn milestones_proofs_and_releases(app: TestApp) {
     let bad = app
         .gql(
             Some(&sender),
-            "mutation($i: CreateEscrowInput!) { createEscrow(input: $i, idempotencyKey: \"bad-1\") { escrow { id } } }",
-            json!({ "i": {
+            "mutation($i: CreateEscrowInput!) { createEscrow(input: $i) { escrow { id } } }",
+            json!({ "i": { "idempotencyKey": "bad-1",
                 "providerId": user_gid(t.user(Role::Beneficiary).id), "amount": "10.00", "currency": "EUR",
                 "description": "x", "deadline": (Utc::now() + Duration::days(1)).to_rfc3339(),
                 "milestones": [{ "title": "a", "amount": "4.00" }, { "title": "b", "amount": "5.00" }] } }),
@@ -190,8 +189,8 @@ async fn milestones_proofs_and_releases(app: TestApp) {
     let precise = app
         .gql(
             Some(&sender),
-            "mutation($i: CreateEscrowInput!) { createEscrow(input: $i, idempotencyKey: \"bad-2\") { escrow { id } } }",
-            json!({ "i": {
+            "mutation($i: CreateEscrowInput!) { createEscrow(input: $i) { escrow { id } } }",
+            json!({ "i": { "idempotencyKey": "bad-2",
                 "providerId": user_gid(t.user(Role::Beneficiary).id), "amount": "10.005", "currency": "EUR",
                 "description": "x", "deadline": (Utc::now() + Duration::days(1)).to_rfc3339() } }),
         )
@@ -302,7 +301,7 @@ async fn milestones_proofs_and_releases(app: TestApp) {
         json!({ "p": p1["id"], "a": false, "n": "unsigned" }),
     )
     .await;
-    assert_eq!(r.ok()["decideProof"]["status"], "REJECTED");
+    assert_eq!(r.ok()["decideProof"]["proof"]["status"], "REJECTED");
     assert_eq!(
         call(&app, &sender, DECIDE, json!({ "p": p1["id"], "a": true }))
             .await
@@ -344,7 +343,7 @@ async fn milestones_proofs_and_releases(app: TestApp) {
         by_provider.body
     );
     let r = call(&app, &support, DECIDE, json!({ "p": p2["id"], "a": true })).await;
-    assert_eq!(r.ok()["decideProof"]["status"], "ACCEPTED");
+    assert_eq!(r.ok()["decideProof"]["proof"]["status"], "ACCEPTED");
 
     // Milestone 2: a photo outside the fence waits; one inside is approved at once.
     let far = sample_photo(lat + 0.01, lon, Utc::now() - Duration::minutes(1));
@@ -366,7 +365,7 @@ async fn milestones_proofs_and_releases(app: TestApp) {
         "EXIF GPS is read: {far}"
     );
     let r = call(&app, &sender, DECIDE, json!({ "p": far["id"], "a": false })).await;
-    assert_eq!(r.ok()["decideProof"]["status"], "REJECTED");
+    assert_eq!(r.ok()["decideProof"]["proof"]["status"], "REJECTED");
     let near = sample_photo(lat + 0.0005, lon, Utc::now());
     let r = app
         .gql_upload(
@@ -545,24 +544,27 @@ async fn delivery_inspection_disputes_and_cancellation(app: TestApp) {
         Some("FORBIDDEN")
     );
     let r = call(&app, &provider, DELIVER, json!({ "id": id })).await;
-    assert!(r.ok()["markDelivered"]["inspectionEndsAt"].is_string());
+    assert!(r.ok()["markDelivered"]["escrow"]["inspectionEndsAt"].is_string());
     let r = call(&app, &sender, REJECT, json!({ "id": id })).await;
-    assert_eq!(r.ok()["rejectEscrow"]["status"], "FUNDED");
-    assert_eq!(r.ok()["rejectEscrow"]["deliveredAt"], Value::Null);
+    assert_eq!(r.ok()["rejectEscrow"]["escrow"]["status"], "FUNDED");
+    assert_eq!(r.ok()["rejectEscrow"]["escrow"]["deliveredAt"], Value::Null);
     call(&app, &provider, DELIVER, json!({ "id": id }))
         .await
         .ok();
     let r = call(&app, &sender, APPROVE, json!({ "id": id })).await;
-    assert_eq!(r.ok()["approveEscrow"]["status"], "RELEASABLE");
+    assert_eq!(r.ok()["approveEscrow"]["escrow"]["status"], "RELEASABLE");
     assert_eq!(
-        r.ok()["approveEscrow"]["milestones"][0]["status"],
+        r.ok()["approveEscrow"]["escrow"]["milestones"][0]["status"],
         "APPROVED"
     );
 
     // A dispute freezes it; only an admin with a step-up resolves it.
     let r = call(&app, &provider, DISPUTE, json!({ "id": id })).await;
-    assert_eq!(r.ok()["openDispute"]["status"], "DISPUTED");
-    assert_eq!(r.ok()["openDispute"]["disputedFrom"], "RELEASABLE");
+    assert_eq!(r.ok()["openDispute"]["escrow"]["status"], "DISPUTED");
+    assert_eq!(
+        r.ok()["openDispute"]["escrow"]["disputedFrom"],
+        "RELEASABLE"
+    );
     enrol(&app, &sender).await;
     assert_state(
         &call(
@@ -1055,8 +1057,8 @@ async fn foreign_and_unrelated_escrows_are_not_found(app: TestApp) {
     let r = app
         .gql(
             Some(&sender),
-            "mutation($i: CreateEscrowInput!) { createEscrow(input: $i, idempotencyKey: \"foreign-1\") { escrow { id } } }",
-            json!({ "i": {
+            "mutation($i: CreateEscrowInput!) { createEscrow(input: $i) { escrow { id } } }",
+            json!({ "i": { "idempotencyKey": "foreign-1",
                 "providerId": user_gid(globex.user(Role::Beneficiary).id), "amount": "10.00", "currency": "EUR",
                 "description": "x", "deadline": (Utc::now() + Duration::days(1)).to_rfc3339() } }),
         )
@@ -1362,12 +1364,12 @@ async fn uploads_are_checked(app: TestApp) {
 
     // Refused, then the whole delivery accepted: REJECTED → APPROVED.
     let r = call(&app, &sender, DECIDE, json!({ "p": p["id"], "a": false })).await;
-    assert_eq!(r.ok()["decideProof"]["status"], "REJECTED");
+    assert_eq!(r.ok()["decideProof"]["proof"]["status"], "REJECTED");
     call(&app, &provider, DELIVER, json!({ "id": id }))
         .await
         .ok();
     let r = call(&app, &sender, APPROVE, json!({ "id": id })).await;
-    assert_eq!(r.ok()["approveEscrow"]["status"], "RELEASABLE");
+    assert_eq!(r.ok()["approveEscrow"]["escrow"]["status"], "RELEASABLE");
     let e = escrow(&app, &sender, &id).await;
     let approved = e["events"]
         .as_array()

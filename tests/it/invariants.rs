@@ -29,10 +29,9 @@ fn key() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-const DISPUTE: &str =
-    "mutation($id: ID!) { openDispute(escrowId: $id, reason: \"not what we agreed\") { status } }";
-const RELEASE: &str = "mutation($id: ID!, $k: String!) { releaseEscrow(escrowId: $id, idempotencyKey: $k) { escrow { status } } }";
-const REFUND: &str = "mutation($id: ID!, $k: String!) { refundEscrow(escrowId: $id, idempotencyKey: $k) { escrow { status } } }";
+const DISPUTE: &str = "mutation($id: ID!) { openDispute(input: { escrowId: $id, reason: \"not what we agreed\" }) { escrow { status } } }";
+const RELEASE: &str = "mutation($id: ID!, $k: String!) { releaseEscrow(input: { escrowId: $id, idempotencyKey: $k }) { escrow { status } } }";
+const REFUND: &str = "mutation($id: ID!, $k: String!) { refundEscrow(input: { escrowId: $id, idempotencyKey: $k }) { escrow { status } } }";
 const STATE: &str =
     "query($id: ID!) { escrow(id: $id) { status payments { id } events { kind } } }";
 
@@ -115,7 +114,7 @@ async fn a_disputed_escrow_cannot_be_refunded(app: TestApp) {
         .unwrap();
     assert_eq!(marked.rows_affected(), 1);
     let r = app.gql(Some(&provider), DISPUTE, json!({ "id": id })).await;
-    assert_eq!(r.ok()["openDispute"]["status"], "DISPUTED");
+    assert_eq!(r.ok()["openDispute"]["escrow"]["status"], "DISPUTED");
     let r = app
         .gql(Some(&sender), REFUND, json!({ "id": id, "k": key() }))
         .await;
@@ -232,7 +231,7 @@ async fn nul_in_text_is_refused_at_the_edge(app: TestApp) {
         ),
         (
             Some(&provider),
-            "mutation($v: String!, $id: ID!) { openDispute(escrowId: $id, reason: $v) { status } }",
+            "mutation($v: String!, $id: ID!) { openDispute(input: { escrowId: $id, reason: $v }) { escrow { status } } }",
         ),
     ];
     let audit_before = app.audit_actions(&t).await.len();
@@ -252,8 +251,9 @@ async fn nul_in_text_is_refused_at_the_edge(app: TestApp) {
     let r = app
         .gql(
             Some(&sender),
-            "mutation($i: CreateEscrowInput!) { createEscrow(input: $i, idempotencyKey: \"k-nul\") { escrow { id } } }",
+            "mutation($i: CreateEscrowInput!) { createEscrow(input: $i) { escrow { id } } }",
             json!({ "i": {
+                "idempotencyKey": "k-nul",
                 "providerId": crate::escrow::user_gid(t.user(Role::Beneficiary).id),
                 "amount": "5.00", "currency": "EUR", "description": nul,
                 "deadline": (chrono::Utc::now() + Duration::days(3)).to_rfc3339(),

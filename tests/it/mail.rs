@@ -306,7 +306,7 @@ async fn a_payee_is_told_when_a_payment_moves(backend: Backend) {
     let r = app
         .gql(
             Some(&sender),
-            "mutation($id: ID!, $k: String!) { releaseEscrow(escrowId: $id, idempotencyKey: $k) { payments { id pspReference } } }",
+            "mutation($id: ID!, $k: String!) { releaseEscrow(input: { escrowId: $id, idempotencyKey: $k }) { payments { id pspReference } } }",
             json!({ "id": id, "k": "r-1" }),
         )
         .await;
@@ -433,7 +433,7 @@ async fn parties_are_told_of_disputes_auto_releases_and_mandates(backend: Backen
         .ok();
     app.gql(
         Some(&provider.token),
-        "mutation($id: ID!) { openDispute(escrowId: $id, reason: \"never <b>paid</b> for parts\") { status } }",
+        "mutation($id: ID!) { openDispute(input: { escrowId: $id, reason: \"never <b>paid</b> for parts\" }) { escrow { status } } }",
         json!({ "id": disputed }),
     )
     .await
@@ -479,7 +479,7 @@ async fn parties_are_told_of_disputes_auto_releases_and_mandates(backend: Backen
         .ok();
     app.gql(
         Some(&provider.token),
-        "mutation($id: ID!) { markDelivered(escrowId: $id, note: \"done\") { status } }",
+        "mutation($id: ID!) { markDelivered(input: { escrowId: $id, note: \"done\" }) { escrow { status } } }",
         json!({ "id": lapsing }),
     )
     .await
@@ -502,7 +502,10 @@ async fn parties_are_told_of_disputes_auto_releases_and_mandates(backend: Backen
         json!({ "total": "50.00", "currency": "EUR", "allowedCategoryIds": [c.groceries] }),
     )
     .await;
-    let mandate = r.ok()["grantMandate"]["id"].as_str().unwrap().to_owned();
+    let mandate = r.ok()["grantMandate"]["mandate"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mail = sink
         .wait_for(&provider.email, "You can spend 50.00 EUR")
         .await;

@@ -142,13 +142,16 @@ async fn one_of_each(app: &TestApp, t: &TestTenant) -> BTreeMap<String, (String,
         json!({ "total": "100.00", "currency": "EUR", "allowedMerchantIds": [c.fresh_mart] }),
     )
     .await;
-    let mandate = m.ok()["grantMandate"]["id"].as_str().unwrap().to_owned();
+    let mandate = m.ok()["grantMandate"]["mandate"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     put("Mandate", &json!(mandate), &beneficiary);
     let bought =
         crate::spend::buy(app, &beneficiary, &mandate, &c.fresh_mart, "5.00", &key()).await;
     put(
         "Purchase",
-        &bought.ok()["createPurchase"]["id"],
+        &bought.ok()["createPurchase"]["purchase"]["id"],
         &beneficiary,
     );
     crate::spend::buy(app, &beneficiary, &mandate, &c.casino, "5.00", &key()).await;
@@ -177,11 +180,15 @@ async fn one_of_each(app: &TestApp, t: &TestTenant) -> BTreeMap<String, (String,
     let payout = app
         .gql(
             Some(&beneficiary),
-            "mutation($p: ID!, $k: String!) { payPayee(payeeId: $p, amount: \"3.00\", idempotencyKey: $k) { id } }",
+            "mutation($p: ID!, $k: String!) { payPayee(input: { payeeId: $p, amount: \"3.00\", idempotencyKey: $k }) { payout { id } } }",
             json!({ "p": payee, "k": key() }),
         )
         .await;
-    put("Payout", &payout.ok()["payPayee"]["id"], &beneficiary);
+    put(
+        "Payout",
+        &payout.ok()["payPayee"]["payout"]["id"],
+        &beneficiary,
+    );
     app.gql(
         Some(&sender),
         "mutation($r: ID!) { allowTransferRecipient(recipientId: $r) }",
@@ -192,13 +199,13 @@ async fn one_of_each(app: &TestApp, t: &TestTenant) -> BTreeMap<String, (String,
     let transfer = app
         .gql(
             Some(&sender),
-            "mutation($r: ID!, $k: String!) { createTransfer(recipientId: $r, amount: \"2.00\", currency: \"EUR\", idempotencyKey: $k) { id } }",
+            "mutation($r: ID!, $k: String!) { createTransfer(input: { recipientId: $r, amount: \"2.00\", currency: \"EUR\", idempotencyKey: $k }) { transfer { id } } }",
             json!({ "r": user_gid(t.user(Role::Beneficiary).id), "k": key() }),
         )
         .await;
     put(
         "Transfer",
-        &transfer.ok()["createTransfer"]["id"],
+        &transfer.ok()["createTransfer"]["transfer"]["id"],
         &beneficiary,
     );
 
@@ -466,7 +473,7 @@ async fn nested_lists_that_grow_page_as_connections(app: TestApp) {
     fund(&app, &sender, &id, "25.00", &key()).await.ok();
     app.gql(
         Some(&sender),
-        "mutation($id: ID!, $k: String!) { releaseEscrow(escrowId: $id, idempotencyKey: $k) { escrow { status } } }",
+        "mutation($id: ID!, $k: String!) { releaseEscrow(input: { escrowId: $id, idempotencyKey: $k }) { escrow { status } } }",
         json!({ "id": id, "k": key() }),
     )
     .await
@@ -536,7 +543,10 @@ async fn nested_lists_that_grow_page_as_connections(app: TestApp) {
         json!({ "total": "50.00", "currency": "EUR", "allowedCategoryIds": [c.groceries] }),
     )
     .await;
-    let mandate = r.ok()["grantMandate"]["id"].as_str().unwrap().to_owned();
+    let mandate = r.ok()["grantMandate"]["mandate"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let beneficiary = t.token(Role::Beneficiary).to_owned();
     for amount in ["1.00", "2.00", "3.00"] {
         crate::spend::buy(&app, &beneficiary, &mandate, &c.fresh_mart, amount, &key())

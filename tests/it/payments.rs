@@ -46,7 +46,7 @@ on_both_backends!(
     a_webhook_that_beat_its_reference_is_applied_by_the_jobs
 );
 
-const RELEASE: &str = "mutation($id: ID!, $k: String!) { releaseEscrow(escrowId: $id, idempotencyKey: $k) { payments { id status pspReference } } }";
+const RELEASE: &str = "mutation($id: ID!, $k: String!) { releaseEscrow(input: { escrowId: $id, idempotencyKey: $k }) { payments { id status pspReference } } }";
 const PAYMENT: &str = "query($id: ID!) { node(id: $id) { ... on Payment { id status attempt retryOf failureReason pspReference attempts { kind outcome detail } } } }";
 
 /// A funded one-milestone escrow from the tenant's sender to its beneficiary, and
@@ -501,7 +501,7 @@ async fn failed_payments_are_retried_once_each_then_alerted(app: TestApp) {
     );
 
     // A person may retry past the policy: payments:execute and a step-up.
-    let retry = "mutation($id: ID!, $k: String!) { retryPayment(paymentId: $id, idempotencyKey: $k) { id attempt retryOf status } }";
+    let retry = "mutation($id: ID!, $k: String!) { retryPayment(input: { paymentId: $id, idempotencyKey: $k }) { payment { id attempt retryOf status } } }";
     // The payee, stepped up, is not the payer.
     let provider = t.token(Role::Beneficiary);
     enrol(&app, provider).await;
@@ -512,14 +512,14 @@ async fn failed_payments_are_retried_once_each_then_alerted(app: TestApp) {
     let r = app
         .gql(Some(&sender), retry, json!({ "id": second, "k": "r-1" }))
         .await;
-    let third = r.ok()["retryPayment"].clone();
+    let third = r.ok()["retryPayment"]["payment"].clone();
     assert_eq!(third["attempt"], 3);
     assert_eq!(third["retryOf"], json!(second));
     // The same key answers the same retry; the first payment was retried already.
     let again = app
         .gql(Some(&sender), retry, json!({ "id": second, "k": "r-1" }))
         .await;
-    assert_eq!(again.ok()["retryPayment"]["id"], third["id"]);
+    assert_eq!(again.ok()["retryPayment"]["payment"]["id"], third["id"]);
     let r = app
         .gql(Some(&sender), retry, json!({ "id": first, "k": "r-2" }))
         .await;

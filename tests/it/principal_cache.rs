@@ -251,7 +251,10 @@ async fn statements_per_operation(app: TestApp) {
         json!({ "total": "50.00", "currency": "EUR", "allowedCategoryIds": [c.groceries] }),
     )
     .await;
-    let mandate = r.ok()["grantMandate"]["id"].as_str().unwrap().to_owned();
+    let mandate = r.ok()["grantMandate"]["mandate"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // A payout needs a recent step-up.
     crate::mfa::enrol(&app, &sender).await;
     for token in [&sender, &beneficiary] {
@@ -268,7 +271,7 @@ async fn statements_per_operation(app: TestApp) {
     let r = app
         .gql(
             Some(&sender),
-            "mutation($id: ID!, $k: String!) { releaseEscrow(escrowId: $id, idempotencyKey: $k) { escrow { status } payments { pspReference } } }",
+            "mutation($id: ID!, $k: String!) { releaseEscrow(input: { escrowId: $id, idempotencyKey: $k }) { escrow { status } payments { pspReference } } }",
             json!({ "id": id, "k": "r-1" }),
         )
         .await;

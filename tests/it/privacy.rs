@@ -274,7 +274,7 @@ async fn erasure_waits_for_money_in_flight_and_keeps_the_books(app: TestApp) {
     let r = app
         .gql(
             Some(&sender),
-            "mutation($id: ID!, $k: String!) { releaseEscrow(escrowId: $id, idempotencyKey: $k) { payments { pspReference } } }",
+            "mutation($id: ID!, $k: String!) { releaseEscrow(input: { escrowId: $id, idempotencyKey: $k }) { payments { pspReference } } }",
             json!({ "id": id, "k": "r-1" }),
         )
         .await;

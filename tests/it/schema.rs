@@ -71,7 +71,7 @@ fn role_schemas_keep_descriptions_and_know_every_role() {
     for kept in [
         "\"\"\"\n\tThe tenant's slug.\n\t\"\"\"\n\ttenant: String!",
         "\tThe sender releases everything the escrow holds to the provider",
-        "\treleaseEscrow(\n\t\t\"\"\"\n\t\tThe escrow you send.\n\t\t\"\"\"\n\t\tescrowId: ID!\n",
+        "input ReleaseEscrowInput {\n\t\"\"\"\n\tThe escrow you send.\n\t\"\"\"\n\tescrowId: ID!\n",
     ] {
         assert!(sdl.contains(kept), "missing {kept:?} in:\n{sdl}");
     }
@@ -230,5 +230,98 @@ fn closed_sets_are_enums_and_the_scalar_is_specified() {
             "scalar Decimal @specifiedBy(url: \"https://www.w3.org/TR/xmlschema11-2/#decimal\")"
         ),
         "Decimal names its specification"
+    );
+}
+
+/// Mutations still in an older shape (issue 17 item 2 converts them area by area).
+/// The list only shrinks: a mutation named here that has the shape fails the test
+/// until it is taken off.
+const NOT_YET_SHAPED: &[&str] = &[
+    "refreshSession",
+    "verifyMfa",
+    "enrollMfa",
+    "activateMfa",
+    "disableMfa",
+    "regenerateRecoveryCodes",
+    "verifyStepUp",
+    "setMfaRequiredRoles",
+    "signOut",
+    "revokeSession",
+    "revokeOtherSessions",
+    "createApiKey",
+    "revokeApiKey",
+    "createTenant",
+    "createUser",
+    "setUserRoles",
+    "deactivateUser",
+    "changePassword",
+    "submitProof",
+    "createSpendCategory",
+    "setSpendCategoryEnabled",
+    "createMerchant",
+    "updateMerchant",
+    "addPayee",
+    "allowTransferRecipient",
+    "certifyTransferRecipient",
+];
+
+/// One mutation shape, read from the schema: `xyz(input: …Input!): …Payload!` (one
+/// input or payload type may serve mutations that take or answer the same, e.g.
+/// `MailedTokenInput`, `EscrowPayload`; a mutation that needs nothing takes no
+/// argument, as an input object cannot be empty), and an idempotency key is never an
+/// argument of its own but a field of the input.
+#[test]
+fn every_mutation_takes_one_input_and_answers_a_payload() {
+    use async_graphql::parser::{
+        parse_schema,
+        types::{TypeKind, TypeSystemDefinition},
+    };
+    let sdl = sequestra::graphql::sdl();
+    let doc = parse_schema(&sdl).unwrap();
+    let fields = doc
+        .definitions
+        .iter()
+        .find_map(|d| match d {
+            TypeSystemDefinition::Type(t) if t.node.name.node == "Mutation" => match &t.node.kind {
+                TypeKind::Object(o) => Some(o.fields.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .expect("type Mutation");
+    let mut unshaped = Vec::new();
+    for field in &fields {
+        let field = &field.node;
+        let name = field.name.node.as_str();
+        assert!(
+            field
+                .arguments
+                .iter()
+                .all(|a| a.node.name.node != "idempotencyKey"),
+            "{name} takes idempotencyKey as an argument: it belongs in its input"
+        );
+        let input = match field.arguments.as_slice() {
+            [] => true,
+            [only] => {
+                only.node.name.node == "input" && only.node.ty.node.to_string().ends_with("Input!")
+            }
+            _ => false,
+        };
+        let payload = field.ty.node.to_string().ends_with("Payload!");
+        if !(input && payload) {
+            unshaped.push(name.to_owned());
+        }
+    }
+    assert!(fields.len() > 40, "the mutations were read");
+    let expected: Vec<String> = NOT_YET_SHAPED.iter().map(|n| (*n).to_owned()).collect();
+    let mut unshaped_sorted = unshaped.clone();
+    unshaped_sorted.sort();
+    let mut expected_sorted = expected.clone();
+    expected_sorted.sort();
+    assert_eq!(
+        unshaped_sorted, expected_sorted,
+        "mutations not in the shape (left) against NOT_YET_SHAPED (right): a new \
+         mutation takes `input: XyzInput!` and answers a `…Payload!`; one converted \
+         leaves the list"
     );
 }

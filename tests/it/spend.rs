@@ -44,8 +44,8 @@ pub struct Catalog {
 
 const CATEGORY: &str = "mutation($c: String!, $l: String!) { createSpendCategory(code: $c, label: $l) { id code enabled } }";
 const MERCHANT: &str = "mutation($n: String!, $c: ID!, $x: Boolean) { createMerchant(name: $n, categoryId: $c, certified: $x) { id name certified enabled } }";
-const GRANT: &str = "mutation($i: GrantMandateInput!, $k: String!) { grantMandate(input: $i, idempotencyKey: $k) { id status total { amount currency } spent { amount } remaining { amount } allowedCategoryIds allowedMerchantIds } }";
-const PURCHASE: &str = "mutation($m: ID!, $s: ID!, $a: Decimal!, $k: String!) { createPurchase(mandateId: $m, merchantId: $s, amount: $a, idempotencyKey: $k) { id amount { amount } mandate { status spent { amount } remaining { amount } } } }";
+const GRANT: &str = "mutation($i: GrantMandateInput!) { grantMandate(input: $i) { mandate { id status total { amount currency } spent { amount } remaining { amount } allowedCategoryIds allowedMerchantIds } } }";
+const PURCHASE: &str = "mutation($m: ID!, $s: ID!, $a: Decimal!, $k: String!) { createPurchase(input: { mandateId: $m, merchantId: $s, amount: $a, idempotencyKey: $k }) { purchase { id amount { amount } mandate { status spent { amount } remaining { amount } } } } }";
 const MANDATE: &str = "query($id: ID!) { mandate(id: $id) { id status spent { amount } remaining { amount } purchases { id amount { amount } } payees { id paid { amount } } } }";
 
 pub async fn catalog(app: &TestApp, t: &TestTenant) -> Catalog {
@@ -100,16 +100,13 @@ pub async fn grant(app: &TestApp, t: &TestTenant, input: Value) -> GqlResponse {
     if input.get("beneficiaryId").is_none() {
         input["beneficiaryId"] = json!(user_gid(t.user(Role::Beneficiary).id));
     }
+    if input.get("idempotencyKey").is_none() {
+        input["idempotencyKey"] = json!(key());
+    }
     if input.get("expiresAt").is_none() {
         input["expiresAt"] = json!((Utc::now() + Duration::days(30)).to_rfc3339());
     }
-    call(
-        app,
-        t.token(Role::Sender),
-        GRANT,
-        json!({ "i": input, "k": key() }),
-    )
-    .await
+    call(app, t.token(Role::Sender), GRANT, json!({ "i": input })).await
 }
 
 pub async fn buy(
@@ -182,7 +179,7 @@ async fn catalog_mandates_and_every_refusal(app: TestApp) {
         }),
     )
     .await;
-    let m = r.ok()["grantMandate"].clone();
+    let m = r.ok()["grantMandate"]["mandate"].clone();
     assert_eq!(m["status"], "ACTIVE");
     assert_eq!(m["remaining"]["amount"], "50.00");
     let id = m["id"].as_str().unwrap().to_owned();
@@ -206,13 +203,13 @@ async fn catalog_mandates_and_every_refusal(app: TestApp) {
 
     let k = key();
     let r = buy(&app, &beneficiary, &id, &c.fresh_mart, "20.00", &k).await;
-    let first = r.ok()["createPurchase"].clone();
+    let first = r.ok()["createPurchase"]["purchase"].clone();
     assert_eq!(first["mandate"]["spent"]["amount"], "20.00");
     // A retry with the same key charges nothing more; another input under it is refused.
     let again = buy(&app, &beneficiary, &id, &c.fresh_mart, "20.00", &k).await;
-    assert_eq!(again.ok()["createPurchase"]["id"], first["id"]);
+    assert_eq!(again.ok()["createPurchase"]["purchase"]["id"], first["id"]);
     assert_eq!(
-        again.ok()["createPurchase"]["mandate"]["spent"]["amount"],
+        again.ok()["createPurchase"]["purchase"]["mandate"]["spent"]["amount"],
         "20.00"
     );
     assert_eq!(
@@ -232,7 +229,7 @@ async fn catalog_mandates_and_every_refusal(app: TestApp) {
     }
     let r = buy(&app, &beneficiary, &id, &c.pill_box, "25.00", &key()).await;
     assert_eq!(
-        r.ok()["createPurchase"]["mandate"]["spent"]["amount"],
+        r.ok()["createPurchase"]["purchase"]["mandate"]["spent"]["amount"],
         "45.00"
     );
     let r = buy(&app, &beneficiary, &id, &c.fresh_mart, "6.00", &key()).await;
@@ -281,16 +278,19 @@ async fn catalog_mandates_and_every_refusal(app: TestApp) {
         call(
             &app,
             &beneficiary,
-            "mutation($id: ID!) { revokeMandate(mandateId: $id) { status } }",
+            "mutation($id: ID!) { revokeMandate(input: { mandateId: $id }) { mandate { status } } }",
             json!({ "id": id })
         )
         .await
         .code(),
         Some("FORBIDDEN")
     );
-    let r = call(&app, &sender, "mutation($id: ID!) { revokeMandate(mandateId: $id) { status remaining { amount } endedAt } }", json!({ "id": id })).await;
-    assert_eq!(r.ok()["revokeMandate"]["status"], "REVOKED");
-    assert_eq!(r.ok()["revokeMandate"]["remaining"]["amount"], "0.00");
+    let r = call(&app, &sender, "mutation($id: ID!) { revokeMandate(input: { mandateId: $id }) { mandate { status remaining { amount } endedAt } } }", json!({ "id": id })).await;
+    assert_eq!(r.ok()["revokeMandate"]["mandate"]["status"], "REVOKED");
+    assert_eq!(
+        r.ok()["revokeMandate"]["mandate"]["remaining"]["amount"],
+        "0.00"
+    );
     assert_eq!(
         reason(&buy(&app, &beneficiary, &id, &c.pill_box, "1.00", &key()).await),
         "MANDATE_REVOKED"
@@ -298,7 +298,7 @@ async fn catalog_mandates_and_every_refusal(app: TestApp) {
     let r = call(
         &app,
         &sender,
-        "mutation($id: ID!) { revokeMandate(mandateId: $id) { status } }",
+        "mutation($id: ID!) { revokeMandate(input: { mandateId: $id }) { mandate { status } } }",
         json!({ "id": id }),
     )
     .await;
@@ -329,7 +329,10 @@ async fn catalog_mandates_and_every_refusal(app: TestApp) {
     .await
     .ok();
     let r = grant(&app, &t, json!({ "total": "10.00", "currency": "USD", "allowedCategoryIds": [c.groceries], "certifiedMerchantsOnly": true })).await;
-    let usd = r.ok()["grantMandate"]["id"].as_str().unwrap().to_owned();
+    let usd = r.ok()["grantMandate"]["mandate"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(
         reason(&buy(&app, &beneficiary, &usd, &c.corner_shop, "1.00", &key()).await),
         "MERCHANT_NOT_ALLOWED"
@@ -341,7 +344,10 @@ async fn catalog_mandates_and_every_refusal(app: TestApp) {
         Some("BAD_USER_INPUT")
     );
     let r = buy(&app, &beneficiary, &usd, &c.fresh_mart, "10.00", &key()).await;
-    assert_eq!(r.ok()["createPurchase"]["mandate"]["status"], "CONSUMED");
+    assert_eq!(
+        r.ok()["createPurchase"]["purchase"]["mandate"]["status"],
+        "CONSUMED"
+    );
     assert_eq!(
         reason(&buy(&app, &beneficiary, &usd, &c.fresh_mart, "0.01", &key()).await),
         "MANDATE_EXHAUSTED"
@@ -443,7 +449,10 @@ async fn mandates_expire_once_by_the_job(app: TestApp) {
         }),
     )
     .await;
-    let id = r.ok()["grantMandate"]["id"].as_str().unwrap().to_owned();
+    let id = r.ok()["grantMandate"]["mandate"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     buy(&app, &beneficiary, &id, &c.fresh_mart, "5.00", &key())
         .await
         .ok();
@@ -489,7 +498,10 @@ async fn concurrent_purchases_never_overspend(app: TestApp) {
         json!({ "total": "100.00", "currency": "EUR", "allowedCategoryIds": [c.groceries] }),
     )
     .await;
-    let id = r.ok()["grantMandate"]["id"].as_str().unwrap().to_owned();
+    let id = r.ok()["grantMandate"]["mandate"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let app = std::sync::Arc::new(app);
     // 200 purchases adding up to 300.00 (three times the budget), 40 of them sent
     // twice with the same key.
@@ -518,7 +530,7 @@ async fn concurrent_purchases_never_overspend(app: TestApp) {
         let (k, r) = task.await.unwrap();
         match r.code() {
             None => {
-                let p = &r.ok()["createPurchase"];
+                let p = &r.ok()["createPurchase"]["purchase"];
                 let entry = (
                     p["id"].as_str().unwrap().to_owned(),
                     p["amount"]["amount"].as_str().unwrap().parse().unwrap(),
@@ -568,7 +580,10 @@ async fn payees_and_restricted_transfers(app: TestApp) {
         json!({ "total": "100.00", "currency": "EUR", "allowedMerchantIds": [c.pill_box] }),
     )
     .await;
-    let id = r.ok()["grantMandate"]["id"].as_str().unwrap().to_owned();
+    let id = r.ok()["grantMandate"]["mandate"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     const ADD: &str = "mutation($m: ID!) { addPayee(input: { mandateId: $m, reference: \"school-fees-42\", name: \"City School\", dailyLimit: \"20.00\", totalLimit: \"30.00\" }) { id reference } }";
     assert_eq!(
         call(&app, &beneficiary, ADD, json!({ "m": id }))
@@ -580,7 +595,7 @@ async fn payees_and_restricted_transfers(app: TestApp) {
         .as_str()
         .unwrap()
         .to_owned();
-    const PAY: &str = "mutation($p: ID!, $a: Decimal!, $k: String!) { payPayee(payeeId: $p, amount: $a, idempotencyKey: $k) { id amount { amount } payment { status purpose payeeReference payeeId } } }";
+    const PAY: &str = "mutation($p: ID!, $a: Decimal!, $k: String!) { payPayee(input: { payeeId: $p, amount: $a, idempotencyKey: $k }) { payout { id amount { amount } payment { status purpose payeeReference payeeId } } } }";
     assert_eq!(
         call(
             &app,
@@ -600,7 +615,7 @@ async fn payees_and_restricted_transfers(app: TestApp) {
         json!({ "p": payee, "a": "15.00", "k": key() }),
     )
     .await;
-    let paid = r.ok()["payPayee"].clone();
+    let paid = r.ok()["payPayee"]["payout"].clone();
     assert_eq!(paid["payment"]["status"], "SENT");
     assert_eq!(paid["payment"]["purpose"], "SPEND_PAYOUT");
     assert_eq!(paid["payment"]["payeeReference"], "school-fees-42");
@@ -627,7 +642,7 @@ async fn payees_and_restricted_transfers(app: TestApp) {
     assert_eq!(m.ok()["mandate"]["payees"][0]["paid"]["amount"], "15.00");
 
     // Transfers: only to allowlisted or certified recipients.
-    const TRANSFER: &str = "mutation($r: ID!, $a: Decimal!, $k: String!) { createTransfer(recipientId: $r, amount: $a, currency: \"EUR\", idempotencyKey: $k) { id amount { amount } payment { status purpose payeeId } } }";
+    const TRANSFER: &str = "mutation($r: ID!, $a: Decimal!, $k: String!) { createTransfer(input: { recipientId: $r, amount: $a, currency: \"EUR\", idempotencyKey: $k }) { transfer { id amount { amount } payment { status purpose payeeId } } } }";
     let to_beneficiary =
         json!({ "r": user_gid(t.user(Role::Beneficiary).id), "a": "12.00", "k": key() });
     assert_eq!(
@@ -654,8 +669,14 @@ async fn payees_and_restricted_transfers(app: TestApp) {
         json!({ "r": user_gid(t.user(Role::Beneficiary).id), "a": "12.00", "k": key() }),
     )
     .await;
-    assert_eq!(r.ok()["createTransfer"]["payment"]["status"], "SENT");
-    assert_eq!(r.ok()["createTransfer"]["payment"]["purpose"], "TRANSFER");
+    assert_eq!(
+        r.ok()["createTransfer"]["transfer"]["payment"]["status"],
+        "SENT"
+    );
+    assert_eq!(
+        r.ok()["createTransfer"]["transfer"]["payment"]["purpose"],
+        "TRANSFER"
+    );
     let support = json!({ "r": user_gid(t.user(Role::Support).id), "a": "3.00", "k": key() });
     assert_eq!(
         reason(&call(&app, &sender, TRANSFER, support.clone()).await),
@@ -726,7 +747,7 @@ async fn payees_and_restricted_transfers(app: TestApp) {
         json!({ "p": supplier, "a": "20.00", "k": key() }),
     )
     .await;
-    assert_eq!(r.ok()["payPayee"]["payment"]["status"], "SENT");
+    assert_eq!(r.ok()["payPayee"]["payout"]["payment"]["status"], "SENT");
     let r = call(
         &app,
         &sender,
@@ -760,7 +781,10 @@ async fn foreign_and_unrelated_mandates_are_not_found(app: TestApp) {
         json!({ "total": "40.00", "currency": "EUR", "allowedCategoryIds": [c.groceries] }),
     )
     .await;
-    let id = r.ok()["grantMandate"]["id"].as_str().unwrap().to_owned();
+    let id = r.ok()["grantMandate"]["mandate"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     buy(
         &app,
         acme.token(Role::Beneficiary),
@@ -787,7 +811,7 @@ async fn foreign_and_unrelated_mandates_are_not_found(app: TestApp) {
             ("mandate", call(&app, token, "query($id: ID!) { mandate(id: $id) { id } }", json!({ "id": id })).await),
             ("purchases", call(&app, token, "query($id: ID!) { purchases(mandateId: $id) { edges { node { id } } } }", json!({ "id": id })).await),
             ("purchase", buy(&app, token, &id, &c.fresh_mart, "1.00", &key()).await),
-            ("revoke", call(&app, token, "mutation($id: ID!) { revokeMandate(mandateId: $id) { id } }", json!({ "id": id })).await),
+            ("revoke", call(&app, token, "mutation($id: ID!) { revokeMandate(input: { mandateId: $id }) { mandate { id } } }", json!({ "id": id })).await),
             ("add payee", call(&app, token, "mutation($m: ID!) { addPayee(input: { mandateId: $m, reference: \"x\", name: \"x\" }) { id } }", json!({ "m": id })).await),
         ];
         for (what, r) in attempts {
@@ -848,7 +872,7 @@ async fn foreign_and_unrelated_mandates_are_not_found(app: TestApp) {
     assert_eq!(r.code(), Some("NOT_FOUND"), "{}", r.body);
     let acme_sender = acme.token(Role::Sender).to_owned();
     enrol(&app, &acme_sender).await;
-    let r = call(&app, &acme_sender, "mutation($r: ID!) { createTransfer(recipientId: $r, amount: \"1.00\", currency: \"EUR\", idempotencyKey: \"t-1\") { id } }", json!({ "r": foreign_user })).await;
+    let r = call(&app, &acme_sender, "mutation($r: ID!) { createTransfer(input: { recipientId: $r, amount: \"1.00\", currency: \"EUR\", idempotencyKey: \"t-1\" }) { transfer { id } } }", json!({ "r": foreign_user })).await;
     assert_eq!(r.code(), Some("NOT_FOUND"), "{}", r.body);
     let r = call(
         &app,
@@ -873,6 +897,6 @@ async fn foreign_and_unrelated_mandates_are_not_found(app: TestApp) {
     // Payouts to another tenant's payee: NOT_FOUND (after the step-up).
     let g_benef = globex.token(Role::Beneficiary).to_owned();
     enrol(&app, &g_benef).await;
-    let r = call(&app, &g_benef, "mutation($p: ID!) { payPayee(payeeId: $p, amount: \"1.00\", idempotencyKey: \"k-1\") { id } }", json!({ "p": payee })).await;
+    let r = call(&app, &g_benef, "mutation($p: ID!) { payPayee(input: { payeeId: $p, amount: \"1.00\", idempotencyKey: \"k-1\" }) { payout { id } } }", json!({ "p": payee })).await;
     assert_eq!(r.code(), Some("NOT_FOUND"), "{}", r.body);
 }

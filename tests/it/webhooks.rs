@@ -87,7 +87,7 @@ async fn webhooks_are_signed_deduplicated_and_forward_only(app: TestApp) {
     fund(&app, &sender, &id, "10.00", "fund-1").await.ok();
     enrol(&app, &sender).await;
     let r = app
-        .gql(Some(&sender), "mutation($id: ID!) { releaseEscrow(escrowId: $id, idempotencyKey: \"rel-1\") { payments { status pspReference } } }", json!({ "id": id }))
+        .gql(Some(&sender), "mutation($id: ID!) { releaseEscrow(input: { escrowId: $id, idempotencyKey: \"rel-1\" }) { payments { status pspReference } } }", json!({ "id": id }))
         .await;
     let reference = r.ok()["releaseEscrow"]["payments"][0]["pspReference"]
         .as_str()
@@ -182,7 +182,7 @@ async fn webhooks_are_signed_deduplicated_and_forward_only(app: TestApp) {
     let id2 = e2["id"].as_str().unwrap().to_owned();
     fund(&app, &sender, &id2, "5.00", "fund-2").await.ok();
     let r = app
-        .gql(Some(&sender), "mutation($id: ID!) { releaseEscrow(escrowId: $id, idempotencyKey: \"rel-2\") { payments { pspReference } } }", json!({ "id": id2 }))
+        .gql(Some(&sender), "mutation($id: ID!) { releaseEscrow(input: { escrowId: $id, idempotencyKey: \"rel-2\" }) { payments { pspReference } } }", json!({ "id": id2 }))
         .await;
     let reference2 = r.ok()["releaseEscrow"]["payments"][0]["pspReference"]
         .as_str()
@@ -270,7 +270,7 @@ async fn simulated_psp_closes_the_loop(backend: crate::harness::Backend) {
     fund(&app, &sender, &id, "30.00", "fund-sim").await.ok();
     app.gql(
         Some(&sender),
-        "mutation($id: ID!) { releaseEscrow(escrowId: $id, idempotencyKey: \"rel-sim\") { escrow { status } } }",
+        "mutation($id: ID!) { releaseEscrow(input: { escrowId: $id, idempotencyKey: \"rel-sim\" }) { escrow { status } } }",
         json!({ "id": id }),
     )
     .await
@@ -330,7 +330,7 @@ async fn released(
     let r = app
         .gql(
             Some(sender),
-            "mutation($id: ID!, $k: String!) { releaseEscrow(escrowId: $id, idempotencyKey: $k) { payments { id pspReference } } }",
+            "mutation($id: ID!, $k: String!) { releaseEscrow(input: { escrowId: $id, idempotencyKey: $k }) { payments { id pspReference } } }",
             json!({ "id": id, "k": format!("rel-{key}") }),
         )
         .await;
@@ -378,7 +378,7 @@ async fn a_payout_taken_back_after_it_settled_is_paid_again(app: TestApp) {
     let r = app
         .gql(
             Some(&sender),
-            "mutation($id: ID!) { releaseEscrow(escrowId: $id, idempotencyKey: \"rel-1\") { payments { id pspReference } } }",
+            "mutation($id: ID!) { releaseEscrow(input: { escrowId: $id, idempotencyKey: \"rel-1\" }) { payments { id pspReference } } }",
             json!({ "id": id }),
         )
         .await;
@@ -467,11 +467,11 @@ async fn a_payout_taken_back_after_it_settled_is_paid_again(app: TestApp) {
     let r = app
         .gql(
             Some(&sender),
-            "mutation($id: ID!) { retryPayment(paymentId: $id, idempotencyKey: \"retry-1\") { id status pspReference } }",
+            "mutation($id: ID!) { retryPayment(input: { paymentId: $id, idempotencyKey: \"retry-1\" }) { payment { id status pspReference } } }",
             json!({ "id": payment }),
         )
         .await;
-    let retry = r.ok()["retryPayment"].clone();
+    let retry = r.ok()["retryPayment"]["payment"].clone();
     assert_eq!(retry["status"], "SENT", "{retry}");
     let again = retry["pspReference"].as_str().unwrap().to_owned();
     assert_eq!(
@@ -534,14 +534,14 @@ async fn a_psp_dispute_freezes_the_escrow_and_a_lost_one_takes_the_money_back(ap
     // sender pays the first one only.
     app.gql(
         Some(t.token(Role::Beneficiary)),
-        "mutation($id: ID!) { markDelivered(escrowId: $id, note: \"done\") { status } }",
+        "mutation($id: ID!) { markDelivered(input: { escrowId: $id, note: \"done\" }) { escrow { status } } }",
         json!({ "id": id }),
     )
     .await
     .ok();
     app.gql(
         Some(&sender),
-        "mutation($id: ID!) { approveEscrow(escrowId: $id) { status } }",
+        "mutation($id: ID!) { approveEscrow(input: { escrowId: $id }) { escrow { status } } }",
         json!({ "id": id }),
     )
     .await
@@ -550,7 +550,7 @@ async fn a_psp_dispute_freezes_the_escrow_and_a_lost_one_takes_the_money_back(ap
     let r = app
         .gql(
             Some(&sender),
-            "mutation($id: ID!) { releaseMilestone(milestoneId: $id, idempotencyKey: \"rm-1\") { payments { id pspReference } } }",
+            "mutation($id: ID!) { releaseMilestone(input: { milestoneId: $id, idempotencyKey: \"rm-1\" }) { payments { id pspReference } } }",
             json!({ "id": first }),
         )
         .await;
