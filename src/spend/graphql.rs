@@ -564,6 +564,109 @@ pub struct GrantMandateInput {
     pub idempotency_key: String,
 }
 
+/// A new spend category.
+#[derive(InputObject)]
+pub struct CreateSpendCategoryInput {
+    /// A short code, unique in the tenant (e.g. `GROCERIES`).
+    pub code: String,
+    /// The category's name, as shown to people.
+    pub label: String,
+}
+
+/// A category to enable or disable.
+#[derive(InputObject)]
+pub struct SetSpendCategoryEnabledInput {
+    /// The category.
+    pub id: ID,
+    /// false: its merchants can no longer be paid under any mandate.
+    pub enabled: bool,
+}
+
+/// A new merchant.
+#[derive(InputObject)]
+pub struct CreateMerchantInput {
+    /// The merchant's name, as shown to beneficiaries.
+    pub name: String,
+    /// The spend category the merchant sells in.
+    pub category_id: ID,
+    /// Certified merchants are allowed under every mandate of their category;
+    /// default false.
+    pub certified: Option<bool>,
+}
+
+/// A merchant to change; what is left out stays as it is.
+#[derive(InputObject)]
+pub struct UpdateMerchantInput {
+    /// The merchant.
+    pub id: ID,
+    /// false: the merchant can no longer be paid.
+    pub enabled: Option<bool>,
+    /// Certified merchants are allowed under every mandate of their category.
+    pub certified: Option<bool>,
+}
+
+/// A user to allowlist for your transfers.
+#[derive(InputObject)]
+pub struct AllowTransferRecipientInput {
+    /// The user (of your tenant) you may then transfer to.
+    pub recipient_id: ID,
+}
+
+/// A user to certify as a transfer recipient.
+#[derive(InputObject)]
+pub struct CertifyTransferRecipientInput {
+    /// The user everyone of the tenant may then transfer to.
+    pub user_id: ID,
+}
+
+/// What a spend category mutation did: the category.
+pub struct SpendCategoryPayload(spend_category::Model);
+
+/// What a spend category mutation did.
+#[Object]
+impl SpendCategoryPayload {
+    /// The category, as it is now.
+    async fn category(&self) -> CategoryNode {
+        CategoryNode(self.0.clone())
+    }
+}
+
+/// What a merchant mutation did: the merchant.
+pub struct MerchantPayload(merchant::Model);
+
+/// What a merchant mutation did.
+#[Object]
+impl MerchantPayload {
+    /// The merchant, as it is now.
+    async fn merchant(&self) -> MerchantNode {
+        MerchantNode(self.0.clone())
+    }
+}
+
+/// What `addPayee` did: the payee.
+pub struct AddPayeePayload(payee::Model);
+
+/// What `addPayee` did.
+#[Object]
+impl AddPayeePayload {
+    /// The payee added.
+    async fn payee(&self) -> PayeeNode {
+        PayeeNode(self.0.clone())
+    }
+}
+
+/// What a transfer recipient mutation did: the recipient.
+pub struct TransferRecipientPayload(Uuid);
+
+/// What a transfer recipient mutation did.
+#[Object]
+impl TransferRecipientPayload {
+    /// The user who may now be transferred to.
+    async fn recipient(&self, ctx: &Context<'_>) -> Result<PartyNode> {
+        party(ctx, self.0).await
+    }
+}
+
 /// A mandate to end.
 #[derive(InputObject)]
 pub struct RevokeMandateInput {
@@ -1093,14 +1196,14 @@ impl SpendMutation {
     async fn create_spend_category(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "A short code, unique in the tenant (e.g. `GROCERIES`).")] code: String,
-        #[graphql(desc = "The category's name, as shown to people.")] label: String,
-    ) -> Result<CategoryNode> {
+        #[graphql(desc = "The code and label.")] input: CreateSpendCategoryInput,
+    ) -> Result<SpendCategoryPayload> {
+        let CreateSpendCategoryInput { code, label } = input;
         mutation::in_txn(ctx, move |txn, act, caller| {
             Box::pin(async move {
                 rules::create_category(txn, act, &caller, &code, &label)
                     .await
-                    .map(CategoryNode)
+                    .map(SpendCategoryPayload)
             })
         })
         .await
@@ -1111,16 +1214,16 @@ impl SpendMutation {
     async fn set_spend_category_enabled(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The category.")] id: ID,
-        #[graphql(desc = "false: its merchants can no longer be paid under any mandate.")]
-        enabled: bool,
-    ) -> Result<CategoryNode> {
+        #[graphql(desc = "The category and whether it is enabled.")]
+        input: SetSpendCategoryEnabledInput,
+    ) -> Result<SpendCategoryPayload> {
+        let SetSpendCategoryEnabledInput { id, enabled } = input;
         let id = decode(Kind::Category, &id)?;
         mutation::in_txn(ctx, move |txn, act, caller| {
             Box::pin(async move {
                 rules::set_category_enabled(txn, act, &caller, id, enabled)
                     .await
-                    .map(CategoryNode)
+                    .map(SpendCategoryPayload)
             })
         })
         .await
@@ -1131,17 +1234,20 @@ impl SpendMutation {
     async fn create_merchant(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The merchant's name, as shown to beneficiaries.")] name: String,
-        #[graphql(desc = "The spend category the merchant sells in.")] category_id: ID,
-        #[graphql(desc = "Default false.")] certified: Option<bool>,
-    ) -> Result<MerchantNode> {
+        #[graphql(desc = "The name, category and certification.")] input: CreateMerchantInput,
+    ) -> Result<MerchantPayload> {
+        let CreateMerchantInput {
+            name,
+            category_id,
+            certified,
+        } = input;
         let certified = certified.unwrap_or(false);
         let category = decode(Kind::Category, &category_id)?;
         mutation::in_txn(ctx, move |txn, act, caller| {
             Box::pin(async move {
                 rules::create_merchant(txn, act, &caller, &name, category, certified)
                     .await
-                    .map(MerchantNode)
+                    .map(MerchantPayload)
             })
         })
         .await
@@ -1152,17 +1258,19 @@ impl SpendMutation {
     async fn update_merchant(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The merchant.")] id: ID,
-        #[graphql(desc = "false: the merchant can no longer be paid.")] enabled: Option<bool>,
-        #[graphql(desc = "Certified merchants are allowed under every mandate of their category.")]
-        certified: Option<bool>,
-    ) -> Result<MerchantNode> {
+        #[graphql(desc = "The merchant and what changes.")] input: UpdateMerchantInput,
+    ) -> Result<MerchantPayload> {
+        let UpdateMerchantInput {
+            id,
+            enabled,
+            certified,
+        } = input;
         let id = decode(Kind::Merchant, &id)?;
         mutation::in_txn(ctx, move |txn, act, caller| {
             Box::pin(async move {
                 rules::update_merchant(txn, act, &caller, id, enabled, certified)
                     .await
-                    .map(MerchantNode)
+                    .map(MerchantPayload)
             })
         })
         .await
@@ -1279,7 +1387,7 @@ impl SpendMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The payee, and the mandate or escrow it is allowed on.")]
         input: AddPayeeInput,
-    ) -> Result<PayeeNode> {
+    ) -> Result<AddPayeePayload> {
         let new = NewPayee {
             on: match (&input.mandate_id, &input.escrow_id) {
                 (Some(m), None) => PayeeOn::Mandate(decode(Kind::Mandate, m)?),
@@ -1300,7 +1408,7 @@ impl SpendMutation {
             Box::pin(async move {
                 rules::add_payee(txn, act, &caller, new)
                     .await
-                    .map(PayeeNode)
+                    .map(AddPayeePayload)
             })
         })
         .await
@@ -1361,14 +1469,14 @@ impl SpendMutation {
     async fn allow_transfer_recipient(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The user (of your tenant) you may then transfer to.")] recipient_id: ID,
-    ) -> Result<bool> {
-        let id = ids::decode_as(Kind::User, &recipient_id)?;
+        #[graphql(desc = "The user to allowlist.")] input: AllowTransferRecipientInput,
+    ) -> Result<TransferRecipientPayload> {
+        let id = ids::decode_as(Kind::User, &input.recipient_id)?;
         mutation::in_txn(ctx, move |txn, act, caller| {
             Box::pin(async move {
                 rules::allow_recipient(txn, act, &caller, id)
                     .await
-                    .map(|_| true)
+                    .map(|_| TransferRecipientPayload(id))
             })
         })
         .await
@@ -1379,14 +1487,14 @@ impl SpendMutation {
     async fn certify_transfer_recipient(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The user everyone of the tenant may then transfer to.")] user_id: ID,
-    ) -> Result<bool> {
-        let id = ids::decode_as(Kind::User, &user_id)?;
+        #[graphql(desc = "The user to certify.")] input: CertifyTransferRecipientInput,
+    ) -> Result<TransferRecipientPayload> {
+        let id = ids::decode_as(Kind::User, &input.user_id)?;
         mutation::in_txn(ctx, move |txn, act, caller| {
             Box::pin(async move {
                 rules::certify_recipient(txn, act, &caller, id)
                     .await
-                    .map(|_| true)
+                    .map(|_| TransferRecipientPayload(id))
             })
         })
         .await

@@ -745,19 +745,19 @@ mod defects {
         let made = app
             .gql(
                 Some(admin),
-                "mutation { createSpendCategory(code: \"groceries\", label: \"Groceries\") { id } }",
+                "mutation { createSpendCategory(input: { code: \"groceries\", label: \"Groceries\" }) { category { id } } }",
                 json!({}),
             )
             .await;
-        let category = made.ok()["createSpendCategory"]["id"].clone();
+        let category = made.ok()["createSpendCategory"]["category"]["id"].clone();
         let made = app
             .gql(
                 Some(admin),
-                "mutation($c: ID!) { createMerchant(name: \"Corner shop\", categoryId: $c) { id } }",
+                "mutation($c: ID!) { createMerchant(input: { name: \"Corner shop\", categoryId: $c }) { merchant { id } } }",
                 json!({ "c": category }),
             )
             .await;
-        let merchant = made.ok()["createMerchant"]["id"].clone();
+        let merchant = made.ok()["createMerchant"]["merchant"]["id"].clone();
         let read_only = key(
             &app,
             &acme,
@@ -768,19 +768,19 @@ mod defects {
         let audit_before = app.audit_actions(&acme).await.len();
         for (document, variables) in [
             (
-                "mutation { createSpendCategory(code: \"fuel\", label: \"Fuel\") { id } }",
+                "mutation { createSpendCategory(input: { code: \"fuel\", label: \"Fuel\" }) { category { id } } }",
                 json!({}),
             ),
             (
-                "mutation($c: ID!) { setSpendCategoryEnabled(id: $c, enabled: false) { id } }",
+                "mutation($c: ID!) { setSpendCategoryEnabled(input: { id: $c, enabled: false }) { category { id } } }",
                 json!({ "c": category }),
             ),
             (
-                "mutation($c: ID!) { createMerchant(name: \"Fence\", categoryId: $c, certified: true) { id } }",
+                "mutation($c: ID!) { createMerchant(input: { name: \"Fence\", categoryId: $c, certified: true }) { merchant { id } } }",
                 json!({ "c": category }),
             ),
             (
-                "mutation($m: ID!) { updateMerchant(id: $m, enabled: false) { id } }",
+                "mutation($m: ID!) { updateMerchant(input: { id: $m, enabled: false }) { merchant { id } } }",
                 json!({ "m": merchant }),
             ),
         ] {
@@ -799,11 +799,11 @@ mod defects {
         let r = app
             .gql(
                 Some(&keeper),
-                "mutation { createSpendCategory(code: \"fuel\", label: \"Fuel\") { code } }",
+                "mutation { createSpendCategory(input: { code: \"fuel\", label: \"Fuel\" }) { category { code } } }",
                 json!({}),
             )
             .await;
-        assert_eq!(r.ok()["createSpendCategory"]["code"], "FUEL");
+        assert_eq!(r.ok()["createSpendCategory"]["category"]["code"], "FUEL");
     }
 
     async fn keys_cannot_manage_mfa_or_credentials(app: TestApp) {

@@ -338,11 +338,14 @@ async fn a_database_from_before_the_ledger_gets_its_books_on_upgrade(app: TestAp
     let r = app
         .gql(
             Some(sender),
-            "mutation($m: ID!) { addPayee(input: { mandateId: $m, reference: \"up-1\", name: \"Up Ltd\" }) { id } }",
+            "mutation($m: ID!) { addPayee(input: { mandateId: $m, reference: \"up-1\", name: \"Up Ltd\" }) { payee { id } } }",
             json!({ "m": mandate }),
         )
         .await;
-    let payee = r.ok()["addPayee"]["id"].as_str().unwrap().to_owned();
+    let payee = r.ok()["addPayee"]["payee"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     app.gql(
         Some(beneficiary),
         PAY,
@@ -462,11 +465,14 @@ async fn money_survives_sigkill_mid_load() {
     let r = app
         .gql(
             Some(&sender),
-            "mutation($m: ID!) { addPayee(input: { mandateId: $m, reference: \"crash-payee\", name: \"Crash Ltd\" }) { id } }",
+            "mutation($m: ID!) { addPayee(input: { mandateId: $m, reference: \"crash-payee\", name: \"Crash Ltd\" }) { payee { id } } }",
             json!({ "m": mandate }),
         )
         .await;
-    let payee = r.ok()["addPayee"]["id"].as_str().unwrap().to_owned();
+    let payee = r.ok()["addPayee"]["payee"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (mut to_fund, mut to_release) = (Vec::new(), Vec::new());
     for i in 0..24 {
         let e = create_escrow(

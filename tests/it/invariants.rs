@@ -223,11 +223,11 @@ async fn nul_in_text_is_refused_at_the_edge(app: TestApp) {
         ),
         (
             Some(&admin),
-            "mutation($v: String!) { createSpendCategory(code: \"TOOLS\", label: $v) { id } }",
+            "mutation($v: String!) { createSpendCategory(input: { code: \"TOOLS\", label: $v }) { category { id } } }",
         ),
         (
             Some(&admin),
-            "mutation($v: String!) { createMerchant(name: $v, categoryId: \"cat_0\") { id } }",
+            "mutation($v: String!) { createMerchant(input: { name: $v, categoryId: \"cat_0\" }) { merchant { id } } }",
         ),
         (
             Some(&provider),

@@ -170,11 +170,11 @@ async fn one_of_each(app: &TestApp, t: &TestTenant) -> BTreeMap<String, (String,
     let payee = app
         .gql(
             Some(&sender),
-            "mutation($m: ID!) { addPayee(input: { mandateId: $m, reference: \"school-42\", name: \"City School\" }) { id } }",
+            "mutation($m: ID!) { addPayee(input: { mandateId: $m, reference: \"school-42\", name: \"City School\" }) { payee { id } } }",
             json!({ "m": mandate }),
         )
         .await;
-    let payee = payee.ok()["addPayee"]["id"].clone();
+    let payee = payee.ok()["addPayee"]["payee"]["id"].clone();
     put("Payee", &payee, &beneficiary);
     crate::mfa::enrol(app, &beneficiary).await;
     let payout = app
@@ -191,7 +191,7 @@ async fn one_of_each(app: &TestApp, t: &TestTenant) -> BTreeMap<String, (String,
     );
     app.gql(
         Some(&sender),
-        "mutation($r: ID!) { allowTransferRecipient(recipientId: $r) }",
+        "mutation($r: ID!) { allowTransferRecipient(input: { recipientId: $r }) { recipient { userId } } }",
         json!({ "r": user_gid(t.user(Role::Beneficiary).id) }),
     )
     .await
@@ -385,7 +385,7 @@ async fn connections_page_either_way_and_count_when_asked(app: TestApp) {
     for code in ["A", "B", "C", "D", "E"] {
         app.gql(
             Some(admin),
-            "mutation($c: String!) { createSpendCategory(code: $c, label: $c) { id } }",
+            "mutation($c: String!) { createSpendCategory(input: { code: $c, label: $c }) { category { id } } }",
             json!({ "c": code }),
         )
         .await

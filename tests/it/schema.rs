@@ -256,13 +256,6 @@ const NOT_YET_SHAPED: &[&str] = &[
     "deactivateUser",
     "changePassword",
     "submitProof",
-    "createSpendCategory",
-    "setSpendCategoryEnabled",
-    "createMerchant",
-    "updateMerchant",
-    "addPayee",
-    "allowTransferRecipient",
-    "certifyTransferRecipient",
 ];
 
 /// One mutation shape, read from the schema: `xyz(input: …Input!): …Payload!` (one

@@ -42,8 +42,8 @@ pub struct Catalog {
     pub casino: String,
 }
 
-const CATEGORY: &str = "mutation($c: String!, $l: String!) { createSpendCategory(code: $c, label: $l) { id code enabled } }";
-const MERCHANT: &str = "mutation($n: String!, $c: ID!, $x: Boolean) { createMerchant(name: $n, categoryId: $c, certified: $x) { id name certified enabled } }";
+const CATEGORY: &str = "mutation($c: String!, $l: String!) { createSpendCategory(input: { code: $c, label: $l }) { category { id code enabled } } }";
+const MERCHANT: &str = "mutation($n: String!, $c: ID!, $x: Boolean) { createMerchant(input: { name: $n, categoryId: $c, certified: $x }) { merchant { id name certified enabled } } }";
 const GRANT: &str = "mutation($i: GrantMandateInput!) { grantMandate(input: $i) { mandate { id status total { amount currency } spent { amount } remaining { amount } allowedCategoryIds allowedMerchantIds } } }";
 const PURCHASE: &str = "mutation($m: ID!, $s: ID!, $a: Decimal!, $k: String!) { createPurchase(input: { mandateId: $m, merchantId: $s, amount: $a, idempotencyKey: $k }) { purchase { id amount { amount } mandate { status spent { amount } remaining { amount } } } } }";
 const MANDATE: &str = "query($id: ID!) { mandate(id: $id) { id status spent { amount } remaining { amount } purchases { id amount { amount } } payees { id paid { amount } } } }";
@@ -62,7 +62,7 @@ pub async fn catalog(app: &TestApp, t: &TestTenant) -> Catalog {
                 json!({ "c": code, "l": code.to_lowercase() }),
             )
             .await;
-            r.ok()["createSpendCategory"]["id"]
+            r.ok()["createSpendCategory"]["category"]["id"]
                 .as_str()
                 .unwrap()
                 .to_owned()
@@ -82,7 +82,10 @@ pub async fn catalog(app: &TestApp, t: &TestTenant) -> Catalog {
                 json!({ "n": name, "c": category, "x": certified }),
             )
             .await;
-            r.ok()["createMerchant"]["id"].as_str().unwrap().to_owned()
+            r.ok()["createMerchant"]["merchant"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
         }
     };
     Catalog {
@@ -239,7 +242,7 @@ async fn catalog_mandates_and_every_refusal(app: TestApp) {
     call(
         &app,
         t.token(Role::Support),
-        "mutation($id: ID!) { updateMerchant(id: $id, enabled: false) { enabled } }",
+        "mutation($id: ID!) { updateMerchant(input: { id: $id, enabled: false }) { merchant { enabled } } }",
         json!({ "id": c.fresh_mart }),
     )
     .await
@@ -257,7 +260,7 @@ async fn catalog_mandates_and_every_refusal(app: TestApp) {
     call(
         &app,
         t.token(Role::Admin),
-        "mutation($id: ID!) { setSpendCategoryEnabled(id: $id, enabled: false) { enabled } }",
+        "mutation($id: ID!) { setSpendCategoryEnabled(input: { id: $id, enabled: false }) { category { enabled } } }",
         json!({ "id": c.groceries }),
     )
     .await
@@ -315,7 +318,7 @@ async fn catalog_mandates_and_every_refusal(app: TestApp) {
     call(
         &app,
         t.token(Role::Admin),
-        "mutation($id: ID!) { setSpendCategoryEnabled(id: $id, enabled: true) { enabled } }",
+        "mutation($id: ID!) { setSpendCategoryEnabled(input: { id: $id, enabled: true }) { category { enabled } } }",
         json!({ "id": c.groceries }),
     )
     .await
@@ -323,7 +326,7 @@ async fn catalog_mandates_and_every_refusal(app: TestApp) {
     call(
         &app,
         t.token(Role::Admin),
-        "mutation($id: ID!) { updateMerchant(id: $id, enabled: true) { enabled } }",
+        "mutation($id: ID!) { updateMerchant(input: { id: $id, enabled: true }) { merchant { enabled } } }",
         json!({ "id": c.fresh_mart }),
     )
     .await
@@ -584,14 +587,14 @@ async fn payees_and_restricted_transfers(app: TestApp) {
         .as_str()
         .unwrap()
         .to_owned();
-    const ADD: &str = "mutation($m: ID!) { addPayee(input: { mandateId: $m, reference: \"school-fees-42\", name: \"City School\", dailyLimit: \"20.00\", totalLimit: \"30.00\" }) { id reference } }";
+    const ADD: &str = "mutation($m: ID!) { addPayee(input: { mandateId: $m, reference: \"school-fees-42\", name: \"City School\", dailyLimit: \"20.00\", totalLimit: \"30.00\" }) { payee { id reference } } }";
     assert_eq!(
         call(&app, &beneficiary, ADD, json!({ "m": id }))
             .await
             .code(),
         Some("FORBIDDEN")
     );
-    let payee = call(&app, &sender, ADD, json!({ "m": id })).await.ok()["addPayee"]["id"]
+    let payee = call(&app, &sender, ADD, json!({ "m": id })).await.ok()["addPayee"]["payee"]["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -657,7 +660,7 @@ async fn payees_and_restricted_transfers(app: TestApp) {
     call(
         &app,
         &sender,
-        "mutation($r: ID!) { allowTransferRecipient(recipientId: $r) }",
+        "mutation($r: ID!) { allowTransferRecipient(input: { recipientId: $r }) { recipient { userId } } }",
         json!({ "r": user_gid(t.user(Role::Beneficiary).id) }),
     )
     .await
@@ -686,7 +689,7 @@ async fn payees_and_restricted_transfers(app: TestApp) {
     call(
         &app,
         t.token(Role::Admin),
-        "mutation($u: ID!) { certifyTransferRecipient(userId: $u) }",
+        "mutation($u: ID!) { certifyTransferRecipient(input: { userId: $u }) { recipient { userId } } }",
         json!({ "u": user_gid(t.user(Role::Support).id) }),
     )
     .await
@@ -725,9 +728,12 @@ async fn payees_and_restricted_transfers(app: TestApp) {
     crate::escrow::fund(&app, &sender, &eid, "50.00", &key())
         .await
         .ok();
-    let r = call(&app, &sender, "mutation($e: ID!) { addPayee(input: { escrowId: $e, reference: \"supplier-7\", name: \"Tiles Ltd\", totalLimit: \"30.00\" }) { id escrowId mandateId } }", json!({ "e": eid })).await;
-    let supplier = r.ok()["addPayee"]["id"].as_str().unwrap().to_owned();
-    assert_eq!(r.ok()["addPayee"]["escrowId"], json!(eid));
+    let r = call(&app, &sender, "mutation($e: ID!) { addPayee(input: { escrowId: $e, reference: \"supplier-7\", name: \"Tiles Ltd\", totalLimit: \"30.00\" }) { payee { id escrowId mandateId } } }", json!({ "e": eid })).await;
+    let supplier = r.ok()["addPayee"]["payee"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(r.ok()["addPayee"]["payee"]["escrowId"], json!(eid));
     let r = call(
         &app,
         &beneficiary,
@@ -795,8 +801,11 @@ async fn foreign_and_unrelated_mandates_are_not_found(app: TestApp) {
     )
     .await
     .ok();
-    let payee = call(&app, acme.token(Role::Sender), "mutation($m: ID!) { addPayee(input: { mandateId: $m, reference: \"p-1\", name: \"P\" }) { id } }", json!({ "m": id })).await;
-    let payee = payee.ok()["addPayee"]["id"].as_str().unwrap().to_owned();
+    let payee = call(&app, acme.token(Role::Sender), "mutation($m: ID!) { addPayee(input: { mandateId: $m, reference: \"p-1\", name: \"P\" }) { payee { id } } }", json!({ "m": id })).await;
+    let payee = payee.ok()["addPayee"]["payee"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let strangers = [
         ("globex sender", globex.token(Role::Sender).to_owned()),
@@ -812,7 +821,7 @@ async fn foreign_and_unrelated_mandates_are_not_found(app: TestApp) {
             ("purchases", call(&app, token, "query($id: ID!) { purchases(mandateId: $id) { edges { node { id } } } }", json!({ "id": id })).await),
             ("purchase", buy(&app, token, &id, &c.fresh_mart, "1.00", &key()).await),
             ("revoke", call(&app, token, "mutation($id: ID!) { revokeMandate(input: { mandateId: $id }) { mandate { id } } }", json!({ "id": id })).await),
-            ("add payee", call(&app, token, "mutation($m: ID!) { addPayee(input: { mandateId: $m, reference: \"x\", name: \"x\" }) { id } }", json!({ "m": id })).await),
+            ("add payee", call(&app, token, "mutation($m: ID!) { addPayee(input: { mandateId: $m, reference: \"x\", name: \"x\" }) { payee { id } } }", json!({ "m": id })).await),
         ];
         for (what, r) in attempts {
             assert_eq!(r.code(), Some("NOT_FOUND"), "{who} / {what}: {}", r.body);
@@ -851,7 +860,7 @@ async fn foreign_and_unrelated_mandates_are_not_found(app: TestApp) {
         json!({ "c": "FOREIGN", "l": "foreign" }),
     )
     .await;
-    let g_cat = g_cat.ok()["createSpendCategory"]["id"]
+    let g_cat = g_cat.ok()["createSpendCategory"]["category"]["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -877,7 +886,7 @@ async fn foreign_and_unrelated_mandates_are_not_found(app: TestApp) {
     let r = call(
         &app,
         &acme_sender,
-        "mutation($r: ID!) { allowTransferRecipient(recipientId: $r) }",
+        "mutation($r: ID!) { allowTransferRecipient(input: { recipientId: $r }) { recipient { userId } } }",
         json!({ "r": foreign_user }),
     )
     .await;
