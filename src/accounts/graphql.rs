@@ -275,7 +275,7 @@ pub struct ErasedPayload {
 
 /// A new user and the one-time password to hand them (shown once).
 #[derive(SimpleObject)]
-pub struct CreatedUser {
+pub struct CreateUserPayload {
     /// The new user.
     pub user: UserNode,
     /// The user's first password: shown once, stored only as a hash.
@@ -342,13 +342,48 @@ pub struct CreateTenantInput {
 
 /// A new tenant, its first ADMIN and that admin's one-time password (shown once).
 #[derive(SimpleObject)]
-pub struct CreatedTenant {
+pub struct CreateTenantPayload {
     /// The new tenant.
     pub tenant: TenantNode,
     /// The email its first ADMIN signs in with.
     pub admin_email: String,
     /// That ADMIN's password: shown once, stored only as a hash; change it at first sign-in.
     pub one_time_password: String,
+}
+
+/// A user's roles to replace.
+#[derive(InputObject)]
+pub struct SetUserRolesInput {
+    /// The user.
+    pub user_id: ID,
+    /// The user's roles from now on (their scopes follow).
+    pub roles: Vec<Role>,
+}
+
+/// A user to deactivate.
+#[derive(InputObject)]
+pub struct DeactivateUserInput {
+    /// The user to deactivate: their sessions and API keys stop working at once.
+    pub user_id: ID,
+}
+
+/// Your password change.
+#[derive(InputObject)]
+pub struct ChangePasswordInput {
+    /// Your password now.
+    #[graphql(secret)]
+    pub current_password: String,
+    /// The new password: at least 12 characters, not a common one; every other
+    /// session is signed out.
+    #[graphql(secret)]
+    pub new_password: String,
+}
+
+/// What a mutation of one user did: the user as it is now.
+#[derive(SimpleObject)]
+pub struct UserPayload {
+    /// The user, as it is now.
+    pub user: UserNode,
 }
 
 #[derive(Default)]
@@ -363,7 +398,7 @@ impl AccountsMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The tenant's slug and name, and its first ADMIN.")]
         input: CreateTenantInput,
-    ) -> async_graphql::Result<CreatedTenant> {
+    ) -> async_graphql::Result<CreateTenantPayload> {
         let me = ctx.user()?;
         let slug = Slug::parse(&input.slug)?;
         let email = Email::parse(&input.admin_email)?;
@@ -373,7 +408,7 @@ impl AccountsMutation {
         };
         let made =
             rules::bootstrap(&ctx.services()?.db, &slug, &input.name, &email, false, by).await?;
-        Ok(CreatedTenant {
+        Ok(CreateTenantPayload {
             tenant: made.tenant.into(),
             admin_email: made.admin.email,
             one_time_password: made.one_time_password.expose_secret().to_owned(),
@@ -387,7 +422,7 @@ impl AccountsMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The new user's email, name and roles.")] input: CreateUserInput,
-    ) -> async_graphql::Result<CreatedUser> {
+    ) -> async_graphql::Result<CreateUserPayload> {
         let me = ctx.user()?;
         let email = Email::parse(&input.email)?;
         let one_time = password::generate();
@@ -411,7 +446,7 @@ impl AccountsMutation {
         )
         .await?;
         db.commit().await?;
-        Ok(CreatedUser {
+        Ok(CreateUserPayload {
             user: UserNode(user),
             one_time_password: one_time.expose_secret().to_owned(),
         })
@@ -422,16 +457,17 @@ impl AccountsMutation {
     async fn set_user_roles(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The user.")] user_id: ID,
-        #[graphql(desc = "The user's roles from now on (their scopes follow).")] roles: Vec<Role>,
-    ) -> async_graphql::Result<UserNode> {
+        #[graphql(desc = "The user and their roles from now on.")] input: SetUserRolesInput,
+    ) -> async_graphql::Result<UserPayload> {
         let me = ctx.user()?;
-        let target = ids::decode_as(Kind::User, &user_id)?;
+        let target = ids::decode_as(Kind::User, &input.user_id)?;
         let db = ctx.tenant_db()?.begin().await?;
-        rules::set_roles(&db, me.user_id, &ctx.request().origin, target, &roles).await?;
+        rules::set_roles(&db, me.user_id, &ctx.request().origin, target, &input.roles).await?;
         let user = db.get::<user::Entity>(target).await?;
         db.commit().await?;
-        Ok(UserNode(user))
+        Ok(UserPayload {
+            user: UserNode(user),
+        })
     }
 
     /// Erases a user's personal data (an ADMIN, with a recent step-up): the account is
@@ -491,17 +527,16 @@ impl AccountsMutation {
     async fn deactivate_user(
         &self,
         ctx: &Context<'_>,
-        #[graphql(
-            desc = "The user to deactivate: their sessions and API keys stop working at once."
-        )]
-        user_id: ID,
-    ) -> async_graphql::Result<UserNode> {
+        #[graphql(desc = "The user to deactivate.")] input: DeactivateUserInput,
+    ) -> async_graphql::Result<UserPayload> {
         let me = ctx.user()?;
-        let target = ids::decode_as(Kind::User, &user_id)?;
+        let target = ids::decode_as(Kind::User, &input.user_id)?;
         let db = ctx.tenant_db()?.begin().await?;
         let user = rules::deactivate(&db, me.user_id, &ctx.request().origin, target).await?;
         db.commit().await?;
-        Ok(UserNode(user))
+        Ok(UserPayload {
+            user: UserNode(user),
+        })
     }
 
     /// Changes the caller's password; every other session of theirs ends.
@@ -509,25 +544,23 @@ impl AccountsMutation {
     async fn change_password(
         &self,
         ctx: &Context<'_>,
-        #[graphql(secret, desc = "Your password now.")] current_password: String,
-        #[graphql(
-            secret,
-            desc = "The new password: at least 12 characters, not a common one; every other session is signed out."
-        )]
-        new_password: String,
-    ) -> async_graphql::Result<bool> {
+        #[graphql(desc = "Your password now, and the new one.")] input: ChangePasswordInput,
+    ) -> async_graphql::Result<UserPayload> {
         ctx.take_credential_attempt()?;
         let me = ctx.user()?;
+        let db = ctx.tenant_db()?;
         rules::change_password(
-            ctx.tenant_db()?,
+            db,
             ctx.services()?.tokens.lockout(),
             me.user_id,
             me.session()?,
             &ctx.request().origin,
-            SecretString::from(current_password),
-            SecretString::from(new_password),
+            SecretString::from(input.current_password),
+            SecretString::from(input.new_password),
         )
         .await?;
-        Ok(true)
+        Ok(UserPayload {
+            user: UserNode(db.get::<user::Entity>(me.user_id).await?),
+        })
     }
 }

@@ -648,17 +648,14 @@ impl IdentityMutation {
     async fn set_mfa_required_roles(
         &self,
         ctx: &Context<'_>,
-        #[graphql(
-            desc = "The roles whose users must enrol in MFA before anything else; empty: none."
-        )]
-        roles: Vec<Role>,
-    ) -> async_graphql::Result<Vec<Role>> {
+        #[graphql(desc = "The roles that must enrol.")] input: SetMfaRequiredRolesInput,
+    ) -> async_graphql::Result<SetMfaRequiredRolesPayload> {
         let me = ctx.user()?;
         let db = ctx.tenant_db()?.begin().await?;
-        mfa::set_required_roles(&db, me.user_id, &roles, &ctx.request().origin).await?;
-        let now = mfa::required_roles(&db).await?;
+        mfa::set_required_roles(&db, me.user_id, &input.roles, &ctx.request().origin).await?;
+        let roles = mfa::required_roles(&db).await?;
         db.commit().await?;
-        Ok(now)
+        Ok(SetMfaRequiredRolesPayload { roles })
     }
 
     /// Ends the caller's current session.
@@ -674,21 +671,26 @@ impl IdentityMutation {
     async fn revoke_session(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "One of your sessions (from `mySessions`).")] id: ID,
-    ) -> async_graphql::Result<bool> {
+        #[graphql(desc = "The session to end.")] input: RevokeSessionInput,
+    ) -> async_graphql::Result<SessionEndedPayload> {
         let me = ctx.user()?;
-        let session_id = ids::decode_as(Kind::Session, &id)?;
+        let session_id = ids::decode_as(Kind::Session, &input.id)?;
         let session = ctx.tenant_db()?.get::<session::Entity>(session_id).await?;
         if session.user_id != me.user_id {
             return Err(Error::NotFound.into());
         }
         revoke_audited(ctx, session_id, "REVOKED_BY_OWNER").await?;
-        Ok(true)
+        Ok(SessionEndedPayload {
+            session_id: input.id,
+        })
     }
 
     /// Ends every other session of the caller; returns how many.
     #[graphql(visible = "access::visible::revoke_other_sessions")]
-    async fn revoke_other_sessions(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
+    async fn revoke_other_sessions(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<RevokeOtherSessionsPayload> {
         let me = ctx.user()?;
         let db = ctx.tenant_db()?.begin().await?;
         let count =
@@ -706,7 +708,9 @@ impl IdentityMutation {
         )
         .await?;
         db.commit().await?;
-        Ok(i32::try_from(count).unwrap_or(i32::MAX))
+        Ok(RevokeOtherSessionsPayload {
+            revoked: i32::try_from(count).unwrap_or(i32::MAX),
+        })
     }
 }
 
@@ -808,7 +812,7 @@ pub struct CreateApiKeyInput {
 
 /// A new key: `key` is shown this once and never again.
 #[derive(SimpleObject)]
-pub struct CreatedApiKey {
+pub struct CreateApiKeyPayload {
     /// The key's record (without the secret).
     pub api_key: ApiKeyNode,
     /// Send as `Authorization: Bearer sq_live_…`.
@@ -859,6 +863,55 @@ impl ApiKeysQuery {
     }
 }
 
+/// An API key to revoke.
+#[derive(InputObject)]
+pub struct RevokeApiKeyInput {
+    /// The key to revoke: it stops working at once.
+    pub id: ID,
+}
+
+/// What `revokeApiKey` did.
+#[derive(SimpleObject)]
+pub struct RevokeApiKeyPayload {
+    /// The key, revoked.
+    pub api_key: ApiKeyNode,
+}
+
+/// The roles whose users must enrol in MFA.
+#[derive(InputObject)]
+pub struct SetMfaRequiredRolesInput {
+    /// The roles whose users must enrol in MFA before anything else; empty: none.
+    pub roles: Vec<Role>,
+}
+
+/// What `setMfaRequiredRoles` did.
+#[derive(SimpleObject)]
+pub struct SetMfaRequiredRolesPayload {
+    /// The roles that must enrol, from now on.
+    pub roles: Vec<Role>,
+}
+
+/// A session of yours to end.
+#[derive(InputObject)]
+pub struct RevokeSessionInput {
+    /// One of your sessions (from `mySessions`).
+    pub id: ID,
+}
+
+/// What a mutation that ends a session did.
+#[derive(SimpleObject)]
+pub struct SessionEndedPayload {
+    /// The session ended (its tokens no longer work).
+    pub session_id: ID,
+}
+
+/// What `revokeOtherSessions` did.
+#[derive(SimpleObject)]
+pub struct RevokeOtherSessionsPayload {
+    /// How many sessions were ended.
+    pub revoked: i32,
+}
+
 #[derive(Default)]
 pub struct ApiKeysMutation;
 
@@ -870,7 +923,7 @@ impl ApiKeysMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The key's name, scopes and expiry.")] input: CreateApiKeyInput,
-    ) -> async_graphql::Result<CreatedApiKey> {
+    ) -> async_graphql::Result<CreateApiKeyPayload> {
         let me = ctx.user()?;
         let services = ctx.services()?;
         let db = ctx.tenant_db()?.begin().await?;
@@ -885,7 +938,7 @@ impl ApiKeysMutation {
         )
         .await?;
         db.commit().await?;
-        Ok(CreatedApiKey {
+        Ok(CreateApiKeyPayload {
             key: api_keys::reveal(&created),
             api_key: ApiKeyNode(created.model),
         })
@@ -896,13 +949,15 @@ impl ApiKeysMutation {
     async fn revoke_api_key(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The key to revoke: it stops working at once.")] id: ID,
-    ) -> async_graphql::Result<ApiKeyNode> {
+        #[graphql(desc = "The key to revoke.")] input: RevokeApiKeyInput,
+    ) -> async_graphql::Result<RevokeApiKeyPayload> {
         let me = ctx.user()?;
-        let key_id = ids::decode_as(Kind::ApiKey, &id)?;
+        let key_id = ids::decode_as(Kind::ApiKey, &input.id)?;
         let db = ctx.tenant_db()?.begin().await?;
         let revoked = api_keys::revoke(&db, me.user_id, key_id, &ctx.request().origin).await?;
         db.commit().await?;
-        Ok(ApiKeyNode(revoked))
+        Ok(RevokeApiKeyPayload {
+            api_key: ApiKeyNode(revoked),
+        })
     }
 }

@@ -821,8 +821,8 @@ mod defects {
             "mutation { disableMfa(password: \"x\", code: \"123456\") }",
             "mutation { regenerateRecoveryCodes { codes } }",
             "mutation { verifyStepUp(code: \"123456\") }",
-            "mutation { changePassword(currentPassword: \"x\", newPassword: \"y\") }",
-            "mutation { revokeOtherSessions }",
+            "mutation { changePassword(input: { currentPassword: \"x\", newPassword: \"y\" }) { user { id } } }",
+            "mutation { revokeOtherSessions { revoked } }",
             "mutation { signOut }",
             "mutation { createApiKey(input: { name: \"child\", scopes: [USERS_READ] }) { key } }",
         ] {
@@ -865,8 +865,8 @@ mod defects {
         }
         let me = sequestra::ids::encode(sequestra::ids::Kind::User, acme.user(Role::Sender).id);
         for document in [
-            "mutation($u: ID!) { setUserRoles(userId: $u, roles: [ADMIN]) { id } }",
-            "mutation($u: ID!) { deactivateUser(userId: $u) { id } }",
+            "mutation($u: ID!) { setUserRoles(input: { userId: $u, roles: [ADMIN] }) { user { id } } }",
+            "mutation($u: ID!) { deactivateUser(input: { userId: $u }) { user { id } } }",
         ] {
             let r = app
                 .gql(Some(&users_admin), document, json!({ "u": me }))

@@ -83,7 +83,7 @@ async fn role_changes_need_step_up_and_keep_an_admin(app: TestApp) {
     let acme = app.tenant("acme").await;
     let globex = app.tenant("globex").await;
     let admin = acme.token(Role::Admin).to_owned();
-    let set = "mutation($u: ID!, $r: [Role!]!) { setUserRoles(userId: $u, roles: $r) { roles } }";
+    let set = "mutation($u: ID!, $r: [Role!]!) { setUserRoles(input: { userId: $u, roles: $r }) { user { roles } } }";
     let sender = ids::encode(Kind::User, acme.user(Role::Sender).id);
 
     let r = app
@@ -94,7 +94,7 @@ async fn role_changes_need_step_up_and_keep_an_admin(app: TestApp) {
     let r = app
         .gql(Some(&admin), set, json!({ "u": sender, "r": ["SUPPORT"] }))
         .await;
-    assert_eq!(r.ok()["setUserRoles"]["roles"], json!(["SUPPORT"]));
+    assert_eq!(r.ok()["setUserRoles"]["user"]["roles"], json!(["SUPPORT"]));
     // The change is effective at once: the sender's token now reads as SUPPORT.
     let r = app
         .gql(
@@ -128,7 +128,7 @@ async fn deactivation_ends_every_session(app: TestApp) {
         async move {
             app.gql(
                 Some(&token),
-                "mutation($u: ID!) { deactivateUser(userId: $u) { isActive } }",
+                "mutation($u: ID!) { deactivateUser(input: { userId: $u }) { user { isActive } } }",
                 json!({ "u": target }),
             )
             .await
@@ -139,7 +139,7 @@ async fn deactivation_ends_every_session(app: TestApp) {
     assert_eq!(r.code(), Some("MFA_REQUIRED"), "{}", r.body);
     enrol(&app, acme.token(Role::Admin)).await;
     let r = deactivate(acme.token(Role::Admin).to_owned()).await;
-    assert_eq!(r.ok()["deactivateUser"]["isActive"], false);
+    assert_eq!(r.ok()["deactivateUser"]["user"]["isActive"], false);
     for token in [&target.token, &second] {
         assert_eq!(
             app.gql(Some(token), "{ viewer { id } }", json!({}))
@@ -156,7 +156,7 @@ async fn deactivation_ends_every_session(app: TestApp) {
     let r = app
         .gql(
             Some(acme.token(Role::Admin)),
-            "mutation($u: ID!) { deactivateUser(userId: $u) { id } }",
+            "mutation($u: ID!) { deactivateUser(input: { userId: $u }) { user { id } } }",
             json!({ "u": me }),
         )
         .await;
@@ -167,7 +167,7 @@ async fn password_change_checks_policy_and_ends_other_sessions(app: TestApp) {
     let acme = app.tenant("acme").await;
     let me = acme.user(Role::Sender).clone();
     let other = app.sign_in("acme", &me.email, &me.password).await;
-    let change = "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) }";
+    let change = "mutation($c: String!, $n: String!) { changePassword(input: { currentPassword: $c, newPassword: $n }) { user { id } } }";
     let r = app
         .gql(
             Some(&me.token),
@@ -194,7 +194,7 @@ async fn password_change_checks_policy_and_ends_other_sessions(app: TestApp) {
             json!({ "c": me.password, "n": "vivid-otter-carries-lamp" }),
         )
         .await;
-    assert_eq!(r.ok()["changePassword"], true);
+    assert!(r.ok()["changePassword"]["user"]["id"].is_string());
     assert_eq!(
         app.gql(Some(&other), "{ viewer { id } }", json!({}))
             .await

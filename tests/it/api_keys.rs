@@ -121,7 +121,7 @@ async fn keys_need_step_up_and_never_exceed_their_creator(app: TestApp) {
     let r = app
         .gql(
             Some(&globex_admin),
-            "mutation($id: ID!) { revokeApiKey(id: $id) { id } }",
+            "mutation($id: ID!) { revokeApiKey(input: { id: $id }) { apiKey { id } } }",
             json!({ "id": id }),
         )
         .await;
@@ -178,11 +178,11 @@ async fn revoked_and_expired_keys_are_refused(app: TestApp) {
     let r = app
         .gql(
             Some(&admin),
-            "mutation($id: ID!) { revokeApiKey(id: $id) { revokedAt } }",
+            "mutation($id: ID!) { revokeApiKey(input: { id: $id }) { apiKey { revokedAt } } }",
             json!({ "id": revoked_id }),
         )
         .await;
-    assert!(r.ok()["revokeApiKey"]["revokedAt"].is_string());
+    assert!(r.ok()["revokeApiKey"]["apiKey"]["revokedAt"].is_string());
     assert_eq!(
         app.gql(Some(&revoked_key), "{ viewer { id } }", json!({}))
             .await

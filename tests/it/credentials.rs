@@ -163,7 +163,7 @@ async fn fifty_racing_wrong_codes_check_five(app: TestApp) {
 async fn wrong_change(app: &TestApp, token: &str) -> Value {
     app.gql(
         Some(token),
-        "mutation { changePassword(currentPassword: \"not my password\", newPassword: \"a brand new long passphrase 9\") }",
+        "mutation { changePassword(input: { currentPassword: \"not my password\", newPassword: \"a brand new long passphrase 9\" }) { user { id } } }",
         json!({}),
     )
     .await
@@ -196,7 +196,7 @@ async fn password_change_and_mfa_removal_count_and_audit(app: TestApp) {
     let r = app
         .gql(
             Some(&me.token),
-            "mutation($p: String!) { changePassword(currentPassword: $p, newPassword: \"a brand new long passphrase 9\") }",
+            "mutation($p: String!) { changePassword(input: { currentPassword: $p, newPassword: \"a brand new long passphrase 9\" }) { user { id } } }",
             json!({ "p": me.password }),
         )
         .await;

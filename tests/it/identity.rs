@@ -144,7 +144,7 @@ async fn sessions_are_listed_and_revoked_by_their_owner_only(app: TestApp) {
 
     // Another user's session, same tenant or not: NOT_FOUND, nothing revoked.
     let laptop_id = sessions.iter().find(|s| s["current"] == false).unwrap()["id"].clone();
-    let revoke = "mutation($id: ID!) { revokeSession(id: $id) }";
+    let revoke = "mutation($id: ID!) { revokeSession(input: { id: $id }) { sessionId } }";
     for other in [acme.token(Role::Admin), globex.token(Role::Admin)] {
         let r = app
             .gql(Some(other), revoke, json!({ "id": laptop_id }))
@@ -162,9 +162,13 @@ async fn sessions_are_listed_and_revoked_by_their_owner_only(app: TestApp) {
 
     // The owner revokes the others; only the current one survives.
     let r = app
-        .gql(Some(&phone), "mutation { revokeOtherSessions }", json!({}))
+        .gql(
+            Some(&phone),
+            "mutation { revokeOtherSessions { revoked } }",
+            json!({}),
+        )
         .await;
-    assert_eq!(r.ok()["revokeOtherSessions"], 2);
+    assert_eq!(r.ok()["revokeOtherSessions"]["revoked"], 2);
     for gone in [&laptop, &tablet] {
         assert_eq!(
             app.gql(Some(gone), "{ viewer { id } }", json!({}))

@@ -128,7 +128,8 @@ async fn a_disputed_escrow_cannot_be_refunded(app: TestApp) {
     );
 }
 
-const DEACTIVATE: &str = "mutation($u: ID!) { deactivateUser(userId: $u) { isActive } }";
+const DEACTIVATE: &str =
+    "mutation($u: ID!) { deactivateUser(input: { userId: $u }) { user { isActive } } }";
 
 async fn is_active(app: &TestApp, token: &str, id: uuid::Uuid) -> bool {
     let r = app

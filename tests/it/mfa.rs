@@ -247,7 +247,7 @@ async fn repeated_wrong_codes_lock_the_second_factor(app: TestApp) {
 async fn step_up_and_tenant_policy_are_enforced(app: TestApp) {
     let acme = app.tenant("acme").await;
     let admin = acme.token(Role::Admin).to_owned();
-    let set = "mutation($r: [Role!]!) { setMfaRequiredRoles(roles: $r) }";
+    let set = "mutation($r: [Role!]!) { setMfaRequiredRoles(input: { roles: $r }) { roles } }";
 
     // A password-only session has no recent MFA: sensitive mutations refuse.
     let r = app.gql(Some(&admin), set, json!({ "r": ["SENDER"] })).await;
@@ -264,7 +264,7 @@ async fn step_up_and_tenant_policy_are_enforced(app: TestApp) {
     // Activating MFA verifies this session; a step-up code does it later.
     let (totp, _, _) = enrol(&app, &admin).await;
     let r = app.gql(Some(&admin), set, json!({ "r": ["SENDER"] })).await;
-    assert_eq!(r.ok()["setMfaRequiredRoles"], json!(["SENDER"]));
+    assert_eq!(r.ok()["setMfaRequiredRoles"]["roles"], json!(["SENDER"]));
     let r = app
         .gql(
             Some(&admin),

@@ -175,7 +175,7 @@ async fn changes_reach_every_process_at_once() {
     let r = app
         .gql(
             Some(&admin),
-            "mutation($u: ID!) { setUserRoles(userId: $u, roles: [SENDER]) { roles } }",
+            "mutation($u: ID!) { setUserRoles(input: { userId: $u, roles: [SENDER] }) { user { roles } } }",
             json!({ "u": ids::encode(Kind::User, support.id) }),
         )
         .await;
@@ -195,7 +195,7 @@ async fn changes_reach_every_process_at_once() {
     let r = app
         .gql(
             Some(&admin),
-            "mutation($u: ID!) { deactivateUser(userId: $u) { isActive } }",
+            "mutation($u: ID!) { deactivateUser(input: { userId: $u }) { user { isActive } } }",
             json!({ "u": ids::encode(Kind::User, beneficiary.id) }),
         )
         .await;
@@ -212,7 +212,7 @@ async fn changes_reach_every_process_at_once() {
     let r = app
         .gql(
             Some(&admin),
-            "mutation($id: ID!) { revokeApiKey(id: $id) { revokedAt } }",
+            "mutation($id: ID!) { revokeApiKey(input: { id: $id }) { apiKey { revokedAt } } }",
             json!({ "id": key_id }),
         )
         .await;

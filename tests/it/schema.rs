@@ -244,17 +244,7 @@ const NOT_YET_SHAPED: &[&str] = &[
     "disableMfa",
     "regenerateRecoveryCodes",
     "verifyStepUp",
-    "setMfaRequiredRoles",
     "signOut",
-    "revokeSession",
-    "revokeOtherSessions",
-    "createApiKey",
-    "revokeApiKey",
-    "createTenant",
-    "createUser",
-    "setUserRoles",
-    "deactivateUser",
-    "changePassword",
     "submitProof",
 ];
 
