@@ -62,7 +62,7 @@ const VERIFY = `mutation Verify($input: VerifyMfaInput!) {
 const REFRESH = `mutation Refresh($input: RefreshSessionInput!) {
   refreshSession(input: $input) { accessToken refreshToken expiresAt }
 }`;
-const SIGN_OUT = `mutation { signOut }`;
+const SIGN_OUT = `mutation { signOut { sessionId } }`;
 const WHO = `query { viewer { email roles } }`;
 
 function SignInPanel({ auth, onAuth, onSignOut, error, setError }) {

@@ -768,6 +768,30 @@ pub struct OpenDisputeInput {
     pub reason: String,
 }
 
+/// A proof for a milestone.
+#[derive(InputObject)]
+pub struct SubmitProofInput {
+    /// The milestone it proves (of an escrow you provide).
+    pub milestone_id: ID,
+    /// What the proof shows.
+    pub note: Option<String>,
+    /// A JPEG, PNG or PDF (GraphQL multipart request: map the file to the variable
+    /// given here), at most SEQUESTRA_PROOF_MAX_BYTES.
+    pub file: Option<Upload>,
+}
+
+/// What `submitProof` did: the proof.
+pub struct SubmitProofPayload(proof::Model);
+
+/// What `submitProof` did.
+#[Object]
+impl SubmitProofPayload {
+    /// The proof submitted (a photo inside its geofence is already approved).
+    async fn proof(&self) -> ProofNode {
+        ProofNode(self.0.clone())
+    }
+}
+
 /// A decision on a pending proof.
 #[derive(InputObject)]
 pub struct DecideProofInput {
@@ -1253,13 +1277,13 @@ impl EscrowMutation {
     async fn submit_proof(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The milestone it proves (of an escrow you provide).")] milestone_id: ID,
-        #[graphql(desc = "What the proof shows.")] note: Option<String>,
-        #[graphql(
-            desc = "A JPEG, PNG or PDF (GraphQL multipart request), at most SEQUESTRA_PROOF_MAX_BYTES."
-        )]
-        file: Option<Upload>,
-    ) -> Result<ProofNode> {
+        #[graphql(desc = "The milestone, a note and the file.")] input: SubmitProofInput,
+    ) -> Result<SubmitProofPayload> {
+        let SubmitProofInput {
+            milestone_id,
+            note,
+            file,
+        } = input;
         let id = ids::decode_as(Kind::Milestone, &milestone_id)?;
         let db = ctx.tenant_db()?;
         let caller = ctx.caller()?;
@@ -1289,7 +1313,7 @@ impl EscrowMutation {
             Box::pin(async move {
                 rules::submit_proof(txn, act, &caller, id, note, stored)
                     .await
-                    .map(ProofNode)
+                    .map(SubmitProofPayload)
             })
         })
         .await

@@ -133,7 +133,7 @@ pub struct RefreshSessionInput {
 /// Tokens of a session: a short-lived access token (send it as
 /// `Authorization: Bearer …`) and a single-use refresh token.
 #[derive(SimpleObject)]
-pub struct SessionTokens {
+pub struct SessionPayload {
     /// Send as `Authorization: Bearer …`; valid until `expiresAt`.
     pub access_token: String,
     /// Use once with `refreshSession`; a reused one revokes the session.
@@ -160,7 +160,7 @@ impl From<SignInOutcome> for SignInPayload {
     fn from(outcome: SignInOutcome) -> Self {
         match outcome {
             SignInOutcome::Signed(issued) => {
-                let tokens = SessionTokens::from(issued);
+                let tokens = SessionPayload::from(issued);
                 Self {
                     access_token: Some(tokens.access_token),
                     refresh_token: Some(tokens.refresh_token),
@@ -192,7 +192,7 @@ pub struct VerifyMfaInput {
 
 /// A started TOTP enrolment: add it to an authenticator app, then `activateMfa`.
 #[derive(SimpleObject)]
-pub struct MfaEnrolment {
+pub struct EnrollMfaPayload {
     /// The seed in base32, for manual entry.
     pub secret: String,
     /// `otpauth://totp/…`
@@ -201,20 +201,62 @@ pub struct MfaEnrolment {
     pub qr_code: String,
 }
 
+/// A first code to activate an enrolment with.
+#[derive(InputObject)]
+pub struct ActivateMfaInput {
+    /// A current code of the authenticator the enrolment was added to.
+    #[graphql(secret)]
+    pub code: String,
+}
+
+/// What turning MFA off needs.
+#[derive(InputObject)]
+pub struct DisableMfaInput {
+    /// Your password.
+    #[graphql(secret)]
+    pub password: String,
+    /// A current authenticator code.
+    #[graphql(secret)]
+    pub code: String,
+}
+
+/// What `disableMfa` did.
+#[derive(SimpleObject)]
+pub struct DisableMfaPayload {
+    /// Whether MFA is on for you now (false).
+    pub mfa_enabled: bool,
+}
+
+/// A step-up's code.
+#[derive(InputObject)]
+pub struct VerifyStepUpInput {
+    /// A current authenticator code.
+    #[graphql(secret)]
+    pub code: String,
+}
+
+/// What `verifyStepUp` did.
+#[derive(SimpleObject)]
+pub struct VerifyStepUpPayload {
+    /// When this session was verified: sensitive mutations are allowed for a while
+    /// after it.
+    pub verified_at: DateTime<Utc>,
+}
+
 /// Single-use recovery codes, shown once.
 #[derive(SimpleObject)]
-pub struct RecoveryCodes {
+pub struct RecoveryCodesPayload {
     /// Ten single-use codes that stand in for an authenticator code: shown once, keep them safe.
     pub codes: Vec<String>,
 }
 
-fn reveal(codes: Vec<SecretString>) -> RecoveryCodes {
-    RecoveryCodes {
+fn reveal(codes: Vec<SecretString>) -> RecoveryCodesPayload {
+    RecoveryCodesPayload {
         codes: codes.iter().map(|c| c.expose_secret().to_owned()).collect(),
     }
 }
 
-impl From<IssuedSession> for SessionTokens {
+impl From<IssuedSession> for SessionPayload {
     fn from(issued: IssuedSession) -> Self {
         Self {
             access_token: issued.access.token,
@@ -456,7 +498,7 @@ impl IdentityMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The refresh token from the last sign-in or refresh.")]
         input: RefreshSessionInput,
-    ) -> async_graphql::Result<SessionTokens> {
+    ) -> async_graphql::Result<SessionPayload> {
         ctx.take_credential_attempt()?;
         let services = ctx.services()?;
         let issued = rules::refresh(
@@ -475,7 +517,7 @@ impl IdentityMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The challenge from signIn and a code (or a recovery code).")]
         input: VerifyMfaInput,
-    ) -> async_graphql::Result<SessionTokens> {
+    ) -> async_graphql::Result<SessionPayload> {
         ctx.take_credential_attempt()?;
         let factor = match (input.code, input.recovery_code) {
             (Some(code), None) => SecondFactor::Code(code),
@@ -498,12 +540,12 @@ impl IdentityMutation {
 
     /// Starts a TOTP enrolment (allowed even while the tenant's policy blocks all else).
     #[graphql(visible = "access::visible::enroll_mfa")]
-    async fn enroll_mfa(&self, ctx: &Context<'_>) -> async_graphql::Result<MfaEnrolment> {
+    async fn enroll_mfa(&self, ctx: &Context<'_>) -> async_graphql::Result<EnrollMfaPayload> {
         let me = ctx.user_may_enrol()?;
         let db = ctx.tenant_db()?;
         let who = db.get::<user::Entity>(me.user_id).await?;
         let enrolment = mfa::start_enrolment(db, &ctx.services()?.sealer, &who).await?;
-        Ok(MfaEnrolment {
+        Ok(EnrollMfaPayload {
             secret: enrolment.secret_base32.expose_secret().to_owned(),
             otpauth_uri: enrolment.otpauth_uri.expose_secret().to_owned(),
             qr_code: enrolment.qr_code.expose_secret().to_owned(),
@@ -515,9 +557,9 @@ impl IdentityMutation {
     async fn activate_mfa(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "A current code of the authenticator the enrolment was added to.")]
-        code: String,
-    ) -> async_graphql::Result<RecoveryCodes> {
+        #[graphql(desc = "A first code.")] input: ActivateMfaInput,
+    ) -> async_graphql::Result<RecoveryCodesPayload> {
+        let ActivateMfaInput { code } = input;
         ctx.take_credential_attempt()?;
         let me = ctx.user_may_enrol()?;
         let counter = ctx.tenant_db()?;
@@ -555,9 +597,9 @@ impl IdentityMutation {
     async fn disable_mfa(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "Your password.")] password: String,
-        #[graphql(desc = "A current authenticator code.")] code: String,
-    ) -> async_graphql::Result<bool> {
+        #[graphql(desc = "Your password and a current code.")] input: DisableMfaInput,
+    ) -> async_graphql::Result<DisableMfaPayload> {
+        let DisableMfaInput { password, code } = input;
         ctx.take_credential_attempt()?;
         let me = ctx.user()?;
         let db = ctx.tenant_db()?;
@@ -586,7 +628,7 @@ impl IdentityMutation {
         let txn = db.begin().await?;
         mfa::disable(&txn, who.id, &ctx.request().origin).await?;
         txn.commit().await?;
-        Ok(true)
+        Ok(DisableMfaPayload { mfa_enabled: false })
     }
 
     /// Replaces the recovery codes (step-up required).
@@ -594,7 +636,7 @@ impl IdentityMutation {
     async fn regenerate_recovery_codes(
         &self,
         ctx: &Context<'_>,
-    ) -> async_graphql::Result<RecoveryCodes> {
+    ) -> async_graphql::Result<RecoveryCodesPayload> {
         let me = ctx.user()?;
         let db = ctx.tenant_db()?.begin().await?;
         if !mfa::is_enabled(&db, me.user_id).await? {
@@ -622,8 +664,9 @@ impl IdentityMutation {
     async fn verify_step_up(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "A current authenticator code.")] code: String,
-    ) -> async_graphql::Result<DateTime<Utc>> {
+        #[graphql(desc = "A current authenticator code.")] input: VerifyStepUpInput,
+    ) -> async_graphql::Result<VerifyStepUpPayload> {
+        let VerifyStepUpInput { code } = input;
         ctx.take_credential_attempt()?;
         let me = ctx.user()?;
         let db = ctx.tenant_db()?;
@@ -640,7 +683,9 @@ impl IdentityMutation {
         )
         .await?;
         mfa::mark_session_verified(db, me.session()?).await?;
-        Ok(Utc::now())
+        Ok(VerifyStepUpPayload {
+            verified_at: Utc::now(),
+        })
     }
 
     /// Sets the roles whose users must have MFA in this tenant (step-up required).
@@ -660,10 +705,13 @@ impl IdentityMutation {
 
     /// Ends the caller's current session.
     #[graphql(visible = "access::visible::sign_out")]
-    async fn sign_out(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+    async fn sign_out(&self, ctx: &Context<'_>) -> async_graphql::Result<SessionEndedPayload> {
         let me = ctx.user_may_enrol()?;
-        revoke_audited(ctx, me.session()?, "SIGN_OUT").await?;
-        Ok(true)
+        let session = me.session()?;
+        revoke_audited(ctx, session, "SIGN_OUT").await?;
+        Ok(SessionEndedPayload {
+            session_id: ID(ids::encode(Kind::Session, session)),
+        })
     }
 
     /// Ends one of the caller's sessions. Anyone else's session is NOT_FOUND.

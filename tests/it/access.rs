@@ -817,13 +817,13 @@ mod defects {
         .await;
         for document in [
             "mutation { enrollMfa { secret } }",
-            "mutation { activateMfa(code: \"123456\") { codes } }",
-            "mutation { disableMfa(password: \"x\", code: \"123456\") }",
+            "mutation { activateMfa(input: { code: \"123456\" }) { codes } }",
+            "mutation { disableMfa(input: { password: \"x\", code: \"123456\" }) { mfaEnabled } }",
             "mutation { regenerateRecoveryCodes { codes } }",
-            "mutation { verifyStepUp(code: \"123456\") }",
+            "mutation { verifyStepUp(input: { code: \"123456\" }) { verifiedAt } }",
             "mutation { changePassword(input: { currentPassword: \"x\", newPassword: \"y\" }) { user { id } } }",
             "mutation { revokeOtherSessions { revoked } }",
-            "mutation { signOut }",
+            "mutation { signOut { sessionId } }",
             "mutation { createApiKey(input: { name: \"child\", scopes: [USERS_READ] }) { key } }",
         ] {
             let r = app.gql(Some(&all), document, json!({})).await;

@@ -153,7 +153,7 @@ async fn fifty_racing_wrong_codes_check_five(app: TestApp) {
     let r = app
         .gql(
             Some(&user.token),
-            "mutation($c: String!) { verifyStepUp(code: $c) }",
+            "mutation($c: String!) { verifyStepUp(input: { code: $c }) { verifiedAt } }",
             json!({ "c": code_at(&totp, 30) }),
         )
         .await;
@@ -183,7 +183,7 @@ async fn password_change_and_mfa_removal_count_and_audit(app: TestApp) {
         let r = app
             .gql(
                 Some(&me.token),
-                "mutation($c: String!) { disableMfa(password: \"not my password\", code: $c) }",
+                "mutation($c: String!) { disableMfa(input: { password: \"not my password\", code: $c }) { mfaEnabled } }",
                 json!({ "c": code_at(&totp, 30) }),
             )
             .await;

@@ -106,7 +106,7 @@ async fn call(app: &TestApp, token: &str, mutation: &str, vars: Value) -> GqlRes
 
 const RELEASE_MILESTONE: &str = "mutation($id: ID!, $k: String!) { releaseMilestone(input: { milestoneId: $id, idempotencyKey: $k }) { escrow { status released { amount } } payments { status purpose amount { amount } pspReference } } }";
 const RELEASE_ESCROW: &str = "mutation($id: ID!, $k: String!) { releaseEscrow(input: { escrowId: $id, idempotencyKey: $k }) { escrow { status } payments { status purpose amount { amount } } } }";
-const SUBMIT: &str = "mutation($m: ID!, $n: String, $file: Upload) { submitProof(milestoneId: $m, note: $n, file: $file) { id kind status decidedAutomatically contentType sha256 latitude capturedAt } }";
+const SUBMIT: &str = "mutation($m: ID!, $n: String, $file: Upload) { submitProof(input: { milestoneId: $m, note: $n, file: $file }) { proof { id kind status decidedAutomatically contentType sha256 latitude capturedAt } } }";
 const DECIDE: &str = "mutation($p: ID!, $a: Boolean!, $n: String) { decideProof(input: { proofId: $p, accept: $a, note: $n }) { proof { id status } } }";
 const DELIVER: &str = "mutation($id: ID!) { markDelivered(input: { escrowId: $id, note: \"done\" }) { escrow { status deliveredAt inspectionEndsAt } } }";
 const APPROVE: &str = "mutation($id: ID!) { approveEscrow(input: { escrowId: $id }) { escrow { status milestones { status } } } }";
@@ -278,7 +278,7 @@ async fn milestones_proofs_and_releases(app: TestApp) {
             pdf("v1"),
         )
         .await;
-    let p1 = p1.ok()["submitProof"].clone();
+    let p1 = p1.ok()["submitProof"]["proof"].clone();
     assert_eq!(p1["status"], "PENDING");
     assert_eq!(p1["kind"], "DOCUMENT");
     assert_eq!(p1["contentType"], "application/pdf");
@@ -334,7 +334,7 @@ async fn milestones_proofs_and_releases(app: TestApp) {
             pdf("v2"),
         )
         .await;
-    let p2 = p2.ok()["submitProof"].clone();
+    let p2 = p2.ok()["submitProof"]["proof"].clone();
     let by_provider = call(&app, &provider, DECIDE, json!({ "p": p2["id"], "a": true })).await;
     assert_eq!(
         by_provider.code(),
@@ -357,7 +357,7 @@ async fn milestones_proofs_and_releases(app: TestApp) {
             far,
         )
         .await;
-    let far = r.ok()["submitProof"].clone();
+    let far = r.ok()["submitProof"]["proof"].clone();
     assert_eq!(far["status"], "PENDING");
     assert_eq!(far["decidedAutomatically"], false);
     assert!(
@@ -377,7 +377,7 @@ async fn milestones_proofs_and_releases(app: TestApp) {
             near,
         )
         .await;
-    let near = r.ok()["submitProof"].clone();
+    let near = r.ok()["submitProof"]["proof"].clone();
     assert_eq!(near["status"], "ACCEPTED", "{near}");
     assert_eq!(near["decidedAutomatically"], true);
     assert_eq!(near["kind"], "PHOTO");
@@ -890,7 +890,10 @@ async fn foreign_and_unrelated_escrows_are_not_found(app: TestApp) {
             pdf("a"),
         )
         .await;
-    let proof = p.ok()["submitProof"]["id"].as_str().unwrap().to_owned();
+    let proof = p.ok()["submitProof"]["proof"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let payment_e = escrow(&app, &sender, &id).await;
     assert_eq!(payment_e["status"], "FUNDED");
 
@@ -1352,7 +1355,7 @@ async fn uploads_are_checked(app: TestApp) {
             include_bytes!("../../assets/sample-photo.jpg").to_vec(),
         )
         .await;
-    let p = r.ok()["submitProof"].clone();
+    let p = r.ok()["submitProof"]["proof"].clone();
     assert_eq!(p["status"], "PENDING");
     assert_eq!(p["latitude"], Value::Null);
     assert_eq!(
@@ -1454,7 +1457,10 @@ async fn proofs_go_to_s3_compatible_storage() {
             file.clone(),
         )
         .await;
-    let sha = r.ok()["submitProof"]["sha256"].as_str().unwrap().to_owned();
+    let sha = r.ok()["submitProof"]["proof"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // Read it back through the S3 API with the same settings.
     use sequestra::escrow::storage::{ObjectStoreProofs, ProofStore};
     let store = ObjectStoreProofs::s3(&sequestra::config::S3Config {

@@ -91,7 +91,7 @@ pub(crate) async fn enrol(app: &TestApp, token: &str) -> (Totp, String, Vec<Stri
     let wrong = app
         .gql(
             Some(token),
-            "mutation { activateMfa(code: \"000000\") { codes } }",
+            "mutation { activateMfa(input: { code: \"000000\" }) { codes } }",
             json!({}),
         )
         .await;
@@ -100,7 +100,7 @@ pub(crate) async fn enrol(app: &TestApp, token: &str) -> (Totp, String, Vec<Stri
     let r = app
         .gql(
             Some(token),
-            "mutation($c: String!) { activateMfa(code: $c) { codes } }",
+            "mutation($c: String!) { activateMfa(input: { code: $c }) { codes } }",
             json!({ "c": first }),
         )
         .await;
@@ -268,11 +268,11 @@ async fn step_up_and_tenant_policy_are_enforced(app: TestApp) {
     let r = app
         .gql(
             Some(&admin),
-            "mutation($c: String!) { verifyStepUp(code: $c) }",
+            "mutation($c: String!) { verifyStepUp(input: { code: $c }) { verifiedAt } }",
             json!({ "c": code_at(&totp, 30) }),
         )
         .await;
-    assert!(r.ok()["verifyStepUp"].is_string());
+    assert!(r.ok()["verifyStepUp"]["verifiedAt"].is_string());
     let r = app
         .gql(
             Some(&admin),
@@ -328,7 +328,7 @@ async fn disabling_needs_password_and_code(app: TestApp) {
     let token = acme.token(Role::Sender).to_owned();
     let password = acme.user(Role::Sender).password.clone();
     let (totp, _, _) = enrol(&app, &token).await;
-    let disable = "mutation($p: String!, $c: String!) { disableMfa(password: $p, code: $c) }";
+    let disable = "mutation($p: String!, $c: String!) { disableMfa(input: { password: $p, code: $c }) { mfaEnabled } }";
     let r = app
         .gql(
             Some(&token),
@@ -352,7 +352,7 @@ async fn disabling_needs_password_and_code(app: TestApp) {
             json!({ "p": password, "c": code_at(&totp, 30) }),
         )
         .await;
-    assert_eq!(r.ok()["disableMfa"], true);
+    assert_eq!(r.ok()["disableMfa"]["mfaEnabled"], false);
     let r = app.gql(Some(&token), "{ mfaEnabled }", json!({})).await;
     assert_eq!(r.ok()["mfaEnabled"], false);
 }

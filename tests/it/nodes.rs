@@ -122,14 +122,18 @@ async fn one_of_each(app: &TestApp, t: &TestTenant) -> BTreeMap<String, (String,
     let proof = app
         .gql_upload(
             &beneficiary,
-            "mutation($m: ID!, $file: Upload) { submitProof(milestoneId: $m, file: $file) { id } }",
+            "mutation($m: ID!, $file: Upload) { submitProof(input: { milestoneId: $m, file: $file }) { proof { id } } }",
             json!({ "m": second["milestones"][0]["id"] }),
             "file",
             "plans.pdf",
             b"%PDF-1.7\n% proof\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n".to_vec(),
         )
         .await;
-    put("Proof", &proof.ok()["submitProof"]["id"], &beneficiary);
+    put(
+        "Proof",
+        &proof.ok()["submitProof"]["proof"]["id"],
+        &beneficiary,
+    );
 
     // Spending: the catalog, a mandate with a purchase, a refusal (an alert), a payee
     // and a payout; a transfer.

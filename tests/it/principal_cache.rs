@@ -162,7 +162,11 @@ async fn changes_reach_every_process_at_once() {
 
     // A session ended (sign-out).
     let r = app
-        .gql(Some(&sender.token), "mutation { signOut }", json!({}))
+        .gql(
+            Some(&sender.token),
+            "mutation { signOut { sessionId } }",
+            json!({}),
+        )
         .await;
     r.ok();
     assert_eq!(
