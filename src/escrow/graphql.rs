@@ -1,6 +1,7 @@
 //! GraphQL for escrows. Resolvers authorize (scope guards here, party rules in
 //! `rules`), call a rule in a transaction, and map the result.
 
+use crate::graphql::mutation::one_object_payload;
 use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject, Upload};
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, QueryFilter};
@@ -780,15 +781,11 @@ pub struct SubmitProofInput {
     pub file: Option<Upload>,
 }
 
-/// What `submitProof` did: the proof.
-pub struct SubmitProofPayload(proof::Model);
-
-/// What `submitProof` did.
-#[Object]
-impl SubmitProofPayload {
-    /// The proof submitted (a photo inside its geofence is already approved).
-    async fn proof(&self) -> ProofNode {
-        ProofNode(self.0.clone())
+one_object_payload! {
+    /// What `submitProof` did.
+    SubmitProofPayload {
+        /// The proof submitted (a photo inside its geofence is already approved).
+        proof: ProofNode(proof::Model)
     }
 }
 
@@ -803,15 +800,11 @@ pub struct DecideProofInput {
     pub note: Option<String>,
 }
 
-/// What `decideProof` did: the proof decided.
-pub struct DecideProofPayload(proof::Model);
-
-/// What `decideProof` did.
-#[Object]
-impl DecideProofPayload {
-    /// The proof, decided (its milestone approved with it when accepted).
-    async fn proof(&self) -> ProofNode {
-        ProofNode(self.0.clone())
+one_object_payload! {
+    /// What `decideProof` did.
+    DecideProofPayload {
+        /// The proof, decided (its milestone approved with it when accepted).
+        proof: ProofNode(proof::Model)
     }
 }
 

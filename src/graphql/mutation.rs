@@ -68,3 +68,26 @@ where
     payments::dispatch(db, services.psp.as_ref(), done.payments()).await;
     Ok(done)
 }
+
+/// A mutation's payload that answers the one object the mutation changed: the row,
+/// and a GraphQL object with one field that gives it as its node. The doc comments
+/// are the type's and the field's descriptions.
+macro_rules! one_object_payload {
+    (
+        $(#[doc = $doc:literal])*
+        $payload:ident { $(#[doc = $field_doc:literal])* $field:ident: $node:ident($model:ty) }
+    ) => {
+        $(#[doc = $doc])*
+        pub struct $payload(pub $model);
+
+        $(#[doc = $doc])*
+        #[async_graphql::Object]
+        impl $payload {
+            $(#[doc = $field_doc])*
+            async fn $field(&self) -> $node {
+                $node(self.0.clone())
+            }
+        }
+    };
+}
+pub(crate) use one_object_payload;

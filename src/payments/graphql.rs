@@ -1,6 +1,7 @@
 //! GraphQL for payments: the `Payment` type with its attempt history, the three
 //! live subscriptions, and `retryPayment`.
 
+use crate::graphql::mutation::one_object_payload;
 use std::sync::Arc;
 
 use async_graphql::{Context, ID, Object, Subscription};
@@ -458,14 +459,10 @@ pub struct RetryPaymentInput {
     pub idempotency_key: String,
 }
 
-/// What `retryPayment` did: the new payment.
-pub struct RetryPaymentPayload(payment::Model);
-
-/// What `retryPayment` did.
-#[Object]
-impl RetryPaymentPayload {
-    /// The new payment (`retryOf` the failed one).
-    async fn payment(&self) -> PaymentNode {
-        PaymentNode(self.0.clone())
+one_object_payload! {
+    /// What `retryPayment` did.
+    RetryPaymentPayload {
+        /// The new payment (`retryOf` the failed one).
+        payment: PaymentNode(payment::Model)
     }
 }

@@ -2,6 +2,7 @@
 //! rules in `rules`), run a rule in a transaction, and map; a refusal also records an
 //! alert for the sender concerned.
 
+use crate::graphql::mutation::one_object_payload;
 use async_graphql::{Context, Enum, ID, InputObject, Json, Object};
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -619,39 +620,27 @@ pub struct CertifyTransferRecipientInput {
     pub user_id: ID,
 }
 
-/// What a spend category mutation did: the category.
-pub struct SpendCategoryPayload(spend_category::Model);
-
-/// What a spend category mutation did.
-#[Object]
-impl SpendCategoryPayload {
-    /// The category, as it is now.
-    async fn category(&self) -> CategoryNode {
-        CategoryNode(self.0.clone())
+one_object_payload! {
+    /// What a spend category mutation did.
+    SpendCategoryPayload {
+        /// The category, as it is now.
+        category: CategoryNode(spend_category::Model)
     }
 }
 
-/// What a merchant mutation did: the merchant.
-pub struct MerchantPayload(merchant::Model);
-
-/// What a merchant mutation did.
-#[Object]
-impl MerchantPayload {
-    /// The merchant, as it is now.
-    async fn merchant(&self) -> MerchantNode {
-        MerchantNode(self.0.clone())
+one_object_payload! {
+    /// What a merchant mutation did.
+    MerchantPayload {
+        /// The merchant, as it is now.
+        merchant: MerchantNode(merchant::Model)
     }
 }
 
-/// What `addPayee` did: the payee.
-pub struct AddPayeePayload(payee::Model);
-
-/// What `addPayee` did.
-#[Object]
-impl AddPayeePayload {
-    /// The payee added.
-    async fn payee(&self) -> PayeeNode {
-        PayeeNode(self.0.clone())
+one_object_payload! {
+    /// What `addPayee` did.
+    AddPayeePayload {
+        /// The payee added.
+        payee: PayeeNode(payee::Model)
     }
 }
 
@@ -725,16 +714,12 @@ pub struct CreateTransferInput {
     pub idempotency_key: String,
 }
 
-/// What `grantMandate` or `revokeMandate` did: the mandate.
-pub struct MandatePayload(mandate::Model);
-
-/// What a mandate mutation did.
-#[Object]
-impl MandatePayload {
-    /// The mandate granted or revoked (replaying a grant's key answers it as it is
-    /// now).
-    async fn mandate(&self) -> MandateNode {
-        MandateNode(self.0.clone())
+one_object_payload! {
+    /// What a mandate mutation did.
+    MandatePayload {
+        /// The mandate granted or revoked (replaying a grant's key answers it as it is
+        /// now).
+        mandate: MandateNode(mandate::Model)
     }
 }
 
@@ -757,27 +742,19 @@ impl CreatePurchasePayload {
     }
 }
 
-/// What `payPayee` did: the payout made.
-pub struct PayPayeePayload(payout::Model);
-
-/// What `payPayee` did.
-#[Object]
-impl PayPayeePayload {
-    /// The payout made (its payment goes through the PSP).
-    async fn payout(&self) -> PayoutNode {
-        PayoutNode(self.0.clone())
+one_object_payload! {
+    /// What `payPayee` did.
+    PayPayeePayload {
+        /// The payout made (its payment goes through the PSP).
+        payout: PayoutNode(payout::Model)
     }
 }
 
-/// What `createTransfer` did: the transfer made.
-pub struct CreateTransferPayload(transfer::Model);
-
-/// What `createTransfer` did.
-#[Object]
-impl CreateTransferPayload {
-    /// The transfer made (its payment goes through the PSP).
-    async fn transfer(&self) -> TransferNode {
-        TransferNode(self.0.clone())
+one_object_payload! {
+    /// What `createTransfer` did.
+    CreateTransferPayload {
+        /// The transfer made (its payment goes through the PSP).
+        transfer: TransferNode(transfer::Model)
     }
 }
 
