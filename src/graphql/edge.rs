@@ -38,6 +38,7 @@ impl ExtensionFactory for Edge {
             kept: shape::Kept::default(),
             missing: Mutex::default(),
             labels: Mutex::default(),
+            operation: Mutex::default(),
         })
     }
 }
@@ -51,6 +52,26 @@ struct EdgeExtension {
     /// Per operation of the document (by name): its type and first root field, the
     /// labels of its latency (bounded by the schema, unlike a client's operation name).
     labels: Mutex<Vec<(Option<String>, &'static str, String)>>,
+    /// The request's operation name (a subscription's hook is not given it).
+    operation: Mutex<Option<String>>,
+}
+
+impl EdgeExtension {
+    /// The request error of the operation that runs (the named one, or the
+    /// document's only one) when it leaves out a required variable.
+    fn missing_variable(&self, operation_name: Option<&str>) -> Option<ServerError> {
+        let missing = self.missing.lock().expect("edge lock");
+        let chosen = match operation_name {
+            Some(name) => missing.iter().find(|(n, _)| n.as_deref() == Some(name)),
+            None => missing.first(),
+        };
+        chosen.map(|(_, error)| {
+            // Not executed: a request error, no `data` (and 400 where it applies).
+            let mut error = error.clone();
+            error.extensions = None;
+            error
+        })
+    }
 }
 
 /// Each operation's name, type and first root field (`…` for a fragment first).
@@ -131,6 +152,14 @@ impl Extension for EdgeExtension {
         stream: BoxStream<'s, Response>,
         next: NextSubscribe<'_>,
     ) -> BoxStream<'s, Response> {
+        // A subscription that leaves out a required variable never starts: its one
+        // answer is the request error (an `error` message over the socket).
+        let operation = self.operation.lock().expect("edge lock").clone();
+        if let Some(error) = self.missing_variable(operation.as_deref()) {
+            let mut response = Response::from_errors(vec![error]);
+            errors::map_response(&mut response);
+            return futures_util::stream::once(async move { response }).boxed();
+        }
         let shape = self.kept.shaper(ctx);
         next.run(ctx, stream)
             .map(move |mut response| {
@@ -148,6 +177,7 @@ impl Extension for EdgeExtension {
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
         let request = self.limits.check(ctx, request)?;
+        *self.operation.lock().expect("edge lock") = request.operation_name.clone();
         next.run(ctx, request).await
     }
 
@@ -192,19 +222,7 @@ impl Extension for EdgeExtension {
         operation_name: Option<&str>,
         next: NextExecute<'_>,
     ) -> Response {
-        let refused = {
-            let missing = self.missing.lock().expect("edge lock");
-            // The operation that runs: the named one, or the document's only one.
-            let chosen = match operation_name {
-                Some(name) => missing.iter().find(|(n, _)| n.as_deref() == Some(name)),
-                None => missing.first(),
-            };
-            chosen.map(|(_, error)| error.clone())
-        };
-        if let Some(error) = refused {
-            // Not executed: a request error, no `data` (and 400 where it applies).
-            let mut error = error;
-            error.extensions = None;
+        if let Some(error) = self.missing_variable(operation_name) {
             return Response::from_errors(vec![error]);
         }
         let labels = {

@@ -269,6 +269,27 @@ async fn request_errors_are_error_messages_without_complete(app: TestApp) {
         (Some("error"), Some("vars")),
         "{msg}"
     );
+    // A required variable left out: the operation never starts (GraphQL's
+    // CoerceVariableValues), as over HTTP.
+    subscribe(
+        &mut socket,
+        "missing",
+        "subscription($s: Int!) { serverTime(intervalSeconds: $s) }",
+        json!({}),
+    )
+    .await;
+    let msg = next_json(&mut socket).await;
+    assert_eq!(
+        (msg["type"].as_str(), msg["id"].as_str()),
+        (Some("error"), Some("missing")),
+        "{msg}"
+    );
+    assert!(
+        msg["payload"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("$s")),
+        "{msg}"
+    );
     // The document limits hold over the socket as over HTTP: a fragment bomb is
     // refused before it runs.
     let mut bomb = String::from("subscription { ...F0 }");
