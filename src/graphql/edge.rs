@@ -36,7 +36,6 @@ impl ExtensionFactory for Edge {
         Arc::new(EdgeExtension {
             limits: self.limits,
             kept: shape::Kept::default(),
-            missing: Mutex::default(),
             labels: Mutex::default(),
             operation: Mutex::default(),
         })
@@ -46,32 +45,12 @@ impl ExtensionFactory for Edge {
 struct EdgeExtension {
     limits: DocumentLimits,
     kept: shape::Kept,
-    /// Per operation of the document (by name): the first required variable the
-    /// request leaves out or sets to null.
-    missing: Mutex<Vec<(Option<String>, ServerError)>>,
     /// Per operation of the document (by name): its type and first root field, the
     /// labels of its latency (bounded by the schema, unlike a client's operation name).
     labels: Mutex<Vec<(Option<String>, &'static str, String)>>,
-    /// The request's operation name (a subscription's hook is not given it).
+    /// The request's operation name (kept from `prepare_request` for `parse_query`,
+    /// which is not given it).
     operation: Mutex<Option<String>>,
-}
-
-impl EdgeExtension {
-    /// The request error of the operation that runs (the named one, or the
-    /// document's only one) when it leaves out a required variable.
-    fn missing_variable(&self, operation_name: Option<&str>) -> Option<ServerError> {
-        let missing = self.missing.lock().expect("edge lock");
-        let chosen = match operation_name {
-            Some(name) => missing.iter().find(|(n, _)| n.as_deref() == Some(name)),
-            None => missing.first(),
-        };
-        chosen.map(|(_, error)| {
-            // Not executed: a request error, no `data` (and 400 where it applies).
-            let mut error = error.clone();
-            error.extensions = None;
-            error
-        })
-    }
 }
 
 /// Each operation's name, type and first root field (`…` for a fragment first).
@@ -152,14 +131,6 @@ impl Extension for EdgeExtension {
         stream: BoxStream<'s, Response>,
         next: NextSubscribe<'_>,
     ) -> BoxStream<'s, Response> {
-        // A subscription that leaves out a required variable never starts: its one
-        // answer is the request error (an `error` message over the socket).
-        let operation = self.operation.lock().expect("edge lock").clone();
-        if let Some(error) = self.missing_variable(operation.as_deref()) {
-            let mut response = Response::from_errors(vec![error]);
-            errors::map_response(&mut response);
-            return futures_util::stream::once(async move { response }).boxed();
-        }
         let shape = self.kept.shaper(ctx);
         next.run(ctx, stream)
             .map(move |mut response| {
@@ -210,8 +181,23 @@ impl Extension for EdgeExtension {
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
         let document = next.run(ctx, query, variables).await?;
+        // The operation that runs (the named one, or the document's only one) never
+        // starts when it leaves out a required variable: a request error, no `data`
+        // (400 where it applies; an `error` message for a subscription over the
+        // socket). Here, not at execution: a subscription's stream has no execute hook.
+        let operation = self.operation.lock().expect("edge lock").clone();
+        let missing = missing_variables(&document, variables);
+        let chosen = match operation.as_deref() {
+            Some(name) => missing
+                .into_iter()
+                .find(|(n, _)| n.as_deref() == Some(name)),
+            None => missing.into_iter().next(),
+        };
+        if let Some((_, mut error)) = chosen {
+            error.extensions = None;
+            return Err(error);
+        }
         self.kept.keep(&document);
-        *self.missing.lock().expect("edge lock") = missing_variables(&document, variables);
         *self.labels.lock().expect("edge lock") = operation_labels(&document);
         Ok(document)
     }
@@ -222,9 +208,6 @@ impl Extension for EdgeExtension {
         operation_name: Option<&str>,
         next: NextExecute<'_>,
     ) -> Response {
-        if let Some(error) = self.missing_variable(operation_name) {
-            return Response::from_errors(vec![error]);
-        }
         let labels = {
             let labels = self.labels.lock().expect("edge lock");
             match operation_name {
