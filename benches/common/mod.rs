@@ -302,6 +302,9 @@ pub async fn serve(vars: &[(&str, &str)]) -> Server {
             .map(|(_, v)| (*v).to_owned())
     })
     .expect("config");
+    // The process's subscriber, as `sequestra serve` installs it (the log's filter and
+    // format, traces when configured): what a request pays for logging is measured.
+    std::mem::forget(sequestra::telemetry::init_tracing(&config));
     let app = Application::build(config).await.expect("app");
     let server = Server {
         addr: app.local_addr().expect("addr"),
