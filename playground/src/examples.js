@@ -191,7 +191,7 @@ export const EXAMPLES = [
     topic: 'Administration',
     name: 'Audit log',
     query: `query Audit {
-  auditLog(first: 20) { edges { node { action actorId createdAt } } }
+  auditLog(first: 20) { edges { node { action actor { email } subjectType createdAt } } }
 }`,
   },
   {

@@ -294,8 +294,23 @@ impl AuditEntryNode {
     }
 
     /// The user who acted; none for the system (jobs, webhooks) or an anonymous caller.
+    #[graphql(deprecation = "Use `actor { userId }`.")]
     async fn actor_id(&self) -> Option<ID> {
         self.0.actor_id.map(|id| ID(ids::encode(Kind::User, id)))
+    }
+
+    /// The user who acted (id and email; `node(id: userId)` for the rest); none for
+    /// the system (jobs, webhooks), an anonymous caller, or a user of no tenant the
+    /// log's reader can see (a platform operator).
+    async fn actor(&self, ctx: &Context<'_>) -> crate::error::Result<Option<PartyNode>> {
+        let Some(actor) = self.0.actor_id else {
+            return Ok(None);
+        };
+        match party(ctx, actor).await {
+            Ok(p) => Ok(Some(p)),
+            Err(crate::error::Error::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// What happened, e.g. `AUTH_SIGN_IN_FAILED`.

@@ -516,6 +516,19 @@ impl DepositNode {
 /// One step of an escrow's timeline.
 pub struct EscrowEventNode(pub escrow_event::Model);
 
+/// Who acted in an escrow event.
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum EscrowActor {
+    /// The escrow's sender.
+    Sender,
+    /// The escrow's provider.
+    Provider,
+    /// A member of the tenant's staff (an admin resolving a dispute, say).
+    Staff,
+    /// The system: a job (an automatic release, a deadline) or a PSP's webhook.
+    System,
+}
+
 /// One change of an escrow or of one of its milestones, in order.
 #[Object(name = "EscrowEvent")]
 impl EscrowEventNode {
@@ -545,8 +558,40 @@ impl EscrowEventNode {
     }
 
     /// The user who acted; none when the system did (a job).
+    #[graphql(deprecation = "Use `actedBy`, and `actor` for who they are.")]
     async fn actor_id(&self) -> Option<ID> {
         self.0.actor_id.map(|id| global_id(Kind::User, id))
+    }
+
+    /// Which side acted: the sender, the provider, the tenant's staff or the system.
+    async fn acted_by(&self, ctx: &Context<'_>) -> Result<EscrowActor> {
+        let Some(actor) = self.0.actor_id else {
+            return Ok(EscrowActor::System);
+        };
+        let esc = by_id::<escrow::Entity>(ctx, self.0.escrow_id).await?;
+        Ok(if actor == esc.sender_id {
+            EscrowActor::Sender
+        } else if actor == esc.provider_id {
+            EscrowActor::Provider
+        } else {
+            EscrowActor::Staff
+        })
+    }
+
+    /// The user who acted, as a party sees them. None when the system acted, and when
+    /// a member of the tenant's staff did and the caller is not staff: a party learns
+    /// that staff acted (`actedBy`), not who.
+    async fn actor(&self, ctx: &Context<'_>) -> Result<Option<PartyNode>> {
+        let Some(actor) = self.0.actor_id else {
+            return Ok(None);
+        };
+        if !ctx.caller()?.is_staff() {
+            let esc = by_id::<escrow::Entity>(ctx, self.0.escrow_id).await?;
+            if actor != esc.sender_id && actor != esc.provider_id {
+                return Ok(None);
+            }
+        }
+        party(ctx, actor).await.map(Some)
     }
 
     /// The event's details (amounts, reasons, payment ids), as JSON.

@@ -214,7 +214,7 @@ async fn password_change_checks_policy_and_ends_other_sessions(app: TestApp) {
 async fn audit_log_pages_for_auditors_only(app: TestApp) {
     let acme = app.tenant("acme").await;
     let _globex = app.tenant("globex").await;
-    let q = "query($a: AuditAction) { auditLog(action: $a, first: 50) { edges { node { action actorType subjectType ip requestId createdAt } } pageInfo { hasNextPage } } }";
+    let q = "query($a: AuditAction) { auditLog(action: $a, first: 50) { edges { node { action actorType actorId actor { userId email } subjectType ip requestId createdAt } } pageInfo { hasNextPage } } }";
     let r = app
         .gql(
             Some(acme.token(Role::Admin)),
@@ -231,7 +231,19 @@ async fn audit_log_pages_for_auditors_only(app: TestApp) {
             json!({ "a": "AUTH_SIGN_IN_SUCCEEDED" }),
         )
         .await;
-    assert_eq!(r.ok()["auditLog"]["edges"].as_array().unwrap().len(), 4);
+    let sign_ins = r.ok()["auditLog"]["edges"].as_array().unwrap().clone();
+    assert_eq!(sign_ins.len(), 4);
+    // Each sign-in names its user as the actor: the object and the deprecated id agree.
+    for row in &sign_ins {
+        let row = &row["node"];
+        assert_eq!(row["actorType"], "USER", "{row}");
+        assert_eq!(row["actor"]["userId"], row["actorId"], "{row}");
+        let email = row["actor"]["email"].as_str().unwrap();
+        assert!(
+            acme.users.values().any(|u| u.email == email),
+            "{row}"
+        );
+    }
     let r = app.gql(Some(acme.token(Role::Sender)), q, json!({})).await;
     assert_eq!(r.code(), Some("FORBIDDEN"));
 

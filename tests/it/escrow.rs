@@ -27,7 +27,7 @@ pub const ESCROW_FIELDS: &str = "id status description amount { amount currency 
     milestones { id position title status proofRequirement amount { amount } \
       proofs { id kind status decidedAutomatically latitude longitude capturedAt sha256 contentType } } \
     deposits { id amount { amount } } payments { id purpose status amount { amount } pspReference payeeId milestoneId } \
-    events { kind fromStatus toStatus milestoneId actorId }";
+    events { kind fromStatus toStatus milestoneId actorId actedBy actor { userId email } }";
 
 pub fn user_gid(id: uuid::Uuid) -> String {
     format!("usr_{}", id.simple())
@@ -608,6 +608,33 @@ async fn delivery_inspection_disputes_and_cancellation(app: TestApp) {
         .collect();
     assert_eq!(purposes, ["ESCROW_RELEASE", "ESCROW_REFUND"]);
 
+    // Who acted: the parties are named to each other; staff acted, but a party is
+    // not told who (staff are).
+    let event = |e: &Value, kind: &str| {
+        e["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|ev| ev["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {e}"))
+            .clone()
+    };
+    let seen_by_sender = escrow(&app, &sender, &id).await;
+    let disputed = event(&seen_by_sender, "ESCROW_DISPUTED");
+    assert_eq!(disputed["actedBy"], "PROVIDER");
+    assert_eq!(disputed["actor"]["userId"], user_gid(t.user(Role::Beneficiary).id));
+    assert_eq!(disputed["actor"]["email"], t.user(Role::Beneficiary).email);
+    let funded = event(&seen_by_sender, "ESCROW_FUNDED");
+    assert_eq!(funded["actedBy"], "SENDER");
+    assert_eq!(funded["actor"]["userId"], user_gid(t.user(Role::Sender).id));
+    let by_staff = event(&seen_by_sender, "ESCROW_DISPUTE_RESOLVED");
+    assert_eq!(by_staff["actedBy"], "STAFF");
+    assert_eq!(by_staff["actor"], Value::Null, "{by_staff}");
+    let seen_by_admin = escrow(&app, &admin, &id).await;
+    let by_staff = event(&seen_by_admin, "ESCROW_DISPUTE_RESOLVED");
+    assert_eq!(by_staff["actedBy"], "STAFF");
+    assert_eq!(by_staff["actor"]["email"], t.user(Role::Admin).email);
+
     // A dispute resolved by refund.
     let e = create_escrow(&app, &t, "50.00", json!([]), None, Duration::days(7)).await;
     let id2 = e["id"].as_str().unwrap().to_owned();
@@ -776,6 +803,8 @@ async fn jobs_auto_release_and_make_refundable(app: TestApp) {
         .unwrap()
         .clone();
     assert_eq!(lapse["actorId"], Value::Null, "the system released it");
+    assert_eq!(lapse["actedBy"], "SYSTEM");
+    assert_eq!(lapse["actor"], Value::Null);
     assert_eq!(
         kinds(&refundable)
             .iter()
