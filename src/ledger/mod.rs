@@ -153,6 +153,116 @@ impl EntryKind {
     }
 }
 
+/// One movement: `amount_minor` of `currency` from `from` to `to`, recorded against
+/// `subject` (the row the movement belongs to).
+pub struct Movement<'a> {
+    pub kind: EntryKind,
+    pub subject: (&'static str, Uuid),
+    pub currency: &'a str,
+    pub amount_minor: i64,
+    pub from: Account,
+    pub to: Account,
+}
+
+impl Movement<'_> {
+    fn check(&self) -> Result<()> {
+        if self.amount_minor <= 0 || self.from == self.to {
+            return Err(Error::internal(anyhow::anyhow!(
+                "a ledger movement of {} from {:?} to {:?}",
+                self.amount_minor,
+                self.from,
+                self.to
+            )));
+        }
+        Ok(())
+    }
+
+    /// PostgreSQL: the entry and both postings as two data-modifying CTEs
+    /// (`ledger_entry AS (…), ledger_legs AS (…)`), placeholders numbered from
+    /// `first`, and their values. The postings' foreign key is checked at the end of
+    /// the statement, when the entry is there.
+    fn ctes(&self, tenant: Uuid, first: usize) -> (String, Vec<sea_orm::Value>) {
+        let p = |i: usize| format!("${}", first + i);
+        let (from_kind, from_ref) = self.from.key();
+        let (to_kind, to_ref) = self.to.key();
+        let sql = format!(
+            "ledger_entry AS (INSERT INTO ledger_entries \
+               (id, tenant_id, currency, kind, subject_type, subject_id, created_at) \
+               VALUES ({e}, {t}, {c}, {}, {}, {}, {})), \
+             ledger_legs AS (INSERT INTO ledger_postings \
+               (id, tenant_id, entry_id, currency, account_kind, account_ref, amount_minor) \
+               VALUES ({}, {t}, {e}, {c}, {}, {}, {}), ({}, {t}, {e}, {c}, {}, {}, {}))",
+            p(3),
+            p(4),
+            p(5),
+            p(6),
+            p(7),
+            p(8),
+            p(9),
+            p(10),
+            p(11),
+            p(12),
+            p(13),
+            p(14),
+            e = p(0),
+            t = p(1),
+            c = p(2),
+        );
+        let values = vec![
+            new_id().into(),
+            tenant.into(),
+            self.currency.into(),
+            self.kind.as_str().into(),
+            self.subject.0.into(),
+            self.subject.1.into(),
+            Utc::now().into(),
+            new_id().into(),
+            from_kind.into(),
+            from_ref.into(),
+            (-self.amount_minor).into(),
+            new_id().into(),
+            to_kind.into(),
+            to_ref.into(),
+            self.amount_minor.into(),
+        ];
+        (sql, values)
+    }
+
+    /// SQLite: the entry, then its postings (two statements).
+    async fn insert_apart<C: ConnectionTrait>(&self, txn: &Scoped<C>) -> Result<()> {
+        let entry = new_id();
+        let tenant = txn.tenant().as_uuid();
+        txn.insert_many([ledger_entry::ActiveModel {
+            id: Set(entry),
+            tenant_id: Set(tenant),
+            currency: Set(self.currency.to_owned()),
+            kind: Set(self.kind.as_str().to_owned()),
+            subject_type: Set(self.subject.0.to_owned()),
+            subject_id: Set(self.subject.1),
+            created_at: Set(Utc::now()),
+        }])
+        .await?;
+        let leg = |(kind, reference): (&str, String), amount: i64| ledger_posting::ActiveModel {
+            id: Set(new_id()),
+            tenant_id: Set(tenant),
+            entry_id: Set(entry),
+            currency: Set(self.currency.to_owned()),
+            account_kind: Set(kind.to_owned()),
+            account_ref: Set(reference),
+            amount_minor: Set(amount),
+        };
+        txn.insert_many([
+            leg(self.from.key(), -self.amount_minor),
+            leg(self.to.key(), self.amount_minor),
+        ])
+        .await
+    }
+}
+
+fn on_postgres<C: ConnectionTrait>(txn: &Scoped<C>) -> bool {
+    txn.unscoped().get_database_backend() == sea_orm::DbBackend::Postgres
+}
+
 /// Posts one entry moving `amount_minor` of `currency` from `from` to `to`, recorded
 /// against `subject` (the row the movement belongs to), in `txn`'s transaction: one
 /// statement on PostgreSQL, two on SQLite.
@@ -165,73 +275,76 @@ pub async fn post<C: ConnectionTrait>(
     from: Account,
     to: Account,
 ) -> Result<()> {
-    if amount_minor <= 0 || from == to {
+    let movement = Movement {
+        kind,
+        subject,
+        currency,
+        amount_minor,
+        from,
+        to,
+    };
+    movement.check()?;
+    if !on_postgres(txn) {
+        return movement.insert_apart(txn).await;
+    }
+    let (ctes, values) = movement.ctes(txn.tenant().as_uuid(), 1);
+    // The main statement must modify something too: the last CTE becomes it.
+    let sql = format!("WITH {ctes} SELECT 1");
+    txn.unscoped()
+        .execute(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?;
+    Ok(())
+}
+
+/// Inserts `row` (a row of this tenant, its `tenant_id` set) and posts `movement`
+/// in one round trip on PostgreSQL — the business row and its ledger entry are one
+/// statement, where [`post`] after an insert would be two; on SQLite, the insert then
+/// [`post`]. Returns the inserted row.
+pub async fn insert_and_post<C, A>(
+    txn: &Scoped<C>,
+    row: A,
+    movement: Movement<'_>,
+) -> Result<<A::Entity as sea_orm::EntityTrait>::Model>
+where
+    C: ConnectionTrait,
+    A: sea_orm::ActiveModelTrait + sea_orm::ActiveModelBehavior + Send,
+    A::Entity: crate::db::TenantEntity,
+    <A::Entity as sea_orm::EntityTrait>::Model: sea_orm::IntoActiveModel<A>,
+{
+    use sea_orm::{EntityTrait, FromQueryResult, QueryTrait};
+    if <A::Entity as crate::db::TenantEntity>::GUARDS_ACCESS {
+        // Such a row must tell the principal caches (`Scoped::insert` does).
         return Err(Error::internal(anyhow::anyhow!(
-            "a ledger movement of {amount_minor} from {from:?} to {to:?}"
+            "insert_and_post on a table that guards access"
         )));
     }
-    let entry = new_id();
-    let tenant = txn.tenant().as_uuid();
-    let now = Utc::now();
-    let (from_kind, from_ref) = from.key();
-    let (to_kind, to_ref) = to.key();
-    if txn.unscoped().get_database_backend() == sea_orm::DbBackend::Postgres {
-        // The entry and both postings in one round trip: the postings' foreign key is
-        // checked at the end of the statement, when the entry is there.
-        txn.unscoped()
-            .execute(sea_orm::Statement::from_sql_and_values(
-                sea_orm::DbBackend::Postgres,
-                "WITH entry AS (INSERT INTO ledger_entries \
-                   (id, tenant_id, currency, kind, subject_type, subject_id, created_at) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7)) \
-                 INSERT INTO ledger_postings \
-                   (id, tenant_id, entry_id, currency, account_kind, account_ref, amount_minor) \
-                 VALUES ($8, $2, $1, $3, $9, $10, $11), ($12, $2, $1, $3, $13, $14, $15)",
-                [
-                    entry.into(),
-                    tenant.into(),
-                    currency.into(),
-                    kind.as_str().into(),
-                    subject.0.into(),
-                    subject.1.into(),
-                    now.into(),
-                    new_id().into(),
-                    from_kind.into(),
-                    from_ref.into(),
-                    (-amount_minor).into(),
-                    new_id().into(),
-                    to_kind.into(),
-                    to_ref.into(),
-                    amount_minor.into(),
-                ],
-            ))
-            .await?;
-        return Ok(());
+    movement.check()?;
+    if !on_postgres(txn) {
+        let inserted = txn.insert(row).await?;
+        movement.insert_apart(txn).await?;
+        return Ok(inserted);
     }
-    txn.insert_many([ledger_entry::ActiveModel {
-        id: Set(entry),
-        tenant_id: Set(tenant),
-        currency: Set(currency.to_owned()),
-        kind: Set(kind.as_str().to_owned()),
-        subject_type: Set(subject.0.to_owned()),
-        subject_id: Set(subject.1),
-        created_at: Set(now),
-    }])
-    .await?;
-    let leg = |kind: &str, reference: String, amount: i64| ledger_posting::ActiveModel {
-        id: Set(new_id()),
-        tenant_id: Set(tenant),
-        entry_id: Set(entry),
-        currency: Set(currency.to_owned()),
-        account_kind: Set(kind.to_owned()),
-        account_ref: Set(reference),
-        amount_minor: Set(amount),
-    };
-    txn.insert_many([
-        leg(from_kind, from_ref, -amount_minor),
-        leg(to_kind, to_ref, amount_minor),
-    ])
-    .await
+    let insert = <A::Entity as EntityTrait>::insert(row).build(sea_orm::DbBackend::Postgres);
+    let mut values = insert.values.map(|v| v.0).unwrap_or_default();
+    let (ctes, ledger_values) = movement.ctes(txn.tenant().as_uuid(), values.len() + 1);
+    values.extend(ledger_values);
+    let sql = format!("WITH {ctes} {} RETURNING *", insert.sql);
+    let returned = txn
+        .unscoped()
+        .query_one(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("an INSERT … RETURNING returned no row")))?;
+    Ok(<A::Entity as EntityTrait>::Model::from_query_result(
+        &returned, "",
+    )?)
 }
 
 /// Who a payment pays, as an account.

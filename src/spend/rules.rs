@@ -776,13 +776,15 @@ pub async fn purchase<C: ConnectionTrait>(
             "the purchase is above the mandate's per-purchase limit",
         ));
     }
-    // The purchase, its ledger entry, the idempotent answer and its audit row (appended
-    // to the chain now, not at the commit) first, the budget last: on PostgreSQL the
-    // mandate's row lock is then held only from the UPDATE to the commit. A refusal
-    // rolls all of it back.
-    let row = txn
-        .insert(purchase::ActiveModel {
-            id: Set(new_id()),
+    // The purchase with its ledger entry (one statement on PostgreSQL), the idempotent
+    // answer and its audit row (appended to the chain now, not at the commit) first,
+    // the budget last: on PostgreSQL the mandate's row lock is then held only from the
+    // UPDATE to the commit. A refusal rolls all of it back.
+    let id = new_id();
+    let row = ledger::insert_and_post(
+        txn,
+        purchase::ActiveModel {
+            id: Set(id),
             tenant_id: Set(txn.tenant().as_uuid()),
             mandate_id: Set(m.id),
             merchant_id: Set(shop.id),
@@ -791,24 +793,23 @@ pub async fn purchase<C: ConnectionTrait>(
             currency: Set(m.currency.clone()),
             description: Set(description),
             created_at: Set(Utc::now()),
-        })
-        .await?;
+        },
+        ledger::Movement {
+            kind: EntryKind::Purchase,
+            subject: ("purchase", id),
+            currency: &m.currency,
+            amount_minor: money.minor(),
+            from: Account::Mandate(m.id),
+            to: Account::Merchant(shop.id),
+        },
+    )
+    .await?;
     record(
         txn,
         act,
         AuditAction::PurchaseCreated,
         ("purchase", row.id),
         serde_json::json!({ "mandate_id": m.id, "merchant_id": shop.id, "amount_minor": row.amount_minor }),
-    )
-    .await?;
-    ledger::post(
-        txn,
-        EntryKind::Purchase,
-        ("purchase", row.id),
-        &m.currency,
-        money.minor(),
-        Account::Mandate(m.id),
-        Account::Merchant(shop.id),
     )
     .await?;
     let outcome = Outcome {

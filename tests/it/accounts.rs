@@ -239,10 +239,7 @@ async fn audit_log_pages_for_auditors_only(app: TestApp) {
         assert_eq!(row["actorType"], "USER", "{row}");
         assert_eq!(row["actor"]["userId"], row["actorId"], "{row}");
         let email = row["actor"]["email"].as_str().unwrap();
-        assert!(
-            acme.users.values().any(|u| u.email == email),
-            "{row}"
-        );
+        assert!(acme.users.values().any(|u| u.email == email), "{row}");
     }
     let r = app.gql(Some(acme.token(Role::Sender)), q, json!({})).await;
     assert_eq!(r.code(), Some("FORBIDDEN"));

@@ -622,7 +622,10 @@ async fn delivery_inspection_disputes_and_cancellation(app: TestApp) {
     let seen_by_sender = escrow(&app, &sender, &id).await;
     let disputed = event(&seen_by_sender, "ESCROW_DISPUTED");
     assert_eq!(disputed["actedBy"], "PROVIDER");
-    assert_eq!(disputed["actor"]["userId"], user_gid(t.user(Role::Beneficiary).id));
+    assert_eq!(
+        disputed["actor"]["userId"],
+        user_gid(t.user(Role::Beneficiary).id)
+    );
     assert_eq!(disputed["actor"]["email"], t.user(Role::Beneficiary).email);
     let funded = event(&seen_by_sender, "ESCROW_FUNDED");
     assert_eq!(funded["actedBy"], "SENDER");

@@ -316,7 +316,7 @@ async fn statements_per_operation(app: TestApp) {
 }
 
 /// The README's figures (the most either backend needs today: SQLite 13, 28, 15;
-/// PostgreSQL 11, 28, 16).
+/// PostgreSQL 10, 28, 16).
 const PURCHASE_STATEMENTS: u64 = 13;
 const RELEASE_STATEMENTS: u64 = 28;
 const WEBHOOK_STATEMENTS: u64 = 16;
