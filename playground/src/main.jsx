@@ -246,16 +246,13 @@ function SignInPanel({ auth, onAuth, onSignOut, onMfa, error, setError }) {
     <div className="sq-panel">
       {challenge ? (
         <form onSubmit={verify} aria-label="Second factor">
-          <label>
-            {useRecovery ? 'Recovery code' : 'Authenticator code'}
-            <input
-              name="code"
-              autoComplete="one-time-code"
-              inputMode={useRecovery ? 'text' : 'numeric'}
-              value={code}
-              onChange={(e) => setCode(e.target.value)}
-            />
-          </label>
+          <CodeInput
+            label={useRecovery ? 'Recovery code' : 'Authenticator code'}
+            name="code"
+            value={code}
+            onChange={setCode}
+            numeric={!useRecovery}
+          />
           <button type="submit" disabled={busy}>Verify</button>
           <button
             type="button"
@@ -312,6 +309,22 @@ function SignInPanel({ auth, onAuth, onSignOut, onMfa, error, setError }) {
       </form>
       {error && <span className="sq-error" role="alert">{error}</span>}
     </div>
+  );
+}
+
+/** A one-time code field (authenticator or recovery code), labelled. */
+function CodeInput({ label, name, value, onChange, numeric = true }) {
+  return (
+    <label>
+      {label}
+      <input
+        name={name}
+        autoComplete="one-time-code"
+        inputMode={numeric ? 'numeric' : 'text'}
+        value={value}
+        onChange={(e) => onChange(e.target.value)}
+      />
+    </label>
   );
 }
 
@@ -402,16 +415,7 @@ function MfaPanel({ enabled, bearer, withStepUp, onActivated, onClose }) {
           <p>
             Or enter the seed by hand: <code data-testid="mfa-secret">{enrolment.secret}</code>
           </p>
-          <label>
-            First code
-            <input
-              name="firstCode"
-              autoComplete="one-time-code"
-              inputMode="numeric"
-              value={code}
-              onChange={(e) => setCode(e.target.value)}
-            />
-          </label>
+          <CodeInput label="First code" name="firstCode" value={code} onChange={setCode} />
           <div className="sq-actions">
             <button type="submit" disabled={busy || !code.trim()}>Activate</button>
             <button type="button" onClick={onClose}>Cancel</button>
@@ -452,16 +456,7 @@ function StepUpDialog({ enabled, bearer, onDone, onEnrol }) {
       {enabled ? (
         <form onSubmit={verify} aria-label="Second-factor check">
           <p>This operation needs a recent second-factor check. It runs again once the code is accepted.</p>
-          <label>
-            Step-up code
-            <input
-              name="stepUpCode"
-              autoComplete="one-time-code"
-              inputMode="numeric"
-              value={code}
-              onChange={(e) => setCode(e.target.value)}
-            />
-          </label>
+          <CodeInput label="Step-up code" name="stepUpCode" value={code} onChange={setCode} />
           <div className="sq-actions">
             <button type="submit" disabled={busy || !code.trim()}>Verify and run again</button>
             <button type="button" onClick={() => onDone(false)}>Cancel</button>
