@@ -529,6 +529,23 @@ pub enum EscrowActor {
     System,
 }
 
+impl EscrowEventNode {
+    /// The acting user, if the caller may know who: a party of the escrow, or anyone
+    /// when the caller is staff.
+    async fn visible_actor(&self, ctx: &Context<'_>) -> Result<Option<Uuid>> {
+        let Some(actor) = self.0.actor_id else {
+            return Ok(None);
+        };
+        if !ctx.caller()?.is_staff() {
+            let esc = by_id::<escrow::Entity>(ctx, self.0.escrow_id).await?;
+            if actor != esc.sender_id && actor != esc.provider_id {
+                return Ok(None);
+            }
+        }
+        Ok(Some(actor))
+    }
+}
+
 /// One change of an escrow or of one of its milestones, in order.
 #[Object(name = "EscrowEvent")]
 impl EscrowEventNode {
@@ -557,10 +574,14 @@ impl EscrowEventNode {
         self.0.milestone_id.map(|id| global_id(Kind::Milestone, id))
     }
 
-    /// The user who acted; none when the system did (a job).
+    /// The user who acted; none when the system did (a job), and, as for `actor`, when
+    /// a member of staff did and the caller is not staff.
     #[graphql(deprecation = "Use `actedBy`, and `actor` for who they are.")]
-    async fn actor_id(&self) -> Option<ID> {
-        self.0.actor_id.map(|id| global_id(Kind::User, id))
+    async fn actor_id(&self, ctx: &Context<'_>) -> Result<Option<ID>> {
+        Ok(self
+            .visible_actor(ctx)
+            .await?
+            .map(|id| global_id(Kind::User, id)))
     }
 
     /// Which side acted: the sender, the provider, the tenant's staff or the system.
@@ -582,16 +603,10 @@ impl EscrowEventNode {
     /// a member of the tenant's staff did and the caller is not staff: a party learns
     /// that staff acted (`actedBy`), not who.
     async fn actor(&self, ctx: &Context<'_>) -> Result<Option<PartyNode>> {
-        let Some(actor) = self.0.actor_id else {
-            return Ok(None);
-        };
-        if !ctx.caller()?.is_staff() {
-            let esc = by_id::<escrow::Entity>(ctx, self.0.escrow_id).await?;
-            if actor != esc.sender_id && actor != esc.provider_id {
-                return Ok(None);
-            }
+        match self.visible_actor(ctx).await? {
+            Some(actor) => party(ctx, actor).await.map(Some),
+            None => Ok(None),
         }
-        party(ctx, actor).await.map(Some)
     }
 
     /// The event's details (amounts, reasons, payment ids), as JSON.

@@ -633,10 +633,12 @@ async fn delivery_inspection_disputes_and_cancellation(app: TestApp) {
     let by_staff = event(&seen_by_sender, "ESCROW_DISPUTE_RESOLVED");
     assert_eq!(by_staff["actedBy"], "STAFF");
     assert_eq!(by_staff["actor"], Value::Null, "{by_staff}");
+    assert_eq!(by_staff["actorId"], Value::Null, "the deprecated id hides it too");
     let seen_by_admin = escrow(&app, &admin, &id).await;
     let by_staff = event(&seen_by_admin, "ESCROW_DISPUTE_RESOLVED");
     assert_eq!(by_staff["actedBy"], "STAFF");
     assert_eq!(by_staff["actor"]["email"], t.user(Role::Admin).email);
+    assert_eq!(by_staff["actorId"], user_gid(t.user(Role::Admin).id));
 
     // A dispute resolved by refund.
     let e = create_escrow(&app, &t, "50.00", json!([]), None, Duration::days(7)).await;
