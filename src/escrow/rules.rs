@@ -549,12 +549,14 @@ pub async fn fund<C: ConnectionTrait>(
         .await?;
     ledger::post(
         txn,
-        EntryKind::Deposit,
-        ("deposit", dep.id),
-        &esc.currency,
-        x,
-        Account::Funding(caller.user_id),
-        Account::Escrow(esc.id),
+        ledger::Movement {
+            kind: EntryKind::Deposit,
+            subject: ("deposit", dep.id),
+            currency: &esc.currency,
+            amount_minor: x,
+            from: Account::Funding(caller.user_id),
+            to: Account::Escrow(esc.id),
+        },
     )
     .await?;
     event(

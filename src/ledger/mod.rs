@@ -263,37 +263,18 @@ fn on_postgres<C: ConnectionTrait>(txn: &Scoped<C>) -> bool {
     txn.unscoped().get_database_backend() == sea_orm::DbBackend::Postgres
 }
 
-/// Posts one entry moving `amount_minor` of `currency` from `from` to `to`, recorded
-/// against `subject` (the row the movement belongs to), in `txn`'s transaction: one
-/// statement on PostgreSQL, two on SQLite.
-pub async fn post<C: ConnectionTrait>(
-    txn: &Scoped<C>,
-    kind: EntryKind,
-    subject: (&'static str, Uuid),
-    currency: &str,
-    amount_minor: i64,
-    from: Account,
-    to: Account,
-) -> Result<()> {
-    let movement = Movement {
-        kind,
-        subject,
-        currency,
-        amount_minor,
-        from,
-        to,
-    };
+/// Posts `movement` in `txn`'s transaction: one statement on PostgreSQL, two on
+/// SQLite.
+pub async fn post<C: ConnectionTrait>(txn: &Scoped<C>, movement: Movement<'_>) -> Result<()> {
     movement.check()?;
     if !on_postgres(txn) {
         return movement.insert_apart(txn).await;
     }
     let (ctes, values) = movement.ctes(txn.tenant().as_uuid(), 1);
-    // The main statement must modify something too: the last CTE becomes it.
-    let sql = format!("WITH {ctes} SELECT 1");
     txn.unscoped()
         .execute(sea_orm::Statement::from_sql_and_values(
             sea_orm::DbBackend::Postgres,
-            sql,
+            format!("WITH {ctes} SELECT 1"),
             values,
         ))
         .await?;
@@ -388,12 +369,14 @@ fn payment_moved<'a>(
         };
         post(
             txn,
-            kind,
-            ("payment", p.id),
-            &p.currency,
-            p.amount_minor,
-            source,
-            to,
+            Movement {
+                kind,
+                subject: ("payment", p.id),
+                currency: &p.currency,
+                amount_minor: p.amount_minor,
+                from: source,
+                to,
+            },
         )
         .await
     })

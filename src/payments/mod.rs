@@ -135,12 +135,14 @@ pub async fn record<C: ConnectionTrait>(
         .await?;
     ledger::post(
         txn,
-        EntryKind::PaymentCreated,
-        ("payment", model.id),
-        &model.currency,
-        model.amount_minor,
-        source,
-        Account::PspClearing,
+        ledger::Movement {
+            kind: EntryKind::PaymentCreated,
+            subject: ("payment", model.id),
+            currency: &model.currency,
+            amount_minor: model.amount_minor,
+            from: source,
+            to: Account::PspClearing,
+        },
     )
     .await?;
     audit::record(
@@ -576,12 +578,14 @@ pub async fn record_retry<C: ConnectionTrait>(
         })?;
     ledger::post(
         txn,
-        EntryKind::PaymentRetried,
-        ("payment", retry.id),
-        &retry.currency,
-        retry.amount_minor,
-        Account::PspReturned,
-        Account::PspClearing,
+        ledger::Movement {
+            kind: EntryKind::PaymentRetried,
+            subject: ("payment", retry.id),
+            currency: &retry.currency,
+            amount_minor: retry.amount_minor,
+            from: Account::PspReturned,
+            to: Account::PspClearing,
+        },
     )
     .await?;
     audit::record(

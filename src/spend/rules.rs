@@ -396,12 +396,14 @@ pub async fn grant<C: ConnectionTrait>(
         })?;
     ledger::post(
         txn,
-        EntryKind::MandateGranted,
-        ("mandate", row.id),
-        &row.currency,
-        row.total_minor,
-        Account::Funding(caller.user_id),
-        Account::Mandate(row.id),
+        ledger::Movement {
+            kind: EntryKind::MandateGranted,
+            subject: ("mandate", row.id),
+            currency: &row.currency,
+            amount_minor: row.total_minor,
+            from: Account::Funding(caller.user_id),
+            to: Account::Mandate(row.id),
+        },
     )
     .await?;
     let mut categories = new.category_ids.clone();
@@ -519,12 +521,14 @@ async fn end<C: ConnectionTrait>(
     if left > 0 {
         ledger::post(
             txn,
-            EntryKind::MandateEnded,
-            ("mandate", m.id),
-            &m.currency,
-            left,
-            Account::Mandate(m.id),
-            Account::Funding(m.sender_id),
+            ledger::Movement {
+                kind: EntryKind::MandateEnded,
+                subject: ("mandate", m.id),
+                currency: &m.currency,
+                amount_minor: left,
+                from: Account::Mandate(m.id),
+                to: Account::Funding(m.sender_id),
+            },
         )
         .await?;
     }

@@ -633,7 +633,11 @@ async fn delivery_inspection_disputes_and_cancellation(app: TestApp) {
     let by_staff = event(&seen_by_sender, "ESCROW_DISPUTE_RESOLVED");
     assert_eq!(by_staff["actedBy"], "STAFF");
     assert_eq!(by_staff["actor"], Value::Null, "{by_staff}");
-    assert_eq!(by_staff["actorId"], Value::Null, "the deprecated id hides it too");
+    assert_eq!(
+        by_staff["actorId"],
+        Value::Null,
+        "the deprecated id hides it too"
+    );
     let seen_by_admin = escrow(&app, &admin, &id).await;
     let by_staff = event(&seen_by_admin, "ESCROW_DISPUTE_RESOLVED");
     assert_eq!(by_staff["actedBy"], "STAFF");
