@@ -107,8 +107,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum LedgerCommand {
-    /// Check that no money was created or lost, tenant by tenant: every entry's
-    /// postings sum to zero, every escrow's funded/released/refunded and every
+    /// Check that no money was created or lost, tenant by tenant: every entry is a
+    /// movement of what its deposit, purchase or payment says, every escrow's funded/released/refunded and every
     /// mandate's total/spent equal its account, the PSP accounts hold exactly the
     /// payments in flight and the failed ones awaiting a retry, every SETTLED payment
     /// has its clearing entry. Exits 1 naming the first discrepancy of each tenant.
@@ -287,8 +287,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 let report = sequestra::ledger::verify(&scoped).await?;
                 match &report.discrepancy {
                     None => println!(
-                        "{}: ok ({} entries, {} postings, {} accounts)",
-                        t.slug, report.entries, report.postings, report.accounts
+                        "{}: ok ({} entries, {} accounts)",
+                        t.slug, report.entries, report.accounts
                     ),
                     Some(found) => {
                         failed = true;

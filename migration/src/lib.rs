@@ -19,6 +19,7 @@ mod m20261130_000013_persisted_operations;
 mod m20261130_000014_purge_old_rejections;
 mod m20261201_000015_notifications;
 mod m20261201_000016_payment_disputes;
+mod m20261201_000017_ledger_one_row_per_movement;
 
 pub mod audit_chain;
 pub mod statement;
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000014_purge_old_rejections::Migration),
             Box::new(m20261201_000015_notifications::Migration),
             Box::new(m20261201_000016_payment_disputes::Migration),
+            Box::new(m20261201_000017_ledger_one_row_per_movement::Migration),
         ]
     }
 }

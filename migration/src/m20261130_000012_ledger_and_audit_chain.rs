@@ -71,156 +71,14 @@ enum Tenants {
     Id,
 }
 
-const NEW_TENANT_TABLES: &[&str] = &["ledger_entries", "ledger_postings", "audit_chain_heads"];
 const CURRENT_TENANT: &str = "NULLIF(current_setting('sequestra.tenant_id', true), '')::uuid";
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .create_table(
-                Table::create()
-                    .table(LedgerEntries::Table)
-                    .col(
-                        ColumnDef::new(LedgerEntries::Id)
-                            .uuid()
-                            .not_null()
-                            .primary_key(),
-                    )
-                    .col(ColumnDef::new(LedgerEntries::TenantId).uuid().not_null())
-                    .col(
-                        ColumnDef::new(LedgerEntries::Currency)
-                            .string_len(3)
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(LedgerEntries::Kind)
-                            .string_len(40)
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(LedgerEntries::SubjectType)
-                            .string_len(40)
-                            .not_null(),
-                    )
-                    .col(ColumnDef::new(LedgerEntries::SubjectId).uuid().not_null())
-                    .col(
-                        ColumnDef::new(LedgerEntries::CreatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
-                    .foreign_key(
-                        ForeignKey::create()
-                            .name("fk_ledger_entries_tenant")
-                            .from(LedgerEntries::Table, LedgerEntries::TenantId)
-                            .to(Tenants::Table, Tenants::Id)
-                            .on_delete(ForeignKeyAction::Restrict),
-                    )
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("uq_ledger_entries_tenant_id_currency")
-                    .table(LedgerEntries::Table)
-                    .col(LedgerEntries::TenantId)
-                    .col(LedgerEntries::Id)
-                    .col(LedgerEntries::Currency)
-                    .unique()
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("ix_ledger_entries_subject")
-                    .table(LedgerEntries::Table)
-                    .col(LedgerEntries::TenantId)
-                    .col(LedgerEntries::SubjectId)
-                    .to_owned(),
-            )
-            .await?;
-
-        manager
-            .create_table(
-                Table::create()
-                    .table(LedgerPostings::Table)
-                    .col(
-                        ColumnDef::new(LedgerPostings::Id)
-                            .uuid()
-                            .not_null()
-                            .primary_key(),
-                    )
-                    .col(ColumnDef::new(LedgerPostings::TenantId).uuid().not_null())
-                    .col(ColumnDef::new(LedgerPostings::EntryId).uuid().not_null())
-                    .col(
-                        ColumnDef::new(LedgerPostings::Currency)
-                            .string_len(3)
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(LedgerPostings::AccountKind)
-                            .string_len(24)
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(LedgerPostings::AccountRef)
-                            .string_len(200)
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(LedgerPostings::AmountMinor)
-                            .big_integer()
-                            .not_null()
-                            .check(Expr::cust("amount_minor <> 0")),
-                    )
-                    .foreign_key(
-                        ForeignKey::create()
-                            .name("fk_ledger_postings_entry")
-                            .from(
-                                LedgerPostings::Table,
-                                (
-                                    LedgerPostings::TenantId,
-                                    LedgerPostings::EntryId,
-                                    LedgerPostings::Currency,
-                                ),
-                            )
-                            .to(
-                                LedgerEntries::Table,
-                                (
-                                    LedgerEntries::TenantId,
-                                    LedgerEntries::Id,
-                                    LedgerEntries::Currency,
-                                ),
-                            )
-                            .on_delete(ForeignKeyAction::Restrict),
-                    )
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("ix_ledger_postings_account")
-                    .table(LedgerPostings::Table)
-                    .col(LedgerPostings::TenantId)
-                    .col(LedgerPostings::AccountKind)
-                    .col(LedgerPostings::AccountRef)
-                    .col(LedgerPostings::Currency)
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("ix_ledger_postings_entry")
-                    .table(LedgerPostings::Table)
-                    .col(LedgerPostings::TenantId)
-                    .col(LedgerPostings::EntryId)
-                    .to_owned(),
-            )
-            .await?;
+        for statement in ledger_tables(manager.get_database_backend()) {
+            manager.get_connection().execute(statement).await?;
+        }
 
         manager
             .create_table(
@@ -307,35 +165,28 @@ impl MigrationTrait for Migration {
             DbBackend::Postgres => {
                 let mut sql = String::from(
                     "CREATE FUNCTION ledger_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-                     BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END; $$;
-                     CREATE TRIGGER ledger_entries_no_update BEFORE UPDATE OR DELETE ON ledger_entries
-                     FOR EACH ROW EXECUTE FUNCTION ledger_append_only();
-                     CREATE TRIGGER ledger_postings_no_update BEFORE UPDATE OR DELETE ON ledger_postings
-                     FOR EACH ROW EXECUTE FUNCTION ledger_append_only();\n",
+                     BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END; $$;\n",
                 );
-                for table in NEW_TENANT_TABLES {
-                    sql.push_str(&format!(
-                        "ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;\n\
-                         ALTER TABLE {table} FORCE ROW LEVEL SECURITY;\n\
-                         CREATE POLICY tenant_wall ON {table} \
-                         USING (tenant_id = {CURRENT_TENANT}) \
-                         WITH CHECK (tenant_id = {CURRENT_TENANT});\n"
-                    ));
+                for table in ["ledger_entries", "ledger_postings"] {
+                    for statement in guard_sql(backend, table) {
+                        sql.push_str(&statement);
+                        sql.push_str(";\n");
+                    }
                 }
+                sql.push_str(&format!(
+                    "ALTER TABLE audit_chain_heads ENABLE ROW LEVEL SECURITY;\n\
+                     ALTER TABLE audit_chain_heads FORCE ROW LEVEL SECURITY;\n\
+                     CREATE POLICY tenant_wall ON audit_chain_heads \
+                     USING (tenant_id = {CURRENT_TENANT}) \
+                     WITH CHECK (tenant_id = {CURRENT_TENANT});\n"
+                ));
                 db.execute_unprepared(&sql).await?;
             }
             DbBackend::Sqlite => {
                 for table in ["ledger_entries", "ledger_postings"] {
-                    db.execute_unprepared(&format!(
-                        "CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table}
-                         BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END;"
-                    ))
-                    .await?;
-                    db.execute_unprepared(&format!(
-                        "CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table}
-                         BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END;"
-                    ))
-                    .await?;
+                    for statement in guard_sql(backend, table) {
+                        db.execute_unprepared(&statement).await?;
+                    }
                 }
             }
             DbBackend::MySql => return Err(DbErr::Migration("MySQL is not supported".into())),
@@ -383,6 +234,181 @@ impl MigrationTrait for Migration {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// `ledger_entries` and `ledger_postings` as this migration creates them, with their
+/// indexes, in an order that works (the postings' foreign key needs the entries'
+/// unique index): an entry without its legs, which are rows of `ledger_postings`
+/// (m20261201_000017 folds them into the entry; its `down` builds this shape again).
+pub(crate) fn ledger_tables(backend: DbBackend) -> Vec<Statement> {
+    let [unique, subject, account, entry] = ledger_indexes();
+    vec![
+        backend.build(&entries_table()),
+        backend.build(&unique),
+        backend.build(&subject),
+        backend.build(&postings_table()),
+        backend.build(&account),
+        backend.build(&entry),
+    ]
+}
+
+fn entries_table() -> TableCreateStatement {
+    Table::create()
+        .table(LedgerEntries::Table)
+        .col(
+            ColumnDef::new(LedgerEntries::Id)
+                .uuid()
+                .not_null()
+                .primary_key(),
+        )
+        .col(ColumnDef::new(LedgerEntries::TenantId).uuid().not_null())
+        .col(
+            ColumnDef::new(LedgerEntries::Currency)
+                .string_len(3)
+                .not_null(),
+        )
+        .col(
+            ColumnDef::new(LedgerEntries::Kind)
+                .string_len(40)
+                .not_null(),
+        )
+        .col(
+            ColumnDef::new(LedgerEntries::SubjectType)
+                .string_len(40)
+                .not_null(),
+        )
+        .col(ColumnDef::new(LedgerEntries::SubjectId).uuid().not_null())
+        .col(
+            ColumnDef::new(LedgerEntries::CreatedAt)
+                .timestamp_with_time_zone()
+                .not_null(),
+        )
+        .foreign_key(
+            ForeignKey::create()
+                .name("fk_ledger_entries_tenant")
+                .from(LedgerEntries::Table, LedgerEntries::TenantId)
+                .to(Tenants::Table, Tenants::Id)
+                .on_delete(ForeignKeyAction::Restrict),
+        )
+        .to_owned()
+}
+
+fn postings_table() -> TableCreateStatement {
+    Table::create()
+        .table(LedgerPostings::Table)
+        .col(
+            ColumnDef::new(LedgerPostings::Id)
+                .uuid()
+                .not_null()
+                .primary_key(),
+        )
+        .col(ColumnDef::new(LedgerPostings::TenantId).uuid().not_null())
+        .col(ColumnDef::new(LedgerPostings::EntryId).uuid().not_null())
+        .col(
+            ColumnDef::new(LedgerPostings::Currency)
+                .string_len(3)
+                .not_null(),
+        )
+        .col(
+            ColumnDef::new(LedgerPostings::AccountKind)
+                .string_len(24)
+                .not_null(),
+        )
+        .col(
+            ColumnDef::new(LedgerPostings::AccountRef)
+                .string_len(200)
+                .not_null(),
+        )
+        .col(
+            ColumnDef::new(LedgerPostings::AmountMinor)
+                .big_integer()
+                .not_null()
+                .check(Expr::cust("amount_minor <> 0")),
+        )
+        .foreign_key(
+            ForeignKey::create()
+                .name("fk_ledger_postings_entry")
+                .from(
+                    LedgerPostings::Table,
+                    (
+                        LedgerPostings::TenantId,
+                        LedgerPostings::EntryId,
+                        LedgerPostings::Currency,
+                    ),
+                )
+                .to(
+                    LedgerEntries::Table,
+                    (
+                        LedgerEntries::TenantId,
+                        LedgerEntries::Id,
+                        LedgerEntries::Currency,
+                    ),
+                )
+                .on_delete(ForeignKeyAction::Restrict),
+        )
+        .to_owned()
+}
+
+fn ledger_indexes() -> [IndexCreateStatement; 4] {
+    [
+        Index::create()
+            .name("uq_ledger_entries_tenant_id_currency")
+            .table(LedgerEntries::Table)
+            .col(LedgerEntries::TenantId)
+            .col(LedgerEntries::Id)
+            .col(LedgerEntries::Currency)
+            .unique()
+            .to_owned(),
+        Index::create()
+            .name("ix_ledger_entries_subject")
+            .table(LedgerEntries::Table)
+            .col(LedgerEntries::TenantId)
+            .col(LedgerEntries::SubjectId)
+            .to_owned(),
+        Index::create()
+            .name("ix_ledger_postings_account")
+            .table(LedgerPostings::Table)
+            .col(LedgerPostings::TenantId)
+            .col(LedgerPostings::AccountKind)
+            .col(LedgerPostings::AccountRef)
+            .col(LedgerPostings::Currency)
+            .to_owned(),
+        Index::create()
+            .name("ix_ledger_postings_entry")
+            .table(LedgerPostings::Table)
+            .col(LedgerPostings::TenantId)
+            .col(LedgerPostings::EntryId)
+            .to_owned(),
+    ]
+}
+
+/// The append-only guard and (PostgreSQL) the tenant wall on `table`, as this
+/// migration puts them on its ledger tables: one statement each.
+pub(crate) fn guard_sql(backend: DbBackend, table: &str) -> Vec<String> {
+    match backend {
+        DbBackend::Postgres => vec![
+            format!(
+                "CREATE TRIGGER {table}_no_update BEFORE UPDATE OR DELETE ON {table} \
+                 FOR EACH ROW EXECUTE FUNCTION ledger_append_only()"
+            ),
+            format!("ALTER TABLE {table} ENABLE ROW LEVEL SECURITY"),
+            format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY"),
+            format!(
+                "CREATE POLICY tenant_wall ON {table} \
+                 USING (tenant_id = {CURRENT_TENANT}) WITH CHECK (tenant_id = {CURRENT_TENANT})"
+            ),
+        ],
+        _ => vec![
+            format!(
+                "CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} \
+                 BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
+            ),
+            format!(
+                "CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} \
+                 BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
+            ),
+        ],
     }
 }
 

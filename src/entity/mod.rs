@@ -13,7 +13,6 @@ pub mod escrow_event;
 pub mod idempotency_key;
 pub mod job_lease;
 pub mod ledger_entry;
-pub mod ledger_posting;
 pub mod mail_token;
 pub mod mandate;
 pub mod mandate_category;

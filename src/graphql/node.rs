@@ -10,8 +10,8 @@ use crate::{
     accounts::graphql::{TenantNode, UserNode},
     auth::Scope,
     entity::{
-        alert, api_key, deposit, escrow_event, ledger_entry, ledger_posting, merchant, payee,
-        payout, proof, purchase, session, spend_category, transfer, user,
+        alert, api_key, deposit, escrow_event, ledger_entry, merchant, payee, payout, proof,
+        purchase, session, spend_category, transfer, user,
     },
     error::Error,
     escrow::{
@@ -20,7 +20,7 @@ use crate::{
     },
     identity::graphql::{ApiKeyNode, SessionNode},
     ids::{self, Kind},
-    ledger::{Account, Posted, graphql::LedgerEntryNode},
+    ledger::{Account, graphql::LedgerEntryNode},
     payments::graphql::PaymentNode,
     spend::{
         graphql::{
@@ -272,13 +272,9 @@ async fn resolve(ctx: &Context<'_>, id: &str) -> Result<Node, Error> {
 /// escrow's or a mandate's whose account it moves, or the payment it is recorded
 /// against.
 async fn ledger_entry(ctx: &Context<'_>, id: uuid::Uuid) -> Result<LedgerEntryNode, Error> {
-    use sea_orm::{ColumnTrait, QueryFilter};
     let db = ctx.tenant_db()?;
     let caller = ctx.caller()?;
     let entry = db.get::<ledger_entry::Entity>(id).await?;
-    let postings = db
-        .list::<ledger_posting::Entity>(|q| q.filter(ledger_posting::Column::EntryId.eq(id)))
-        .await?;
     let principal = ctx.principal();
     let mut visible = false;
     if entry.subject_type == "payment" && principal.has_scope(Scope::EscrowRead) {
@@ -286,11 +282,14 @@ async fn ledger_entry(ctx: &Context<'_>, id: uuid::Uuid) -> Result<LedgerEntryNo
             .await
             .is_ok();
     }
-    for posting in &postings {
+    for (kind, reference) in [
+        (&entry.from_kind, &entry.from_ref),
+        (&entry.to_kind, &entry.to_ref),
+    ] {
         if visible {
             break;
         }
-        visible = match Account::from_key(&posting.account_kind, &posting.account_ref) {
+        visible = match Account::from_key(kind, reference) {
             Some(Account::Escrow(e)) if principal.has_scope(Scope::EscrowRead) => {
                 escrow_rules::visible(db, &caller, e).await.is_ok()
             }
@@ -303,5 +302,5 @@ async fn ledger_entry(ctx: &Context<'_>, id: uuid::Uuid) -> Result<LedgerEntryNo
     if !visible {
         return Err(Error::NotFound);
     }
-    Ok(LedgerEntryNode(Posted { entry, postings }))
+    Ok(LedgerEntryNode(entry))
 }

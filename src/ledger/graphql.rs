@@ -4,54 +4,58 @@
 use async_graphql::{Enum, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
-use super::{Account, EntryKind, Posted};
+use super::{Account, EntryKind};
 use crate::{
+    entity::ledger_entry,
     graphql::{node::global_id, scalars::MoneyValue},
     ids::Kind,
 };
 
-pub struct LedgerEntryNode(pub Posted);
+pub struct LedgerEntryNode(pub ledger_entry::Model);
 
 /// One money movement: postings that sum to zero, in one currency.
 #[Object(name = "LedgerEntry")]
 impl LedgerEntryNode {
     /// The entry's global id.
     pub async fn id(&self) -> ID {
-        global_id(Kind::LedgerEntry, self.0.entry.id)
+        global_id(Kind::LedgerEntry, self.0.id)
     }
 
     /// What moved the money.
     async fn kind(&self) -> Option<EntryKind> {
-        EntryKind::parse(&self.0.entry.kind)
+        EntryKind::parse(&self.0.kind)
     }
 
     /// The global id of what the movement belongs to: a deposit, payment, purchase or
     /// mandate.
     async fn subject_id(&self) -> ID {
-        let kind = match self.0.entry.subject_type.as_str() {
+        let kind = match self.0.subject_type.as_str() {
             "deposit" => Kind::Deposit,
             "purchase" => Kind::Purchase,
             "mandate" => Kind::Mandate,
             _ => Kind::Payment,
         };
-        global_id(kind, self.0.entry.subject_id)
+        global_id(kind, self.0.subject_id)
     }
 
     /// When it was posted.
     async fn created_at(&self) -> DateTime<Utc> {
-        self.0.entry.created_at
+        self.0.created_at
     }
 
     /// Its legs, money out (negative) first; they sum to zero.
     async fn postings(&self) -> Vec<LedgerPosting> {
-        self.0
-            .postings
-            .iter()
-            .map(|p| LedgerPosting {
-                account: LedgerAccount::of(&p.account_kind, &p.account_ref),
-                amount: MoneyValue::new(p.amount_minor, &p.currency),
-            })
-            .collect()
+        let e = &self.0;
+        vec![
+            LedgerPosting {
+                account: LedgerAccount::of(&e.from_kind, &e.from_ref),
+                amount: MoneyValue::new(-e.amount_minor, &e.currency),
+            },
+            LedgerPosting {
+                account: LedgerAccount::of(&e.to_kind, &e.to_ref),
+                amount: MoneyValue::new(e.amount_minor, &e.currency),
+            },
+        ]
     }
 }
 

@@ -2,11 +2,15 @@
 //! by the data model).
 //!
 //! Per tenant and currency, money sits in accounts ([`Account`]) and moves only by
-//! journal entries: a set of postings, one per account, that sum to zero, written in
-//! the same transaction as the business change they record. Balances are the sums of
-//! the postings; nothing caches them, so nothing can disagree with them. Amounts are
-//! integer minor units; an entry has one currency and the database refuses a posting
-//! in another (a composite foreign key). Both tables are append-only.
+//! journal entries written in the same transaction as the business change they
+//! record. Every movement is two-legged, so an entry is one row (`ledger_entries`)
+//! holding both legs: an amount out of one account and into another — a posting of
+//! −amount and one of +amount, which sum to zero by construction (the database
+//! refuses an amount that is not positive and an entry from an account to itself).
+//! One row, not an entry and two postings: the journal costs a purchase one row
+//! (issue 18's measurement). Balances are derived from the entries (into − out of);
+//! nothing caches them, so nothing can disagree with them. Amounts are integer minor
+//! units, one currency per entry. The table is append-only.
 //!
 //! The movements (who is debited → who is credited):
 //! - deposit into an escrow: the sender's funding → the escrow;
@@ -33,7 +37,7 @@ use uuid::Uuid;
 use crate::{
     db::{Scoped, TenantTxn},
     entity::{
-        ledger_entry, ledger_posting,
+        ledger_entry,
         payment::{self, PaymentStatus},
     },
     error::{Error, Result},
@@ -177,114 +181,38 @@ impl Movement<'_> {
         Ok(())
     }
 
-    /// PostgreSQL: the entry and both postings as two data-modifying CTEs
-    /// (`ledger_entry AS (…), ledger_legs AS (…)`), placeholders numbered from
-    /// `first`, and their values. The postings' foreign key is checked at the end of
-    /// the statement, when the entry is there.
-    fn ctes(&self, tenant: Uuid, first: usize) -> (String, Vec<sea_orm::Value>) {
-        let p = |i: usize| format!("${}", first + i);
+    /// The movement as its journal row: one row, both legs.
+    fn entry(&self, tenant: Uuid) -> ledger_entry::ActiveModel {
         let (from_kind, from_ref) = self.from.key();
         let (to_kind, to_ref) = self.to.key();
-        let sql = format!(
-            "ledger_entry AS (INSERT INTO ledger_entries \
-               (id, tenant_id, currency, kind, subject_type, subject_id, created_at) \
-               VALUES ({e}, {t}, {c}, {}, {}, {}, {})), \
-             ledger_legs AS (INSERT INTO ledger_postings \
-               (id, tenant_id, entry_id, currency, account_kind, account_ref, amount_minor) \
-               VALUES ({}, {t}, {e}, {c}, {}, {}, {}), ({}, {t}, {e}, {c}, {}, {}, {}))",
-            p(3),
-            p(4),
-            p(5),
-            p(6),
-            p(7),
-            p(8),
-            p(9),
-            p(10),
-            p(11),
-            p(12),
-            p(13),
-            p(14),
-            e = p(0),
-            t = p(1),
-            c = p(2),
-        );
-        let values = vec![
-            new_id().into(),
-            tenant.into(),
-            self.currency.into(),
-            self.kind.as_str().into(),
-            self.subject.0.into(),
-            self.subject.1.into(),
-            Utc::now().into(),
-            new_id().into(),
-            from_kind.into(),
-            from_ref.into(),
-            (-self.amount_minor).into(),
-            new_id().into(),
-            to_kind.into(),
-            to_ref.into(),
-            self.amount_minor.into(),
-        ];
-        (sql, values)
-    }
-
-    /// SQLite: the entry, then its postings (two statements).
-    async fn insert_apart<C: ConnectionTrait>(&self, txn: &Scoped<C>) -> Result<()> {
-        let entry = new_id();
-        let tenant = txn.tenant().as_uuid();
-        txn.insert_many([ledger_entry::ActiveModel {
-            id: Set(entry),
+        ledger_entry::ActiveModel {
+            id: Set(new_id()),
             tenant_id: Set(tenant),
             currency: Set(self.currency.to_owned()),
             kind: Set(self.kind.as_str().to_owned()),
             subject_type: Set(self.subject.0.to_owned()),
             subject_id: Set(self.subject.1),
             created_at: Set(Utc::now()),
-        }])
-        .await?;
-        let leg = |(kind, reference): (&str, String), amount: i64| ledger_posting::ActiveModel {
-            id: Set(new_id()),
-            tenant_id: Set(tenant),
-            entry_id: Set(entry),
-            currency: Set(self.currency.to_owned()),
-            account_kind: Set(kind.to_owned()),
-            account_ref: Set(reference),
-            amount_minor: Set(amount),
-        };
-        txn.insert_many([
-            leg(self.from.key(), -self.amount_minor),
-            leg(self.to.key(), self.amount_minor),
-        ])
-        .await
+            from_kind: Set(from_kind.to_owned()),
+            from_ref: Set(from_ref),
+            to_kind: Set(to_kind.to_owned()),
+            to_ref: Set(to_ref),
+            amount_minor: Set(self.amount_minor),
+        }
     }
 }
 
-fn on_postgres<C: ConnectionTrait>(txn: &Scoped<C>) -> bool {
-    txn.unscoped().get_database_backend() == sea_orm::DbBackend::Postgres
-}
-
-/// Posts `movement` in `txn`'s transaction: one statement on PostgreSQL, two on
-/// SQLite.
+/// Posts `movement` in `txn`'s transaction: one row, one statement.
 pub async fn post<C: ConnectionTrait>(txn: &Scoped<C>, movement: Movement<'_>) -> Result<()> {
     movement.check()?;
-    if !on_postgres(txn) {
-        return movement.insert_apart(txn).await;
-    }
-    let (ctes, values) = movement.ctes(txn.tenant().as_uuid(), 1);
-    txn.unscoped()
-        .execute(sea_orm::Statement::from_sql_and_values(
-            sea_orm::DbBackend::Postgres,
-            format!("WITH {ctes} SELECT 1"),
-            values,
-        ))
-        .await?;
-    Ok(())
+    txn.insert_many([movement.entry(txn.tenant().as_uuid())])
+        .await
 }
 
 /// Inserts `row` (a row of this tenant, its `tenant_id` set) and posts `movement`
-/// in one round trip on PostgreSQL — the business row and its ledger entry are one
-/// statement, where [`post`] after an insert would be two; on SQLite, the insert then
-/// [`post`]. Returns the inserted row.
+/// in one round trip on PostgreSQL — the journal row as a data-modifying CTE in front
+/// of the business row's `INSERT … RETURNING`, where [`post`] after an insert would be
+/// two statements; on SQLite, the insert then [`post`]. Returns the inserted row.
 pub async fn insert_and_post<C, A>(
     txn: &Scoped<C>,
     row: A,
@@ -304,28 +232,52 @@ where
         )));
     }
     movement.check()?;
-    if !on_postgres(txn) {
+    let backend = txn.unscoped().get_database_backend();
+    if backend != sea_orm::DbBackend::Postgres {
         let inserted = txn.insert(row).await?;
-        movement.insert_apart(txn).await?;
+        post(txn, movement).await?;
         return Ok(inserted);
     }
-    let insert = <A::Entity as EntityTrait>::insert(row).build(sea_orm::DbBackend::Postgres);
-    let mut values = insert.values.map(|v| v.0).unwrap_or_default();
-    let (ctes, ledger_values) = movement.ctes(txn.tenant().as_uuid(), values.len() + 1);
-    values.extend(ledger_values);
-    let sql = format!("WITH {ctes} {} RETURNING *", insert.sql);
+    let entry = ledger_entry::Entity::insert(movement.entry(txn.tenant().as_uuid())).build(backend);
+    let insert = <A::Entity as EntityTrait>::insert(row).build(backend);
+    let mut values = entry.values.map(|v| v.0).unwrap_or_default();
+    // The business row's placeholders follow the entry's.
+    let shift = values.len();
+    let business = renumber(&insert.sql, shift);
+    values.extend(insert.values.map(|v| v.0).unwrap_or_default());
+    let sql = format!(
+        "WITH ledger_entry AS ({}) {business} RETURNING *",
+        entry.sql
+    );
     let returned = txn
         .unscoped()
         .query_one(sea_orm::Statement::from_sql_and_values(
-            sea_orm::DbBackend::Postgres,
-            sql,
-            values,
+            backend, sql, values,
         ))
         .await?
         .ok_or_else(|| Error::internal(anyhow::anyhow!("an INSERT … RETURNING returned no row")))?;
     Ok(<A::Entity as EntityTrait>::Model::from_query_result(
         &returned, "",
     )?)
+}
+
+/// `sql` (PostgreSQL, `$n` placeholders) with each placeholder moved up by `shift`.
+fn renumber(sql: &str, shift: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let digits = rest[at + 1..]
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len() - at - 1);
+        match rest[at + 1..at + 1 + digits].parse::<usize>() {
+            Ok(n) => out.push_str(&format!("${}", n + shift)),
+            Err(_) => out.push('$'),
+        }
+        rest = &rest[at + 1 + digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Who a payment pays, as an account.
@@ -386,57 +338,45 @@ inventory::submit! {
     crate::hooks::PaymentMoved { name: "ledger", run: payment_moved }
 }
 
-/// An entry with its postings.
-pub struct Posted {
-    pub entry: ledger_entry::Model,
-    pub postings: Vec<ledger_posting::Model>,
-}
-
 /// The entries that moved money into or out of `account`, and those recorded against
-/// `payments` (their settlement, failure and retry), oldest first, each with all its
-/// postings.
+/// `payments` (their settlement, failure and retry), oldest first.
 pub async fn entries_of<C: ConnectionTrait>(
     db: &Scoped<C>,
     account: &Account,
     payments: &[Uuid],
-) -> Result<Vec<Posted>> {
+) -> Result<Vec<ledger_entry::Model>> {
     use sea_orm::{ColumnTrait, Condition, QueryFilter, QueryOrder};
     let (kind, reference) = account.key();
-    let touching: Vec<Uuid> = db
-        .list::<ledger_posting::Entity>(|q| {
-            q.filter(ledger_posting::Column::AccountKind.eq(kind))
-                .filter(ledger_posting::Column::AccountRef.eq(reference))
-        })
-        .await?
-        .into_iter()
-        .map(|p| p.entry_id)
-        .collect();
-    let entries = db
-        .list::<ledger_entry::Entity>(|q| {
-            q.filter(
-                Condition::any()
-                    .add(ledger_entry::Column::Id.is_in(touching))
-                    .add(ledger_entry::Column::SubjectId.is_in(payments.iter().copied())),
-            )
-            .order_by_asc(ledger_entry::Column::CreatedAt)
-            .order_by_asc(ledger_entry::Column::Id)
-        })
-        .await?;
-    let mut postings = db
-        .list::<ledger_posting::Entity>(|q| {
-            q.filter(ledger_posting::Column::EntryId.is_in(entries.iter().map(|e| e.id)))
-                .order_by_asc(ledger_posting::Column::AmountMinor)
-        })
-        .await?;
-    Ok(entries
-        .into_iter()
-        .map(|entry| {
-            let (mine, rest) = postings.drain(..).partition(|p| p.entry_id == entry.id);
-            postings = rest;
-            Posted {
-                entry,
-                postings: mine,
-            }
-        })
-        .collect())
+    db.list::<ledger_entry::Entity>(|q| {
+        q.filter(
+            Condition::any()
+                .add(
+                    Condition::all()
+                        .add(ledger_entry::Column::FromKind.eq(kind))
+                        .add(ledger_entry::Column::FromRef.eq(reference.clone())),
+                )
+                .add(
+                    Condition::all()
+                        .add(ledger_entry::Column::ToKind.eq(kind))
+                        .add(ledger_entry::Column::ToRef.eq(reference.clone())),
+                )
+                .add(ledger_entry::Column::SubjectId.is_in(payments.iter().copied())),
+        )
+        .order_by_asc(ledger_entry::Column::CreatedAt)
+        .order_by_asc(ledger_entry::Column::Id)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn renumber_moves_every_placeholder() {
+        assert_eq!(
+            super::renumber("INSERT INTO t (a, b) VALUES ($1, $2), ($10, $3)", 12),
+            "INSERT INTO t (a, b) VALUES ($13, $14), ($22, $15)"
+        );
+        assert_eq!(super::renumber("no placeholder", 3), "no placeholder");
+        assert_eq!(super::renumber("a $ b $1", 1), "a $ b $2");
+    }
 }

@@ -1,5 +1,6 @@
 //! `sequestra ledger verify`: proves, for one tenant, that no money was created or
-//! lost — every entry balances, and every business counter equals the accounts that
+//! lost — every entry is a well-formed movement of what its subject (deposit,
+//! purchase, payment) says, and every business counter equals the accounts that
 //! mirror it. The first discrepancy is named; the checks read in one transaction, so
 //! they see one consistent state.
 
@@ -26,7 +27,6 @@ use crate::{
 #[derive(Debug, Default)]
 pub struct Report {
     pub entries: u64,
-    pub postings: u64,
     pub accounts: u64,
     /// The first discrepancy, in words; `None` when the books hold.
     pub discrepancy: Option<String>,
@@ -41,18 +41,23 @@ fn money(minor: i64, currency: &str) -> String {
 
 type Balances = HashMap<(String, String, String), (i64, i64)>;
 
-/// Every account's (inflow, outflow) by (kind, reference, currency).
+/// Every account's (inflow, outflow) by (kind, reference, currency): what the entries
+/// moved into it and out of it.
 async fn balances<C: ConnectionTrait>(txn: &Scoped<C>, tenant: Uuid) -> Result<Balances> {
     let conn = txn.unscoped();
     let rows = conn
         .query_all(statement(
             conn.get_database_backend(),
             "SELECT account_kind, account_ref, currency, \
-             CAST(SUM(CASE WHEN amount_minor > 0 THEN amount_minor ELSE 0 END) AS BIGINT) AS inflow, \
-             CAST(SUM(CASE WHEN amount_minor < 0 THEN -amount_minor ELSE 0 END) AS BIGINT) AS outflow \
-             FROM ledger_postings WHERE tenant_id = $1 \
+             CAST(SUM(inflow) AS BIGINT) AS inflow, CAST(SUM(outflow) AS BIGINT) AS outflow \
+             FROM (SELECT to_kind AS account_kind, to_ref AS account_ref, currency, \
+                     amount_minor AS inflow, 0 AS outflow \
+                   FROM ledger_entries WHERE tenant_id = $1 \
+                   UNION ALL \
+                   SELECT from_kind, from_ref, currency, 0, amount_minor \
+                   FROM ledger_entries WHERE tenant_id = $2) legs \
              GROUP BY account_kind, account_ref, currency",
-            vec![tenant.into()],
+            vec![tenant.into(), tenant.into()],
         ))
         .await?;
     let mut out = Balances::new();
@@ -69,55 +74,79 @@ async fn balances<C: ConnectionTrait>(txn: &Scoped<C>, tenant: Uuid) -> Result<B
     Ok(out)
 }
 
-/// The first entry that does not balance (or has fewer than two postings, or none).
-async fn unbalanced<C: ConnectionTrait>(txn: &Scoped<C>, tenant: Uuid) -> Result<Option<String>> {
+/// The first entry that is not a movement (an amount that is not positive, or from an
+/// account to itself: the database refuses both, but not to its owner), or that moves
+/// another amount or currency than the deposit, purchase or payment it is recorded
+/// against.
+async fn malformed<C: ConnectionTrait>(txn: &Scoped<C>, tenant: Uuid) -> Result<Option<String>> {
     let conn = txn.unscoped();
     let backend = conn.get_database_backend();
     let row = conn
         .query_one(statement(
             backend,
-            "SELECT p.entry_id AS entry_id, e.kind AS kind, e.currency AS currency, \
-             CAST(SUM(p.amount_minor) AS BIGINT) AS total, COUNT(*) AS legs \
-             FROM ledger_postings p JOIN ledger_entries e \
-               ON e.tenant_id = p.tenant_id AND e.id = p.entry_id \
-             WHERE p.tenant_id = $1 \
-             GROUP BY p.entry_id, e.kind, e.currency \
-             HAVING SUM(p.amount_minor) <> 0 OR COUNT(*) < 2 \
-             ORDER BY p.entry_id LIMIT 1",
+            "SELECT id, kind, currency, amount_minor FROM ledger_entries \
+             WHERE tenant_id = $1 AND (amount_minor <= 0 \
+               OR (from_kind = to_kind AND from_ref = to_ref)) \
+             ORDER BY id LIMIT 1",
             vec![tenant.into()],
         ))
         .await?;
     if let Some(row) = row {
-        let id: Uuid = row.try_get("", "entry_id")?;
+        let id: Uuid = row.try_get("", "id")?;
         let kind: String = row.try_get("", "kind")?;
         let currency: String = row.try_get("", "currency")?;
-        let total: i64 = row.try_get("", "total")?;
-        let legs: i64 = row.try_get("", "legs")?;
+        let amount: i64 = row.try_get("", "amount_minor")?;
         return Ok(Some(format!(
-            "ledger entry {} ({kind}) does not balance: its {legs} posting(s) sum to {}",
+            "ledger entry {} ({kind}) is not a movement: {} from an account to {}",
             ids::encode(Kind::LedgerEntry, id),
-            money(total, &currency)
+            money(amount, &currency),
+            if amount <= 0 { "another" } else { "itself" }
         )));
     }
     let row = conn
         .query_one(statement(
             backend,
-            "SELECT e.id AS entry_id, e.kind AS kind FROM ledger_entries e \
-             WHERE e.tenant_id = $1 AND NOT EXISTS (SELECT 1 FROM ledger_postings p \
-               WHERE p.tenant_id = e.tenant_id AND p.entry_id = e.id) \
+            "SELECT e.id AS id, e.kind AS kind, e.currency AS currency, \
+               e.amount_minor AS amount_minor, s.kind AS subject_type, s.id AS subject_id, \
+               s.currency AS subject_currency, s.amount_minor AS subject_amount \
+             FROM ledger_entries e JOIN ( \
+               SELECT 'deposit' AS kind, tenant_id, id, currency, amount_minor FROM deposits \
+               UNION ALL \
+               SELECT 'purchase', tenant_id, id, currency, amount_minor FROM purchases \
+               UNION ALL \
+               SELECT 'payment', tenant_id, id, currency, amount_minor FROM payments \
+             ) s ON s.tenant_id = e.tenant_id AND s.id = e.subject_id AND s.kind = e.subject_type \
+             WHERE e.tenant_id = $1 \
+               AND (e.amount_minor <> s.amount_minor OR e.currency <> s.currency) \
              ORDER BY e.id LIMIT 1",
             vec![tenant.into()],
         ))
         .await?;
-    if let Some(row) = row {
-        let id: Uuid = row.try_get("", "entry_id")?;
-        let kind: String = row.try_get("", "kind")?;
-        return Ok(Some(format!(
-            "ledger entry {} ({kind}) has no postings",
-            ids::encode(Kind::LedgerEntry, id)
-        )));
-    }
-    Ok(None)
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let id: Uuid = row.try_get("", "id")?;
+    let kind: String = row.try_get("", "kind")?;
+    let subject_type: String = row.try_get("", "subject_type")?;
+    let subject_id: Uuid = row.try_get("", "subject_id")?;
+    let subject_kind = match subject_type.as_str() {
+        "deposit" => Kind::Deposit,
+        "purchase" => Kind::Purchase,
+        _ => Kind::Payment,
+    };
+    Ok(Some(format!(
+        "ledger entry {} ({kind}) moves {}, its {subject_type} {} is of {}",
+        ids::encode(Kind::LedgerEntry, id),
+        money(
+            row.try_get("", "amount_minor")?,
+            &row.try_get::<String>("", "currency")?
+        ),
+        ids::encode(subject_kind, subject_id),
+        money(
+            row.try_get("", "subject_amount")?,
+            &row.try_get::<String>("", "subject_currency")?
+        ),
+    )))
 }
 
 async fn count<C: ConnectionTrait>(txn: &Scoped<C>, table: &str, tenant: Uuid) -> Result<u64> {
@@ -142,11 +171,8 @@ async fn entries_by_subject<C: ConnectionTrait>(
     let rows = conn
         .query_all(statement(
             conn.get_database_backend(),
-            "SELECT e.subject_id AS subject_id, e.kind AS kind, \
-             CAST(SUM(CASE WHEN p.amount_minor > 0 THEN p.amount_minor ELSE 0 END) AS BIGINT) AS amount \
-             FROM ledger_entries e JOIN ledger_postings p \
-               ON p.tenant_id = e.tenant_id AND p.entry_id = e.id \
-             WHERE e.tenant_id = $1 GROUP BY e.id, e.subject_id, e.kind",
+            "SELECT subject_id, kind, amount_minor AS amount FROM ledger_entries \
+             WHERE tenant_id = $1",
             vec![tenant.into()],
         ))
         .await?;
@@ -169,7 +195,6 @@ pub async fn verify(db: &TenantDb) -> Result<Report> {
     let tenant = db.tenant().as_uuid();
     let mut report = Report {
         entries: count(&txn, "ledger_entries", tenant).await?,
-        postings: count(&txn, "ledger_postings", tenant).await?,
         ..Report::default()
     };
     let found = check(&txn, tenant, &mut report).await?;
@@ -183,7 +208,7 @@ async fn check<C: ConnectionTrait>(
     tenant: Uuid,
     report: &mut Report,
 ) -> Result<Option<String>> {
-    if let Some(found) = unbalanced(txn, tenant).await? {
+    if let Some(found) = malformed(txn, tenant).await? {
         return Ok(Some(found));
     }
     let balances = balances(txn, tenant).await?;

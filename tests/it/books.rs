@@ -18,8 +18,12 @@ use crate::mfa::enrol;
 use crate::{on_both_backends, on_both_backends_with};
 
 on_both_backends!(
-    entries_balance_and_a_tampered_posting_is_named,
+    entries_balance_and_a_tampered_entry_is_named,
     the_audit_export_verifies_outside_and_an_edited_row_is_named,
+);
+on_both_backends_with!(
+    the_journal_folds_into_one_row_per_movement_and_back,
+    &[("SEQUESTRA_JOBS_ENABLED", "false")]
 );
 on_both_backends_with!(
     a_database_from_before_the_ledger_gets_its_books_on_upgrade,
@@ -152,35 +156,109 @@ async fn refused_then_guard_lifted(app: &TestApp, table: &str, edit: &str) {
     as_owner(app, &lift).await.unwrap();
 }
 
-async fn entries_balance_and_a_tampered_posting_is_named(app: TestApp) {
+async fn entries_balance_and_a_tampered_entry_is_named(app: TestApp) {
     money_moves(&app, &app.tenant("acme").await).await;
     let (code, out, err) = command(&app, &["ledger", "verify"]).await;
     assert_eq!(code, 0, "ledger verify: {out}{err}");
     assert!(out.contains("acme: ok"), "{out}");
 
-    // The journal refuses edits, even the tables' owner's; someone with the owner's
-    // keys lifts the guard and adds a cent to one posting.
-    let edit = "UPDATE ledger_postings SET amount_minor = amount_minor + 1 \
-                WHERE account_kind = 'ESCROW'";
-    refused_then_guard_lifted(&app, "ledger_postings", edit).await;
+    // The journal refuses edits, even the table's owner's; someone with the owner's
+    // keys lifts the guard and adds a cent to one entry into the escrow.
+    let edit = "UPDATE ledger_entries SET amount_minor = amount_minor + 1 \
+                WHERE to_kind = 'ESCROW'";
+    refused_then_guard_lifted(&app, "ledger_entries", edit).await;
     let one = match app.db.get_database_backend() {
         DbBackend::Postgres => {
-            "UPDATE ledger_postings SET amount_minor = amount_minor + 1 WHERE id = \
-             (SELECT id FROM ledger_postings WHERE account_kind = 'ESCROW' ORDER BY id LIMIT 1)"
+            "UPDATE ledger_entries SET amount_minor = amount_minor + 1 WHERE id = \
+             (SELECT id FROM ledger_entries WHERE to_kind = 'ESCROW' ORDER BY id LIMIT 1)"
         }
         _ => {
-            "UPDATE ledger_postings SET amount_minor = amount_minor + 1 WHERE rowid = \
-             (SELECT rowid FROM ledger_postings WHERE account_kind = 'ESCROW' ORDER BY id LIMIT 1)"
+            "UPDATE ledger_entries SET amount_minor = amount_minor + 1 WHERE rowid = \
+             (SELECT rowid FROM ledger_entries WHERE to_kind = 'ESCROW' ORDER BY id LIMIT 1)"
         }
     };
     as_owner(&app, one).await.unwrap();
     let (code, out, err) = command(&app, &["ledger", "verify", "--tenant", "acme"]).await;
     assert_eq!(code, 1, "ledger verify after the edit: {out}{err}");
     assert!(
-        out.contains("acme: DISCREPANCY: ledger entry led_") && out.contains("does not balance"),
+        out.contains("acme: DISCREPANCY: ledger entry led_")
+            && out.contains("(DEPOSIT) moves 12.51 EUR, its deposit dep_")
+            && out.contains(" is of 12.50 EUR"),
         "{out}"
     );
     assert!(err.contains("the ledger does not hold"), "{err}");
+}
+
+/// The journal as one row per movement (m20261201_000017) unfolds into entries and
+/// their postings when that migration is undone and folds back when it runs again,
+/// entry for entry; an entry whose postings are not one balanced pair stops it.
+async fn the_journal_folds_into_one_row_per_movement_and_back(app: TestApp) {
+    money_moves(&app, &app.tenant("acme").await).await;
+    let count = |table: &'static str| {
+        let db = app.db.clone();
+        async move {
+            let row = db
+                .query_one(sea_orm::Statement::from_string(
+                    db.get_database_backend(),
+                    format!("SELECT COUNT(*) AS n FROM {table}"),
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get::<i64>("", "n").unwrap()
+        }
+    };
+    let entries = count("ledger_entries").await;
+    assert!(entries >= 4, "{entries} entries");
+    let (_, before, _) = command(&app, &["ledger", "verify", "--tenant", "acme"]).await;
+
+    let undo_fold = || async {
+        migration::Migrator::down(&app.db, Some(1)).await.unwrap();
+    };
+    let last = migration::Migrator::migrations()
+        .last()
+        .unwrap()
+        .name()
+        .to_owned();
+    assert_eq!(last, "m20261201_000017_ledger_one_row_per_movement");
+    undo_fold().await;
+    assert_eq!(count("ledger_entries").await, entries);
+    assert_eq!(count("ledger_postings").await, 2 * entries);
+    app.migrate().await;
+    assert_eq!(count("ledger_entries").await, entries);
+    let (code, after, err) = command(&app, &["ledger", "verify", "--tenant", "acme"]).await;
+    assert_eq!(code, 0, "ledger verify after folding again: {after}{err}");
+    assert_eq!(after, before);
+
+    // Unfolded again, one posting edited: the fold refuses the journal, naming the
+    // entry, and changes nothing.
+    undo_fold().await;
+    app.tampered();
+    let lift = match app.db.get_database_backend() {
+        DbBackend::Postgres => {
+            "ALTER TABLE ledger_postings DISABLE TRIGGER ledger_postings_no_update"
+        }
+        _ => "DROP TRIGGER ledger_postings_no_update",
+    };
+    as_owner(&app, lift).await.unwrap();
+    as_owner(
+        &app,
+        "UPDATE ledger_postings SET amount_minor = amount_minor + 1 WHERE amount_minor > 0",
+    )
+    .await
+    .unwrap();
+    let refused = migration::Migrator::up(&app.db, None).await;
+    let message = format!("{refused:?}");
+    assert!(
+        message.contains("cannot be folded into one row per movement: entry ")
+            && message.contains("is not one balanced pair of postings"),
+        "{message}"
+    );
+    assert_eq!(count("ledger_postings").await, 2 * entries);
+    let pending = migration::Migrator::get_pending_migrations(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1, "the fold is still to run");
 }
 
 /// Waits (up to 15 s) for `/metrics` to hold `line`; answers the page.
@@ -204,11 +282,11 @@ async fn the_jobs_check_the_books_and_a_discrepancy_shows_in_the_metrics(app: Te
     metrics_until(&app, &format!("ledger_discrepancy{{tenant=\"{slug}\"}} 0")).await;
     metrics_until(&app, &format!("audit_chain_broken{{tenant=\"{slug}\"}} 0")).await;
 
-    // Someone with the owner's keys adds a cent to a posting: within the next
+    // Someone with the owner's keys adds a cent to an entry: within the next
     // interval the jobs' check names the tenant.
-    let edit = "UPDATE ledger_postings SET amount_minor = amount_minor + 1 \
-                WHERE account_kind = 'ESCROW'";
-    refused_then_guard_lifted(&app, "ledger_postings", edit).await;
+    let edit = "UPDATE ledger_entries SET amount_minor = amount_minor + 1 \
+                WHERE to_kind = 'ESCROW'";
+    refused_then_guard_lifted(&app, "ledger_entries", edit).await;
     as_owner(&app, edit).await.unwrap();
     let page = metrics_until(&app, &format!("ledger_discrepancy{{tenant=\"{slug}\"}} 1")).await;
     assert!(
@@ -373,7 +451,7 @@ async fn a_database_from_before_the_ledger_gets_its_books_on_upgrade(app: TestAp
         .unwrap();
     let gone = app
         .db
-        .execute_unprepared("SELECT COUNT(*) FROM ledger_postings")
+        .execute_unprepared("SELECT COUNT(*) FROM ledger_entries")
         .await;
     assert!(gone.is_err(), "the journal is still there: {gone:?}");
     app.migrate().await;
