@@ -22,10 +22,10 @@
 //! - payment settled: PSP clearing → the payee; failed: PSP clearing → PSP returned;
 //!   retried: PSP returned → PSP clearing.
 //!
-//! [`verify`] checks that every entry balances and that every business counter
-//! (escrow funded/released/refunded, mandate total/spent, payments in flight, failed
-//! payments awaiting a retry, settled payments, merchants' takings) equals the
-//! accounts that mirror it.
+//! [`verify`] checks that every entry is a movement of what its deposit, purchase or
+//! payment says and that every business counter (escrow funded/released/refunded,
+//! mandate total/spent, payments in flight, failed payments awaiting a retry, settled
+//! payments, merchants' takings) equals the accounts that mirror it.
 
 pub mod graphql;
 mod verify;
