@@ -244,7 +244,7 @@ impl MigrationTrait for Migration {
 pub(crate) fn ledger_tables(backend: DbBackend) -> Vec<Statement> {
     let [unique, subject, account, entry] = ledger_indexes();
     vec![
-        backend.build(&entries_table()),
+        backend.build(&entries_table(LedgerEntries::Table.into_iden())),
         backend.build(&unique),
         backend.build(&subject),
         backend.build(&postings_table()),
@@ -253,9 +253,11 @@ pub(crate) fn ledger_tables(backend: DbBackend) -> Vec<Statement> {
     ]
 }
 
-fn entries_table() -> TableCreateStatement {
+/// The entry's own columns, as a table named `name` (m20261201_000017 builds its
+/// one-row journal from them and adds the legs).
+pub(crate) fn entries_table(name: DynIden) -> TableCreateStatement {
     Table::create()
-        .table(LedgerEntries::Table)
+        .table(name.clone())
         .col(
             ColumnDef::new(LedgerEntries::Id)
                 .uuid()
@@ -287,7 +289,7 @@ fn entries_table() -> TableCreateStatement {
         .foreign_key(
             ForeignKey::create()
                 .name("fk_ledger_entries_tenant")
-                .from(LedgerEntries::Table, LedgerEntries::TenantId)
+                .from(name, LedgerEntries::TenantId)
                 .to(Tenants::Table, Tenants::Id)
                 .on_delete(ForeignKeyAction::Restrict),
         )

@@ -24,13 +24,8 @@ pub struct Migration;
 #[derive(DeriveIden)]
 enum LedgerEntries {
     Table,
-    Id,
     TenantId,
-    Currency,
-    Kind,
-    SubjectType,
     SubjectId,
-    CreatedAt,
     FromKind,
     FromRef,
     ToKind,
@@ -38,48 +33,14 @@ enum LedgerEntries {
     AmountMinor,
 }
 
-#[derive(DeriveIden)]
-enum Tenants {
-    Table,
-    Id,
-}
-
 /// The table built beside the one it replaces, renamed once filled.
 const NEXT: &str = "ledger_entries_next";
 /// Where `down` puts the one-row journal while it splits it.
 const FOLDED: &str = "ledger_entries_folded";
 
+/// Migration 12's entry with both legs and the amount.
 fn one_row_entries(name: &str) -> TableCreateStatement {
-    Table::create()
-        .table(Alias::new(name))
-        .col(
-            ColumnDef::new(LedgerEntries::Id)
-                .uuid()
-                .not_null()
-                .primary_key(),
-        )
-        .col(ColumnDef::new(LedgerEntries::TenantId).uuid().not_null())
-        .col(
-            ColumnDef::new(LedgerEntries::Currency)
-                .string_len(3)
-                .not_null(),
-        )
-        .col(
-            ColumnDef::new(LedgerEntries::Kind)
-                .string_len(40)
-                .not_null(),
-        )
-        .col(
-            ColumnDef::new(LedgerEntries::SubjectType)
-                .string_len(40)
-                .not_null(),
-        )
-        .col(ColumnDef::new(LedgerEntries::SubjectId).uuid().not_null())
-        .col(
-            ColumnDef::new(LedgerEntries::CreatedAt)
-                .timestamp_with_time_zone()
-                .not_null(),
-        )
+    v1::entries_table(Alias::new(name).into_iden())
         .col(
             ColumnDef::new(LedgerEntries::FromKind)
                 .string_len(24)
@@ -107,13 +68,6 @@ fn one_row_entries(name: &str) -> TableCreateStatement {
                 .check(Expr::cust("amount_minor > 0")),
         )
         .check(Expr::cust("from_kind <> to_kind OR from_ref <> to_ref"))
-        .foreign_key(
-            ForeignKey::create()
-                .name("fk_ledger_entries_tenant")
-                .from(Alias::new(name), LedgerEntries::TenantId)
-                .to(Tenants::Table, Tenants::Id)
-                .on_delete(ForeignKeyAction::Restrict),
-        )
         .to_owned()
 }
 
