@@ -4,7 +4,7 @@ pub(crate) mod scoped;
 pub mod wall;
 
 pub use scoped::{Scoped, TenantDb, TenantEntity, TenantTxn};
-pub use wall::{Lookup, TenantPool};
+pub use wall::{Lookup, SharedReads, TenantPool};
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{

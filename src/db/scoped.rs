@@ -88,6 +88,19 @@ impl TenantDb {
         }
     }
 
+    /// This handle's reads may share one transaction ([`super::wall::SharedReads`]),
+    /// once [`Self::share_reads`] is called: for one GraphQL request over HTTP.
+    pub fn with_shared_reads(mut self, shared: Arc<super::wall::SharedReads>) -> Self {
+        self.conn = self.conn.with_shared_reads(shared);
+        self
+    }
+
+    /// The operation is a query: its reads share the transaction the handle was armed
+    /// with (nothing otherwise, and nothing on SQLite).
+    pub fn share_reads(&self) {
+        self.conn.share_reads();
+    }
+
     /// Starts a (write) transaction that stays bound to the same tenant, inside its
     /// row-level security wall.
     pub async fn begin(&self) -> Result<TenantTxn> {

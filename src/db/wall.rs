@@ -17,6 +17,10 @@ use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult,
     QueryResult, Statement, TransactionTrait,
 };
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 use uuid::Uuid;
 
 /// The setting the tenant policies read.
@@ -76,16 +80,104 @@ pub async fn allow<C: ConnectionTrait>(txn: &C, lookup: Lookup<'_>) -> Result<()
 /// transaction of its own that enters the tenant's wall first (`BEGIN`, the setting,
 /// the statement, `COMMIT`); on SQLite it goes to the pool as it is. Callers that
 /// read several rows in a row are better served by one transaction
-/// ([`super::TenantDb::begin_read`]).
+/// ([`super::TenantDb::begin_read`]); the reads of a GraphQL query over HTTP share one
+/// ([`SharedReads`]).
 #[derive(Clone)]
 pub struct TenantPool {
     pool: DatabaseConnection,
     tenant: Uuid,
+    shared: Option<Arc<SharedReads>>,
+}
+
+/// One read-only transaction for every read of one GraphQL query (PostgreSQL): a page
+/// of 20 escrows with their milestones and payments is 8 SELECTs, each of which would
+/// otherwise be `BEGIN`, the wall's setting, the SELECT and `COMMIT` (32 round trips;
+/// shared, 11). Armed by the HTTP edge for one request ([`TenantPool::with_shared_reads`])
+/// and switched on once the operation is known to be a query
+/// ([`TenantPool::share_reads`]): a mutation's reads keep their own transactions (a
+/// shared one would hold a second connection across the mutation's own), and so does
+/// a socket, whose operations live for as long as it does.
+///
+/// The transaction is begun at the first read (a request that reads nothing costs
+/// nothing), READ COMMITTED as each read was on its own, and read-only (a write sent
+/// through it fails rather than being kept or lost with it); it ends when the edge
+/// calls [`SharedReads::finish`] (or, if a spawned loader still holds it, when the
+/// last handle drops: rolled back).
+#[derive(Default)]
+pub struct SharedReads {
+    on: AtomicBool,
+    txn: tokio::sync::Mutex<Option<DatabaseTransaction>>,
+}
+
+impl SharedReads {
+    /// Ends the shared transaction, if one was begun; reads after this (a loader
+    /// still running) go back to a transaction each.
+    pub async fn finish(&self) {
+        self.on.store(false, Ordering::Release);
+        let txn = self.txn.lock().await.take();
+        if let Some(txn) = txn
+            && let Err(err) = txn.commit().await
+        {
+            tracing::warn!(error = %err, "ending a query's read transaction failed");
+        }
+    }
 }
 
 impl TenantPool {
     pub fn new(pool: DatabaseConnection, tenant: Uuid) -> Self {
-        Self { pool, tenant }
+        Self {
+            pool,
+            tenant,
+            shared: None,
+        }
+    }
+
+    /// This handle's reads may share `shared` once [`Self::share_reads`] says so.
+    pub fn with_shared_reads(mut self, shared: Arc<SharedReads>) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The operation is a query: its reads share one transaction from now on (when
+    /// the handle was armed for it, on PostgreSQL).
+    pub fn share_reads(&self) {
+        if let Some(shared) = &self.shared
+            && self.walled()
+        {
+            shared.on.store(true, Ordering::Release);
+        }
+    }
+
+    /// The shared transaction the reads go through, when they share one.
+    fn sharing(&self) -> Option<&SharedReads> {
+        self.shared
+            .as_deref()
+            .filter(|shared| shared.on.load(Ordering::Acquire))
+    }
+
+    /// Runs `read` in the shared transaction, begun now if it was not yet.
+    async fn in_shared<T, F>(&self, shared: &SharedReads, read: F) -> Result<T, DbErr>
+    where
+        F: for<'t> FnOnce(
+            &'t DatabaseTransaction,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T, DbErr>> + Send + 't>,
+        >,
+    {
+        let mut slot = shared.txn.lock().await;
+        if slot.is_none() {
+            let txn = self.pool.begin().await?;
+            // The wall and read-only, in one round trip.
+            txn.execute(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT set_config($1, $2, true), set_config('transaction_read_only', 'on', true)",
+                [TENANT_SETTING.into(), self.tenant.to_string().into()],
+            ))
+            .await?;
+            *slot = Some(txn);
+        }
+        let txn = slot.as_ref().expect("begun above");
+        read(txn).await
     }
 
     pub fn pool(&self) -> &DatabaseConnection {
@@ -133,6 +225,11 @@ impl ConnectionTrait for TenantPool {
         if !self.walled() {
             return self.pool.query_one(stmt).await;
         }
+        if let Some(shared) = self.sharing() {
+            return self
+                .in_shared(shared, |txn| Box::pin(txn.query_one(stmt)))
+                .await;
+        }
         let txn = self.begin().await?;
         let row = txn.query_one(stmt).await?;
         txn.commit().await?;
@@ -142,6 +239,11 @@ impl ConnectionTrait for TenantPool {
     async fn query_all(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
         if !self.walled() {
             return self.pool.query_all(stmt).await;
+        }
+        if let Some(shared) = self.sharing() {
+            return self
+                .in_shared(shared, |txn| Box::pin(txn.query_all(stmt)))
+                .await;
         }
         let txn = self.begin().await?;
         let rows = txn.query_all(stmt).await?;

@@ -198,7 +198,21 @@ impl Extension for EdgeExtension {
             return Err(error);
         }
         self.kept.keep(&document);
-        *self.labels.lock().expect("edge lock") = operation_labels(&document);
+        let labels = operation_labels(&document);
+        // A query's reads may share one transaction (when the edge armed its handle
+        // for it: HTTP requests).
+        let chosen = match operation.as_deref() {
+            Some(name) => labels.iter().find(|(n, ..)| n.as_deref() == Some(name)),
+            None => labels.first(),
+        };
+        if chosen.is_some_and(|(_, kind, _)| *kind == "query")
+            && let Some(db) = ctx
+                .data_opt::<super::context::RequestContext>()
+                .and_then(|request| request.db.as_ref())
+        {
+            db.share_reads();
+        }
+        *self.labels.lock().expect("edge lock") = labels;
         Ok(document)
     }
 

@@ -446,12 +446,16 @@ async fn execute(
             );
         }
     };
-    let context = request_context(&state, principal, request_id, client);
+    let mut context = request_context(&state, principal, request_id, client);
+    // A query's reads share one transaction (PostgreSQL), ended once it has run.
+    let reads = std::sync::Arc::new(crate::db::SharedReads::default());
+    context.db = context.db.map(|db| db.with_shared_reads(reads.clone()));
     let fence = loaders::PollFence::default();
     loaders::attach(&mut request.data, context.db.as_ref(), Some(&fence));
     request = request.data(context);
 
     let response = fence.run(state.schema.execute(request)).await;
+    reads.finish().await;
     // A request error (syntax, validation, limits) has no data and no error path.
     let not_executed = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()

@@ -497,6 +497,11 @@ impl TestApp {
         self.statements.count()
     }
 
+    /// The server's statement tap (to capture the text of what a request ran).
+    pub fn tap(&self) -> &sequestra::db::StatementTap {
+        &self.statements
+    }
+
     /// Operations the app counts as running over each user's WebSockets.
     pub fn ws_operations(&self) -> &sequestra::http::ws::PerUser {
         &self.ws_operations

@@ -222,3 +222,76 @@ async fn the_server_role_sees_no_rows_without_a_tenant() {
         tables.len()
     ));
 }
+
+/// A query over HTTP reads through one read-only transaction: one wall setting for
+/// the whole page, first (the per-statement transactions' settings are not counted
+/// by the tap: without the shared transaction there is none), and a mutation's
+/// statements never run in one. Each query holds one connection while it
+/// runs, so many pages at once on a pool of two, with mutations among them, all
+/// finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_querys_reads_share_one_transaction() {
+    use futures_util::future::join_all;
+    use serde_json::json;
+    let test = "row_security::a_querys_reads_share_one_transaction";
+    let Some(app) =
+        TestApp::spawn_with(Backend::Postgres, &[("SEQUESTRA_DB_MAX_CONNECTIONS", "2")]).await
+    else {
+        crate::harness::skipped(test);
+        return;
+    };
+    let books = app.books();
+    let t = app.tenant("acme").await;
+    for i in 0..3 {
+        crate::escrow::funded_escrow(&app, &t, "10.00", &format!("f-{i}")).await;
+    }
+    let sender = t.token(Role::Sender).to_owned();
+    const PAGE: &str = "{ escrows(first: 10) { edges { node { id sender { email } milestones { id } payments { id } deposits { id } } } } }";
+    app.gql(Some(&sender), "{ __typename }", json!({})).await;
+
+    app.tap().capture(true);
+    let r = app.gql(Some(&sender), PAGE, json!({})).await;
+    app.tap().capture(false);
+    let statements = app.tap().take();
+    let edges = r.ok()["escrows"]["edges"].as_array().unwrap().len();
+    assert_eq!(edges, 3);
+    let walls: Vec<&String> = statements
+        .iter()
+        .filter(|s| s.contains("set_config"))
+        .collect();
+    let selects = statements.len() - walls.len();
+    assert!(selects >= 4, "the page's reads: {statements:#?}");
+    assert_eq!(
+        walls.len(),
+        1,
+        "one wall setting for the page: {statements:#?}"
+    );
+    assert!(statements[0].contains("set_config"), "{statements:#?}");
+    assert!(
+        walls[0].contains("transaction_read_only"),
+        "{statements:#?}"
+    );
+
+    // A mutation's statements run in their own transactions, never a shared one.
+    app.tap().capture(true);
+    crate::escrow::funded_escrow(&app, &t, "10.00", "f-late").await;
+    app.tap().capture(false);
+    let statements = app.tap().take();
+    assert!(
+        statements
+            .iter()
+            .all(|s| !s.contains("transaction_read_only")),
+        "{statements:#?}"
+    );
+
+    // Twenty pages and two deposits at once on two connections.
+    let pages = (0..20).map(|_| app.gql(Some(&sender), PAGE, json!({})));
+    let (pages, _) = tokio::join!(join_all(pages), async {
+        crate::escrow::funded_escrow(&app, &t, "10.00", "f-during-1").await;
+        crate::escrow::funded_escrow(&app, &t, "10.00", "f-during-2").await;
+    });
+    for page in pages {
+        assert!(page.ok()["escrows"]["edges"].as_array().unwrap().len() >= 4);
+    }
+    books.check().await;
+}
