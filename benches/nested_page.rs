@@ -160,17 +160,13 @@ async fn bench(url: &str, owner: &str) {
         ),
         None => println!("  pgbench not run"),
     }
-    // The same statements as the server must send them: as its role, each inside the
-    // tenant's row-level security wall (BEGIN, set_config, the statement, COMMIT).
+    // The same statements as the server sends them: as its role, inside the tenant's
+    // row-level security wall, in the one read-only transaction a query's reads share
+    // (BEGIN, the setting, the statements, COMMIT).
     let tenant = scoped.tenant().as_uuid();
-    let walled: String = statements
-        .iter()
-        .map(|s| {
-            format!(
-                "BEGIN;\nSELECT set_config('sequestra.tenant_id', '{tenant}', true);\n{s};\nCOMMIT;\n"
-            )
-        })
-        .collect();
+    let walled = format!(
+        "BEGIN;\nSELECT set_config('sequestra.tenant_id', '{tenant}', true), set_config('transaction_read_only', 'on', true);\n{bare}COMMIT;\n"
+    );
     if let Some(tps) = pgbench(url, &walled, proofs.path()) {
         println!("  pgbench, the same inside the RLS wall, server role  {tps:>8.0} pages/s");
         println!("  sequestra / walled floor      {:.2}", ours / 2.0 / tps);
