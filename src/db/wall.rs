@@ -21,6 +21,7 @@ use std::sync::{
     Arc,
     atomic::{AtomicBool, Ordering},
 };
+use tokio::sync::{MappedMutexGuard, MutexGuard};
 use uuid::Uuid;
 
 /// The setting the tenant policies read.
@@ -89,10 +90,9 @@ pub struct TenantPool {
     shared: Option<Arc<SharedReads>>,
 }
 
-/// One read-only transaction for every read of one GraphQL query (PostgreSQL): a page
-/// of 20 escrows with their milestones and payments is 8 SELECTs, each of which would
-/// otherwise be `BEGIN`, the wall's setting, the SELECT and `COMMIT` (32 round trips;
-/// shared, 11). Armed by the HTTP edge for one request ([`TenantPool::with_shared_reads`])
+/// One read-only transaction for every read of one GraphQL query (PostgreSQL): each
+/// SELECT of a page would otherwise be `BEGIN`, the wall's setting, the SELECT and
+/// `COMMIT` (4 round trips per SELECT; shared, one per SELECT and 3 for the page). Armed by the HTTP edge for one request ([`TenantPool::with_shared_reads`])
 /// and switched on once the operation is known to be a query
 /// ([`TenantPool::share_reads`]): a mutation's reads keep their own transactions (a
 /// shared one would hold a second connection across the mutation's own), and so does
@@ -155,15 +155,12 @@ impl TenantPool {
             .filter(|shared| shared.on.load(Ordering::Acquire))
     }
 
-    /// Runs `read` in the shared transaction, begun now if it was not yet.
-    async fn in_shared<T, F>(&self, shared: &SharedReads, read: F) -> Result<T, DbErr>
-    where
-        F: for<'t> FnOnce(
-            &'t DatabaseTransaction,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<T, DbErr>> + Send + 't>,
-        >,
-    {
+    /// The shared transaction, begun now if it was not yet; held by this read until
+    /// the guard drops (a connection runs one statement at a time anyway).
+    async fn shared_txn<'s>(
+        &self,
+        shared: &'s SharedReads,
+    ) -> Result<MappedMutexGuard<'s, DatabaseTransaction>, DbErr> {
         let mut slot = shared.txn.lock().await;
         if slot.is_none() {
             let txn = self.pool.begin().await?;
@@ -176,8 +173,9 @@ impl TenantPool {
             .await?;
             *slot = Some(txn);
         }
-        let txn = slot.as_ref().expect("begun above");
-        read(txn).await
+        Ok(MutexGuard::map(slot, |txn| {
+            txn.as_mut().expect("begun above")
+        }))
     }
 
     pub fn pool(&self) -> &DatabaseConnection {
@@ -226,9 +224,7 @@ impl ConnectionTrait for TenantPool {
             return self.pool.query_one(stmt).await;
         }
         if let Some(shared) = self.sharing() {
-            return self
-                .in_shared(shared, |txn| Box::pin(txn.query_one(stmt)))
-                .await;
+            return self.shared_txn(shared).await?.query_one(stmt).await;
         }
         let txn = self.begin().await?;
         let row = txn.query_one(stmt).await?;
@@ -241,9 +237,7 @@ impl ConnectionTrait for TenantPool {
             return self.pool.query_all(stmt).await;
         }
         if let Some(shared) = self.sharing() {
-            return self
-                .in_shared(shared, |txn| Box::pin(txn.query_all(stmt)))
-                .await;
+            return self.shared_txn(shared).await?.query_all(stmt).await;
         }
         let txn = self.begin().await?;
         let rows = txn.query_all(stmt).await?;
