@@ -47,14 +47,17 @@ struct EdgeExtension {
     kept: shape::Kept,
     /// Per operation of the document (by name): its type and first root field, the
     /// labels of its latency (bounded by the schema, unlike a client's operation name).
-    labels: Mutex<Vec<(Option<String>, &'static str, String)>>,
+    labels: Mutex<Vec<Label>>,
     /// The request's operation name (kept from `prepare_request` for `parse_query`,
     /// which is not given it).
     operation: Mutex<Option<String>>,
 }
 
+/// An operation's name, type and first root field.
+type Label = (Option<String>, &'static str, String);
+
 /// Each operation's name, type and first root field (`…` for a fragment first).
-fn operation_labels(document: &ExecutableDocument) -> Vec<(Option<String>, &'static str, String)> {
+fn operation_labels(document: &ExecutableDocument) -> Vec<Label> {
     use async_graphql::parser::types::{OperationType, Selection};
     document
         .operations
@@ -79,6 +82,15 @@ fn operation_labels(document: &ExecutableDocument) -> Vec<(Option<String>, &'sta
             (name.map(|n| n.to_string()), kind, root)
         })
         .collect()
+}
+
+/// The labels of the operation that runs: the named one, or the document's first
+/// (a document of several without a name is refused before it runs).
+fn running<'l>(labels: &'l [Label], name: Option<&str>) -> Option<&'l Label> {
+    match name {
+        Some(name) => labels.iter().find(|(n, ..)| n.as_deref() == Some(name)),
+        None => labels.first(),
+    }
 }
 
 /// The operations of `document` whose required variables (non-null, no default)
@@ -201,11 +213,7 @@ impl Extension for EdgeExtension {
         let labels = operation_labels(&document);
         // A query's reads may share one transaction (when the edge armed its handle
         // for it: HTTP requests).
-        let chosen = match operation.as_deref() {
-            Some(name) => labels.iter().find(|(n, ..)| n.as_deref() == Some(name)),
-            None => labels.first(),
-        };
-        if chosen.is_some_and(|(_, kind, _)| *kind == "query")
+        if running(&labels, operation.as_deref()).is_some_and(|(_, kind, _)| *kind == "query")
             && let Some(db) = ctx
                 .data_opt::<super::context::RequestContext>()
                 .and_then(|request| request.db.as_ref())
@@ -224,11 +232,7 @@ impl Extension for EdgeExtension {
     ) -> Response {
         let labels = {
             let labels = self.labels.lock().expect("edge lock");
-            match operation_name {
-                Some(name) => labels.iter().find(|(n, ..)| n.as_deref() == Some(name)),
-                None => labels.first(),
-            }
-            .map(|(_, kind, root)| (*kind, root.clone()))
+            running(&labels, operation_name).map(|(_, kind, root)| (*kind, root.clone()))
         };
         // The operation's trace span (a `trace`-level span: only the trace exporter
         // takes it, so the log and a run without traces pay nothing for it).
