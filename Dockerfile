@@ -24,7 +24,10 @@ RUN mkdir -p src migration/src \
 
 # 2. The sources and what they embed at compile time: assets/ holds the sample photo
 #    (include_bytes!) and the playground's built page (rust-embed); templates/ the
-#    mail templates (include_str!).
+#    mail templates (include_str!); build.rs hands linker/symbol-order.txt to the
+#    linker (the release binary's code layout).
+COPY build.rs ./
+COPY linker ./linker
 COPY migration ./migration
 COPY src ./src
 COPY assets ./assets

@@ -1,5 +1,10 @@
-//! `cargo bench --bench footprint`: the server as its own process (the `sequestra`
-//! binary of the same build), measured from outside as an operator would.
+//! `cargo bench --bench footprint`: the server as its own process, measured from
+//! outside as an operator would. The binary is `SEQUESTRA_BENCH_SERVER` when set
+//! (`scripts/bench` sets it to what `cargo build --release` makes, the binary that
+//! ships), else the `sequestra` binary of this bench's build — which differs: a
+//! bench build unifies the dev-dependencies' features into the server's dependencies,
+//! so its symbols are named differently and the code layout (`build.rs`) mostly
+//! does not apply to it.
 //!
 //! 1. SQLite, the embedded default: exec → `/ready` answering 200 for `serve --demo`
 //!    on a new file (the seed included), the server's RSS once idle after the demo
@@ -44,6 +49,7 @@ fn main() {
             "sequestra footprint benchmark ({} cores; server as its own process, clients and database on this machine)",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
+        println!("server binary: {}", server_binary());
         sqlite().await;
     });
     common::on_postgres(|url, owner| async move { subscribers(&url, &owner).await });
@@ -65,6 +71,12 @@ fn raise_open_files() {
     }
 }
 
+/// The server binary to measure (see the module's documentation).
+fn server_binary() -> String {
+    std::env::var("SEQUESTRA_BENCH_SERVER")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sequestra").to_owned())
+}
+
 /// The server binary, started with `vars` (and nothing else of ours) in its
 /// environment.
 struct Process {
@@ -79,7 +91,7 @@ impl Process {
             .expect("a free port")
             .port();
         let addr = format!("127.0.0.1:{port}");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sequestra"));
+        let mut command = Command::new(server_binary());
         for (key, _) in std::env::vars() {
             if key.starts_with("SEQUESTRA_") {
                 command.env_remove(key);
@@ -125,6 +137,34 @@ impl Process {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .expect("VmRSS");
+        kib / 1024.0
+    }
+
+    /// Of that, the binary's machine code mapped in, in MiB: what the code layout
+    /// (`linker/symbol-order.txt`, build.rs) keeps small; it grows back when that
+    /// file no longer names the functions the server runs.
+    fn code_mib(&self) -> f64 {
+        let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", self.child.id()))
+            .expect("/proc smaps");
+        // /proc names the file by its canonical path.
+        let binary = std::fs::canonicalize(server_binary()).expect("the server binary");
+        let (mut ours, mut kib) = (false, 0.0);
+        for line in smaps.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // A mapping's header: `start-end perms offset dev inode [path]`.
+            if fields
+                .first()
+                .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+            {
+                ours =
+                    fields.len() >= 6 && fields[1].contains('x') && Path::new(fields[5]) == binary;
+            } else if ours && fields.first() == Some(&"Rss:") {
+                kib += fields
+                    .get(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0);
+            }
+        }
         kib / 1024.0
     }
 }
@@ -186,20 +226,20 @@ async fn sqlite() {
     );
     let with_demo = server.ready(started).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after_demo = server.rss_mib();
+    let after_demo = (server.rss_mib(), server.code_mib());
     let (tenant, email, pw) = demo_password_user(&credentials);
     let client = reqwest::Client::new();
     for _ in 0..SIGN_INS {
         sign_in(&client, &server.addr, &tenant, &email, &pw).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let after_sign_ins = server.rss_mib();
+    let after_sign_ins = (server.rss_mib(), server.code_mib());
     drop(server);
 
     let (server, started) = Process::start(&["serve"], &vars);
     let existing = server.ready(started).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle = server.rss_mib();
+    let idle = (server.rss_mib(), server.code_mib());
     drop(server);
 
     println!("SQLite, start to /ready:");
@@ -211,10 +251,14 @@ async fn sqlite() {
         "  serve on that existing file         {:>8.0} ms",
         ms(existing)
     );
-    println!("SQLite, idle RSS:");
-    println!("  after the --demo seed               {after_demo:>8.1} MiB");
-    println!("  after {SIGN_INS} sign-ins                {after_sign_ins:>8.1} MiB");
-    println!("  serve on the existing file          {idle:>8.1} MiB");
+    println!("SQLite, idle RSS (of which the binary's code):");
+    for (label, (rss, code)) in [
+        ("after the --demo seed".to_owned(), after_demo),
+        (format!("after {SIGN_INS} sign-ins"), after_sign_ins),
+        ("serve on the existing file".to_owned(), idle),
+    ] {
+        println!("  {label:<34} {rss:>8.1} MiB (code {code:.1} MiB)");
+    }
 }
 
 /// The demo's first user who signs in with a password alone (a BENEFICIARY: the demo
