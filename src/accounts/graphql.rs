@@ -1,9 +1,7 @@
 //! GraphQL types of the accounts area. Resolvers are thin: authorize, call the rule
 //! or the scoped layer, map the result.
 
-use async_graphql::{
-    ComplexObject, Context, ID, InputObject, Object, SimpleObject, dataloader::DataLoader,
-};
+use async_graphql::{ComplexObject, Context, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, QueryFilter};
 use secrecy::{ExposeSecret, SecretString};
@@ -19,7 +17,6 @@ use crate::{
         access,
         connection::{ListOrder, Page, PageArgs, paginate},
         context::ContextExt,
-        loaders::UserRolesLoader,
     },
     ids::{self, Kind},
     kinds::AuditAction,
@@ -119,8 +116,7 @@ impl UserNode {
 
     /// The roles this user holds in its tenant.
     async fn roles(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Role>> {
-        let loader = ctx.data::<DataLoader<UserRolesLoader>>()?;
-        Ok(loader.load_one(self.0.id).await?.unwrap_or_default())
+        Ok(crate::graphql::loaders::user_roles(ctx, self.0.id).await?)
     }
 
     /// The tenant this user belongs to (always the caller's own).

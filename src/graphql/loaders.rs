@@ -344,51 +344,69 @@ where
     E: ById + Send + Sync + 'static,
     E::Model: Clone + Send + Sync,
 {
-    let loader = ctx
-        .data::<DataLoader<ByIdLoader<E>>>()
-        .map_err(|_| Error::internal(anyhow::anyhow!("request built without loaders")))?;
-    loader
+    loaders(ctx)?
+        .get::<ByIdLoader<E>, Uuid>(ByIdLoader::new)
         .load_one(id)
         .await
         .map_err(|e| Error::internal(anyhow::anyhow!("{e}")))?
         .ok_or(Error::NotFound)
 }
 
-/// Adds every per-request loader to a request's (or a WebSocket connection's) data.
-/// Pass the fence the request will run under (`PollFence::run`), if any.
+/// The loaders of a request (or of a WebSocket connection), each made on first use:
+/// an operation needs a few of them at most, and a socket lives for hours, so making
+/// all of them up front cost every request and every socket sixteen allocations and
+/// their memory for nothing.
+pub struct Loaders {
+    db: TenantDb,
+    fence: Option<PollFence>,
+    made: Mutex<HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
+}
+
+impl Loaders {
+    /// The loader `L`, made from the tenant handle by `make` the first time it is asked
+    /// for; every later call gets the same one (one batch, one cache per request).
+    fn get<L, K>(&self, make: impl FnOnce(TenantDb) -> L) -> Arc<DataLoader<L>>
+    where
+        L: Loader<K>,
+        K: Send + Sync + std::hash::Hash + Eq + Clone + 'static,
+    {
+        let made = self
+            .made
+            .lock()
+            .expect("loaders lock")
+            .entry(std::any::TypeId::of::<L>())
+            .or_insert_with(|| Arc::new(loader(make(self.db.clone()), self.fence.as_ref())))
+            .clone();
+        made.downcast::<DataLoader<L>>()
+            .expect("an entry is keyed by its loader's type")
+    }
+}
+
+/// Gives a request's (or a WebSocket connection's) data its loaders, made as they are
+/// used. Pass the fence the request will run under (`PollFence::run`), if any.
 pub fn attach(data: &mut async_graphql::Data, db: Option<&TenantDb>, fence: Option<&PollFence>) {
     if let Some(db) = db {
-        data.insert(loader(UserRolesLoader(db.clone()), fence));
-        macro_rules! by_ids {
-            ($($entity:ty),* $(,)?) => {$(
-                data.insert(loader(ByIdLoader::<$entity>::new(db.clone()), fence));
-            )*};
-        }
-        by_ids!(
-            user::Entity,
-            escrow::Entity,
-            mandate::Entity,
-            merchant::Entity,
-            payee::Entity,
-        );
-        macro_rules! children {
-            ($($entity:ty),* $(,)?) => {$(
-                data.insert(loader(ChildrenLoader::<$entity>::new(db.clone()), fence));
-            )*};
-        }
-        children!(
-            milestone::Entity,
-            deposit::Entity,
-            escrow_event::Entity,
-            payment::Entity,
-            payment_attempt::Entity,
-            proof::Entity,
-            purchase::Entity,
-            payee::Entity,
-            mandate_category::Entity,
-            mandate_merchant::Entity,
-        );
+        data.insert(Loaders {
+            db: db.clone(),
+            fence: fence.cloned(),
+            made: Mutex::default(),
+        });
     }
+}
+
+fn loaders<'a>(ctx: &'a async_graphql::Context<'_>) -> Result<&'a Loaders, Error> {
+    ctx.data::<Loaders>()
+        .map_err(|_| Error::internal(anyhow::anyhow!("request built without loaders")))
+}
+
+/// The roles of user `user` through the request's loader.
+pub async fn user_roles(ctx: &async_graphql::Context<'_>, user: Uuid) -> Result<Vec<Role>, Error> {
+    Ok(loaders(ctx)?
+        .get::<UserRolesLoader, Uuid>(UserRolesLoader)
+        .load_one(user)
+        .await
+        .map_err(|e| Error::internal(anyhow::anyhow!("{e}")))?
+        .unwrap_or_default())
 }
 
 /// The children of `parent` through the request's loader for `E`.
@@ -400,10 +418,8 @@ where
     E: ChildOf + Send + Sync + 'static,
     E::Model: Clone + Send + Sync,
 {
-    let loader = ctx
-        .data::<DataLoader<ChildrenLoader<E>>>()
-        .map_err(|_| Error::internal(anyhow::anyhow!("request built without loaders")))?;
-    Ok(loader
+    Ok(loaders(ctx)?
+        .get::<ChildrenLoader<E>, Uuid>(ChildrenLoader::new)
         .load_one(parent)
         .await
         .map_err(|e| Error::internal(anyhow::anyhow!("{e}")))?
