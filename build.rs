@@ -21,7 +21,6 @@ const ORDER: &str = "linker/symbol-order.txt";
 
 fn main() {
     println!("cargo::rerun-if-changed={ORDER}");
-    println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-env-changed=CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER");
     if env::var("PROFILE").as_deref() != Ok("release") || !lld_links() {
         return;

@@ -92,7 +92,8 @@ pub struct TenantPool {
 
 /// One read-only transaction for every read of one GraphQL query (PostgreSQL): each
 /// SELECT of a page would otherwise be `BEGIN`, the wall's setting, the SELECT and
-/// `COMMIT` (4 round trips per SELECT; shared, one per SELECT and 3 for the page). Armed by the HTTP edge for one request ([`TenantPool::with_shared_reads`])
+/// `COMMIT` (4 round trips per SELECT; shared, one per SELECT and 3 for the page).
+/// Armed by the HTTP edge for one request ([`TenantPool::with_shared_reads`])
 /// and switched on once the operation is known to be a query
 /// ([`TenantPool::share_reads`]): a mutation's reads keep their own transactions (a
 /// shared one would hold a second connection across the mutation's own), and so does
