@@ -118,6 +118,11 @@ impl PerUser {
     }
 }
 
+/// Where the gate's requests go to the socket's loop. futures-channel's queue
+/// allocates per message; tokio's allocates a block of 32 slots and a padded channel
+/// up front (~1.5 KiB for every idle socket).
+type Controls = futures_channel::mpsc::UnboundedSender<Control>;
+
 /// What the gate asks the socket's loop to do.
 enum Control {
     /// Send this text frame (an answer the pump does not give).
@@ -149,7 +154,7 @@ struct Gate {
     /// side's `complete` and on the server's `error`).
     active: Arc<Mutex<Ids>>,
     limits: OperationLimits,
-    control: tokio::sync::mpsc::UnboundedSender<Control>,
+    control: Controls,
     /// Set once a close was asked for: nothing more reaches the pump.
     closed: AtomicBool,
 }
@@ -211,7 +216,7 @@ async fn persisted_subscribe(
     persisted: &Persisted,
     accepted: &Mutex<Option<Accepted>>,
     active: &Mutex<Ids>,
-    control: &tokio::sync::mpsc::UnboundedSender<Control>,
+    control: &Controls,
     data: axum::body::Bytes,
 ) -> Option<axum::body::Bytes> {
     if !persisted.only() && !data.windows(14).any(|w| w == b"persistedQuery") {
@@ -252,7 +257,7 @@ async fn persisted_subscribe(
             if let crate::graphql::persisted::Refused::Internal(err) = &refused {
                 tracing::error!(error = ?err, "cannot read the persisted operations");
             }
-            let _ = control.send(Control::Reply(
+            let _ = control.unbounded_send(Control::Reply(
                 serde_json::json!({
                     "id": id,
                     "type": "error",
@@ -296,7 +301,7 @@ impl Gate {
                 self.closed.store(true, Ordering::SeqCst);
                 let _ = self
                     .control
-                    .send(Control::Close(code, close_reason(reason)));
+                    .unbounded_send(Control::Close(code, close_reason(reason)));
                 false
             }
         }
@@ -333,7 +338,7 @@ impl Gate {
                 // A fresh credential for this socket: the loop checks it and answers
                 // the `pong` itself once it holds.
                 Some(authorization) if self.accepted.lock().expect("ws lock").is_some() => {
-                    let _ = self.control.send(Control::Renew(authorization));
+                    let _ = self.control.unbounded_send(Control::Renew(authorization));
                     Ok(false)
                 }
                 _ => Ok(true),
@@ -364,7 +369,7 @@ impl Gate {
                 let refuse = |message: &str, wait: u64| {
                     let _ = self
                         .control
-                        .send(Control::Reply(rate_limited(id, message, wait)));
+                        .unbounded_send(Control::Reply(rate_limited(id, message, wait)));
                     Ok(false)
                 };
                 if let Some(rate) = &limits.rate
@@ -515,8 +520,10 @@ async fn renew(
     Ok(renewed.expires_at)
 }
 
-/// What a socket reads into per call (tungstenite's default is 128 KiB).
-const WS_READ_BUFFER: usize = 4 * 1024;
+/// What a socket reads into per call (tungstenite's default is 128 KiB). Kept for the
+/// socket's life, so small: `connection_init` with a token and a `subscribe` fit in
+/// one read; a longer message takes a few.
+const WS_READ_BUFFER: usize = 1024;
 
 pub async fn handler(
     State(state): State<AppState>,
@@ -558,7 +565,9 @@ pub async fn handler(
             let refused = Arc::new(AtomicBool::new(false));
             // Set once `connection_init` is accepted.
             let accepted: Arc<Mutex<Option<Accepted>>> = Arc::default();
-            let (db, tokens) = (state.services.db.clone(), state.services.tokens.clone());
+            // The services the loop re-checks credentials with, behind the state's one
+            // `Arc` (a clone of the token service itself would copy its keys per socket).
+            let shared = state.clone();
             let recheck_every = state.config.http.ws_recheck;
             let mut recheck = tokio::time::interval_at(
                 tokio::time::Instant::now() + recheck_every,
@@ -566,7 +575,7 @@ pub async fn handler(
             );
             let init_deadline = tokio::time::Instant::now() + state.config.http.ws_init_timeout;
             let (mut sink, stream) = socket.split();
-            let (control_tx, mut control_rx) = tokio::sync::mpsc::unbounded_channel();
+            let (control_tx, mut control_rx) = futures_channel::mpsc::unbounded();
             let gate = Gate {
                 strict: protocol == WebSocketProtocols::GraphQLWS,
                 accepted: accepted.clone(),
@@ -598,9 +607,11 @@ pub async fn handler(
                 })
                 .then(move |data| {
                     let (persisted, accepted, active, control) = persisted.clone();
-                    async move {
+                    // Boxed: the lookup may read the database, and a future held inline
+                    // would size every socket's task for it while it idles.
+                    Box::pin(async move {
                         persisted_subscribe(&persisted, &accepted, &active, &control, data).await
-                    }
+                    })
                 })
                 .filter_map(future::ready)
                 .filter(move |data| future::ready(gate.admit(data)));
@@ -664,7 +675,7 @@ pub async fn handler(
                 };
                 let message = tokio::select! {
                     biased;
-                    Some(control) = control_rx.recv() => match control {
+                    Some(control) = control_rx.next() => match control {
                         Control::Close(code, reason) => {
                             let _ = sink.send(close_frame(code, reason)).await;
                             break;
@@ -676,7 +687,13 @@ pub async fn handler(
                             continue;
                         }
                         Control::Renew(authorization) => {
-                            match renew(&db, &tokens, &accepted, authorization).await {
+                            let renewed = Box::pin(renew(
+                                &shared.services.db,
+                                &shared.services.tokens,
+                                &accepted,
+                                authorization,
+                            ));
+                            match renewed.await {
                                 Ok(expires_at) => {
                                     let pong = serde_json::json!({
                                         "type": "pong",
@@ -700,7 +717,13 @@ pub async fn handler(
                             continue;
                         };
                         let expired = current.expires_at.is_some_and(|at| at <= Utc::now());
-                        match authenticate_bearer(&db, &tokens, current.authorization.as_deref()).await {
+                        // Boxed, as above: the check is rare, the socket's task lives long.
+                        let check = Box::pin(authenticate_bearer(
+                            &shared.services.db,
+                            &shared.services.tokens,
+                            current.authorization.as_deref(),
+                        ));
+                        match check.await {
                             Err(Error::Unauthenticated) => {
                                 let reason = if expired { "Token expired" } else { "Session ended" };
                                 let _ = sink.send(close_frame(CLOSE_FORBIDDEN, reason)).await;
