@@ -52,8 +52,19 @@ pub fn init_tracing(config: &Config) -> Traces {
     };
     // `SEQUESTRA_LOG` filters the log and Sentry only: the traces take their own
     // spans (the request's, the operation's, each root field's) whatever the log level.
+    // The most verbose level any layer takes: the log's (and Sentry's) filter's, or all
+    // of them when traces are exported. Said as the subscriber's hint, it is also the
+    // `log` crate's maximum level (the bridge is set to it), so a dependency's
+    // `log::trace!` (tungstenite's, per WebSocket frame) is dropped at a comparison
+    // instead of being handed to the subscriber to refuse.
+    let most = if trace_layer.is_some() {
+        filter::LevelFilter::TRACE
+    } else {
+        tracing_subscriber::layer::Filter::<tracing_subscriber::Registry>::max_level_hint(&filter)
+            .unwrap_or(filter::LevelFilter::TRACE)
+    };
     let result = tracing_subscriber::registry()
-        .with(filter::filter_fn(|meta| !carries_bind_values(meta)))
+        .with(filter::filter_fn(|meta| !carries_bind_values(meta)).with_max_level_hint(most))
         .with(log_layer.and_then(sentry_layer).with_filter(filter))
         .with(trace_layer)
         .try_init();

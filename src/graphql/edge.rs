@@ -12,7 +12,7 @@
 //! field, even for one that only forwards), so three extensions were three hops per
 //! field where one is the least an extension costs.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_graphql::{
     Request, Response, ServerError, ServerResult, Value, Variables,
@@ -38,6 +38,7 @@ impl ExtensionFactory for Edge {
             kept: shape::Kept::default(),
             labels: Mutex::default(),
             operation: Mutex::default(),
+            running: OnceLock::new(),
         })
     }
 }
@@ -51,6 +52,18 @@ struct EdgeExtension {
     /// The request's operation name (kept from `prepare_request` for `parse_query`,
     /// which is not given it).
     operation: Mutex<Option<String>>,
+    /// The running operation's labels and latency histogram, found at its first
+    /// execution: a subscription executes once per event, on every socket following
+    /// it, and looking the histogram up by its labels each time cost a fan-out more
+    /// than recording into it.
+    running: OnceLock<Option<Running>>,
+}
+
+/// The operation that runs: its type, first root field and latency histogram.
+struct Running {
+    kind: &'static str,
+    root: String,
+    latency: metrics::Histogram,
 }
 
 /// An operation's name, type and first root field.
@@ -230,14 +243,22 @@ impl Extension for EdgeExtension {
         operation_name: Option<&str>,
         next: NextExecute<'_>,
     ) -> Response {
-        let labels = {
+        let running = self.running.get_or_init(|| {
             let labels = self.labels.lock().expect("edge lock");
-            running(&labels, operation_name).map(|(_, kind, root)| (*kind, root.clone()))
-        };
+            running(&labels, operation_name).map(|(_, kind, root)| Running {
+                kind,
+                root: root.clone(),
+                latency: metrics::histogram!(
+                    "graphql_operation_duration_seconds",
+                    "type" => *kind,
+                    "root" => root.clone()
+                ),
+            })
+        });
         // The operation's trace span (a `trace`-level span: only the trace exporter
         // takes it, so the log and a run without traces pay nothing for it).
-        let span = match &labels {
-            Some((kind, root)) => tracing::trace_span!(
+        let span = match running {
+            Some(Running { kind, root, .. }) => tracing::trace_span!(
                 "graphql.operation",
                 otel.name = %format_args!("{kind} {root}"),
                 graphql.operation.type = *kind,
@@ -247,9 +268,8 @@ impl Extension for EdgeExtension {
         };
         let started = std::time::Instant::now();
         let mut response = next.run(ctx, operation_name).instrument(span).await;
-        if let Some((kind, root)) = labels {
-            metrics::histogram!("graphql_operation_duration_seconds", "type" => kind, "root" => root)
-                .record(started.elapsed().as_secs_f64());
+        if let Some(running) = running {
+            running.latency.record(started.elapsed().as_secs_f64());
         }
         self.kept.shape(ctx, operation_name, &mut response);
         response
