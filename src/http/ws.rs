@@ -653,26 +653,30 @@ pub async fn handler(
             };
             let mut outgoing =
                 std::pin::pin!(WebSocket::new(schema, input, protocol).on_connection_init(on_init));
+            // One timer for the socket's life, moved when what it waits for changes (a
+            // timer made per frame was a registration in the runtime's timer wheel and
+            // its removal for every message sent).
+            let timer = tokio::time::sleep_until(init_deadline);
+            tokio::pin!(timer);
+            // The expiry the timer is set for (`None`: the `connection_init` deadline).
+            let mut timed: Option<Option<DateTime<Utc>>> = None;
             loop {
                 // Read per frame: whether init was accepted, and its expiry (the
                 // credential itself is cloned only when it is re-checked).
                 let expiry = accepted.lock().expect("ws lock").as_ref().map(|a| a.expires_at);
-                let deadline = match expiry {
-                    None => Some((
-                        init_deadline,
-                        CLOSE_INIT_TIMEOUT,
-                        "Connection initialisation timeout",
-                    )),
-                    Some(Some(expires_at)) => {
+                if expiry != timed {
+                    if let Some(Some(expires_at)) = expiry {
                         let left = (expires_at - Utc::now()).to_std().unwrap_or_default();
-                        Some((
-                            tokio::time::Instant::now() + left,
-                            CLOSE_FORBIDDEN,
-                            "Token expired",
-                        ))
+                        timer.as_mut().reset(tokio::time::Instant::now() + left);
                     }
-                    Some(None) => None,
+                    timed = expiry;
+                }
+                let (timeout_code, timeout_reason) = match expiry {
+                    None => (CLOSE_INIT_TIMEOUT, "Connection initialisation timeout"),
+                    _ => (CLOSE_FORBIDDEN, "Token expired"),
                 };
+                // An API key without expiry: nothing to wait for.
+                let armed = !matches!(expiry, Some(None));
                 let message = tokio::select! {
                     biased;
                     Some(control) = control_rx.next() => match control {
@@ -736,16 +740,8 @@ pub async fn handler(
                         }
                         continue;
                     }
-                    (code, reason) = async {
-                        match deadline {
-                            Some((at, code, reason)) => {
-                                tokio::time::sleep_until(at).await;
-                                (code, reason)
-                            }
-                            None => std::future::pending().await,
-                        }
-                    } => {
-                        let _ = sink.send(close_frame(code, reason)).await;
+                    () = &mut timer, if armed => {
+                        let _ = sink.send(close_frame(timeout_code, timeout_reason)).await;
                         break;
                     }
                 };

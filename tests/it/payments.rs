@@ -771,6 +771,37 @@ async fn sockets_close_on_init_timeout_and_token_expiry() {
     let (code, reason) = close_code(&mut socket, 10).await;
     assert_eq!(code, Some(CloseCode::Library(4403)));
     assert_eq!(reason, "Token expired");
+
+    // A socket renewed before its token expires outlives that token and closes when
+    // the renewed one expires: the socket's expiry timer moves with the renewal.
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let sender = t.user(Role::Sender).clone();
+    let first = app.sign_in("acme", &sender.email, &sender.password).await;
+    let first_exp = app.tokens.verify(&first).unwrap().exp;
+    let mut renewed = connect(&app).await;
+    init(&mut renewed, &first).await;
+    // A later second, so the fresh token's expiry is at least 1 s after the first's.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let fresh = app.sign_in("acme", &sender.email, &sender.password).await;
+    assert!(app.tokens.verify(&fresh).unwrap().exp > first_exp);
+    let ping = json!({ "type": "ping", "payload": { "Authorization": format!("Bearer {fresh}") } });
+    renewed.send(Message::text(ping.to_string())).await.unwrap();
+    assert_eq!(next_json(&mut renewed).await["type"], "pong");
+    let past_first = first_exp * 1000 + 300 - Utc::now().timestamp_millis();
+    tokio::time::sleep(std::time::Duration::from_millis(past_first.max(0) as u64)).await;
+    renewed
+        .send(Message::text(json!({ "type": "ping" }).to_string()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_json(&mut renewed).await["type"],
+        "pong",
+        "open past the first token's expiry"
+    );
+    let (code, reason) = close_code(&mut renewed, 10).await;
+    assert_eq!(code, Some(CloseCode::Library(4403)));
+    assert_eq!(reason, "Token expired");
 }
 
 /// A PSP over HTTP that is down (503) until told otherwise; counts submissions.
