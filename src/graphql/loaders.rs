@@ -344,11 +344,8 @@ where
     E: ById + Send + Sync + 'static,
     E::Model: Clone + Send + Sync,
 {
-    loaders(ctx)?
-        .get::<ByIdLoader<E>, Uuid>(ByIdLoader::new)
-        .load_one(id)
-        .await
-        .map_err(|e| Error::internal(anyhow::anyhow!("{e}")))?
+    load_one(ctx, ByIdLoader::<E>::new, id)
+        .await?
         .ok_or(Error::NotFound)
 }
 
@@ -394,18 +391,30 @@ pub fn attach(data: &mut async_graphql::Data, db: Option<&TenantDb>, fence: Opti
     }
 }
 
-fn loaders<'a>(ctx: &'a async_graphql::Context<'_>) -> Result<&'a Loaders, Error> {
-    ctx.data::<Loaders>()
-        .map_err(|_| Error::internal(anyhow::anyhow!("request built without loaders")))
+/// `key` through the request's loader `L` (made by `make` the first time it is used).
+async fn load_one<L>(
+    ctx: &async_graphql::Context<'_>,
+    make: impl FnOnce(TenantDb) -> L,
+    key: Uuid,
+) -> Result<Option<L::Value>, Error>
+where
+    L: Loader<Uuid>,
+    L::Error: std::fmt::Display,
+{
+    let loader = ctx
+        .data::<Loaders>()
+        .map_err(|_| Error::internal(anyhow::anyhow!("request built without loaders")))?
+        .get::<L, Uuid>(make);
+    loader
+        .load_one(key)
+        .await
+        .map_err(|e| Error::internal(anyhow::anyhow!("{e}")))
 }
 
 /// The roles of user `user` through the request's loader.
 pub async fn user_roles(ctx: &async_graphql::Context<'_>, user: Uuid) -> Result<Vec<Role>, Error> {
-    Ok(loaders(ctx)?
-        .get::<UserRolesLoader, Uuid>(UserRolesLoader)
-        .load_one(user)
-        .await
-        .map_err(|e| Error::internal(anyhow::anyhow!("{e}")))?
+    Ok(load_one(ctx, UserRolesLoader, user)
+        .await?
         .unwrap_or_default())
 }
 
@@ -418,10 +427,7 @@ where
     E: ChildOf + Send + Sync + 'static,
     E::Model: Clone + Send + Sync,
 {
-    Ok(loaders(ctx)?
-        .get::<ChildrenLoader<E>, Uuid>(ChildrenLoader::new)
-        .load_one(parent)
-        .await
-        .map_err(|e| Error::internal(anyhow::anyhow!("{e}")))?
+    Ok(load_one(ctx, ChildrenLoader::<E>::new, parent)
+        .await?
         .unwrap_or_default())
 }
