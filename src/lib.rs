@@ -160,6 +160,7 @@ impl Application {
             schema,
             metrics: telemetry::metrics_handle(),
             jobs: jobs::Heartbeat::default(),
+            requests: http::metrics::Requests::default(),
         });
         Ok(Self {
             listener,

@@ -303,3 +303,41 @@ pub fn metrics_handle() -> PrometheusHandle {
         })
         .clone()
 }
+
+/// Metric handles by their labels, made once: registering a labelled metric builds its
+/// key and looks it up in the recorder's registry, which cost a request more than the
+/// recording itself. Keyed by a name (a route, a root field) and a few small labels;
+/// bounded by what its callers label with (routes, root fields and status codes the
+/// server has, methods folded to the standard ones).
+pub struct Handles<K, H>(std::sync::RwLock<std::collections::HashMap<Box<str>, Vec<(K, H)>>>);
+
+impl<K, H> Default for Handles<K, H> {
+    fn default() -> Self {
+        Self(std::sync::RwLock::default())
+    }
+}
+
+impl<K: PartialEq + Copy, H: Clone> Handles<K, H> {
+    /// The handle for `(name, key)`, made by `make` the first time.
+    pub fn get(&self, name: &str, key: K, make: impl FnOnce() -> H) -> H {
+        let found = |map: &std::collections::HashMap<Box<str>, Vec<(K, H)>>| {
+            map.get(name)
+                .and_then(|series| series.iter().find(|(k, _)| *k == key))
+                .map(|(_, handle)| handle.clone())
+        };
+        // A poisoned lock only means a panic elsewhere while it was held; the map is
+        // whole (an insert is one push), so it is read all the same.
+        if let Some(handle) = found(&self.0.read().unwrap_or_else(|e| e.into_inner())) {
+            return handle;
+        }
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(handle) = found(&map) {
+            return handle;
+        }
+        let handle = make();
+        map.entry(name.into())
+            .or_default()
+            .push((key, handle.clone()));
+        handle
+    }
+}

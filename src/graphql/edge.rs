@@ -28,13 +28,26 @@ use tracing::Instrument;
 use super::{errors, limits::DocumentLimits, shape};
 
 pub struct Edge {
-    pub limits: DocumentLimits,
+    limits: DocumentLimits,
+    /// The operations' latency histograms by root field and type, made once for the
+    /// schema rather than once per request.
+    latencies: Arc<crate::telemetry::Handles<&'static str, metrics::Histogram>>,
+}
+
+impl Edge {
+    pub fn new(limits: DocumentLimits) -> Self {
+        Self {
+            limits,
+            latencies: Arc::default(),
+        }
+    }
 }
 
 impl ExtensionFactory for Edge {
     fn create(&self) -> Arc<dyn Extension> {
         Arc::new(EdgeExtension {
             limits: self.limits,
+            latencies: self.latencies.clone(),
             kept: shape::Kept::default(),
             labels: Mutex::default(),
             operation: Mutex::default(),
@@ -45,6 +58,7 @@ impl ExtensionFactory for Edge {
 
 struct EdgeExtension {
     limits: DocumentLimits,
+    latencies: Arc<crate::telemetry::Handles<&'static str, metrics::Histogram>>,
     kept: shape::Kept,
     /// Per operation of the document (by name): its type and first root field, the
     /// labels of its latency (bounded by the schema, unlike a client's operation name).
@@ -55,7 +69,8 @@ struct EdgeExtension {
     /// The running operation's labels and latency histogram, found at its first
     /// execution: a subscription executes once per event, on every socket following
     /// it, and looking the histogram up by its labels each time cost a fan-out more
-    /// than recording into it.
+    /// than recording into it (and a request, once per request: hence the schema's
+    /// `latencies`).
     running: OnceLock<Option<Running>>,
 }
 
@@ -248,11 +263,13 @@ impl Extension for EdgeExtension {
             running(&labels, operation_name).map(|(_, kind, root)| Running {
                 kind,
                 root: root.clone(),
-                latency: metrics::histogram!(
-                    "graphql_operation_duration_seconds",
-                    "type" => *kind,
-                    "root" => root.clone()
-                ),
+                latency: self.latencies.get(root, *kind, || {
+                    metrics::histogram!(
+                        "graphql_operation_duration_seconds",
+                        "type" => *kind,
+                        "root" => root.clone()
+                    )
+                }),
             })
         });
         // The operation's trace span (a `trace`-level span: only the trace exporter

@@ -87,16 +87,14 @@ fn with_limits(
         .limit_complexity(cfg.max_complexity)
         .limit_recursive_depth(64)
         .limit_directives(16)
-        .extension(edge::Edge {
-            limits: limits::DocumentLimits {
-                max_bytes: cfg.max_document_bytes,
-                max_aliases: cfg.max_aliases,
-                max_fields: cfg.max_complexity as u64,
-                max_cost: cfg.max_cost,
-                default_page: connection::DEFAULT_PAGE_SIZE as u64,
-                max_page: cfg.max_page_size,
-            },
-        })
+        .extension(edge::Edge::new(limits::DocumentLimits {
+            max_bytes: cfg.max_document_bytes,
+            max_aliases: cfg.max_aliases,
+            max_fields: cfg.max_complexity as u64,
+            max_cost: cfg.max_cost,
+            default_page: connection::DEFAULT_PAGE_SIZE as u64,
+            max_page: cfg.max_page_size,
+        }))
         .data(cfg.clone());
     if production {
         builder = builder.disable_suggestions();

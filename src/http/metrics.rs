@@ -4,25 +4,77 @@
 
 use axum::{
     extract::{MatchedPath, Request},
-    middleware::Next,
+    http::Method,
     response::Response,
 };
 
-pub async fn track(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().to_string();
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    response
+/// `http_requests_total{method, route, status}` and
+/// `http_request_duration_seconds{method, route}`, their handles made once per
+/// series ([`Handles`](crate::telemetry::Handles)).
+#[derive(Default)]
+pub struct Requests(crate::telemetry::Handles<(&'static str, u16), Series>);
+
+#[derive(Clone)]
+pub struct Series {
+    requests: metrics::Counter,
+    latency: metrics::Histogram,
+}
+
+/// A request being counted: its labels, taken before it runs.
+pub(super) struct Tracked {
+    method: &'static str,
+    route: Option<MatchedPath>,
+    started: std::time::Instant,
+}
+
+/// The method's label: the standard methods by name, any other `OTHER` (a client
+/// could otherwise mint a series per made-up method).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::OPTIONS => "OPTIONS",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+impl Tracked {
+    /// Starts counting `request`. The route label is the matched route's template
+    /// (`unmatched` when none), so the labels stay bounded.
+    pub(super) fn start(request: &Request) -> Self {
+        Self {
+            method: method_label(request.method()),
+            route: request.extensions().get::<MatchedPath>().cloned(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Counts the answer and its latency.
+    pub(super) fn finish(self, requests: &Requests, response: &Response) {
+        let route = self.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        let status = response.status().as_u16();
+        let series = requests.0.get(route, (self.method, status), || Series {
+            requests: metrics::counter!(
+                "http_requests_total",
+                "method" => self.method,
+                "route" => route.to_owned(),
+                "status" => status.to_string()
+            ),
+            latency: metrics::histogram!(
+                "http_request_duration_seconds",
+                "method" => self.method,
+                "route" => route.to_owned()
+            ),
+        });
+        series.requests.increment(1);
+        series.latency.record(self.started.elapsed().as_secs_f64());
+    }
 }
 
 /// One open WebSocket, counted in `websocket_connections` while it lives.

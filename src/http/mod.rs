@@ -1,8 +1,10 @@
 //! The axum router: `/graphql`, `/graphql/ws`, `/webhooks/psp`, `/playground`,
 //! `/health`, `/ready`, `/metrics`.
-//! One middleware per file.
+//! One concern per file; [`edge`] is the one middleware that runs the per-request
+//! ones (request id, metrics, security headers).
 
 mod client_ip;
+mod edge;
 mod graphql;
 mod health;
 pub mod metrics;
@@ -60,6 +62,8 @@ pub struct Shared {
     pub ws_operations: ws::PerUser,
     /// Documents named by hash: registered ones and those clients sent (APQ).
     pub persisted: Arc<crate::graphql::persisted::Persisted>,
+    /// The request metrics' handles.
+    pub requests: metrics::Requests,
 }
 
 /// `/metrics` alone, for `SEQUESTRA_METRICS_LISTEN`.
@@ -117,11 +121,6 @@ pub fn router(state: AppState) -> Router {
             timeout,
         ))
         .layer(cors)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            security::headers,
-        ))
-        .layer(middleware::from_fn(metrics::track))
-        .layer(middleware::from_fn(request_id::assign))
+        .layer(middleware::from_fn_with_state(state.clone(), edge::edge))
         .with_state(state)
 }

@@ -6,10 +6,8 @@
 use axum::{
     extract::Request,
     http::{HeaderName, HeaderValue},
-    middleware::Next,
     response::Response,
 };
-use tracing::Instrument;
 
 pub static HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -23,7 +21,9 @@ fn well_formed(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-pub async fn assign(mut request: Request, next: Next) -> Response {
+/// Gives `request` its id (kept from a well-formed `x-request-id`, a new UUIDv7
+/// otherwise) and the span its log lines and trace hang from.
+pub(super) fn assign(request: &mut Request) -> (String, tracing::Span) {
     let id = request
         .headers()
         .get(&HEADER)
@@ -40,8 +40,16 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
         otel.kind = "server",
     );
     crate::telemetry::traces::continue_from(&span, request.headers());
-    let started = std::time::Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    (id, span)
+}
+
+/// The request's one line and its id on the response.
+pub(super) fn finish(
+    span: &tracing::Span,
+    id: &str,
+    started: std::time::Instant,
+    response: &mut Response,
+) {
     // One line per request: at `debug` when it went well (at `info` it cost the
     // request path ~13 % on `{ __typename }`), `info` for a refusal, `warn` for a
     // server error; `SEQUESTRA_LOG=debug` shows every one.
@@ -49,7 +57,7 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
         let status = response.status();
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let status_code = status.as_u16();
-        crate::telemetry::traces::record(&span, "http.response.status_code", status_code.into());
+        crate::telemetry::traces::record(span, "http.response.status_code", status_code.into());
         if status.is_server_error() {
             tracing::warn!(status = status_code, latency_ms, "request finished");
         } else if status.is_client_error() {
@@ -58,10 +66,9 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
             tracing::debug!(status = status_code, latency_ms, "request finished");
         }
     });
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    if let Ok(value) = HeaderValue::from_str(id) {
         response.headers_mut().insert(HEADER.clone(), value);
     }
-    response
 }
 
 #[cfg(test)]

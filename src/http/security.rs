@@ -17,14 +17,12 @@
 //!   `Host` is refused with 400 before it reaches a route.
 
 use axum::{
-    extract::{Request, State},
+    extract::Request,
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::AppState;
 use crate::config::HttpConfig;
 
 /// The policy for answers that are not HTML pages: nothing may be loaded or framed.
@@ -87,16 +85,19 @@ fn host_name(headers: &HeaderMap) -> Option<String> {
     Some(name.to_ascii_lowercase())
 }
 
-/// Refuses untrusted hosts, then sets the security headers on whatever answered.
-pub async fn headers(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let cfg = &state.config.http;
+/// Refuses a request naming an untrusted host (the answer to send); otherwise whether
+/// it carries credentials (its answer must not be cached).
+pub(super) fn admit(cfg: &HttpConfig, request: &Request) -> Result<bool, Response> {
     if !cfg.trusted_hosts.is_empty()
         && !host_name(request.headers()).is_some_and(|name| cfg.trusted_hosts.contains(&name))
     {
-        return (StatusCode::BAD_REQUEST, "untrusted host").into_response();
+        return Err((StatusCode::BAD_REQUEST, "untrusted host").into_response());
     }
-    let credentials = request.headers().contains_key(header::AUTHORIZATION);
-    let mut response = next.run(request).await;
+    Ok(request.headers().contains_key(header::AUTHORIZATION))
+}
+
+/// Sets the security headers on whatever answered a request [`admit`] let through.
+pub(super) fn set_headers(cfg: &HttpConfig, credentials: bool, response: &mut Response) {
     let headers = response.headers_mut();
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -121,7 +122,6 @@ pub async fn headers(State(state): State<AppState>, request: Request, next: Next
     if credentials {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    response
 }
 
 #[cfg(test)]

@@ -55,6 +55,37 @@ async fn health_ready_and_metrics_answer(app: TestApp) {
         text.contains("graphql_errors_total{code=\"UNAUTHENTICATED\"}"),
         "{text}"
     );
+
+    // A made-up method is counted as OTHER: a client cannot mint a series per method.
+    let odd = reqwest::Method::from_bytes(b"FROBNICATE").unwrap();
+    let answer = app
+        .http
+        .request(odd, app.url("/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 405);
+    // The series' handles are made once and kept: later requests still count.
+    let health_count = |text: &str| -> f64 {
+        let series = "http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} ";
+        text.lines()
+            .find_map(|line| line.strip_prefix(series))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series}in {text}"))
+    };
+    let before = health_count(&text);
+    for _ in 0..3 {
+        let health = app.http.get(app.url("/health")).send().await.unwrap();
+        assert_eq!(health.status(), 200);
+    }
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap();
+    let text = metrics.text().await.unwrap();
+    assert!(health_count(&text) >= before + 3.0, "{text}");
+    assert!(
+        text.contains("http_requests_total{method=\"OTHER\",route=\"/health\",status=\"405\"}"),
+        "{text}"
+    );
+    assert!(!text.contains("FROBNICATE"), "{text}");
 }
 
 async fn request_ids_are_kept_or_replaced(app: TestApp) {
