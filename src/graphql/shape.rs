@@ -11,7 +11,12 @@
 //! its path that is missing from its object becomes `null`, propagated by the field's
 //! type as §6.4.4 says. Time linear in the size of the response.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    rc::Rc,
+    sync::{Arc, Mutex},
+};
 
 use async_graphql::{
     Name, PathSegment, Response, ServerError, Value,
@@ -65,21 +70,28 @@ impl Kept {
     }
 }
 
-/// One field of an object as the document asks for it: its response key, the field's
-/// name, and every selection set merged under that key (fragments included).
+/// One field of an object as the document asks for it: its response key, its declared
+/// type on the object (`Escrow!`, `[Payment!]!`…, when known), and every selection set
+/// merged under that key (fragments included).
 struct Wanted<'d> {
     key: &'d str,
-    name: &'d str,
+    ty: Option<&'d str>,
     sets: Vec<&'d SelectionSet>,
 }
 
 /// The fields `sets` ask for, in the order of their first mention, fragments expanded
-/// (each fragment followed once per level: a spread already met adds nothing new).
-fn collect<'d>(document: &'d ExecutableDocument, sets: &[&'d SelectionSet]) -> Vec<Wanted<'d>> {
+/// (each fragment followed once per level: a spread already met adds nothing new),
+/// each with its declared type on `parent`.
+fn collect<'d>(
+    registry: &'d Registry,
+    document: &'d ExecutableDocument,
+    sets: &[&'d SelectionSet],
+    parent: Option<&str>,
+) -> Vec<Wanted<'d>> {
     fn walk<'d>(
         document: &'d ExecutableDocument,
         set: &'d SelectionSet,
-        out: &mut Vec<Wanted<'d>>,
+        out: &mut Vec<(Wanted<'d>, &'d str)>,
         seen: &mut Vec<&'d str>,
     ) {
         for item in &set.items {
@@ -87,13 +99,16 @@ fn collect<'d>(document: &'d ExecutableDocument, sets: &[&'d SelectionSet]) -> V
                 Selection::Field(field) => {
                     let f = &field.node;
                     let key = f.response_key().node.as_str();
-                    match out.iter_mut().find(|w| w.key == key) {
-                        Some(w) => w.sets.push(&f.selection_set.node),
-                        None => out.push(Wanted {
-                            key,
-                            name: f.name.node.as_str(),
-                            sets: vec![&f.selection_set.node],
-                        }),
+                    match out.iter_mut().find(|(w, _)| w.key == key) {
+                        Some((w, _)) => w.sets.push(&f.selection_set.node),
+                        None => out.push((
+                            Wanted {
+                                key,
+                                ty: None,
+                                sets: vec![&f.selection_set.node],
+                            },
+                            f.name.node.as_str(),
+                        )),
                     }
                 }
                 Selection::InlineFragment(inline) => {
@@ -119,7 +134,19 @@ fn collect<'d>(document: &'d ExecutableDocument, sets: &[&'d SelectionSet]) -> V
     for set in sets {
         walk(document, set, &mut out, &mut seen);
     }
-    out
+    let object = parent.and_then(|parent| registry.types.get(parent));
+    out.into_iter()
+        .map(|(mut wanted, name)| {
+            wanted.ty = if name == "__typename" {
+                Some("String!")
+            } else {
+                object
+                    .and_then(|o| o.field_by_name(name))
+                    .map(|f| f.ty.as_str())
+            };
+            wanted
+        })
+        .collect()
 }
 
 fn reshape(
@@ -162,6 +189,7 @@ fn reshape(
         registry,
         document,
         errors,
+        wanted: RefCell::default(),
     };
     let mut path = Vec::new();
     let data = std::mem::take(&mut response.data);
@@ -178,20 +206,38 @@ struct Shaper<'a> {
     document: &'a ExecutableDocument,
     /// Paths of the errors that have one.
     errors: Vec<&'a [PathSegment]>,
+    /// The fields each (selection sets, object type) asks for, collected once: the
+    /// items of a list share them.
+    wanted: RefCell<WantedBySets<'a>>,
 }
 
-impl Shaper<'_> {
+/// [`Wanted`] fields by the selection sets (their addresses) and the object's type.
+type WantedBySets<'a> = HashMap<(Vec<usize>, Option<&'a str>), Rc<[Wanted<'a>]>>;
+
+impl<'a> Shaper<'a> {
     fn errored_at(&self, path: &[PathSegment]) -> bool {
         self.errors.contains(&path)
     }
 
-    /// The field's declared type (`Escrow!`, `[Payment!]!`…) on `parent`, if known.
-    fn field_type(&self, parent: Option<&str>, field: &str) -> Option<&str> {
-        if field == "__typename" {
-            return Some("String!");
+    /// Whether paths are followed: only errors have one to compare with.
+    fn tracks_paths(&self) -> bool {
+        !self.errors.is_empty()
+    }
+
+    /// The fields `sets` ask for of an object of type `parent`.
+    fn wanted(&self, sets: &[&'a SelectionSet], parent: Option<&'a str>) -> Rc<[Wanted<'a>]> {
+        let key = (
+            sets.iter()
+                .map(|s| std::ptr::from_ref::<SelectionSet>(s) as usize)
+                .collect(),
+            parent,
+        );
+        if let Some(found) = self.wanted.borrow().get(&key) {
+            return found.clone();
         }
-        let meta = self.registry.types.get(parent?)?.field_by_name(field)?;
-        Some(meta.ty.as_str())
+        let wanted: Rc<[Wanted<'a>]> = collect(self.registry, self.document, sets, parent).into();
+        self.wanted.borrow_mut().insert(key, wanted.clone());
+        wanted
     }
 
     /// Shapes one object; `None` when a non-null field of it failed, so it must be
@@ -199,31 +245,51 @@ impl Shaper<'_> {
     fn object(
         &self,
         value: Value,
-        sets: &[&SelectionSet],
-        parent: Option<&str>,
+        sets: &[&'a SelectionSet],
+        parent: Option<&'a str>,
         path: &mut Vec<PathSegment>,
     ) -> Option<Value> {
         let Value::Object(mut map) = value else {
             return Some(value);
         };
-        let wanted = collect(self.document, sets);
+        let wanted = self.wanted(sets, parent);
+        // Without errors nothing is missing to be made null: an object whose fields
+        // already came back in the document's order is shaped where it is.
+        if !self.tracks_paths()
+            && map.len() == wanted.len()
+            && map
+                .keys()
+                .zip(wanted.iter())
+                .all(|(k, w)| k.as_str() == w.key)
+        {
+            for ((_, slot), w) in map.iter_mut().zip(wanted.iter()) {
+                let value = std::mem::take(slot);
+                *slot = self.value(value, &w.sets, w.ty, path)?;
+            }
+            return Some(Value::Object(map));
+        }
         let mut shaped = IndexMap::with_capacity(map.len());
-        for w in &wanted {
-            let ty = self.field_type(parent, w.name);
-            path.push(PathSegment::Field(w.key.to_owned()));
+        for w in wanted.iter() {
+            if self.tracks_paths() {
+                path.push(PathSegment::Field(w.key.to_owned()));
+            }
             let outcome = match map.shift_remove(w.key) {
-                Some(value) => self.value(value, &w.sets, ty, path),
+                Some(value) => self.value(value, &w.sets, w.ty, path),
                 // Absent and errored: null here, or the object's own null if the
                 // field may not be null.
-                None if self.errored_at(path) => Self::null_for(ty),
+                None if self.tracks_paths() && self.errored_at(path) => Self::null_for(w.ty),
                 // Absent without an error: skipped, or of a fragment that did not
                 // apply.
                 None => {
-                    path.pop();
+                    if self.tracks_paths() {
+                        path.pop();
+                    }
                     continue;
                 }
             };
-            path.pop();
+            if self.tracks_paths() {
+                path.pop();
+            }
             match outcome {
                 Some(value) => {
                     shaped.insert(Name::new(w.key), value);
@@ -241,8 +307,8 @@ impl Shaper<'_> {
     fn value(
         &self,
         value: Value,
-        sets: &[&SelectionSet],
-        ty: Option<&str>,
+        sets: &[&'a SelectionSet],
+        ty: Option<&'a str>,
         path: &mut Vec<PathSegment>,
     ) -> Option<Value> {
         let inner = ty.map(|t| t.strip_suffix('!').unwrap_or(t));
@@ -256,9 +322,13 @@ impl Shaper<'_> {
                 let mut out = Vec::with_capacity(items.len());
                 let mut failed = false;
                 for (index, item) in items.into_iter().enumerate() {
-                    path.push(PathSegment::Index(index));
+                    if self.tracks_paths() {
+                        path.push(PathSegment::Index(index));
+                    }
                     let shaped = self.value(item, sets, item_ty, path);
-                    path.pop();
+                    if self.tracks_paths() {
+                        path.pop();
+                    }
                     match shaped {
                         Some(v) => out.push(v),
                         None => {
@@ -284,5 +354,96 @@ impl Shaper<'_> {
             Some(t) if t.ends_with('!') => None,
             _ => Some(Value::Null),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::{OutputType, SimpleObject, parser::parse_query};
+    use serde_json::{Value as Json, json};
+
+    use super::*;
+
+    #[derive(SimpleObject)]
+    struct Item {
+        x: i32,
+        y: Option<i32>,
+    }
+
+    #[derive(SimpleObject)]
+    struct Root {
+        name: String,
+        items: Vec<Item>,
+        maybe: Option<Item>,
+        must: Item,
+    }
+
+    fn registry() -> Registry {
+        let mut registry = Registry::default();
+        <Root as OutputType>::create_type_info(&mut registry);
+        registry.query_type = "Root".to_owned();
+        registry
+    }
+
+    /// `data` (JSON text: its objects' keys in the order written) shaped for `query`,
+    /// with errors at `errors`; the result as JSON text, in the response's order.
+    fn shaped(query: &str, data: &str, errors: &[Json]) -> String {
+        let document = parse_query(query).unwrap();
+        let mut response = Response::new(serde_json::from_str::<Value>(data).unwrap());
+        for path in errors {
+            let mut error = ServerError::new("failed", None);
+            error.path = serde_json::from_value(path.clone()).unwrap();
+            response.errors.push(error);
+        }
+        reshape(&registry(), &document, None, &mut response);
+        serde_json::to_string(&response.data).unwrap()
+    }
+
+    #[test]
+    fn objects_take_the_documents_order_at_every_level() {
+        // The root already in order, the list's items not: each item is reordered.
+        let query = "{ name items { y x } must { x } }";
+        let data = r#"{ "name": "n", "items": [{ "x": 1, "y": 2 }, { "y": 4, "x": 3 }], "must": { "x": 5 } }"#;
+        assert_eq!(
+            shaped(query, data, &[]),
+            r#"{"name":"n","items":[{"y":2,"x":1},{"y":4,"x":3}],"must":{"x":5}}"#
+        );
+        // The root out of order, its objects in order.
+        let data = r#"{ "must": { "x": 5 }, "items": [{ "y": 2, "x": 1 }], "name": "n" }"#;
+        assert_eq!(
+            shaped(query, data, &[]),
+            r#"{"name":"n","items":[{"y":2,"x":1}],"must":{"x":5}}"#
+        );
+    }
+
+    #[test]
+    fn fragments_merge_at_their_first_mention() {
+        let query = "{ must { x } ...F } fragment F on Root { name must { y } }";
+        let data = r#"{ "name": "n", "must": { "y": 2, "x": 1 } }"#;
+        assert_eq!(
+            shaped(query, data, &[]),
+            r#"{"must":{"x":1,"y":2},"name":"n"}"#
+        );
+    }
+
+    #[test]
+    fn failed_fields_become_null_up_to_the_nearest_nullable_one() {
+        // A nullable field that failed is null in its place.
+        let query = "{ name maybe { x } items { x y } }";
+        let data = r#"{ "name": "n", "items": [{ "x": 1 }, { "x": 2, "y": 3 }] }"#;
+        assert_eq!(
+            shaped(query, data, &[json!(["maybe"]), json!(["items", 0, "y"])]),
+            r#"{"name":"n","maybe":null,"items":[{"x":1,"y":null},{"x":2,"y":3}]}"#
+        );
+        // A non-null one makes its parent null; a non-null root field, `data`.
+        let query = "{ name maybe { x } }";
+        let data = r#"{ "name": "n", "maybe": {} }"#;
+        assert_eq!(
+            shaped(query, data, &[json!(["maybe", "x"])]),
+            r#"{"name":"n","maybe":null}"#
+        );
+        let query = "{ name must { x } }";
+        let data = r#"{ "name": "n" }"#;
+        assert_eq!(shaped(query, data, &[json!(["must"])]), "null");
     }
 }
