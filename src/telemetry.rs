@@ -309,7 +309,10 @@ pub fn metrics_handle() -> PrometheusHandle {
 /// recording itself. Keyed by a name (a route, a root field) and a few small labels;
 /// bounded by what its callers label with (routes, root fields and status codes the
 /// server has, methods folded to the standard ones).
-pub struct Handles<K, H>(std::sync::RwLock<std::collections::HashMap<Box<str>, Vec<(K, H)>>>);
+pub struct Handles<K, H>(std::sync::RwLock<ByName<K, H>>);
+
+/// Each name's series: its small labels and their handle.
+type ByName<K, H> = std::collections::HashMap<Box<str>, Vec<(K, H)>>;
 
 impl<K, H> Default for Handles<K, H> {
     fn default() -> Self {
@@ -320,7 +323,7 @@ impl<K, H> Default for Handles<K, H> {
 impl<K: PartialEq + Copy, H: Clone> Handles<K, H> {
     /// The handle for `(name, key)`, made by `make` the first time.
     pub fn get(&self, name: &str, key: K, make: impl FnOnce() -> H) -> H {
-        let found = |map: &std::collections::HashMap<Box<str>, Vec<(K, H)>>| {
+        let found = |map: &ByName<K, H>| {
             map.get(name)
                 .and_then(|series| series.iter().find(|(k, _)| *k == key))
                 .map(|(_, handle)| handle.clone())

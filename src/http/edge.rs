@@ -11,7 +11,7 @@
 use axum::{
     extract::{Request, State},
     middleware::Next,
-    response::Response,
+    response::{IntoResponse, Response},
 };
 use tracing::Instrument;
 
@@ -23,7 +23,7 @@ pub async fn edge(State(state): State<AppState>, mut request: Request, next: Nex
     let tracked = Tracked::start(&request);
     let cfg = &state.config.http;
     let mut response = match security::admit(cfg, &request) {
-        Err(refused) => refused,
+        Err(refused) => refused.into_response(),
         Ok(credentials) => {
             let mut response = next.run(request).instrument(span.clone()).await;
             security::set_headers(cfg, credentials, &mut response);

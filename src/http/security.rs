@@ -85,13 +85,22 @@ fn host_name(headers: &HeaderMap) -> Option<String> {
     Some(name.to_ascii_lowercase())
 }
 
-/// Refuses a request naming an untrusted host (the answer to send); otherwise whether
-/// it carries credentials (its answer must not be cached).
-pub(super) fn admit(cfg: &HttpConfig, request: &Request) -> Result<bool, Response> {
+/// A request naming a host outside `SEQUESTRA_TRUSTED_HOSTS`: answered 400.
+pub(super) struct UntrustedHost;
+
+impl IntoResponse for UntrustedHost {
+    fn into_response(self) -> Response {
+        (StatusCode::BAD_REQUEST, "untrusted host").into_response()
+    }
+}
+
+/// Refuses a request naming an untrusted host; otherwise whether it carries
+/// credentials (its answer must not be cached).
+pub(super) fn admit(cfg: &HttpConfig, request: &Request) -> Result<bool, UntrustedHost> {
     if !cfg.trusted_hosts.is_empty()
         && !host_name(request.headers()).is_some_and(|name| cfg.trusted_hosts.contains(&name))
     {
-        return Err((StatusCode::BAD_REQUEST, "untrusted host").into_response());
+        return Err(UntrustedHost);
     }
     Ok(request.headers().contains_key(header::AUTHORIZATION))
 }
