@@ -30,9 +30,18 @@ fn main() {
     if !order.is_file() {
         return;
     }
+    // The linker is handed a copy in OUT_DIR, not the checkout's file: cargo keeps this
+    // script's output for any checkout of the package sharing the target directory
+    // (its paths are hashed relative to the workspace), so a path into one checkout
+    // would outlive it, and a later release build elsewhere would fail to link
+    // ("cannot open …/symbol-order.txt") once it was gone.
+    let out = Path::new(&env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("symbol-order.txt");
+    if std::fs::copy(&order, &out).is_err() {
+        return;
+    }
     println!(
         "cargo::rustc-link-arg-bin=sequestra=-Wl,--symbol-ordering-file={}",
-        order.display()
+        out.display()
     );
     println!("cargo::rustc-link-arg-bin=sequestra=-Wl,--no-warn-symbol-ordering");
 }
