@@ -224,6 +224,22 @@ impl<'a> Shaper<'a> {
         !self.errors.is_empty()
     }
 
+    /// `f` with `segment` on the path (made and pushed only when paths are followed).
+    fn at<R>(
+        &self,
+        path: &mut Vec<PathSegment>,
+        segment: impl FnOnce() -> PathSegment,
+        f: impl FnOnce(&mut Vec<PathSegment>) -> R,
+    ) -> R {
+        if !self.tracks_paths() {
+            return f(path);
+        }
+        path.push(segment());
+        let result = f(path);
+        path.pop();
+        result
+    }
+
     /// The fields `sets` ask for of an object of type `parent`.
     fn wanted(&self, sets: &[&'a SelectionSet], parent: Option<&'a str>) -> Rc<[Wanted<'a>]> {
         let key = (
@@ -270,31 +286,22 @@ impl<'a> Shaper<'a> {
         }
         let mut shaped = IndexMap::with_capacity(map.len());
         for w in wanted.iter() {
-            if self.tracks_paths() {
-                path.push(PathSegment::Field(w.key.to_owned()));
-            }
-            let outcome = match map.shift_remove(w.key) {
-                Some(value) => self.value(value, &w.sets, w.ty, path),
+            let field = || PathSegment::Field(w.key.to_owned());
+            let outcome = self.at(path, field, |path| match map.shift_remove(w.key) {
+                Some(value) => Some(self.value(value, &w.sets, w.ty, path)),
                 // Absent and errored: null here, or the object's own null if the
                 // field may not be null.
-                None if self.tracks_paths() && self.errored_at(path) => Self::null_for(w.ty),
+                None if self.errored_at(path) => Some(Self::null_for(w.ty)),
                 // Absent without an error: skipped, or of a fragment that did not
                 // apply.
-                None => {
-                    if self.tracks_paths() {
-                        path.pop();
-                    }
-                    continue;
-                }
-            };
-            if self.tracks_paths() {
-                path.pop();
-            }
+                None => None,
+            });
             match outcome {
-                Some(value) => {
+                Some(Some(value)) => {
                     shaped.insert(Name::new(w.key), value);
                 }
-                None => return None,
+                Some(None) => return None,
+                None => {}
             }
         }
         // Anything the document walk did not name (never expected) keeps its place
@@ -322,13 +329,11 @@ impl<'a> Shaper<'a> {
                 let mut out = Vec::with_capacity(items.len());
                 let mut failed = false;
                 for (index, item) in items.into_iter().enumerate() {
-                    if self.tracks_paths() {
-                        path.push(PathSegment::Index(index));
-                    }
-                    let shaped = self.value(item, sets, item_ty, path);
-                    if self.tracks_paths() {
-                        path.pop();
-                    }
+                    let shaped = self.at(
+                        path,
+                        || PathSegment::Index(index),
+                        |path| self.value(item, sets, item_ty, path),
+                    );
                     match shaped {
                         Some(v) => out.push(v),
                         None => {

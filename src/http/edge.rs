@@ -20,7 +20,7 @@ use super::{AppState, metrics::Tracked, request_id, security};
 pub async fn edge(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let (id, span) = request_id::assign(&mut request);
-    let tracked = Tracked::start(&request);
+    let tracked = Tracked::start(&request, started);
     let cfg = &state.config.http;
     let mut response = match security::admit(cfg, &request) {
         Err(refused) => refused.into_response(),

@@ -45,13 +45,13 @@ fn method_label(method: &Method) -> &'static str {
 }
 
 impl Tracked {
-    /// Starts counting `request`. The route label is the matched route's template
-    /// (`unmatched` when none), so the labels stay bounded.
-    pub(super) fn start(request: &Request) -> Self {
+    /// Starts counting `request`, which arrived at `started`. The route label is the
+    /// matched route's template (`unmatched` when none), so the labels stay bounded.
+    pub(super) fn start(request: &Request, started: std::time::Instant) -> Self {
         Self {
             method: method_label(request.method()),
             route: request.extensions().get::<MatchedPath>().cloned(),
-            started: std::time::Instant::now(),
+            started,
         }
     }
 
