@@ -151,6 +151,7 @@ impl Application {
         let state = AppState::new(http::Shared {
             rate_limiter: http::rate_limit::shared(&config.http),
             ws_operations: http::ws::PerUser::default(),
+            subscriptions: http::fanout::Groups::default(),
             persisted: Arc::new(graphql::persisted::Persisted::new(
                 services.db.clone(),
                 config.graphql.persisted_only,
@@ -203,6 +204,11 @@ impl Application {
     /// Operations running over each user's WebSockets (the per-user cap's tally).
     pub fn ws_operations(&self) -> &http::ws::PerUser {
         &self.state.ws_operations
+    }
+
+    /// The subscriptions running for WebSockets, each once for the sockets sharing it.
+    pub fn subscriptions(&self) -> &http::fanout::Groups {
+        &self.state.subscriptions
     }
 
     pub fn tokens(&self) -> &TokenService {

@@ -24,7 +24,7 @@ use crate::{
 use super::{PLATFORM_ADMIN_SCOPES, Role, Scope, TokenService, scopes_of};
 
 /// What the caller presented.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Credential {
     /// An access token of this session.
     Session(Uuid),

@@ -5,6 +5,7 @@
 
 mod client_ip;
 mod edge;
+pub mod fanout;
 mod graphql;
 mod health;
 pub mod metrics;
@@ -60,6 +61,8 @@ pub struct Shared {
     pub rate_limiter: Option<rate_limit::Shared>,
     /// Operations running over each user's WebSockets in this process.
     pub ws_operations: ws::PerUser,
+    /// Subscriptions run once for the sockets that share them.
+    pub subscriptions: fanout::Groups,
     /// Documents named by hash: registered ones and those clients sent (APQ).
     pub persisted: Arc<crate::graphql::persisted::Persisted>,
     /// The request metrics' handles.

@@ -615,7 +615,10 @@ pub async fn handler(
                 })
                 .filter_map(future::ready)
                 .filter(move |data| future::ready(gate.admit(data)));
-            let schema = state.schema.clone();
+            let executor = super::fanout::Executor {
+                schema: state.schema.clone(),
+                groups: state.subscriptions.clone(),
+            };
             let init_refused = refused.clone();
             let init_accepted = accepted.clone();
             let on_init = move |payload: serde_json::Value| async move {
@@ -645,14 +648,18 @@ pub async fn handler(
                     authorization,
                     user,
                 });
+                let audience = super::fanout::Audience::of(&principal, client);
                 let context = request_context(&state, principal, request_id, client);
                 let mut data = Data::default();
+                if let Some(audience) = audience {
+                    data.insert(audience);
+                }
                 loaders::attach(&mut data, context.db.as_ref(), None);
                 data.insert(context);
                 Ok(data)
             };
             let mut outgoing =
-                std::pin::pin!(WebSocket::new(schema, input, protocol).on_connection_init(on_init));
+                std::pin::pin!(WebSocket::new(executor, input, protocol).on_connection_init(on_init));
             // One timer for the socket's life, moved when what it waits for changes (a
             // timer made per frame was a registration in the runtime's timer wheel and
             // its removal for every message sent).

@@ -305,6 +305,7 @@ pub struct TestApp {
     /// The server's own pool (on PostgreSQL its unprivileged role).
     pub server_db: DatabaseConnection,
     ws_operations: sequestra::http::ws::PerUser,
+    subscriptions: sequestra::http::fanout::Groups,
     statements: std::sync::Arc<sequestra::db::StatementTap>,
     pub tokens: TokenService,
     pub schema: sequestra::graphql::AppSchema,
@@ -448,6 +449,7 @@ impl TestApp {
         };
         let tokens = app.tokens().clone();
         let ws_operations = app.ws_operations().clone();
+        let subscriptions = app.subscriptions().clone();
         let statements = app.statements();
         let schema = app.schema().clone();
         let (tx, rx) = oneshot::channel::<()>();
@@ -462,6 +464,7 @@ impl TestApp {
             server_db,
             tokens,
             ws_operations,
+            subscriptions,
             statements,
             schema,
             config_database,
@@ -505,6 +508,11 @@ impl TestApp {
     /// Operations the app counts as running over each user's WebSockets.
     pub fn ws_operations(&self) -> &sequestra::http::ws::PerUser {
         &self.ws_operations
+    }
+
+    /// Subscription runs in progress (each shared by the sockets following it).
+    pub fn subscription_runs(&self) -> usize {
+        self.subscriptions.running()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -23,6 +23,10 @@ on_both_backends_with!(
     &[("SEQUESTRA_SIM_PSP_SETTLE_AFTER_MS", "300")]
 );
 on_both_backends_with!(
+    sockets_of_one_session_share_a_subscriptions_run,
+    &[("SEQUESTRA_SIM_PSP_SETTLE_AFTER_MS", "300")]
+);
+on_both_backends_with!(
     reconciliation_settles_a_payment_whose_webhook_never_came,
     &[("SEQUESTRA_PAYMENT_RECHECK_AFTER_SECS", "0")]
 );
@@ -157,6 +161,111 @@ async fn refused(socket: &mut Socket, id: &str) {
         (&json!("complete"), &json!(id)),
         "{end}"
     );
+}
+
+/// Sockets of one session following the same subscription share its run (one
+/// execution per event, each socket its own copy under its own id); another session
+/// runs its own; a socket leaving a shared run leaves the others theirs; the run
+/// stops with its last socket. A run that refuses (NOT_FOUND) refuses every socket of
+/// it, however late one joins.
+async fn sockets_of_one_session_share_a_subscriptions_run(app: TestApp) {
+    use futures_util::SinkExt;
+    let t = app.tenant("acme").await;
+    let stranger = app
+        .add_user(&t, "stranger@acme.test", &[Role::Sender, Role::Beneficiary])
+        .await
+        .token;
+    let (escrow_id, sender) = funded_escrow(&app, &t).await;
+    let provider = t.token(Role::Beneficiary).to_owned();
+
+    let mut first = connect(&app).await;
+    let mut second = connect(&app).await;
+    let mut payer = connect(&app).await;
+    for (socket, token, id) in [
+        (&mut first, &provider, "a"),
+        (&mut second, &provider, "b"),
+        (&mut payer, &sender, "c"),
+    ] {
+        init(socket, token).await;
+        subscribe(socket, id, MINE, json!({})).await;
+        registered(socket).await;
+    }
+    assert_eq!(
+        app.subscription_runs(),
+        2,
+        "the provider's two sockets share"
+    );
+
+    let payment = release(&app, &sender, &escrow_id).await;
+    for (socket, id) in [(&mut first, "a"), (&mut second, "b"), (&mut payer, "c")] {
+        let statuses = statuses_until(socket, id, "myPaymentUpdates", "SETTLED").await;
+        assert_eq!(statuses, ["PENDING", "SENT", "SETTLED"], "{id}");
+    }
+
+    // One socket completes: the other keeps the run; the last one's leaving stops it.
+    first
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            json!({ "id": "a", "type": "complete" }).to_string(),
+        ))
+        .await
+        .unwrap();
+    registered(&mut first).await;
+    assert_eq!(app.subscription_runs(), 2);
+    drop(second);
+    drop(payer);
+    let mut runs = app.subscription_runs();
+    for _ in 0..50 {
+        if runs == 0 {
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+        runs = app.subscription_runs();
+    }
+    assert_eq!(runs, 0, "no socket follows a run any more");
+
+    // A stranger's sockets may not follow the escrow: each of them is refused, the
+    // one that started the run and the ones that joined it, ended or not.
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        let mut socket = connect(&app).await;
+        init(&mut socket, &stranger).await;
+        sockets.push(socket);
+    }
+    for socket in &mut sockets {
+        subscribe(socket, "esc", FOLLOW_ESCROW, json!({ "id": escrow_id })).await;
+    }
+    for socket in &mut sockets {
+        refused(socket, "esc").await;
+    }
+    // The payment stays the provider's to follow.
+    let mut one = connect(&app).await;
+    init(&mut one, &provider).await;
+    subscribe(&mut one, "p", FOLLOW_PAYMENT, json!({ "id": payment })).await;
+    let now = next_json(&mut one).await;
+    assert_eq!(
+        now["payload"]["data"]["paymentUpdated"]["status"],
+        "SETTLED"
+    );
+}
+
+/// The server has read everything sent on `socket` so far: a heartbeat's round trip.
+async fn registered(socket: &mut Socket) {
+    use futures_util::SinkExt;
+    subscribe(socket, "hb", "subscription { serverTime }", json!({})).await;
+    // (An answer to what was sent before may come first.)
+    while next_json(socket).await["id"] != "hb" {}
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            json!({ "id": "hb", "type": "complete" }).to_string(),
+        ))
+        .await
+        .unwrap();
+    loop {
+        let msg = next_json(socket).await;
+        if msg["type"] == "complete" && msg["id"] == "hb" {
+            return;
+        }
+    }
 }
 
 const MINE: &str = "subscription { myPaymentUpdates { id status amount { amount } } }";
