@@ -13,7 +13,11 @@
 //! 2. PostgreSQL: `SEQUESTRA_BENCH_SUBSCRIBERS` (default `1000,5000,10000`)
 //!    WebSocket subscribers of `myPaymentUpdates`, all the same payee; at each
 //!    step the server's RSS and, for `SAMPLES` settling webhooks posted one at a
-//!    time, the fan-out latency from the POST to every subscriber's frame.
+//!    time, the fan-out latency from the POST to every subscriber's frame. The
+//!    sockets share one session and send the same document, so the server runs the
+//!    subscription once for all of them (`http/fanout.rs`); with
+//!    `SEQUESTRA_BENCH_APART=1` each socket's document has its own alias, and each
+//!    socket runs its own.
 //!
 //! PostgreSQL: `SEQUESTRA_BENCH_DATABASE_URL` as for the other benches.
 
@@ -339,20 +343,32 @@ async fn subscribers(url: &str, owner: &str) {
     .await;
     let mut references = references.into_iter();
 
+    let apart = std::env::var("SEQUESTRA_BENCH_APART").is_ok_and(|v| v == "1");
     let clock: Clock = Arc::default();
     let (latency_tx, mut latency_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
     let mut connected = 0;
     println!(
-        "PostgreSQL, myPaymentUpdates subscribers (one payee), {SAMPLES} settlements each; idle server {base:.1} MiB:"
+        "PostgreSQL, myPaymentUpdates subscribers (one payee, {}), {SAMPLES} settlements each; idle server {base:.1} MiB:",
+        if apart {
+            "a document per socket: a run each"
+        } else {
+            "one session and document: one shared run"
+        }
     );
     for tier in tiers {
         while connected < tier {
             let batch = (tier - connected).min(250);
             let mut joins = Vec::new();
-            for _ in 0..batch {
+            for n in connected..connected + batch {
+                let document = if apart {
+                    format!("subscription {{ s{n}: myPaymentUpdates {{ id status }} }}")
+                } else {
+                    common::PAYMENT_UPDATES.to_owned()
+                };
                 joins.push(tokio::spawn(subscriber(
                     server.addr.clone(),
                     token.clone(),
+                    document,
                     clock.clone(),
                     latency_tx.clone(),
                 )));
@@ -398,13 +414,14 @@ async fn subscribers(url: &str, owner: &str) {
 async fn subscriber(
     addr: String,
     token: String,
+    document: String,
     clock: Clock,
     latency: tokio::sync::mpsc::UnboundedSender<Duration>,
 ) {
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
-    let mut socket = common::payment_updates(&addr, &token, Some(config)).await;
+    let mut socket = common::payment_updates(&addr, &token, Some(config), &document).await;
     tokio::spawn(async move {
         while let Some(Ok(msg)) = socket.next().await {
             let Message::Text(text) = msg else { continue };
@@ -412,8 +429,11 @@ async fn subscriber(
                 continue;
             }
             let json: serde_json::Value = serde_json::from_str(&text).expect("json");
-            let id = json["payload"]["data"]["myPaymentUpdates"]["id"]
-                .as_str()
+            // The one field of `data`, whatever its alias.
+            let id = json["payload"]["data"]
+                .as_object()
+                .and_then(|data| data.values().next())
+                .and_then(|update| update["id"].as_str())
                 .expect("id");
             let sent = clock.lock().expect("clock").get(id).copied();
             if let Some(sent) = sent {

@@ -66,7 +66,8 @@ async fn bench(url: &str, owner: &str) {
     // The subscriber.
     let clock: Clock = Arc::default();
     let (latency_tx, mut latency_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
-    let mut socket = common::payment_updates(&addr.to_string(), &token, None).await;
+    let mut socket =
+        common::payment_updates(&addr.to_string(), &token, None, common::PAYMENT_UPDATES).await;
     let watch = clock.clone();
     tokio::spawn(async move {
         while let Some(Ok(msg)) = socket.next().await {

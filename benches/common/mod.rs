@@ -183,10 +183,14 @@ pub async fn serve_on_postgres(
 
 /// A graphql-transport-ws socket to `addr`, initialised with `token` (its ack
 /// received) and subscribed to `myPaymentUpdates { id status }` as operation "1".
+/// The payee's subscription the benches follow (an alias makes it another document).
+pub const PAYMENT_UPDATES: &str = "subscription { myPaymentUpdates { id status } }";
+
 pub async fn payment_updates(
     addr: &str,
     token: &str,
     config: Option<tokio_tungstenite::tungstenite::protocol::WebSocketConfig>,
+    document: &str,
 ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
@@ -212,7 +216,8 @@ pub async fn payment_updates(
             other => panic!("no ack: {other:?}"),
         }
     }
-    let subscribe = serde_json::json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { myPaymentUpdates { id status } }" } });
+    let subscribe =
+        serde_json::json!({ "id": "1", "type": "subscribe", "payload": { "query": document } });
     socket
         .send(Message::text(subscribe.to_string()))
         .await
