@@ -306,7 +306,11 @@ impl Executor {
                                 schema,
                                 data,
                             };
-                            return Some((copy(&response), state));
+                            // The last member to read an event has it to itself (the
+                            // channel let go of it): no copy.
+                            let response =
+                                Arc::try_unwrap(response).unwrap_or_else(|shared| copy(&shared));
+                            return Some((response, state));
                         }
                         Err(broadcast::error::RecvError::Lagged(_)) => continue,
                         Err(broadcast::error::RecvError::Closed) if member.seen => return None,
