@@ -22,7 +22,7 @@ use std::{
 };
 
 use async_graphql::{
-    Data, Request, Response, Variables,
+    Data, Request, Response,
     parser::types::{DocumentOperations, OperationType, Selection},
 };
 use chrono::{DateTime, Utc};
@@ -40,8 +40,9 @@ use crate::{
 };
 
 /// Responses a member may fall behind by before it skips (as a socket's own
-/// subscription to the bus does when it lags).
-const BACKLOG: usize = 64;
+/// subscription to the bus does when it lags). A run's channel holds this many slots
+/// from its start (~48 bytes each), for a run of one socket too.
+const BACKLOG: usize = 16;
 
 /// Who an answer is for: what the principal was authenticated as, and from where.
 /// Put in a socket's session data when `connection_init` is accepted.
@@ -91,7 +92,7 @@ struct Key {
 
 /// The runs in progress, by key.
 #[derive(Clone, Default)]
-pub struct Groups(Arc<Mutex<HashMap<Key, Weak<Group>>>>);
+pub struct Groups(Arc<Mutex<HashMap<Arc<Key>, Weak<Group>>>>);
 
 impl Groups {
     /// Runs in progress (for tests).
@@ -108,7 +109,7 @@ impl Groups {
 /// One run and its members: each member holds the group; the last to leave stops
 /// the run.
 struct Group {
-    key: Key,
+    key: Arc<Key>,
     /// Where members subscribe; `None` once the run ended (no one joins it then).
     feed: Arc<Mutex<Option<broadcast::Sender<Arc<Response>>>>>,
     task: tokio::task::AbortHandle,
@@ -120,8 +121,11 @@ impl Drop for Group {
         self.task.abort();
         let mut groups = self.groups.0.lock().expect("fanout lock");
         // A run started since for the same key is not this one's to remove.
-        if groups.get(&self.key).is_some_and(|g| g.strong_count() == 0) {
-            groups.remove(&self.key);
+        if groups
+            .get(&*self.key)
+            .is_some_and(|g| g.strong_count() == 0)
+        {
+            groups.remove(&*self.key);
         }
     }
 }
@@ -213,19 +217,24 @@ fn copy(response: &Response) -> Response {
     copy
 }
 
-/// What a member needs to run its request alone.
-struct Alone {
-    query: String,
-    operation_name: Option<String>,
-    variables: Variables,
-    extensions: async_graphql::Extensions,
-}
+impl Key {
+    fn new(audience: Audience, request: &Request) -> Self {
+        Self {
+            audience,
+            query: request.query.clone(),
+            operation_name: request.operation_name.clone(),
+            variables: text(&request.variables),
+            // A `HashMap`: sorted, so equal extensions give equal text.
+            extensions: text(&request.extensions.0.iter().collect::<BTreeMap<_, _>>()),
+        }
+    }
 
-impl Alone {
-    fn request(self) -> Request {
-        let mut request = Request::new(self.query).variables(self.variables);
-        request.operation_name = self.operation_name;
-        request.extensions = self.extensions;
+    /// The request again, for a member to run alone.
+    fn request(&self) -> Request {
+        let mut request = Request::new(self.query.clone())
+            .variables(serde_json::from_str(&self.variables).unwrap_or_default());
+        request.operation_name = self.operation_name.clone();
+        request.extensions = serde_json::from_str(&self.extensions).unwrap_or_default();
         request
     }
 }
@@ -238,26 +247,13 @@ impl Executor {
         request: Request,
         data: Arc<Data>,
     ) -> BoxStream<'static, Response> {
-        let key = Key {
-            audience,
-            query: request.query.clone(),
-            operation_name: request.operation_name.clone(),
-            variables: text(&request.variables),
-            // A `HashMap`: sorted, so equal extensions give equal text.
-            extensions: text(&request.extensions.0.iter().collect::<BTreeMap<_, _>>()),
-        };
-        let alone = Alone {
-            query: request.query.clone(),
-            operation_name: request.operation_name.clone(),
-            variables: request.variables.clone(),
-            extensions: request.extensions.clone(),
-        };
+        let key = Arc::new(Key::new(audience, &request));
         // A group found ended, or upgraded while its last member left, is dropped
         // after the lock is released (its `Drop` takes the lock).
         let mut stale = None;
         let joined = {
             let mut groups = self.groups.0.lock().expect("fanout lock");
-            let found = groups.get(&key).and_then(Weak::upgrade);
+            let found = groups.get(&*key).and_then(Weak::upgrade);
             let receiver = found.as_ref().and_then(|group| {
                 group
                     .feed
@@ -279,13 +275,12 @@ impl Executor {
         drop(stale);
         let (group, rx) = joined;
         let member = Member {
-            _group: group,
+            group,
             rx,
             seen: false,
         };
         let state = State::Shared {
             member,
-            alone,
             schema: self.schema.clone(),
             data,
         };
@@ -293,7 +288,6 @@ impl Executor {
             match state {
                 State::Shared {
                     mut member,
-                    alone,
                     schema,
                     data,
                 } => loop {
@@ -302,7 +296,6 @@ impl Executor {
                             member.seen = true;
                             let state = State::Shared {
                                 member,
-                                alone,
                                 schema,
                                 data,
                             };
@@ -318,9 +311,9 @@ impl Executor {
                             // The run ended before this member saw anything: its own
                             // answer (the same request error or refusal, or a run of
                             // its own) rather than a bare `complete`.
+                            let request = member.group.key.request();
                             drop(member);
-                            let mut own =
-                                schema.execute_stream_with_session_data(alone.request(), data);
+                            let mut own = schema.execute_stream_with_session_data(request, data);
                             let first = own.next().await?;
                             return Some((first, State::Alone(own.boxed())));
                         }
@@ -339,7 +332,7 @@ impl Executor {
     /// and the first member's receiver.
     fn start(
         &self,
-        key: Key,
+        key: Arc<Key>,
         request: Request,
         data: Arc<Data>,
     ) -> (Arc<Group>, broadcast::Receiver<Arc<Response>>) {
@@ -371,7 +364,6 @@ impl Executor {
 enum State {
     Shared {
         member: Member,
-        alone: Alone,
         schema: AppSchema,
         data: Arc<Data>,
     },
@@ -380,7 +372,7 @@ enum State {
 
 /// A socket's place in a run.
 struct Member {
-    _group: Arc<Group>,
+    group: Arc<Group>,
     rx: broadcast::Receiver<Arc<Response>>,
     /// Whether a response reached this member.
     seen: bool,
@@ -422,6 +414,41 @@ mod tests {
         fields.sort();
         classified.sort();
         assert_eq!(fields, classified);
+    }
+
+    /// A member that runs alone sends the request its run was keyed by.
+    #[test]
+    fn a_key_gives_its_request_back() {
+        let mut sent = Request::new(
+            "subscription($id: ID!) { escrowUpdated(escrowId: $id) { event } }",
+        )
+        .variables(async_graphql::Variables::from_json(serde_json::json!({
+            "id": "esc_1", "n": 1.5, "list": [1, null, "x"], "nested": { "b": true, "a": 2 },
+        })));
+        sent.operation_name = Some("Follow".to_owned());
+        sent.extensions.0.insert(
+            "persistedQuery".to_owned(),
+            async_graphql::Value::from_json(
+                serde_json::json!({ "version": 1, "sha256Hash": "ab" }),
+            )
+            .unwrap(),
+        );
+        let audience = Audience {
+            tenant: Uuid::nil(),
+            user: Uuid::nil(),
+            credential: Credential::Session(Uuid::nil()),
+            roles: vec![Role::Sender],
+            scopes: BTreeSet::new(),
+            mfa_verified_at: None,
+            mfa_enrolment_required: false,
+            client: IpAddr::from([127, 0, 0, 1]),
+        };
+        let key = Key::new(audience, &sent);
+        let again = key.request();
+        assert_eq!(again.query, sent.query);
+        assert_eq!(again.operation_name, sent.operation_name);
+        assert_eq!(again.variables, sent.variables);
+        assert_eq!(again.extensions.0, sent.extensions.0);
     }
 
     fn request(query: &str, operation: Option<&str>) -> Request {
