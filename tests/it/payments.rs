@@ -171,12 +171,12 @@ async fn refused(socket: &mut Socket, id: &str) {
 async fn sockets_of_one_session_share_a_subscriptions_run(app: TestApp) {
     use futures_util::SinkExt;
     let t = app.tenant("acme").await;
-    let stranger = app
-        .add_user(&t, "stranger@acme.test", &[Role::Sender, Role::Beneficiary])
-        .await
-        .token;
-    let (escrow_id, sender) = funded_escrow(&app, &t).await;
-    let provider = t.token(Role::Beneficiary).to_owned();
+    let Parties {
+        stranger,
+        escrow_id,
+        sender,
+        provider,
+    } = parties(&app, &t).await;
 
     let mut first = connect(&app).await;
     let mut second = connect(&app).await;
@@ -248,12 +248,40 @@ async fn sockets_of_one_session_share_a_subscriptions_run(app: TestApp) {
     );
 }
 
+/// A funded escrow's sender and provider (tokens), and a stranger of the same tenant.
+struct Parties {
+    stranger: String,
+    escrow_id: String,
+    sender: String,
+    provider: String,
+}
+
+async fn parties(app: &TestApp, t: &TestTenant) -> Parties {
+    let stranger = app
+        .add_user(t, "stranger@acme.test", &[Role::Sender, Role::Beneficiary])
+        .await
+        .token;
+    let (escrow_id, sender) = funded_escrow(app, t).await;
+    Parties {
+        stranger,
+        escrow_id,
+        sender,
+        provider: t.token(Role::Beneficiary).to_owned(),
+    }
+}
+
 /// The server has read everything sent on `socket` so far: a heartbeat's round trip.
 async fn registered(socket: &mut Socket) {
     use futures_util::SinkExt;
     subscribe(socket, "hb", "subscription { serverTime }", json!({})).await;
-    // (An answer to what was sent before may come first.)
-    while next_json(socket).await["id"] != "hb" {}
+    // (The answer to a `complete` sent before may come first; nothing else may.)
+    loop {
+        let msg = next_json(socket).await;
+        if msg["id"] == "hb" {
+            break;
+        }
+        assert_eq!(msg["type"], "complete", "{msg}");
+    }
     socket
         .send(tokio_tungstenite::tungstenite::Message::text(
             json!({ "id": "hb", "type": "complete" }).to_string(),
@@ -276,12 +304,12 @@ const FOLLOW_ESCROW: &str = "subscription($id: ID!) { escrowUpdated(escrowId: $i
 async fn subscribers_see_sent_then_settled_and_strangers_nothing(app: TestApp) {
     let t = app.tenant("acme").await;
     let g = app.tenant("globex").await;
-    let stranger = app
-        .add_user(&t, "stranger@acme.test", &[Role::Sender, Role::Beneficiary])
-        .await
-        .token;
-    let (escrow_id, sender) = funded_escrow(&app, &t).await;
-    let provider = t.token(Role::Beneficiary).to_owned();
+    let Parties {
+        stranger,
+        escrow_id,
+        sender,
+        provider,
+    } = parties(&app, &t).await;
 
     let mut mine = connect(&app).await;
     init(&mut mine, &provider).await;
@@ -316,16 +344,7 @@ async fn subscribers_see_sent_then_settled_and_strangers_nothing(app: TestApp) {
     // Subscriptions are registered once the server has read them; a heartbeat
     // round-trip on each socket makes sure of it.
     for socket in [&mut mine, &mut escrow_feed, &mut other, &mut foreign] {
-        subscribe(socket, "hb", "subscription { serverTime }", json!({})).await;
-        assert_eq!(next_json(socket).await["id"], "hb");
-        use futures_util::SinkExt;
-        socket
-            .send(tokio_tungstenite::tungstenite::Message::text(
-                json!({ "id": "hb", "type": "complete" }).to_string(),
-            ))
-            .await
-            .unwrap();
-        assert_eq!(next_json(socket).await["type"], "complete");
+        registered(socket).await;
     }
 
     let payment_id = release(&app, &sender, &escrow_id).await;
