@@ -82,10 +82,10 @@ struct Running {
 }
 
 /// An operation's name, type and first root field.
-type Label = (Option<String>, &'static str, String);
+pub(crate) type Label = (Option<String>, &'static str, String);
 
 /// Each operation's name, type and first root field (`…` for a fragment first).
-fn operation_labels(document: &ExecutableDocument) -> Vec<Label> {
+pub(crate) fn operation_labels(document: &ExecutableDocument) -> Vec<Label> {
     use async_graphql::parser::types::{OperationType, Selection};
     document
         .operations
@@ -114,7 +114,7 @@ fn operation_labels(document: &ExecutableDocument) -> Vec<Label> {
 
 /// The labels of the operation that runs: the named one, or the document's first
 /// (a document of several without a name is refused before it runs).
-fn running<'l>(labels: &'l [Label], name: Option<&str>) -> Option<&'l Label> {
+pub(crate) fn running<'l>(labels: &'l [Label], name: Option<&str>) -> Option<&'l Label> {
     match name {
         Some(name) => labels.iter().find(|(n, ..)| n.as_deref() == Some(name)),
         None => labels.first(),

@@ -3,7 +3,7 @@
 pub mod access;
 pub mod connection;
 pub mod context;
-mod edge;
+pub(crate) mod edge;
 pub mod errors;
 pub mod limits;
 pub mod loaders;
@@ -107,4 +107,25 @@ pub fn sdl() -> String {
     builder()
         .finish()
         .sdl_with_options(async_graphql::SDLExportOptions::new().include_specified_by())
+}
+
+/// The fields of the root type `root` (`Query`, `Mutation`, `Subscription`) in the
+/// SDL, for the tests that hold a declared list to the schema.
+#[cfg(test)]
+pub(crate) fn root_fields(root: &str) -> Vec<String> {
+    use async_graphql::parser::types::{TypeKind, TypeSystemDefinition};
+    let document = async_graphql::parser::parse_schema(sdl()).expect("the SDL parses");
+    document
+        .definitions
+        .into_iter()
+        .filter_map(|definition| match definition {
+            TypeSystemDefinition::Type(ty) if ty.node.name.node == root => match ty.node.kind {
+                TypeKind::Object(object) => Some(object.fields),
+                _ => None,
+            },
+            _ => None,
+        })
+        .flatten()
+        .map(|field| field.node.name.node.to_string())
+        .collect()
 }

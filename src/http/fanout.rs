@@ -21,10 +21,7 @@ use std::{
     sync::{Arc, Mutex, Weak},
 };
 
-use async_graphql::{
-    Data, Request, Response,
-    parser::types::{DocumentOperations, OperationType, Selection},
-};
+use async_graphql::{Data, Request, Response};
 use chrono::{DateTime, Utc};
 use futures_util::{
     StreamExt,
@@ -180,26 +177,21 @@ pub const SUBSCRIPTIONS: &[(&str, bool)] = &[
 /// their run (a document that does not parse, or names no such operation, runs alone
 /// and gets its error).
 fn shareable(request: &Request) -> bool {
+    use crate::graphql::edge::{operation_labels, running};
     let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
         return false;
     };
-    let operation = match (&document.operations, request.operation_name.as_deref()) {
-        (DocumentOperations::Single(op), None) => Some(op),
-        (DocumentOperations::Single(_), Some(_)) => None,
-        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
-        (DocumentOperations::Multiple(_), None) => None,
-    };
-    let Some(operation) = operation.filter(|op| op.node.ty == OperationType::Subscription) else {
+    let labels = operation_labels(&document);
+    // Several operations and no name: refused before it runs, by each socket alone.
+    if request.operation_name.is_none() && labels.len() != 1 {
         return false;
-    };
-    let roots = &operation.node.selection_set.node.items;
-    !roots.is_empty()
-        && roots.iter().all(|selection| match &selection.node {
-            Selection::Field(field) => SUBSCRIPTIONS
+    }
+    running(&labels, request.operation_name.as_deref()).is_some_and(|(_, kind, root)| {
+        *kind == "subscription"
+            && SUBSCRIPTIONS
                 .iter()
-                .any(|(name, shared)| *shared && field.node.name.node == *name),
-            _ => false,
-        })
+                .any(|(name, shared)| *shared && root == name)
+    })
 }
 
 /// `value` as JSON text.
@@ -386,29 +378,7 @@ mod tests {
     /// [`SUBSCRIPTIONS`], and nothing else is.
     #[test]
     fn every_subscription_is_classified() {
-        use async_graphql::parser::types::{TypeKind, TypeSystemDefinition};
-        let sdl = crate::graphql::sdl();
-        let document = async_graphql::parser::parse_schema(&sdl).expect("the schema parses");
-        let mut fields: Vec<String> = document
-            .definitions
-            .iter()
-            .filter_map(|definition| match definition {
-                TypeSystemDefinition::Type(ty) if ty.node.name.node == "Subscription" => {
-                    match &ty.node.kind {
-                        TypeKind::Object(object) => Some(
-                            object
-                                .fields
-                                .iter()
-                                .map(|f| f.node.name.node.to_string())
-                                .collect::<Vec<_>>(),
-                        ),
-                        _ => None,
-                    }
-                }
-                _ => None,
-            })
-            .flatten()
-            .collect();
+        let mut fields = crate::graphql::root_fields("Subscription");
         let mut classified: Vec<String> =
             SUBSCRIPTIONS.iter().map(|(n, _)| (*n).to_owned()).collect();
         fields.sort();
